@@ -1,0 +1,1 @@
+"""The gRPC job API (JobService, ModelService, DeploymentService) over the plain-Python cores."""

@@ -1,0 +1,44 @@
+"""`python -m trainserve.api`: run the job API server until SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from trainserve.api.server import ApiConfig, serve
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="trainserve-api", description=__doc__)
+    p.add_argument("--listen", default=ApiConfig.listen)
+    p.add_argument("--redis-url", default=ApiConfig.redis_url)
+    p.add_argument("--storage-dir", default="", help="unused by the API; accepted for symmetry")
+    p.add_argument("--serve-http", default=ApiConfig.serve_http)
+    p.add_argument("--serve-grpc", default=ApiConfig.serve_grpc)
+    p.add_argument("--metrics-port", type=int, default=9100)
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = ApiConfig(listen=args.listen, redis_url=args.redis_url, serve_http=args.serve_http,
+                    serve_grpc=args.serve_grpc)
+    if args.metrics_port:
+        from prometheus_client import REGISTRY, start_http_server
+
+        from trainserve.api.metrics import JobStateCollector
+        from trainserve.store.redis import connect
+        REGISTRY.register(JobStateCollector(connect(cfg.redis_url)))
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    asyncio.run(_run(cfg))
+
+
+async def _run(cfg: ApiConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(cfg, stop)
+
+
+if __name__ == "__main__":
+    main()

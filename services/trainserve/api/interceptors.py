@@ -1,0 +1,80 @@
+"""One interceptor maps domain errors to gRPC status codes and records request metrics.
+
+`errors.TrainserveError` subclasses carry their status code; a Redis outage becomes
+UNAVAILABLE (the client may retry with the same request id); anything else is INTERNAL with a
+generic message and the traceback in the server log.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import redis
+
+from trainserve import errors
+from trainserve.api.metrics import GRPC_LATENCY, GRPC_REQUESTS, REDIS_ERRORS
+
+log = logging.getLogger("trainserve.api")
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, errors.TrainserveError):
+        return getattr(grpc.StatusCode, exc.grpc_code), exc.message
+    if isinstance(exc, redis.RedisError):
+        REDIS_ERRORS.inc()
+        return grpc.StatusCode.UNAVAILABLE, "state store unavailable, retry"
+    log.exception("internal error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        return handler
+
+
+def _record(method: str, code: grpc.StatusCode, start: float) -> None:
+    GRPC_REQUESTS.labels(method, code.name).inc()
+    GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
+
+
+def _wrap_unary(fn, method):
+    async def wrapper(request, context):
+        start = time.perf_counter()
+        try:
+            response = await fn(request, context)
+        except Exception as exc:  # noqa: BLE001 - every error gets a status
+            if isinstance(exc, grpc.aio.AbortError):
+                _record(method, context.code() or grpc.StatusCode.UNKNOWN, start)
+                raise
+            code, message = _status(exc)
+            _record(method, code, start)
+            await context.abort(code, message)
+        _record(method, grpc.StatusCode.OK, start)
+        return response
+    return wrapper
+
+
+def _wrap_stream(fn, method):
+    async def wrapper(request, context):
+        start = time.perf_counter()
+        try:
+            async for item in fn(request, context):
+                yield item
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, grpc.aio.AbortError):
+                _record(method, context.code() or grpc.StatusCode.UNKNOWN, start)
+                raise
+            code, message = _status(exc)
+            _record(method, code, start)
+            await context.abort(code, message)
+        _record(method, grpc.StatusCode.OK, start)
+    return wrapper

@@ -1,0 +1,72 @@
+"""The job API server: grpc.aio with health checking and reflection."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from trainserve.api.interceptors import ErrorAndMetricsInterceptor
+from trainserve.api.servicers import DeploymentServicer, JobServicer, ModelServicer, _Blocking
+from trainserve.jobs.service import JobsCore
+from trainserve.pb import deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2
+from trainserve.pb import model_pb2_grpc
+from trainserve.registry.service import DeploymentsCore, ModelsCore
+from trainserve.store.redis import check, connect
+
+log = logging.getLogger("trainserve.api")
+SERVICES = ("trainserve.v1.JobService", "trainserve.v1.ModelService",
+            "trainserve.v1.DeploymentService")
+
+
+@dataclass
+class ApiConfig:
+    listen: str = "127.0.0.1:50051"
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    serve_http: str = "127.0.0.1:8000"
+    serve_grpc: str = "127.0.0.1:9000"
+    # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
+    threads: int = 64
+
+
+def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+    """Build the server bound to `cfg.listen` (port 0 picks a free one); not started."""
+    client = connect(cfg.redis_url)
+    check(client)
+    run = _Blocking(ThreadPoolExecutor(cfg.threads, thread_name_prefix="api-redis"))
+    server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor()],
+                             options=[("grpc.so_reuseport", 0)])
+    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(JobsCore(client), run), server)
+    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
+                                                      server)
+    deps = DeploymentsCore(client, f"http://{cfg.serve_http}", cfg.serve_grpc)
+    deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
+                                                                server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+             model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+             deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(cfg.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {cfg.listen}: address in use or not available")
+    return server, port, health_servicer
+
+
+async def serve(cfg: ApiConfig, stop: asyncio.Event | None = None) -> None:
+    server, port, health_servicer = create_server(cfg)
+    await server.start()
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("job API listening on %s (port %d)", cfg.listen, port)
+    stop = stop or asyncio.Event()
+    await stop.wait()
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace=5)

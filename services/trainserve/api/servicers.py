@@ -1,0 +1,97 @@
+"""Thin gRPC servicers: unpack the request, call the core in a worker thread (the stores are
+synchronous Redis clients), pack the response."""
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+from trainserve.api.metrics import SUBMISSIONS
+from trainserve.jobs.service import JobsCore
+from trainserve.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
+                           model_pb2_grpc)
+from trainserve.registry.service import DeploymentsCore, ModelsCore
+from trainserve.store.events import is_terminal_event
+
+
+class _Blocking:
+    """Runs blocking store calls off the event loop, in a pool sized for long polls."""
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self.pool = pool
+
+    async def __call__(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+
+class JobServicer(job_pb2_grpc.JobServiceServicer):
+    def __init__(self, core: JobsCore, run: _Blocking):
+        self.core = core
+        self.run = run
+
+    async def SubmitJob(self, request, context):
+        job, created = await self.run(self.core.submit, request.spec, request.request_id)
+        if created:
+            SUBMISSIONS.inc()
+        return job
+
+    async def GetJob(self, request, context):
+        return await self.run(self.core.get, request.job_id)
+
+    async def ListJobs(self, request, context):
+        jobs, token = await self.run(self.core.list, request.state, request.page_size,
+                                     request.page_token)
+        return job_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def CancelJob(self, request, context):
+        return await self.run(self.core.cancel, request.job_id)
+
+    async def WatchJob(self, request, context):
+        await self.run(self.core.get, request.job_id)  # NOT_FOUND before the stream starts
+        events = self.core.store.events
+        last = request.after_event_id or "0-0"
+        while True:
+            batch = await self.run(events.read_after, request.job_id, last, 1000)
+            if not batch:
+                if await self.run(self.core.is_terminal, request.job_id):
+                    return
+                continue
+            for event in batch:
+                last = event.event_id
+                yield event
+                if is_terminal_event(event):
+                    return
+
+
+class ModelServicer(model_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: ModelsCore, run: _Blocking):
+        self.core = core
+        self.run = run
+
+    async def ListModels(self, request, context):
+        models = await self.run(self.core.list, request.name)
+        return model_pb2.ListModelsResponse(models=models)
+
+    async def GetModel(self, request, context):
+        return await self.run(self.core.get, request.name, request.version)
+
+
+class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
+    def __init__(self, core: DeploymentsCore, run: _Blocking):
+        self.core = core
+        self.run = run
+
+    async def Deploy(self, request, context):
+        return await self.run(self.core.deploy, request.name, request.model_name,
+                              request.model_version)
+
+    async def Undeploy(self, request, context):
+        return await self.run(self.core.undeploy, request.name)
+
+    async def GetDeployment(self, request, context):
+        return await self.run(self.core.get, request.name)
+
+    async def ListDeployments(self, request, context):
+        deps = await self.run(self.core.list)
+        return deployment_pb2.ListDeploymentsResponse(deployments=deps)

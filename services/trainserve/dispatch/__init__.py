@@ -1,0 +1,1 @@
+"""The dispatcher: turns queued jobs into Ray work and deploy requests into Serve state."""

@@ -1,0 +1,44 @@
+"""`python -m trainserve.dispatch`: run the dispatcher until SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
+
+
+def main(argv=None) -> None:
+    d = DispatcherConfig()
+    p = argparse.ArgumentParser(prog="trainserve-dispatch", description=__doc__)
+    p.add_argument("--redis-url", default=d.redis_url)
+    p.add_argument("--ray-address", default=d.ray_address)
+    p.add_argument("--storage-dir", default=d.storage_dir)
+    p.add_argument("--serve-http", default=d.serve_http)
+    p.add_argument("--serve-grpc", default=d.serve_grpc)
+    p.add_argument("--max-concurrent-jobs", type=int, default=d.max_concurrent_jobs)
+    p.add_argument("--consumer", default=d.consumer, help="this dispatcher's name in the queue")
+    p.add_argument("--no-serve", action="store_true", help="do not start Ray Serve")
+    p.add_argument("--metrics-port", type=int, default=9101)
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = DispatcherConfig(redis_url=args.redis_url, ray_address=args.ray_address,
+                           storage_dir=args.storage_dir, serve_http=args.serve_http,
+                           serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
+                           consumer=args.consumer, start_serve=not args.no_serve)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    dispatcher = Dispatcher(cfg)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    dispatcher.start()
+    done.wait()
+    dispatcher.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Runs one job from its queue entry to a terminal state, exactly once in effect.
+
+A job found RUNNING was started by a dispatcher that died; it is resumed from its latest
+checkpoint. Registration is idempotent per job, so a crash between registering the model
+and recording SUCCEEDED does not produce a second version.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from trainserve import errors
+from trainserve.jobs.state import JobState
+from trainserve.pb import job_pb2
+from trainserve.registry import versions
+from trainserve.registry.service import DeploymentsCore
+from trainserve.store.jobs import JobStore
+from trainserve.store.models import ModelStore
+
+log = logging.getLogger("trainserve.dispatch")
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, models: ModelStore, deployments: DeploymentsCore,
+                 redis_url: str, storage_dir: str, run_job=None):
+        self.store = store
+        self.models = models
+        self.deployments = deployments
+        self.redis_url = redis_url
+        self.storage_dir = storage_dir
+        self._run_job = run_job  # injectable for unit tests; the real one imports Ray
+
+    def run(self, job_id: str) -> JobState:
+        """Drive the job to a terminal state; returns that state."""
+        job = self.store.get(job_id)
+        state = JobState(job.state)
+        if state.is_terminal:
+            return state
+        job = self._start(job, state)
+        if job is None:
+            return JobState(self.store.get(job_id).state)
+        try:
+            result = self._train(job)
+        except errors.TrainingError as exc:
+            return self._finish(job_id, JobState.FAILED, exc.message)
+        except Exception as exc:  # noqa: BLE001 - a job must never stay RUNNING on a bug
+            log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+            return self._finish(job_id, JobState.FAILED, f"internal error: {exc}")
+        if result.status == "cancelled":
+            return self._finish(job_id, JobState.CANCELLED, "cancelled while running")
+        return self._succeed(job, result)
+
+    def _start(self, job: job_pb2.Job, state: JobState) -> job_pb2.Job | None:
+        if state == JobState.QUEUED:
+            try:
+                return self.store.transition(job.id, JobState.RUNNING, "running",
+                                             attempts=job.attempts + 1)
+            except errors.FailedPrecondition:
+                return None  # cancelled between enqueue and start
+        self.store.update(job.id, attempts=job.attempts + 1)
+        self.store.events.log(job.id, f"resuming (attempt {job.attempts + 1}) after the "
+                                      "dispatcher that ran it stopped", level="warning")
+        return self.store.get(job.id)
+
+    def _train(self, job: job_pb2.Job):
+        from trainserve.train.launch import JobContext
+        run_job = self._run_job
+        if run_job is None:
+            from trainserve.train.launch import run_job
+        ctx = JobContext(job_id=job.id, spec=job.spec.SerializeToString(),
+                         redis_url=self.redis_url, storage_dir=self.storage_dir,
+                         attempt=job.attempts)
+        return run_job(ctx)
+
+    def _succeed(self, job: job_pb2.Job, result) -> JobState:
+        mv = versions.register(self.models, self.storage_dir, job, result.artifact_dir)
+        fields = {"model_name": mv.name, "model_version": mv.version,
+                  "metrics": dict(result.metrics)}
+        if job.spec.HasField("deploy"):
+            fields["deployment"] = self._deploy(job, mv)
+        message = f"registered model {mv.name}:{mv.version}"
+        return self._finish(job.id, JobState.SUCCEEDED, message, **fields)
+
+    def _deploy(self, job: job_pb2.Job, mv) -> str:
+        name = job.spec.deploy.name or mv.name
+        try:
+            self.deployments.deploy(name, mv.name, mv.version)
+            self.store.events.log(job.id, f"deploying {mv.name}:{mv.version} as {name}")
+            return name
+        except errors.TrainserveError as exc:
+            self.store.events.log(job.id, f"deploy failed: {exc.message}", level="error")
+            return ""
+
+    def _finish(self, job_id: str, target: JobState, message: str, **fields) -> JobState:
+        try:
+            self.store.transition(job_id, target, message, **fields)
+        except errors.FailedPrecondition:
+            pass  # already terminal (e.g. a duplicate delivery finished it first)
+        return JobState(self.store.get(job_id).state)

@@ -1,0 +1,60 @@
+"""The job API's core, transport-neutral: what SubmitJob, GetJob, ListJobs, CancelJob and
+WatchJob do, in plain Python over the Redis store. The gRPC servicer only converts."""
+from __future__ import annotations
+
+import uuid
+
+import redis
+
+from trainserve.errors import InvalidArgument
+from trainserve.jobs.spec import check_submission
+from trainserve.jobs.state import JobState
+from trainserve.pb import job_pb2, spec_pb2
+from trainserve.store.jobs import JobStore
+from trainserve.store.redis import PREFIX
+
+MAX_PAGE = 1000
+CLUSTER_KEY = PREFIX + "cluster"
+
+
+class JobsCore:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self.store = JobStore(client)
+
+    def cluster_resources(self) -> dict:
+        """Resources the dispatcher last published ({"CPU": 2.0, ...}); empty if none yet."""
+        raw = self.r.hgetall(CLUSTER_KEY)
+        return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
+
+    def submit(self, spec: spec_pb2.JobSpec, request_id: str = "",
+               owner: str = "") -> tuple[job_pb2.Job, bool]:
+        if len(request_id) > 128:
+            raise InvalidArgument("at most 128 characters", field="request_id")
+        full = check_submission(spec, self.cluster_resources())
+        return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
+
+    def get(self, job_id: str) -> job_pb2.Job:
+        if not job_id:
+            raise InvalidArgument("required", field="job_id")
+        return self.store.get(job_id)
+
+    def list(self, state: int = 0, page_size: int = 0,
+             page_token: str = "") -> tuple[list[job_pb2.Job], str]:
+        if page_size < 0 or page_size > MAX_PAGE:
+            raise InvalidArgument(f"must be in [0, {MAX_PAGE}]", field="page_size")
+        try:
+            st = JobState(state) if state else None
+        except ValueError:
+            raise InvalidArgument(f"unknown state {state}", field="state") from None
+        if page_token and not page_token.startswith("j-"):
+            raise InvalidArgument("not a token this server issued", field="page_token")
+        return self.store.list(st, page_size or 50, page_token)
+
+    def cancel(self, job_id: str) -> job_pb2.Job:
+        if not job_id:
+            raise InvalidArgument("required", field="job_id")
+        return self.store.request_cancel(job_id)
+
+    def is_terminal(self, job_id: str) -> bool:
+        return JobState(self.store.get(job_id).state).is_terminal

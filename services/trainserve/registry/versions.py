@@ -1,0 +1,69 @@
+"""Model registry: turns a finished job's artifact into a registered, immutable model version.
+
+The artifact is copied to `<storage>/models/<name>/<version>/` and described by a
+`ModelVersion` record; both steps are idempotent, so a job re-run after a crash registers
+the same version once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from trainserve.pb import job_pb2, model_pb2
+from trainserve.store.models import ModelStore
+
+
+def model_dir(storage_dir: str | Path, name: str, version: int) -> Path:
+    return Path(storage_dir) / "models" / name / str(version)
+
+
+def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.TensorSpec]]:
+    """The inference inputs and outputs of a model, from its artifact metadata."""
+    inputs = [model_pb2.TensorSpec(name="input", datatype="FP32",
+                                   shape=[-1, *meta["input_shape"]])]
+    if meta["task"] == "classification":
+        n = int(meta.get("output_dim") or len(meta.get("class_names") or []))
+        outputs = [model_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, n]),
+                   model_pb2.TensorSpec(name="label", datatype="INT64", shape=[-1])]
+    else:
+        outputs = [model_pb2.TensorSpec(name="prediction", datatype="FP32",
+                                        shape=[-1, int(meta.get("output_dim") or 1)])]
+    return inputs, outputs
+
+
+def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
+             artifact_dir: str | Path) -> model_pb2.ModelVersion:
+    """Register the artifact a job produced under the job's model name."""
+    name = job.spec.name
+    version = models.allocate_version(name, job.id)
+    target = model_dir(storage_dir, name, version)
+    _copy_once(Path(artifact_dir), target)
+    meta = json.loads((target / "meta.json").read_text())
+    inputs, outputs = io_specs(meta)
+    pre = meta.get("preprocessing") or {}
+    mv = model_pb2.ModelVersion(
+        name=name, version=version, job_id=job.id, dataset_hash=meta.get("dataset_hash", ""),
+        seed=job.spec.training.seed, spec=job.spec, task=meta["task"],
+        class_names=[str(c) for c in meta.get("class_names") or []], inputs=inputs,
+        outputs=outputs, metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
+        artifact_uri=str(target),
+        preprocessing=model_pb2.Preprocessing(kind=pre.get("kind", "none"),
+                                              shift=pre.get("shift", []),
+                                              scale=pre.get("scale", [])))
+    mv.created_at.FromNanoseconds(int(time.time() * 1e9))
+    models.put(mv)
+    return mv
+
+
+def _copy_once(src: Path, target: Path) -> None:
+    if (target / "meta.json").exists():
+        return
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(tmp, target)

@@ -1,0 +1,203 @@
+"""Job records, their indexes and the queue entry, kept consistent by Lua scripts.
+
+A job is a Redis hash `ts:job:<id>` of plain fields (so progress updates and state changes
+touch disjoint fields and never overwrite each other). `ts:jobs` and `ts:jobs:<STATE>` are
+sorted sets with score 0 ordered by the id, which starts with the creation time in
+milliseconds, so the indexes list newest first and page by id.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from trainserve.errors import FailedPrecondition, NotFound
+from trainserve.jobs.state import JobState, sources_of
+from trainserve.pb import job_pb2, spec_pb2
+from trainserve.store.events import EventLog, state_event
+from trainserve.store.redis import PREFIX
+
+QUEUE = PREFIX + "queue"
+
+# KEYS: request-id key. ARGV: id prefix (time), event pb, priority, then field/value pairs.
+# The id gets a sequence suffix here, so ids sort in submission order even within one ms.
+_SUBMIT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {existing, 0} end
+local id = ARGV[1] .. string.format('%08x', redis.call('INCR', 'ts:job-seq') % 4294967296)
+redis.call('SET', KEYS[1], id)
+local job = 'ts:job:' .. id
+for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+redis.call('ZADD', 'ts:jobs', 0, id)
+redis.call('ZADD', 'ts:jobs:' .. redis.call('HGET', job, 'state'), 0, id)
+redis.call('XADD', 'ts:events:' .. id, '*', 'pb', ARGV[2])
+redis.call('XADD', 'ts:queue', '*', 'job_id', id, 'priority', ARGV[3])
+return {id, 1}
+"""
+
+# KEYS: job hash, events stream. ARGV: id, target state, allowed sources (comma list),
+# event pb, then field/value pairs. Returns {1, old} on success, {0, old} if refused, {-1} if
+# the job does not exist.
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {-1, ''} end
+local ok = false
+for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then ok = true end end
+if not ok then return {0, cur} end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+redis.call('ZREM', 'ts:jobs:' .. cur, ARGV[1])
+redis.call('ZADD', 'ts:jobs:' .. ARGV[2], 0, ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 20000, '*', 'pb', ARGV[4])
+return {1, cur}
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def index_key(state: JobState | None = None) -> str:
+    return f"{PREFIX}jobs" if state is None else f"{PREFIX}jobs:{int(state)}"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """The id prefix: `j-` + creation time in ms (hex, fixed width, so ids sort by time); the
+    submit script appends a sequence number."""
+    ms = int((now if now is not None else time.time()) * 1000)
+    return f"j-{ms:011x}"
+
+
+class JobStore:
+    """Create, read, list and move jobs through the state machine."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self.events = EventLog(client)
+        self._submit = client.register_script(_SUBMIT)
+        self._transition = client.register_script(_TRANSITION)
+
+    def submit(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
+               priority: int = 0) -> tuple[job_pb2.Job, bool]:
+        """Record and enqueue a job atomically. Returns (job, created); a known request id
+        returns the job it created before and `created=False`."""
+        now = time.time()
+        prefix = new_job_id(now)
+        total = spec.training.epochs
+        fields = {"spec": spec.SerializeToString(), "request_id": request_id,
+                  "created_at": repr(now), "state": str(int(JobState.QUEUED)),
+                  "owner": owner, "total_epochs": str(total), "attempts": "0"}
+        # The event's job_id is filled in when read back, so the prefix is enough here.
+        event = state_event("", JobState.QUEUED, "queued", now)
+        args = [prefix, event.SerializeToString(), str(priority)]
+        for k, v in fields.items():
+            args += [k, v]
+        keys = [f"{PREFIX}reqid:{request_id}"]
+        got_id, created = self._submit(keys=keys, args=args)
+        return self.get(got_id.decode()), bool(created)
+
+    def get(self, job_id: str) -> job_pb2.Job:
+        raw = self.r.hgetall(job_key(job_id)) if job_id else {}
+        if not raw:
+            raise NotFound(f"job {job_id!r} not found")
+        return _to_job(job_id, raw)
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.r.exists(job_key(job_id)))
+
+    def list(self, state: JobState | None = None, page_size: int = 50,
+             page_token: str = "") -> tuple[list[job_pb2.Job], str]:
+        """Newest first; `page_token` is the last id of the previous page."""
+        upper = f"({page_token}" if page_token else "+"
+        ids = self.r.zrevrangebylex(index_key(state), upper, "-", start=0, num=page_size + 1)
+        more = len(ids) > page_size
+        ids = [i.decode() for i in ids[:page_size]]
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(job_key(job_id))
+        jobs = [_to_job(i, raw) for i, raw in zip(ids, pipe.execute()) if raw]
+        return jobs, (ids[-1] if more and ids else "")
+
+    def transition(self, job_id: str, target: JobState, message: str = "",
+                   **fields) -> job_pb2.Job:
+        """Move a job to `target` if the state machine allows it from its current state;
+        otherwise `FailedPrecondition` naming both states."""
+        now = time.time()
+        if target == JobState.RUNNING:
+            fields.setdefault("started_at", repr(now))
+        if target.is_terminal:
+            fields.setdefault("finished_at", repr(now))
+        fields["message"] = message
+        event = state_event(job_id, target, message, now)
+        allowed = ",".join(str(int(s)) for s in sources_of(target))
+        args = [job_id, str(int(target)), allowed, event.SerializeToString()]
+        for k, v in fields.items():
+            args += [k, _encode(v)]
+        ok, cur = self._transition(keys=[job_key(job_id), self.events.key(job_id)], args=args)
+        if ok == -1:
+            raise NotFound(f"job {job_id!r} not found")
+        if ok == 0:
+            cur_name = JobState(int(cur)).name
+            raise FailedPrecondition(f"job {job_id} is {cur_name}; cannot become {target.name}")
+        return self.get(job_id)
+
+    def update(self, job_id: str, **fields) -> None:
+        """Set progress fields (epoch, metrics, attempts, ...) without touching the state."""
+        if fields:
+            self.r.hset(job_key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def request_cancel(self, job_id: str) -> job_pb2.Job:
+        """Cancel a queued job at once; flag a running one so its runner stops it."""
+        job = self.get(job_id)
+        state = JobState(job.state)
+        if state == JobState.QUEUED:
+            try:
+                return self.transition(job_id, JobState.CANCELLED, "cancelled before start")
+            except FailedPrecondition:
+                job = self.get(job_id)  # it started meanwhile: fall through to the flag
+                state = JobState(job.state)
+        if state.is_terminal:
+            raise FailedPrecondition(f"job {job_id} is already {state.name}")
+        self.r.set(cancel_key(job_id), b"1")
+        self.update(job_id, cancel_requested=True)
+        self.events.log(job_id, "cancel requested", level="warning")
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.r.exists(cancel_key(job_id)))
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{PREFIX}cancel:{job_id}"
+
+
+def _encode(value) -> str | bytes:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bytes):
+        return value
+    return str(value)
+
+
+def _ts(raw: dict, key: bytes, msg) -> None:
+    if raw.get(key):
+        msg.FromNanoseconds(int(float(raw[key]) * 1e9))
+
+
+def _to_job(job_id: str, raw: dict) -> job_pb2.Job:
+    get = lambda k, d="": raw.get(k.encode(), b"").decode() or d  # noqa: E731
+    job = job_pb2.Job(
+        id=job_id, request_id=get("request_id"), state=int(get("state", "0")),
+        message=get("message"), epoch=int(get("epoch", "0")),
+        total_epochs=int(get("total_epochs", "0")), model_name=get("model_name"),
+        model_version=int(get("model_version", "0")), cancel_requested=get("cancel_requested") == "1",
+        attempts=int(get("attempts", "0")), deployment=get("deployment"))
+    job.spec.ParseFromString(raw.get(b"spec", b""))
+    job.metrics.update(json.loads(get("metrics", "{}")))
+    _ts(raw, b"created_at", job.created_at)
+    _ts(raw, b"started_at", job.started_at)
+    _ts(raw, b"finished_at", job.finished_at)
+    return job
