@@ -1,0 +1,281 @@
+"""The commands that talk to the job API and the inference endpoints."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainserve import errors
+from trainserve.cli import render
+from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
+from trainserve.cli.render import Output
+from trainserve.cli.watch import JobProgress, print_outcome
+from trainserve.pb import job_pb2
+
+JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")]
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(metavar="FILE",
+                                        help="Job spec, YAML or JSON ('-' reads stdin).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Watch until the job ends; exit 1 "
+                                                      "unless it succeeded.")] = False,
+    request_id: Annotated[str | None, typer.Option(
+        "--request-id", help="Idempotency key: resubmitting with it returns the same job.")
+    ] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Submit a training job."""
+    spec = _read_spec(file)
+    with client(ctx) as ts:
+        job = ts.submit(spec, request_id=request_id)
+        if output is Output.json and not wait:
+            render.print_messages(None, job)
+            return
+        if output is Output.table:
+            render.stdout().print(f"submitted job [bold]{job.id}[/bold] ({job.spec.name}), "
+                                  f"{render.job_state_name(job.state)}", highlight=False)
+        if wait:
+            _follow(ts, job.id, output)
+
+
+def _read_spec(file: str):
+    from trainserve.client import load_spec
+    from trainserve.jobs.spec import parse_spec
+    if file != "-":
+        return load_spec(Path(file))
+    import yaml
+    try:
+        doc = yaml.safe_load(sys.stdin.read())
+    except yaml.YAMLError as exc:
+        raise errors.InvalidArgument(f"stdin is not valid YAML/JSON: {exc}") from None
+    return parse_spec(doc, "stdin")
+
+
+@app.command()
+def jobs(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option(
+        "--state", help="Only jobs in this state: queued, running, succeeded, failed, "
+                        "cancelled.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, "
+                                                                     "newest first.")] = 50,
+    output: OutputOption = Output.table,
+) -> None:
+    """List jobs, newest first."""
+    with client(ctx) as ts:
+        found = []
+        for job in ts.iter_jobs(state, page_size=min(limit, 1000)):
+            found.append(job)
+            if len(found) >= limit:
+                break
+    if output is Output.json:
+        render.print_messages("jobs", found)
+    elif not found:
+        render.stdout().print("no jobs" + (f" in state {state}" if state else ""))
+    else:
+        render.stdout().print(render.jobs_table(found))
+
+
+@app.command()
+def job(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) -> None:
+    """Show one job: state, timing, model and metrics."""
+    with client(ctx) as ts:
+        found = ts.get_job(job_id)
+    if output is Output.json:
+        render.print_messages(None, found)
+    else:
+        for part in render.job_detail(found):
+            render.stdout().print(part)
+
+
+@app.command()
+def watch(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) -> None:
+    """Follow a job's progress until it ends; exit 1 unless it succeeded."""
+    with client(ctx) as ts:
+        _follow(ts, job_id, output)
+
+
+def _follow(ts, job_id: str, output: Output) -> None:
+    """Watch until terminal; print the outcome; exit non-zero unless it succeeded."""
+    if output is Output.json:
+        final = ts.wait(job_id)
+        render.print_messages(None, final)
+    else:
+        console = render.stdout()
+        with JobProgress(console, job_id) as progress:
+            final = ts.wait(job_id, on_event=progress.on_event)
+        print_outcome(console, final)
+    if final.state != job_pb2.JOB_STATE_SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) -> None:
+    """Cancel a queued or running job."""
+    with client(ctx) as ts:
+        found = ts.cancel(job_id)
+    if output is Output.json:
+        render.print_messages(None, found)
+        return
+    state = render.job_state_name(found.state)
+    what = "cancelled" if state == "cancelled" else f"cancellation requested ({state})"
+    render.stdout().print(f"job {found.id}: {what}", highlight=False)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only versions of this model.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List registered model versions."""
+    with client(ctx) as ts:
+        found = ts.list_models(name)
+    if output is Output.json:
+        render.print_messages("models", found)
+    elif not found:
+        render.stdout().print("no models" + (f" named {name}" if name else ""))
+    else:
+        render.stdout().print(render.models_table(found))
+
+
+@app.command()
+def model(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]",
+                                       help="Model name; without a version, the latest.")],
+    output: OutputOption = Output.table,
+) -> None:
+    """Show one model version: signature, preprocessing, metrics, lineage."""
+    name, version = parse_model_ref(ref)
+    with client(ctx) as ts:
+        mv = ts.get_model(name, version)
+    if output is Output.json:
+        render.print_messages(None, mv)
+    else:
+        for part in render.model_detail(mv):
+            render.stdout().print(part)
+
+
+def parse_model_ref(ref: str) -> tuple[str, int]:
+    """"digits-lenet5:3" -> ("digits-lenet5", 3); no version -> 0 (the latest)."""
+    name, sep, version = ref.rpartition(":")
+    if not sep:
+        return ref, 0
+    if not version.isdigit():
+        raise errors.InvalidArgument(f"version must be a positive number, got {version!r}",
+                                     field="model")
+    return name, int(version)
+
+
+# -- deployments ----------------------------------------------------------------------------
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]",
+                                       help="Model to serve; without a version, the latest.")],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Endpoint name (default: the model's name).")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once recorded, "
+                                                            "before the model is loaded.")
+                       ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for READY.")
+                       ] = 300.0,
+    output: OutputOption = Output.table,
+) -> None:
+    """Serve a model version at an inference endpoint (creates or re-points it)."""
+    model_name, version = parse_model_ref(ref)
+    with client(ctx) as ts:
+        if output is Output.table and not no_wait:
+            with render.stdout().status(f"deploying {ref} …"):
+                dep = ts.deploy(model_name, version, name=name, wait=True, timeout=timeout)
+        else:
+            dep = ts.deploy(model_name, version, name=name, wait=not no_wait,
+                            timeout=timeout)
+    if output is Output.json:
+        render.print_messages(None, dep)
+        return
+    state = render.deployment_state_name(dep.state)
+    render.stdout().print(f"endpoint [bold]{dep.name}[/bold] → "
+                          f"{render.model_ref(dep.model_name, dep.model_version)}: "
+                          f"{state.upper()}", highlight=False)
+    render.stdout().print(f"  REST {dep.rest_url}\n  gRPC {dep.grpc_target}", highlight=False)
+
+
+@app.command()
+def undeploy(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+             output: OutputOption = Output.table) -> None:
+    """Remove an inference endpoint."""
+    with client(ctx) as ts:
+        dep = ts.undeploy(name)
+    if output is Output.json:
+        render.print_messages(None, dep)
+    else:
+        render.stdout().print(f"endpoint {dep.name or name} removed", highlight=False)
+
+
+@app.command()
+def deployments(ctx: typer.Context, output: OutputOption = Output.table) -> None:
+    """List inference endpoints."""
+    with client(ctx) as ts:
+        found = ts.list_deployments()
+    if output is Output.json:
+        render.print_messages("deployments", found)
+    elif not found:
+        render.stdout().print("no deployments")
+    else:
+        render.stdout().print(render.deployments_table(found))
+
+
+@app.command()
+def deployment(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+               output: OutputOption = Output.table) -> None:
+    """Show one inference endpoint."""
+    with client(ctx) as ts:
+        dep = ts.get_deployment(name)
+    if output is Output.json:
+        render.print_messages(None, dep)
+    else:
+        for part in render.deployment_detail(dep):
+            render.stdout().print(part)
+
+
+# -- inference ------------------------------------------------------------------------------
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    input: Annotated[str, typer.Option(
+        "--input", "-i", metavar="FILE|JSON",
+        help="Instances: a .npy/.csv/.json file, or inline JSON (a list of instances or an "
+             "OIP v2 request).")],
+    http: Annotated[str | None, typer.Option(
+        "--http", envvar="TRAINSERVE_HTTP", metavar="HOST:PORT",
+        help="Inference REST address (default: the endpoint's, from the job API).")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Query an endpoint over the Open Inference Protocol (REST)."""
+    from trainserve.cli.inputs import fit_to_signature, read_input
+    from trainserve.client import infer_request, outputs_to_numpy
+    kind, value = read_input(input)
+    with client(ctx) as ts:
+        base = http or ts.get_deployment(name).rest_url
+        if kind == "instances":
+            arr, input_name, datatype = fit_to_signature(value, ts.model_metadata(name, base))
+            value = infer_request(arr, input_name, datatype)
+        response = ts.infer(name, value, base)
+    if output is Output.json:
+        render.print_json(response)
+    else:
+        render.stdout().print(render.predictions_table(outputs_to_numpy(response)))

@@ -1,0 +1,13 @@
+"""Entry point of the `trainserve` console script."""
+from __future__ import annotations
+
+from trainserve.cli import commands, stack  # noqa: F401 - importing registers the commands
+from trainserve.cli.app import app
+
+
+def main() -> None:
+    app(prog_name="trainserve")
+
+
+if __name__ == "__main__":
+    main()

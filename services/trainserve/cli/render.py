@@ -1,0 +1,268 @@
+"""How the CLI shows jobs, models, deployments and the stack: rich tables (`-o table`) or the
+proto3 JSON of the messages (`-o json`, .proto field names, every field)."""
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from trainserve.client import to_json
+from trainserve.pb import deployment_pb2, job_pb2
+
+STATE_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
+               "cancelled": "magenta", "pending": "yellow", "ready": "green",
+               "stopped": "dim", "not ready": "yellow"}
+# The one metric a list of jobs shows, first found wins: test beats validation beats training.
+HEADLINE_METRICS = ("test_accuracy", "test_r2", "test_loss", "val_accuracy", "val_r2",
+                    "val_loss", "train_accuracy", "train_loss")
+
+
+class Output(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+def stdout() -> Console:
+    # Made per call: CliRunner swaps sys.stdout between invocations.
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def print_messages(key: str | None, messages: Sequence | Any) -> None:
+    """`-o json`: one message as its JSON, or a list wrapped as {key: [...]} like the
+    List* responses."""
+    if key is None:
+        print_json(to_json(messages))
+    else:
+        print_json({key: [to_json(m) for m in messages]})
+
+
+# -- small formatters ---------------------------------------------------------------------
+
+def job_state_name(state: int) -> str:
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def deployment_state_name(state: int) -> str:
+    return deployment_pb2.DeploymentState.Name(state).removeprefix("DEPLOYMENT_STATE_").lower()
+
+
+def styled_state(name: str) -> Text:
+    return Text(name.upper(), style=STATE_STYLE.get(name, ""))
+
+
+def timestamp(ts) -> str:
+    """A proto Timestamp as local time, '' when unset."""
+    if not ts.seconds and not ts.nanos:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts.seconds))
+
+
+def age(ts, now: float | None = None) -> str:
+    if not ts.seconds:
+        return ""
+    return duration((now or time.time()) - ts.seconds) + " ago"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def headline_metric(metrics) -> str:
+    for key in HEADLINE_METRICS:
+        if key in metrics:
+            return f"{key} {number(metrics[key])}"
+    return ""
+
+
+def model_ref(name: str, version: int) -> str:
+    return f"{name}:{version}" if name else ""
+
+
+def architecture(spec) -> str:
+    return spec.model.WhichOneof("arch") or ""
+
+
+def kv_table(rows: Iterable[tuple[str, Any]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        if value not in ("", None):
+            table.add_row(key, value if isinstance(value, Text) else str(value))
+    return table
+
+
+def metrics_table(metrics, title: str = "metrics") -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, number(metrics[key]))
+    return table
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+def jobs_table(jobs: Sequence[job_pb2.Job]) -> Table:
+    table = Table(show_edge=False)
+    for column in ("JOB", "NAME", "STATE", "EPOCH", "METRIC", "MODEL", "CREATED", "MESSAGE"):
+        table.add_column(column, no_wrap=column != "MESSAGE", overflow="ellipsis")
+    now = time.time()
+    for job in jobs:
+        epoch = f"{job.epoch}/{job.total_epochs}" if job.total_epochs else ""
+        table.add_row(job.id, job.spec.name, styled_state(job_state_name(job.state)), epoch,
+                      headline_metric(job.metrics),
+                      model_ref(job.model_name, job.model_version),
+                      age(job.created_at, now), job.message)
+    return table
+
+
+def job_detail(job: job_pb2.Job) -> list:
+    spec = job.spec
+    took = ""
+    if job.started_at.seconds and job.finished_at.seconds:
+        took = duration(job.finished_at.seconds - job.started_at.seconds)
+    rows = [
+        ("job", job.id), ("name", spec.name), ("state", styled_state(job_state_name(job.state))),
+        ("message", job.message),
+        ("dataset", spec.dataset.name), ("architecture", architecture(spec)),
+        ("optimizer", spec.optimizer.name), ("workers", spec.scaling.num_workers or ""),
+        ("epoch", f"{job.epoch}/{job.total_epochs}" if job.total_epochs else ""),
+        ("created", timestamp(job.created_at)), ("started", timestamp(job.started_at)),
+        ("finished", timestamp(job.finished_at)), ("took", took),
+        ("attempts", job.attempts if job.attempts > 1 else ""),
+        ("cancel requested", "yes" if job.cancel_requested else ""),
+        ("model", model_ref(job.model_name, job.model_version)),
+        ("deployment", job.deployment), ("request id", job.request_id),
+    ]
+    out: list = [kv_table(rows)]
+    if job.metrics:
+        out.append(metrics_table(job.metrics))
+    return out
+
+
+# -- models -------------------------------------------------------------------------------
+
+def models_table(models) -> Table:
+    table = Table(show_edge=False)
+    for column in ("MODEL", "VERSION", "TASK", "ARCHITECTURE", "METRIC", "JOB", "CREATED"):
+        table.add_column(column, no_wrap=True)
+    now = time.time()
+    for mv in models:
+        table.add_row(mv.name, str(mv.version), mv.task, architecture(mv.spec),
+                      headline_metric(mv.metrics), mv.job_id, age(mv.created_at, now))
+    return table
+
+
+def tensor_specs(specs) -> str:
+    return "; ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in specs)
+
+
+def model_detail(mv) -> list:
+    classes = ", ".join(mv.class_names[:12]) + (" …" if len(mv.class_names) > 12 else "")
+    rows = [
+        ("model", model_ref(mv.name, mv.version)), ("task", mv.task),
+        ("architecture", architecture(mv.spec)), ("dataset", mv.spec.dataset.name),
+        ("classes", classes), ("inputs", tensor_specs(mv.inputs)),
+        ("outputs", tensor_specs(mv.outputs)),
+        ("preprocessing", mv.preprocessing.kind), ("job", mv.job_id),
+        ("dataset hash", mv.dataset_hash), ("seed", mv.seed),
+        ("created", timestamp(mv.created_at)), ("artifact", mv.artifact_uri),
+    ]
+    out: list = [kv_table(rows)]
+    if mv.metrics:
+        out.append(metrics_table(mv.metrics))
+    return out
+
+
+# -- deployments --------------------------------------------------------------------------
+
+def deployments_table(deployments) -> Table:
+    table = Table(show_edge=False)
+    for column in ("ENDPOINT", "MODEL", "STATE", "REST", "GRPC", "UPDATED", "MESSAGE"):
+        table.add_column(column, no_wrap=column != "MESSAGE", overflow="ellipsis")
+    now = time.time()
+    for dep in deployments:
+        updated = dep.updated_at if dep.updated_at.seconds else dep.created_at
+        table.add_row(dep.name, model_ref(dep.model_name, dep.model_version),
+                      styled_state(deployment_state_name(dep.state)), dep.rest_url,
+                      dep.grpc_target, age(updated, now), dep.message)
+    return table
+
+
+def deployment_detail(dep) -> list:
+    rows = [
+        ("endpoint", dep.name), ("model", model_ref(dep.model_name, dep.model_version)),
+        ("state", styled_state(deployment_state_name(dep.state))), ("message", dep.message),
+        ("REST", dep.rest_url), ("gRPC", dep.grpc_target),
+        ("created", timestamp(dep.created_at)), ("updated", timestamp(dep.updated_at)),
+    ]
+    return [kv_table(rows)]
+
+
+# -- predictions --------------------------------------------------------------------------
+
+def predictions_table(outputs: dict) -> Table:
+    """One row per instance, one column per output (vectors shortened)."""
+    table = Table(show_edge=False)
+    table.add_column("#", justify="right")
+    for name in outputs:
+        table.add_column(name)
+    n = min((len(arr) for arr in outputs.values()), default=0)
+    for i in range(n):
+        table.add_row(str(i), *(_cell(arr[i]) for arr in outputs.values()))
+    return table
+
+
+def _cell(value) -> str:
+    import numpy as np
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        item = arr.item()
+        if isinstance(item, bytes):
+            return item.decode("utf-8", "replace")
+        return number(item) if isinstance(item, float) else str(item)
+    flat = arr.reshape(-1)
+    text = " ".join(_cell(x) for x in flat[:8])
+    return text + (" …" if flat.size > 8 else "")
+
+
+# -- the local stack ----------------------------------------------------------------------
+
+def stack_table(statuses, state_dir=None) -> Table:
+    table = Table(show_edge=False, title=f"local stack in {state_dir}" if state_dir else None,
+                  title_justify="left")
+    for column in ("COMPONENT", "STATE", "PID", "ADDRESS", "LOG"):
+        table.add_column(column, no_wrap=column != "ADDRESS")
+    for st in statuses:
+        log = st.log.relative_to(state_dir) if state_dir else st.log
+        table.add_row(st.name, styled_state(st.state), str(st.pid or ""), st.address, str(log))
+    return table
+
+
+def stack_json(statuses) -> list[dict]:
+    return [{"name": st.name, "state": st.state, "running": st.running, "ready": st.ready,
+             "pid": st.pid, "address": st.address, "log": str(st.log)} for st in statuses]

@@ -1,0 +1,107 @@
+"""`trainserve up / down / status`: the one-machine stack (trainserve.local)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainserve import errors
+from trainserve.cli import render
+from trainserve.cli.app import OutputOption, app
+from trainserve.cli.render import Output
+from trainserve.config import Config, default_state_dir, recorded_config
+from trainserve.local import COMPONENTS, LocalStack
+
+StateDir = Annotated[Path | None, typer.Option(
+    "--state-dir", envvar="TRAINSERVE_STATE_DIR", file_okay=False,
+    help="Logs, pid files, Redis data and models (default: ~/.trainserve).")]
+
+
+def _port(flag: str, what: str):
+    return typer.Option(flag, min=1, max=65535, help=f"{what} port.", show_default=False)
+
+
+@app.command()
+def up(
+    state_dir: StateDir = None,
+    api_port: Annotated[int | None, _port("--api-port", "Job API (gRPC)")] = None,
+    redis_port: Annotated[int | None, _port("--redis-port", "Redis")] = None,
+    ray_port: Annotated[int | None, _port("--ray-port", "Ray GCS")] = None,
+    dashboard_port: Annotated[int | None, _port("--dashboard-port", "Ray dashboard")] = None,
+    serve_http_port: Annotated[int | None, _port("--serve-http-port",
+                                                 "Inference REST (Serve HTTP)")] = None,
+    serve_grpc_port: Annotated[int | None, _port("--serve-grpc-port",
+                                                 "Inference gRPC (Serve gRPC)")] = None,
+    metrics_port: Annotated[int | None, _port("--metrics-port", "Job API metrics")] = None,
+    dispatcher_metrics_port: Annotated[int | None, _port("--dispatcher-metrics-port",
+                                                         "Dispatcher metrics")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus", min=1,
+                                                 help="CPUs Ray offers (default: all).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="Seconds to wait for each component (default: 180).")] = None,
+) -> None:
+    """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine."""
+    overrides = dict(api_port=api_port, redis_port=redis_port, ray_gcs_port=ray_port,
+                     ray_dashboard_port=dashboard_port, serve_http_port=serve_http_port,
+                     serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
+                     dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus)
+    config = _config(state_dir, overrides)
+    console = render.stdout()
+    stack = LocalStack(config, on_event=lambda name, msg: console.print(
+        f"  {name}: {msg}", style="dim", highlight=False))
+    if all(stack.is_running(name) for name in COMPONENTS):
+        console.print(f"the stack in {config.state_dir} is already up", highlight=False)
+    else:
+        console.print(f"starting the local stack in {config.state_dir}", highlight=False)
+        stack.up(timeout=timeout)
+    console.print(render.stack_table(stack.status(), config.state_dir))
+    console.print(f"\njob API {config.api_address} · inference http://{config.serve_http}/v2 "
+                  f"· Ray dashboard {config.dashboard_url}\n"
+                  "try: trainserve submit examples/xor_mlp.yaml --wait", highlight=False)
+
+
+def _config(state_dir: Path | None, overrides: dict) -> Config:
+    """The config to start with: the recorded one while any component of the stack in
+    `state_dir` runs (changing its ports then is an error), else defaults + env + flags."""
+    state_dir = state_dir or default_state_dir()
+    try:
+        fresh = Config.from_env(state_dir=state_dir, **overrides)
+    except ValueError as exc:
+        raise errors.InvalidArgument(str(exc)) from None
+    recorded = recorded_config(fresh.state_dir)
+    if recorded is None:
+        return fresh
+    running = [n for n in COMPONENTS if LocalStack(recorded).is_running(n)]
+    if not running:
+        return fresh
+    wanted = recorded.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if wanted != recorded:
+        raise errors.FailedPrecondition(
+            f"the stack in {recorded.state_dir} is running ({', '.join(running)}) with other "
+            "settings; run `trainserve down` first to change them")
+    return recorded
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop every component `up` started (and nothing else)."""
+    console = render.stdout()
+    stack = LocalStack.from_state_dir(state_dir, on_event=lambda name, msg: console.print(
+        f"  {name}: {msg}", style="dim", highlight=False))
+    stopped = stack.down()
+    where = stack.config.state_dir
+    console.print(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {where}",
+                  highlight=False)
+
+
+@app.command()
+def status(state_dir: StateDir = None, output: OutputOption = Output.table) -> None:
+    """Show each component of the local stack: running or not, pid, address, ready."""
+    stack = LocalStack.from_state_dir(state_dir)
+    statuses = stack.status()
+    if output is Output.json:
+        render.print_json({"state_dir": str(stack.config.state_dir),
+                           "components": render.stack_json(statuses)})
+    else:
+        render.stdout().print(render.stack_table(statuses, stack.config.state_dir))

@@ -1,0 +1,424 @@
+"""The Python SDK: `trainserve.Client` over the job API (gRPC) and the inference endpoints
+(Open Inference Protocol v2, REST)::
+
+    from trainserve import Client
+
+    with Client() as ts:                              # $TRAINSERVE_API or 127.0.0.1:50051
+        job = ts.submit("examples/xor_mlp.yaml")
+        job = ts.wait(job.id)
+        ts.deploy(job.model_name, name="xor")
+        ts.predict("xor", [[0, 1], [1, 1]])           # {"probabilities": ..., "label": ...}
+
+Every error the server reports is raised as the matching `trainserve.errors` exception
+(`InvalidArgument` with its `field`, `NotFound`, ...) carrying the server's message.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from trainserve import errors
+from trainserve.config import LOOPBACK, api_address
+from trainserve.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
+                           model_pb2_grpc, spec_pb2)
+
+T = TypeVar("T")
+TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED,
+                             job_pb2.JOB_STATE_CANCELLED})
+DEPLOYMENT_DONE = frozenset({deployment_pb2.DEPLOYMENT_STATE_READY,
+                             deployment_pb2.DEPLOYMENT_STATE_FAILED})
+SpecLike = spec_pb2.JobSpec | Mapping[str, Any] | str | Path
+
+_ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.ABORTED: errors.TrainingError,
+    grpc.StatusCode.CANCELLED: errors.Cancelled,
+}
+_HTTP_ERRORS: dict[int, type[errors.TrainserveError]] = {
+    400: errors.InvalidArgument, 404: errors.NotFound, 409: errors.FailedPrecondition,
+    429: errors.ResourceExhausted, 503: errors.Unavailable,
+}
+# "spec.training.epochs: must be >= 1" -> field path, reason (errors.InvalidArgument's format).
+_FIELD_MESSAGE = re.compile(r"^([A-Za-z_][\w]*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): (.+)$",
+                            re.S)
+
+
+class DeploymentFailed(errors.TrainserveError):
+    """`Client.deploy(wait=True)` saw the deployment reach FAILED; `.deployment` is the record."""
+    grpc_code = "FAILED_PRECONDITION"
+
+    def __init__(self, deployment: deployment_pb2.Deployment):
+        super().__init__(f"deployment {deployment.name!r} failed: "
+                         f"{deployment.message or 'no reason given'}")
+        self.deployment = deployment
+
+
+class Client:
+    """A connection to the trainserve job API.
+
+    `address` defaults to `$TRAINSERVE_API`, then the API of the local stack recorded by
+    `trainserve up`, then 127.0.0.1:50051. `timeout` bounds each unary call (seconds).
+    Calls that fail with UNAVAILABLE (the API restarting, Redis briefly gone) are retried
+    with backoff for up to `retry_for` seconds; `submit` retries with the same request id,
+    so a retried submission never creates a second job.
+    """
+
+    def __init__(self, address: str | None = None, timeout: float = 30.0,
+                 retry_for: float = 15.0, channel: grpc.Channel | None = None):
+        self.address = api_address(address)
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self._channel = channel or grpc.insecure_channel(self.address, options=_options(
+            self.address))
+        self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
+        self._models = model_pb2_grpc.ModelServiceStub(self._channel)
+        self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def submit(self, spec: SpecLike, request_id: str | None = None) -> job_pb2.Job:
+        """Submit a job: `spec` is a JobSpec, a dict, or a path to a YAML/JSON spec file.
+
+        `request_id` is the idempotency key (generated if not given): submitting again with
+        the same id returns the job created the first time."""
+        request = job_pb2.SubmitJobRequest(spec=load_spec(spec),
+                                           request_id=request_id or uuid.uuid4().hex)
+        return self._call(self._jobs.SubmitJob, request)
+
+    def get_job(self, job_id: str) -> job_pb2.Job:
+        return self._call(self._jobs.GetJob, job_pb2.GetJobRequest(job_id=job_id))
+
+    def list_jobs(self, state: str | int | None = None, page_size: int = 50,
+                  page_token: str = "") -> job_pb2.ListJobsResponse:
+        """One page of jobs, newest first; `state` is e.g. "running" or JOB_STATE_RUNNING."""
+        request = job_pb2.ListJobsRequest(state=job_state(state), page_size=page_size,
+                                          page_token=page_token)
+        return self._call(self._jobs.ListJobs, request)
+
+    def iter_jobs(self, state: str | int | None = None, page_size: int = 100
+                  ) -> Iterator[job_pb2.Job]:
+        """Every job (newest first), fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_jobs(state, page_size, token)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, job_id: str) -> job_pb2.Job:
+        return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(job_id=job_id))
+
+    def watch(self, job_id: str, after_event_id: str = "",
+              reconnect_for: float | None = None) -> Iterator[job_pb2.JobEvent]:
+        """The job's events: its history first, then live ones; ends once the job is terminal.
+
+        If the connection drops (the API restarts), the watch resumes after the last event
+        it yielded, for up to `reconnect_for` seconds (default `retry_for`) of failed
+        reconnects."""
+        last = after_event_id
+        reconnect_for = self.retry_for if reconnect_for is None else reconnect_for
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            stream = self._jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job_id,
+                                                                 after_event_id=last))
+            try:
+                for event in stream:
+                    failing_since, attempt = None, 0
+                    last = event.event_id or last
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise _error(exc, self.address) from None
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > reconnect_for:
+                    raise _error(exc, self.address) from None
+                attempt += 1
+                time.sleep(_backoff(attempt))
+            finally:
+                stream.cancel()
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_event: Callable[[job_pb2.JobEvent], None] | None = None) -> job_pb2.Job:
+        """Block until the job is terminal and return it; `TimeoutError` after `timeout` s.
+
+        `on_event` sees every event on the way (the CLI's progress bar uses it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = ""
+        while True:
+            for event in self._watch_until(job_id, last, deadline):
+                last = event.event_id or last
+                if on_event is not None:
+                    on_event(event)
+            job = self.get_job(job_id)
+            if job.state in TERMINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {_state_name(job.state)} after "
+                                   f"{timeout:g}s")
+            time.sleep(0.2)  # the stream ended early (server restart): do not spin
+
+    def _watch_until(self, job_id: str, last: str, deadline: float | None
+                     ) -> Iterator[job_pb2.JobEvent]:
+        """Events until the job is terminal or `deadline` passes (then the stream's gRPC
+        deadline ends it with DEADLINE_EXCEEDED and `wait` re-checks the job)."""
+        if deadline is None:
+            yield from self.watch(job_id, last)
+            return
+        remaining = max(0.0, deadline - time.monotonic())
+        stream = self._jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job_id, after_event_id=last),
+                                     timeout=remaining)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise _error(exc, self.address) from None
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                time.sleep(_backoff(1))
+        finally:
+            stream.cancel()
+
+    # -- models ---------------------------------------------------------------------------------
+    def list_models(self, name: str | None = None) -> list[model_pb2.ModelVersion]:
+        """Every registered model version, or those of model `name`."""
+        models, token = [], ""
+        while True:
+            page = self._call(self._models.ListModels, model_pb2.ListModelsRequest(
+                name=name or "", page_token=token))
+            models.extend(page.models)
+            token = page.next_page_token
+            if not token:
+                return models
+
+    def get_model(self, name: str, version: int = 0) -> model_pb2.ModelVersion:
+        """One model version; version 0 is the latest."""
+        return self._call(self._models.GetModel, model_pb2.GetModelRequest(name=name,
+                                                                          version=version))
+
+    # -- deployments ----------------------------------------------------------------------------
+    def deploy(self, model: str, version: int = 0, name: str | None = None, wait: bool = True,
+               timeout: float = 300.0) -> deployment_pb2.Deployment:
+        """Serve `model` (version 0 = latest) at endpoint `name` (default: the model's name).
+
+        With `wait`, poll until the endpoint is READY; raise `DeploymentFailed` if it fails
+        and `TimeoutError` after `timeout` seconds."""
+        dep = self._call(self._deployments.Deploy, deployment_pb2.DeployRequest(
+            name=name or "", model_name=model, model_version=version))
+        if not wait:
+            return dep
+        return self.wait_deployment(dep.name, timeout)
+
+    def wait_deployment(self, name: str, timeout: float = 300.0) -> deployment_pb2.Deployment:
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            dep = self.get_deployment(name)
+            if dep.state == deployment_pb2.DEPLOYMENT_STATE_FAILED:
+                raise DeploymentFailed(dep)
+            if dep.state == deployment_pb2.DEPLOYMENT_STATE_READY:
+                return dep
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {name!r} is not ready after {timeout:g}s "
+                                   f"({dep.message or 'pending'})")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    def undeploy(self, name: str) -> deployment_pb2.Deployment:
+        # Not retried: if the first attempt went through, a retry would answer NOT_FOUND.
+        return self._call(self._deployments.Undeploy,
+                          deployment_pb2.UndeployRequest(name=name), retry=False)
+
+    def list_deployments(self) -> list[deployment_pb2.Deployment]:
+        return list(self._call(self._deployments.ListDeployments,
+                               deployment_pb2.ListDeploymentsRequest()).deployments)
+
+    def get_deployment(self, name: str) -> deployment_pb2.Deployment:
+        return self._call(self._deployments.GetDeployment,
+                          deployment_pb2.GetDeploymentRequest(name=name))
+
+    # -- inference (OIP v2 REST) ------------------------------------------------------------
+    def predict(self, name: str, instances: Any, http: str = "127.0.0.1:8000", *,
+                input_name: str = "input", datatype: str = "FP32") -> dict[str, np.ndarray]:
+        """Run endpoint `name` on a batch of `instances` (array-like, first axis = batch).
+
+        Sends `POST /v2/models/{name}/infer` to `http` (host:port or URL) and returns the
+        outputs by name as numpy arrays, e.g. {"probabilities": (N, C), "label": (N,)}."""
+        request = infer_request(instances, input_name, datatype)
+        return outputs_to_numpy(self.infer(name, request, http))
+
+    def infer(self, name: str, request: Mapping[str, Any], http: str = "127.0.0.1:8000"
+              ) -> dict[str, Any]:
+        """Send a ready-made OIP v2 inference request (a dict) and return the JSON response."""
+        url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
+        return _http_json("POST", url, request, self.timeout)
+
+    def model_metadata(self, name: str, http: str = "127.0.0.1:8000") -> dict[str, Any]:
+        """`GET /v2/models/{name}`: the endpoint's inputs and outputs (name, datatype, shape)."""
+        url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}"
+        return _http_json("GET", url, None, self.timeout)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _call(self, method: Callable[..., T], request, retry: bool = True) -> T:
+        """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds."""
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                attempt += 1
+                transient = exc.code() == grpc.StatusCode.UNAVAILABLE
+                if not (retry and transient) or time.monotonic() - start > self.retry_for:
+                    raise _error(exc, self.address) from None
+                time.sleep(_backoff(attempt))
+
+
+# -- helpers, public for the CLI --------------------------------------------------------------
+
+def load_spec(spec: SpecLike) -> spec_pb2.JobSpec:
+    """A JobSpec from a JobSpec, a dict (proto3 JSON field names), or a YAML/JSON file path."""
+    from trainserve.jobs.spec import load_spec_file, parse_spec
+    if isinstance(spec, spec_pb2.JobSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_spec(dict(spec), "spec")
+    if isinstance(spec, (str, Path)):
+        return load_spec_file(spec)
+    raise TypeError(f"expected a JobSpec, a dict or a path, got {type(spec).__name__}")
+
+
+def job_state(state: str | int | None) -> int:
+    """JobState number of "running" / "RUNNING" / "JOB_STATE_RUNNING" / 2; None -> 0 (all)."""
+    if state is None or state == "":
+        return job_pb2.JOB_STATE_UNSPECIFIED
+    if isinstance(state, int):
+        return state
+    from trainserve.jobs.state import JobState
+    try:
+        return int(JobState.parse(state))
+    except ValueError as exc:
+        raise errors.InvalidArgument(str(exc), field="state") from None
+
+
+def _state_name(state: int) -> str:
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def infer_request(instances: Any, input_name: str = "input", datatype: str = "FP32"
+                  ) -> dict[str, Any]:
+    """The OIP v2 JSON request for a batch of `instances` (one input tensor)."""
+    from trainserve.serve.dataplane import numpy_dtype
+    arr = np.asarray(instances, dtype=numpy_dtype(datatype))
+    if arr.ndim == 0:
+        raise errors.InvalidArgument("instances must be a batch (a list or an array), "
+                                     "not a single number")
+    if arr.ndim == 1:
+        arr = arr[None, :]  # one instance
+    return {"inputs": [{"name": input_name, "datatype": datatype, "shape": list(arr.shape),
+                        "data": arr.reshape(-1).tolist()}]}
+
+
+def outputs_to_numpy(response: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The outputs of an OIP v2 JSON response as numpy arrays of their shape and datatype."""
+    from trainserve.serve.dataplane import numpy_dtype
+    out = {}
+    for item in response.get("outputs", []):
+        dtype = numpy_dtype(item["datatype"])
+        out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
+    return out
+
+
+def rest_base(http: str) -> str:
+    """`host:port`, `http://host:port` or a deployment's rest_url -> `http://host:port`."""
+    if "://" not in http:
+        http = f"http://{http}"
+    parts = urllib.parse.urlsplit(http)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def to_json(message, **kwargs) -> dict[str, Any]:
+    """proto3 JSON of a message with the .proto field names (so a job's spec can be fed back
+    to `submit`) and every field, set or not."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True, **kwargs)
+
+
+def _options(address: str) -> list[tuple[str, Any]]:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    # A local API must not be reached through an http_proxy from the environment.
+    return [("grpc.enable_http_proxy", 0)] if host in LOOPBACK else []
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.1 * 2 ** attempt, 2.0) * (0.5 + random.random() / 2)
+
+
+def _error(exc: grpc.RpcError, address: str) -> errors.TrainserveError:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and not details.startswith("state store"):
+        return errors.Unavailable(f"cannot reach the trainserve API at {address} "
+                                  f"({details or 'unavailable'}); is it running "
+                                  "(`trainserve up`)?")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.Unavailable(f"the trainserve API at {address} did not answer in time")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        match = _FIELD_MESSAGE.match(details)
+        return (errors.InvalidArgument(match.group(2), field=match.group(1)) if match
+                else errors.InvalidArgument(details))
+    cls = _ERRORS.get(code, errors.TrainserveError)
+    return cls(details or code.name.lower())
+
+
+def _http_json(method: str, url: str, body: Any, timeout: float) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    host = urllib.parse.urlsplit(url).hostname or ""
+    handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK else []
+    try:
+        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise _http_error(exc) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise errors.Unavailable(f"cannot reach the inference endpoint {url}: {reason}") from None
+
+
+def _http_error(exc: urllib.error.HTTPError) -> errors.TrainserveError:
+    try:
+        message = json.loads(exc.read()).get("error") or exc.reason
+    except (ValueError, AttributeError, OSError):
+        message = exc.reason
+    if exc.code == 400:
+        match = _FIELD_MESSAGE.match(str(message))
+        if match:
+            return errors.InvalidArgument(match.group(2), field=match.group(1))
+    return _HTTP_ERRORS.get(exc.code, errors.TrainserveError)(str(message))

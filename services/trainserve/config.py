@@ -1,0 +1,190 @@
+"""Defaults of the one-machine stack and of the clients: where state lives and which ports each
+component listens on (the table in docs/architecture.md). Every field can be overridden by a
+`TRAINSERVE_<FIELD>` environment variable (e.g. `TRAINSERVE_REDIS_PORT=7000`) and by the flags
+of `trainserve up`; `TRAINSERVE_API` is the job API address the CLI and the SDK talk to.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "TRAINSERVE_"
+DEFAULT_API = "127.0.0.1:50051"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """`$TRAINSERVE_STATE_DIR`, else `~/.trainserve`."""
+    env = os.environ if env is None else env
+    return Path(env.get(ENV_PREFIX + "STATE_DIR") or Path.home() / ".trainserve").expanduser()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `LocalStack` needs to run redis, Ray, the job API and the dispatcher.
+
+    Ports are TCP ports on `host`; 0 is not allowed for the listed ones because clients must
+    know them in advance (tests pick free ports and pass them in).
+    """
+
+    # Logs, pid files, redis data and (by default) model storage live here.
+    state_dir: Path = field(default_factory=default_state_dir)
+    # Every component binds this address only; loopback keeps the unauthenticated Ray
+    # cluster and Redis unreachable from other machines.
+    host: str = "127.0.0.1"
+    # Job API (gRPC: JobService, ModelService, DeploymentService, health, reflection).
+    api_port: int = 50051
+    # Ray Serve's inference endpoints, started by the dispatcher: OIP REST and OIP gRPC.
+    serve_http_port: int = 8000
+    serve_grpc_port: int = 9000
+    # Prometheus /metrics of the job API and of the dispatcher.
+    api_metrics_port: int = 9100
+    dispatcher_metrics_port: int = 9101
+    ray_dashboard_port: int = 8265
+    redis_port: int = 6380
+    # The Ray head's GCS port (the address drivers connect to).
+    ray_gcs_port: int = 6379
+    # CPUs the Ray head offers; None lets Ray count them.
+    ray_num_cpus: int | None = None
+    # Ray token authentication with a token of this stack's own (in `<state_dir>/run/`).
+    ray_token_auth: bool = True
+    # Ray's temporary folder. Ray puts unix sockets in it and a socket path may not exceed
+    # 107 bytes, so the default is a short folder under /tmp derived from `state_dir`.
+    ray_temp_dir: str = ""
+    # Shared storage of checkpoints and model versions; default `<state_dir>/storage`.
+    storage_dir: str = ""
+    # How long `up` waits for one component to become ready, in seconds.
+    ready_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+        """Defaults, then `TRAINSERVE_<FIELD>` variables, then `overrides` (None = not given)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw not in (None, ""):
+                values[f.name] = _convert(f, raw, ENV_PREFIX + f.name.upper())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
+                for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "Config":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+    # -- derived addresses --------------------------------------------------------------------
+    @property
+    def api_address(self) -> str:
+        return f"{self.host}:{self.api_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.host}:{self.ray_gcs_port}"
+
+    @property
+    def serve_http(self) -> str:
+        return f"{self.host}:{self.serve_http_port}"
+
+    @property
+    def serve_grpc(self) -> str:
+        return f"{self.host}:{self.serve_grpc_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.ray_dashboard_port}"
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK
+
+    # -- derived paths ----------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.state_dir / "redis"
+
+    @property
+    def storage_path(self) -> Path:
+        if self.storage_dir:
+            return Path(self.storage_dir).expanduser()
+        return self.state_dir / "storage"
+
+    @property
+    def ray_temp_path(self) -> Path:
+        if self.ray_temp_dir:
+            return Path(self.ray_temp_dir)
+        digest = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]
+        return Path("/tmp") / f"ts-{digest}"
+
+
+def _convert(f: dataclasses.Field, raw: str, name: str) -> Any:
+    kind = str(f.type)
+    if kind == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={raw!r} is not a boolean (true/false)")
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    return raw
+
+
+# -- the recorded stack (what `trainserve up` last started in a state dir) ---------------------
+
+def stack_file(state_dir: Path) -> Path:
+    return Path(state_dir) / "run" / "stack.json"
+
+
+def recorded_config(state_dir: Path | None = None) -> Config | None:
+    """The config `trainserve up` recorded in `state_dir`, if any."""
+    path = stack_file(state_dir or default_state_dir())
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def api_address(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The job API a client should call: `explicit`, else `$TRAINSERVE_API`, else the API of
+    the local stack recorded in the state dir, else 127.0.0.1:50051."""
+    env = os.environ if env is None else env
+    if explicit:
+        return explicit
+    if env.get(ENV_PREFIX + "API"):
+        return env[ENV_PREFIX + "API"]
+    recorded = recorded_config(default_state_dir(env))
+    return recorded.api_address if recorded else DEFAULT_API

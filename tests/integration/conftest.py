@@ -1,0 +1,63 @@
+"""The `stack` fixture: the real local stack (redis-server, a Ray head, the job API, the
+dispatcher with Ray Serve) on free ports in a temporary folder, once per test session."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="session")
+def stack():
+    from trainserve.config import Config
+    from trainserve.local import LocalStack
+
+    # Short root: Ray's unix sockets live under its temp dir (107-byte path limit).
+    root = Path(tempfile.mkdtemp(prefix="ts-it-"))
+    cfg = Config(state_dir=root / "state", api_port=free_port(), serve_http_port=free_port(),
+                 serve_grpc_port=free_port(), api_metrics_port=free_port(),
+                 dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
+                 redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
+                 ray_temp_dir=str(root / "ray"))
+    s = LocalStack(cfg)
+    try:
+        s.up()
+    except BaseException:
+        _dump_logs(cfg)
+        s.down()
+        raise
+    os.environ.update(s.ray_env())
+    yield s
+    s.down()
+    if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _dump_logs(cfg) -> None:
+    for log in sorted(Path(cfg.state_dir, "logs").glob("*.log")):
+        print(f"==== {log}\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def channel(stack):
+    ch = grpc.insecure_channel(stack.config.api_address)
+    grpc.channel_ready_future(ch).result(timeout=30)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def stubs(channel):
+    from trainserve.pb import deployment_pb2_grpc, job_pb2_grpc, model_pb2_grpc
+
+    class Stubs:
+        jobs = job_pb2_grpc.JobServiceStub(channel)
+        models = model_pb2_grpc.ModelServiceStub(channel)
+        deployments = deployment_pb2_grpc.DeploymentServiceStub(channel)
+    return Stubs

@@ -1,0 +1,65 @@
+"""Small helpers of the integration tests (raw gRPC, as any client would speak it)."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+
+from trainserve.jobs.spec import load_spec_file, parse_spec
+from trainserve.jobs.state import JobState
+from trainserve.pb import deployment_pb2, job_pb2, model_pb2
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str, **overrides):
+    """An example spec with top-level sections replaced/merged from `overrides`."""
+    spec = load_spec_file(EXAMPLES / f"{name}.yaml")
+    if overrides:
+        spec.MergeFrom(parse_spec(overrides))
+    return spec
+
+
+def submit(stubs, spec, request_id: str | None = None) -> job_pb2.Job:
+    return stubs.jobs.SubmitJob(job_pb2.SubmitJobRequest(
+        spec=spec, request_id=request_id or uuid.uuid4().hex), timeout=30)
+
+
+def wait_job(stubs, job_id: str, timeout: float = 300) -> job_pb2.Job:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = stubs.jobs.GetJob(job_pb2.GetJobRequest(job_id=job_id), timeout=10)
+        if JobState(job.state).is_terminal:
+            return job
+        time.sleep(0.25)
+    raise TimeoutError(f"job {job_id} not done after {timeout}s: {job}")
+
+
+def watch(stubs, job_id: str, timeout: float = 300) -> list[job_pb2.JobEvent]:
+    return list(stubs.jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job_id), timeout=timeout))
+
+
+def deploy(stubs, model: str, name: str, version: int = 0, timeout: float = 120):
+    stubs.deployments.Deploy(deployment_pb2.DeployRequest(name=name, model_name=model,
+                                                          model_version=version), timeout=30)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dep = stubs.deployments.GetDeployment(
+            deployment_pb2.GetDeploymentRequest(name=name), timeout=10)
+        if dep.state != deployment_pb2.DEPLOYMENT_STATE_PENDING:
+            return dep
+        time.sleep(0.25)
+    raise TimeoutError(f"deployment {name} still pending")
+
+
+def get_model(stubs, name: str, version: int = 0) -> model_pb2.ModelVersion:
+    return stubs.models.GetModel(model_pb2.GetModelRequest(name=name, version=version), timeout=10)
+
+
+def rpc_error(fn, *args, **kwargs) -> grpc.RpcError:
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError as err:
+        return err
+    raise AssertionError("the call succeeded")
