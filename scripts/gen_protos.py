@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "services" / "trainserve" / "_gen"
 _IMPORT = re.compile(r"^(from|import) (trainserve\.v1|inference)\b", re.MULTILINE)
+# The module name recorded for each message class (used by pickle, e.g. when a message
+# travels to a Ray worker) must be the rewritten one too.
+_MODULE_NAME = re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')(trainserve\.v1|inference)\.")
 
 
 def generate(out: Path = OUT) -> list[Path]:
@@ -31,6 +34,7 @@ def generate(out: Path = OUT) -> list[Path]:
     for path in out.rglob("*.py*"):
         text = path.read_text()
         new = _IMPORT.sub(lambda m: f"{m.group(1)} trainserve._gen.{m.group(2)}", text)
+        new = _MODULE_NAME.sub(lambda m: f"{m.group(1)}trainserve._gen.{m.group(2)}.", new)
         if new != text:
             path.write_text(new)
         written.append(path)

@@ -35,9 +35,23 @@ def main(argv=None) -> None:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    dispatcher.start()
+    # Start-up (ray.init can block for long when Ray is unreachable) runs off the main thread,
+    # so SIGTERM is still handled promptly.
+    failed: list[BaseException] = []
+    threading.Thread(target=_start, args=(dispatcher, done, failed), daemon=True).start()
     done.wait()
     dispatcher.shutdown()
+    if failed:
+        raise SystemExit(1)
+
+
+def _start(dispatcher: Dispatcher, done: threading.Event, failed: list) -> None:
+    try:
+        dispatcher.start()
+    except Exception as exc:  # noqa: BLE001 - logged, and the process exits non-zero
+        logging.getLogger("trainserve.dispatch").exception("dispatcher failed to start")
+        failed.append(exc)
+        done.set()
 
 
 if __name__ == "__main__":

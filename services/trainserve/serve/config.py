@@ -1,0 +1,57 @@
+"""Configuration of the serving layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+APP_NAME = "trainserve"
+# Serve's gRPC proxy imports this to learn the service's methods (see its docstring for why
+# it is not the generated `add_GRPCInferenceServiceServicer_to_server`).
+GRPC_SERVICER = "trainserve.serve.grpc_api.add_inference_servicer"
+DEFAULT_LOADER = "trainserve.train.artifacts:load_artifact"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How Serve and the `trainserve` application run. Passed to the deployments as is."""
+
+    # Serve's HTTP proxy (REST inference).
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # Serve's gRPC proxy (inference.GRPCInferenceService); it binds all interfaces.
+    grpc_port: int = 9000
+    # Where the deployment and model records live.
+    redis_url: str = "redis://127.0.0.1:6380/0"
+    # Base of relative `artifact_uri`s; absolute ones are used as they are.
+    storage_dir: str = ""
+    # `module:function` that loads an artifact directory -> LoadedModel(module, meta).
+    loader: str = DEFAULT_LOADER
+    # Model-host replicas; each loads models on demand (multiplexed by `name:version`).
+    host_replicas: int = 1
+    # Logical CPUs each model-host replica reserves. 0 by default: on a small machine a
+    # reserved CPU would be taken from training jobs while the host mostly idles.
+    host_num_cpus: float = 0.0
+    # torch intra-op threads per model-host replica (Ray does not set them reliably).
+    torch_threads: int = 1
+    # Largest batch one inference request may carry.
+    max_batch_size: int = 1024
+    # How long an endpoint resolution is cached, in seconds (a re-deploy shows after this).
+    resolve_ttl_s: float = 1.0
+    # How long `ensure_serve` waits for the application to run, in seconds.
+    ready_timeout_s: float = 180.0
+    # Serve's per-request access log lines (every replica and proxy writes one per request,
+    # and a driver with log_to_driver gets them all). Off: it costs latency and floods logs.
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("http_port", "grpc_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be a port in 1..65535, got {getattr(self, name)}")
+        if self.http_port == self.grpc_port:
+            raise ValueError("http_port and grpc_port must differ")
+        if self.host_replicas < 1 or self.torch_threads < 1 or self.max_batch_size < 1:
+            raise ValueError("host_replicas, torch_threads and max_batch_size must be >= 1")
+        if self.host_num_cpus < 0 or self.resolve_ttl_s < 0 or self.ready_timeout_s <= 0:
+            raise ValueError("host_num_cpus and resolve_ttl_s must be >= 0, "
+                             "ready_timeout_s > 0")
+        if ":" not in self.loader:
+            raise ValueError(f"loader must be 'module:function', got {self.loader!r}")

@@ -1,0 +1,119 @@
+"""The ingress of the `trainserve` application: REST (a FastAPI app) and gRPC (methods named
+after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which asks the
+model host for outputs through a multiplexed deployment handle.
+
+This module must not import torch or the model host: the gateway replica needs neither.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+
+from trainserve.errors import TrainserveError
+from trainserve.serve.config import ServeConfig
+from trainserve.serve.grpc_api import GrpcInference
+from trainserve.serve.resolver import EndpointResolver
+from trainserve.serve.rest import build_rest_app
+from trainserve.serve.service import InferenceService
+from trainserve.store.deployments import DeploymentStore
+from trainserve.store.models import ModelStore
+from trainserve.store.redis import connect
+
+
+def unwrap_error(exc: BaseException) -> BaseException:
+    """The domain error a remote call raised, out of Ray's wrapper; other errors unchanged."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, TrainserveError) else exc
+
+
+class HandleBackend:
+    """`Backend` over the model host's deployment handle, one multiplexed id per model."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+
+    async def load(self, model_id: str, artifact_dir: str) -> None:
+        await self._call("load", model_id, artifact_dir)
+
+    async def predict(self, model_id: str, artifact_dir: str,
+                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return await self._call("predict", model_id, artifact_dir, inputs)
+
+    async def _call(self, method: str, model_id: str, *args: Any) -> Any:
+        handle = self._handle.options(multiplexed_model_id=model_id)
+        try:
+            return await getattr(handle, method).remote(*args)
+        except Exception as exc:
+            raise unwrap_error(exc) from None
+
+
+class RedisReadiness:
+    """Server readiness: Redis answers. Checked at most once a second."""
+
+    def __init__(self, client: Any, period_s: float = 1.0):
+        self._client, self._period_s = client, period_s
+        self._checked_at, self._ok = float("-inf"), False
+
+    async def __call__(self) -> bool:
+        if time.monotonic() - self._checked_at >= self._period_s:
+            try:
+                self._ok = bool(await asyncio.to_thread(self._client.ping))
+            except Exception:  # any failure to answer is "not ready"
+                self._ok = False
+            self._checked_at = time.monotonic()
+        return self._ok
+
+
+@serve.deployment(name="gateway", max_ongoing_requests=256,
+                  ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class Gateway:
+    """The ingress replica: endpoint resolution through Redis, validation, REST and gRPC."""
+
+    def __init__(self, host: DeploymentHandle, cfg: ServeConfig):
+        self._cfg = cfg
+        client = connect(cfg.redis_url)
+        resolver = EndpointResolver(DeploymentStore(client), ModelStore(client),
+                                    storage_dir=cfg.storage_dir, ttl_s=cfg.resolve_ttl_s,
+                                    max_batch_size=cfg.max_batch_size)
+        self._service = InferenceService(resolver, HandleBackend(host), RedisReadiness(client))
+        self._grpc = GrpcInference(self._service)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_rest_app(self._service)
+
+    async def config(self) -> ServeConfig:
+        """The configuration this application was deployed with (`ensure_serve` compares)."""
+        return self._cfg
+
+    async def warm(self, name: str) -> str:
+        """Load the model behind endpoint `name` now; its model id. Called by `control.warm`."""
+        return await self._service.warm(name)
+
+    # gRPC: Serve's proxy calls the method named after the RPC, with the request's bytes
+    # (see grpc_api.add_inference_servicer).
+
+    async def ServerLive(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ServerLive", request, grpc_context)
+
+    async def ServerReady(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ServerReady", request, grpc_context)
+
+    async def ServerMetadata(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ServerMetadata", request, grpc_context)
+
+    async def ModelMetadata(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ModelMetadata", request, grpc_context)
+
+    async def ModelReady(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ModelReady", request, grpc_context)
+
+    async def ModelInfer(self, request: bytes, grpc_context: RayServegRPCContext):
+        return await self._grpc.call("ModelInfer", request, grpc_context)

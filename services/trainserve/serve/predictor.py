@@ -1,0 +1,120 @@
+"""A loaded model ready to answer: preprocessing, forward pass and task-specific outputs.
+
+The artifact's `meta.json` (see docs/architecture.md) says how: `task`, `class_names`,
+`input_shape`, `output_dim` and `preprocessing` {kind, shift, scale}, the normalization fitted
+on the training split, applied here as `(x - shift) / scale`.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from trainserve.errors import ModelNotReady
+from trainserve.serve.config import DEFAULT_LOADER
+from trainserve.serve.dataplane import CLASS_NAME, LABEL, PREDICTION, PROBABILITIES
+
+
+class Predictor:
+    """Runs one model version on batches of raw (un-normalized) float32 inputs."""
+
+    def __init__(self, module: torch.nn.Module, meta: dict[str, Any]):
+        self.module = module.eval()
+        self.task = meta.get("task", "classification")
+        self.class_names = [str(c) for c in meta.get("class_names") or []]
+        self.input_shape = tuple(int(d) for d in meta["input_shape"])
+        self.shift, self.scale = _normalization(meta.get("preprocessing") or {},
+                                                self.input_shape)
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """The network's input for a batch of raw features: `(x - shift) / scale`, float32."""
+        x = np.array(x, dtype=np.float32)  # a writable copy: wire buffers are read-only
+        if self.shift is not None:
+            x = (x - self.shift) / self.scale
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The network's raw output on preprocessed inputs."""
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x)).numpy()
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
+        raw = self.forward(self.preprocess(x)).reshape(len(x), -1)
+        if self.task != "classification":
+            return {PREDICTION: raw.astype(np.float32)}
+        return self._classify(raw)
+
+    def _classify(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        t = torch.from_numpy(logits.astype(np.float32))
+        if t.shape[1] == 1:  # one logit: a binary classifier trained with a sigmoid
+            probs = torch.sigmoid(t)
+            labels = (probs[:, 0] >= 0.5).long()
+        else:
+            probs = torch.softmax(t, dim=1)
+            labels = probs.argmax(dim=1)
+        out = {PROBABILITIES: probs.numpy(), LABEL: labels.numpy().astype(np.int64)}
+        if self.class_names:
+            names = np.empty(len(labels), dtype=object)
+            names[:] = [self._name(int(i)).encode() for i in labels]
+            out[CLASS_NAME] = names
+        return out
+
+    def _name(self, label: int) -> str:
+        return self.class_names[label] if label < len(self.class_names) else str(label)
+
+
+def _normalization(pre: dict[str, Any], input_shape: tuple[int, ...]):
+    """`shift` and `scale` as float32 arrays broadcastable over one sample, or (None, None).
+
+    The statistics are stored flattened: one per feature (prod(input_shape) values), one per
+    channel (input_shape[0] values, for images) or a single scalar.
+    """
+    shift, scale = pre.get("shift") or [], pre.get("scale") or []
+    if pre.get("kind", "none") == "none" or not (shift or scale):
+        return None, None
+    shift = np.asarray(shift or [0.0], dtype=np.float32)
+    scale = np.asarray(scale or [1.0], dtype=np.float32)
+    # A constant feature has scale 0; training divides by 1 there (as scikit-learn does).
+    scale = np.where(scale == 0, np.float32(1.0), scale)
+    return _broadcastable(shift, input_shape), _broadcastable(scale, input_shape)
+
+
+def _broadcastable(v: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    if v.size == math.prod(input_shape):
+        return v.reshape(input_shape)
+    if v.size == 1:
+        return v.reshape(())
+    if len(input_shape) > 1 and v.size == input_shape[0]:
+        return v.reshape((input_shape[0],) + (1,) * (len(input_shape) - 1))
+    raise ModelNotReady(f"preprocessing has {v.size} statistics, which fit neither the input "
+                        f"shape {list(input_shape)}, its channels, nor a scalar")
+
+
+Loader = Callable[[str], Any]
+
+
+def import_loader(path: str = DEFAULT_LOADER) -> Loader:
+    """The artifact loader named `module:function`, `(dir) -> LoadedModel(module, meta)`."""
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelNotReady(f"artifact loader {path!r} is not available: {exc}") from exc
+
+
+def load_predictor(artifact_dir: str, loader: Loader) -> Predictor:
+    """Load an artifact directory into a `Predictor`; any failure becomes `ModelNotReady`."""
+    try:
+        loaded = loader(artifact_dir)
+        return Predictor(loaded.module, loaded.meta)
+    except ModelNotReady:
+        raise
+    except Exception as exc:  # whatever breaks while loading is the artifact's problem
+        raise ModelNotReady(f"cannot load the model in {artifact_dir}: "
+                            f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,110 @@
+"""Endpoint resolution: the name an OIP client calls -> the model version behind it.
+
+The records live in Redis (`trainserve.store.deployments`, `trainserve.store.models`). A
+resolution is cached for `ttl_s` (1 s by default) so that a request does not cost two Redis
+round trips, while a re-deploy still takes effect within about a second.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from trainserve.errors import ModelNotReady, NotFound, TrainserveError, Unavailable
+from trainserve.serve.dataplane import CLASS_NAME, ModelSignature, TensorSpec
+
+
+class DeploymentGetter(Protocol):
+    def get(self, name: str) -> Any: ...  # -> trainserve.v1.Deployment, raises NotFound
+
+
+class ModelGetter(Protocol):
+    def get(self, name: str, version: int = 0) -> Any: ...  # -> trainserve.v1.ModelVersion
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    model_name: str
+    version: int
+    artifact_dir: str
+    signature: ModelSignature
+
+    @property
+    def model_id(self) -> str:
+        """The multiplexing key of the model host."""
+        return f"{self.model_name}:{self.version}"
+
+
+class EndpointResolver:
+    """Resolves endpoint names through the deployment and model records, with a short cache."""
+
+    def __init__(self, deployments: DeploymentGetter, models: ModelGetter, storage_dir: str = "",
+                 ttl_s: float = 1.0, max_batch_size: int = 1024,
+                 clock: Callable[[], float] = time.monotonic):
+        self._deployments, self._models = deployments, models
+        self._storage_dir = storage_dir
+        self._ttl_s, self._max_batch = ttl_s, max_batch_size
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Endpoint | TrainserveError]] = {}
+
+    async def resolve(self, name: str, fresh: bool = False) -> Endpoint:
+        """The endpoint `name`; raises NotFound, ModelNotReady or Unavailable."""
+        hit = None if fresh else self._cache.get(name)
+        if hit is None or hit[0] <= self._clock():
+            hit = (self._clock() + self._ttl_s, await asyncio.to_thread(self._lookup, name))
+            if not isinstance(hit[1], Unavailable):  # an outage must not outlive itself
+                self._cache[name] = hit
+            if len(self._cache) > 10_000:  # names are client-chosen: bound the memory
+                self._cache.clear()
+        if isinstance(hit[1], TrainserveError):
+            raise hit[1]
+        return hit[1]
+
+    def _lookup(self, name: str) -> Endpoint | TrainserveError:
+        """The endpoint, or the domain error to answer with (both are cached)."""
+        try:
+            dep = self._deployments.get(name)
+        except NotFound:
+            return NotFound(f"model {name!r} is not deployed")
+        except TrainserveError as exc:
+            return exc
+        except Exception as exc:  # redis-py errors: the store is unreachable
+            return Unavailable(f"cannot read the deployment of {name!r}: {exc}")
+        try:
+            mv = self._models.get(dep.model_name, dep.model_version)
+        except NotFound:
+            return ModelNotReady(f"endpoint {name!r} points at {dep.model_name}:"
+                                 f"{dep.model_version}, which is not registered")
+        except TrainserveError as exc:
+            return exc
+        except Exception as exc:
+            return Unavailable(f"cannot read model {dep.model_name}:{dep.model_version}: {exc}")
+        try:
+            sig = signature_of(mv, self._max_batch)
+        except TrainserveError as exc:
+            return exc
+        return Endpoint(name, mv.name, int(mv.version), self.artifact_dir(mv.artifact_uri), sig)
+
+    def artifact_dir(self, uri: str) -> str:
+        """A filesystem path from an `artifact_uri`; relative ones lie under the storage dir."""
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_absolute() and self._storage_dir:
+            path = Path(self._storage_dir) / path
+        return str(path)
+
+
+def signature_of(mv: Any, max_batch_size: int = 1024) -> ModelSignature:
+    """The signature a `trainserve.v1.ModelVersion` record describes.
+
+    Classifiers that know their class names also answer `class_name` (BYTES [-1]).
+    """
+    if not mv.inputs or not mv.outputs:
+        raise ModelNotReady(f"model {mv.name}:{mv.version} has no input/output spec")
+    inputs = tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in mv.inputs)
+    outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in mv.outputs]
+    if mv.task == "classification" and mv.class_names:
+        outputs.append(TensorSpec(CLASS_NAME, "BYTES", (-1,)))
+    return ModelSignature(inputs, tuple(outputs), max_batch_size)

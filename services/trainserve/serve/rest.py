@@ -1,0 +1,278 @@
+"""The REST binding of the inference protocol: OIP v2 (with Triton's binary tensor extension)
+and KServe's v1 `:predict`, as a FastAPI app over `InferenceService`.
+
+Binary tensor extension: the body is a JSON header of `Inference-Header-Content-Length`
+bytes followed by raw tensors; an input whose `parameters.binary_data_size` is set takes its
+bytes from there, in input order. Outputs are sent the same way when requested with
+`parameters.binary_data: true` or, by default, when the request sets `binary_data_output`.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trainserve.errors import InvalidArgument, TrainserveError
+from trainserve.serve.dataplane import (PREDICTION, InferInput, InferRequest, InferResponse,
+                                        ModelMetadata, RequestedOutput, check_shape, decode_json,
+                                        decode_raw, encode_raw, to_json_data)
+from trainserve.serve.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+# ------------------------------------------------------------------------------ decoding
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"malformed JSON body: {exc}") from None
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor data) of a request body."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise InvalidArgument(f"{HEADER_LENGTH} {header_length!r} is not a length within the "
+                              f"{len(body)}-byte body")
+    return body[:n], body[n:]
+
+
+def _object(x: Any, where: str) -> dict:
+    if not isinstance(x, dict):
+        raise InvalidArgument(f"{where} must be a JSON object")
+    return x
+
+
+def infer_request_from_json(doc: Any, binary: bytes = b"") -> InferRequest:
+    """An `InferRequest` from the JSON header and the binary tensor data after it."""
+    doc = _object(doc, "the request body")
+    inputs_doc = doc.get("inputs")
+    if not isinstance(inputs_doc, list) or not inputs_doc:
+        raise InvalidArgument("the request needs a non-empty 'inputs' list")
+    inputs, offset = [], 0
+    for i, item in enumerate(inputs_doc):
+        tensor, offset = _input_from_json(_object(item, f"inputs[{i}]"), i, binary, offset)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise InvalidArgument(f"{len(binary) - offset} bytes of binary data belong to no input")
+    outputs = []
+    for i, item in enumerate(doc.get("outputs") or []):
+        item = _object(item, f"outputs[{i}]")
+        if not isinstance(item.get("name"), str):
+            raise InvalidArgument(f"outputs[{i}] needs a 'name'")
+        outputs.append(RequestedOutput(item["name"], _params(item, f"outputs[{i}]")))
+    request_id = doc.get("id", "")
+    return InferRequest(inputs, outputs, str(request_id), _params(doc, "the request"))
+
+
+def _input_from_json(item: dict, i: int, binary: bytes, offset: int) -> tuple[InferInput, int]:
+    name, datatype = item.get("name"), item.get("datatype")
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        raise InvalidArgument(f"inputs[{i}] needs a 'name', a 'datatype' and a 'shape'")
+    shape = check_shape(item.get("shape"), f"input {name!r}")
+    params = _params(item, f"input {name!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(f"input {name!r}: binary_data_size must be a byte count")
+        if offset + size > len(binary):
+            raise InvalidArgument(f"input {name!r}: binary_data_size {size} runs past the "
+                                  f"{len(binary)} bytes of binary data")
+        data = decode_raw(name, datatype, shape, binary[offset:offset + size])
+        return InferInput(name, datatype, shape, data, params), offset + size
+    if "data" not in item:
+        raise InvalidArgument(f"input {name!r} has neither 'data' nor binary_data_size")
+    return InferInput(name, datatype, shape, decode_json(name, datatype, shape, item["data"]),
+                      params), offset
+
+
+def _params(item: dict, where: str) -> dict:
+    params = item.get("parameters") or {}
+    return _object(params, f"{where}: parameters")
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    """A request body sent with `Content-Encoding: gzip|deflate` (tritonclient can)."""
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error) as exc:
+        raise InvalidArgument(f"cannot decompress the {encoding} body: {exc}") from None
+    return body
+
+
+# ------------------------------------------------------------------------------ encoding
+
+
+def encode_infer_response(resp: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    """(body, JSON header length or None when the body is JSON only)."""
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    asked = {o.name: o.parameters for o in request.outputs}
+    outputs, blobs = [], []
+    for out in resp.outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype,
+                                 "shape": list(out.shape)}
+        if asked.get(out.name, {}).get("binary_data", binary_default):
+            raw = encode_raw(out.data, out.datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = to_json_data(out.data, out.datatype)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": resp.model_name, "model_version": resp.model_version,
+                           "outputs": outputs}
+    if resp.id:
+        doc["id"] = resp.id
+    header = _dumps(doc)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def metadata_json(md: ModelMetadata) -> dict:
+    def tensors(specs):
+        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+    return {"name": md.name, "versions": list(md.versions), "platform": md.platform,
+            "inputs": tensors(md.inputs), "outputs": tensors(md.outputs)}
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    return Response(_dumps(doc), status_code=status, media_type="application/json")
+
+
+# ------------------------------------------------------------------------------ v1 predict
+
+
+async def predict_v1(service: InferenceService, name: str, doc: Any) -> dict:
+    """KServe v1: `{"instances": [...]}` -> `{"predictions": [...]}`, one per instance."""
+    instances = _object(doc, "the request body").get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidArgument('the body must be {"instances": [...]} with at least one instance')
+    md = await service.model_metadata(name)
+    if len(md.inputs) != 1:
+        raise InvalidArgument(f"model {name!r} has {len(md.inputs)} inputs; use the v2 protocol")
+    spec = md.inputs[0]
+    shape = (len(instances), *spec.shape[1:])
+    try:
+        x = decode_json(spec.name, spec.datatype, shape, instances)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{exc.message} (each instance must be {spec.datatype} "
+                              f"{list(spec.shape[1:])})") from None
+    resp = await service.infer(name, "", InferRequest([InferInput(spec.name, spec.datatype,
+                                                                  shape, x)]))
+    return {"predictions": _predictions(resp, len(instances))}
+
+
+def _predictions(resp: InferResponse, n: int) -> list:
+    outs = {o.name: o.data for o in resp.outputs}
+    if set(outs) == {PREDICTION}:  # regression: a number per instance (a list if several)
+        return [row[0] if len(row) == 1 else row
+                for row in outs[PREDICTION].reshape(n, -1).tolist()]
+    return [{name: _item(data[i]) for name, data in outs.items()} for i in range(n)]
+
+
+def _item(x: Any) -> Any:
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    return x.tolist()  # numpy arrays and numpy scalars alike
+
+
+# ----------------------------------------------------------------------------------- app
+
+
+def build_rest_app(service: InferenceService) -> FastAPI:
+    """The REST routes over `service`; errors answer `{"error": message}` (OIP)."""
+    app = FastAPI(title="trainserve inference", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    _add_error_handlers(app)
+    _add_v2_routes(app, service)
+    _add_v1_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TrainserveError)
+    async def _domain(_: Request, exc: TrainserveError) -> Response:
+        return json_response({"error": exc.message}, exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return json_response({"error": "internal error"}, 500)
+
+
+def _add_v2_routes(app: FastAPI, service: InferenceService) -> None:
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        ok = await service.server_ready()
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        return json_response(service.server_metadata())
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str = "") -> Response:
+        return json_response(metadata_json(await service.model_metadata(name, version)))
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str = "") -> Response:
+        ok = await service.model_ready(name, version)
+        return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str = "") -> Response:
+        body = decompress(await request.body(), request.headers.get("content-encoding"))
+        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        req = infer_request_from_json(parse_json(header), binary)
+        content, header_length = encode_infer_response(
+            await service.infer(name, version, req), req)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={HEADER_LENGTH: str(header_length)})
+
+
+def _add_v1_routes(app: FastAPI, service: InferenceService) -> None:
+    @app.get("/v1/models/{name}")
+    async def model_status(name: str) -> Response:
+        return json_response({"name": name, "ready": await service.model_ready(name)})
+
+    @app.post("/v1/models/{name}:predict")
+    async def predict(name: str, request: Request) -> Response:
+        doc = parse_json(await request.body())
+        return json_response(await predict_v1(service, name, doc))

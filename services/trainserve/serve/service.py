@@ -1,0 +1,95 @@
+"""`InferenceService`: the operations of the inference protocol, shared by REST and gRPC.
+
+It resolves the endpoint, validates the request against the model's signature, asks a
+`Backend` (the multiplexed model host on Serve, or an in-process one) for the outputs, and
+builds the response. Transports only convert wire formats and map `errors` to status codes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable, Protocol
+
+import numpy as np
+
+import trainserve
+from trainserve.errors import ModelNotReady, NotFound, TrainserveError
+from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetadata,
+                                        build_response)
+from trainserve.serve.resolver import Endpoint
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "trainserve"
+# Triton's name for the binary tensor extension of the REST protocol.
+EXTENSIONS = ("binary_tensor_data",)
+PLATFORM = "pytorch"
+
+
+class Backend(Protocol):
+    """Where models run. `model_id` is `<model_name>:<version>`."""
+
+    async def load(self, model_id: str, artifact_dir: str) -> None: ...
+
+    async def predict(self, model_id: str, artifact_dir: str,
+                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Resolver(Protocol):
+    async def resolve(self, name: str, fresh: bool = False) -> Endpoint: ...
+
+
+async def _always_ready() -> bool:
+    return True
+
+
+class InferenceService:
+    def __init__(self, resolver: Resolver, backend: Backend,
+                 ready_check: Callable[[], Awaitable[bool]] = _always_ready):
+        self._resolver, self._backend, self._ready_check = resolver, backend, ready_check
+
+    async def server_ready(self) -> bool:
+        """Whether requests can be answered: the endpoint records are reachable."""
+        return await self._ready_check()
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": trainserve.__version__,
+                "extensions": list(EXTENSIONS)}
+
+    async def endpoint(self, name: str, version: str = "") -> Endpoint:
+        """The endpoint `name`, checking that it serves `version` when one is given."""
+        ep = await self._resolver.resolve(name)
+        if version not in ("", str(ep.version)):
+            raise NotFound(f"model {name!r} has no version {version!r}; "
+                           f"it serves version {ep.version}")
+        return ep
+
+    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        ep = await self.endpoint(name, version)
+        sig = ep.signature
+        return ModelMetadata(name, (str(ep.version),), PLATFORM, sig.inputs, sig.outputs)
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """True once the model is loaded (loading it if needed); NotFound if unknown."""
+        ep = await self.endpoint(name, version)
+        try:
+            await self._backend.load(ep.model_id, ep.artifact_dir)
+        except ModelNotReady as exc:
+            log.warning("model %s not ready: %s", ep.model_id, exc)
+            return False
+        return True
+
+    async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
+        ep = await self.endpoint(name, version)
+        inputs = ep.signature.validate_inputs(request)
+        specs = ep.signature.select_outputs(request.outputs)
+        values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs)
+        missing = [s.name for s in specs if s.name not in values]
+        if missing:  # the registry's output spec and the predictor disagree
+            raise TrainserveError(f"model {ep.model_id} produced no output {missing}")
+        return build_response(name, str(ep.version), request.id, specs, values)
+
+    async def warm(self, name: str) -> str:
+        """Load the model behind `name` now, bypassing the resolution cache; its model id."""
+        ep = await self._resolver.resolve(name, fresh=True)
+        await self._backend.load(ep.model_id, ep.artifact_dir)
+        return ep.model_id
