@@ -13,9 +13,9 @@ from trainserve.pb import deployment_pb2, job_pb2, model_pb2
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 
 
-def example(name: str, **overrides):
+def example(example_name: str, **overrides):
     """An example spec with top-level sections replaced/merged from `overrides`."""
-    spec = load_spec_file(EXAMPLES / f"{name}.yaml")
+    spec = load_spec_file(EXAMPLES / f"{example_name}.yaml")
     if overrides:
         spec.MergeFrom(parse_spec(overrides))
     return spec

@@ -1,0 +1,64 @@
+"""Shared bench plumbing: a throwaway local stack on free ports, and the results table."""
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_stack(num_cpus: int = 2):
+    """The real local stack on free ports in a temp folder, torn down afterwards."""
+    from trainserve.config import Config
+    from trainserve.local import LocalStack
+
+    root = Path(tempfile.mkdtemp(prefix="ts-bench-"))
+    ports = {k: free_port() for k in ("api_port", "serve_http_port", "serve_grpc_port",
+                                      "api_metrics_port", "dispatcher_metrics_port",
+                                      "ray_dashboard_port", "redis_port", "ray_gcs_port")}
+    stack = LocalStack(Config(state_dir=root / "state", ray_num_cpus=num_cpus,
+                              ray_temp_dir=str(root / "ray"), **ports))
+    t0 = time.perf_counter()
+    stack.up()
+    print(f"stack up in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7}")
+    for r in rows:
+        base = r.get("baseline")
+        ratio = r.get("ratio")
+        print(f"{r['figure']:58} {r['ours']:>12.4g} "
+              f"{(f'{base:.4g}' if base is not None else '-'):>12} "
+              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7}")
+
+
+def save(name: str, rows: list[dict], meta: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"bench": name, "time": time.time(), **meta, "rows": rows},
+                               indent=2))
+    return path
