@@ -98,6 +98,7 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None) -> spe
         raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
                               "(at most 63, starting with a letter or digit)", field="spec.name")
     _check_scaling(full.scaling, cluster or {})
+    _check_batch_per_worker(full)
     if full.HasField("deploy"):
         if not full.deploy.name:
             full.deploy.name = full.name
@@ -105,6 +106,16 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None) -> spe
             raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-'",
                                   field="spec.deploy.name")
     return full
+
+
+def _check_batch_per_worker(spec: spec_pb2.JobSpec) -> None:
+    """Each DDP rank takes an equal share of a batch; batch norm needs two samples a rank."""
+    workers, batch = spec.scaling.num_workers, spec.training.batch_size
+    per_rank = 2 if architecture(spec) == "mlp" and spec.model.mlp.batch_norm else 1
+    if batch < per_rank * workers:
+        raise InvalidArgument(
+            f"{batch} is too small for {workers} workers: each worker needs at least "
+            f"{per_rank} sample(s) of every batch", field="spec.training.batch_size")
 
 
 def _check_scaling(scaling: spec_pb2.ScalingSpec, cluster: dict) -> None:

@@ -1,0 +1,100 @@
+"""Progress and cancellation: the `Reporter` protocol and its local implementations.
+
+The training loop only talks to a `Reporter`. In a deployment it is
+`trainserve.store.events.RedisReporter(redis_url, job_id)`, built inside the worker by
+`make_reporter`; tests use `ListReporter`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from trainserve.train.launch import JobContext
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """Receives a job's progress (from rank 0 only) and says whether it should stop."""
+
+    def epoch(self, epoch: int, total_epochs: int, metrics: Mapping[str, float],
+              samples_per_second: float, elapsed_seconds: float) -> None:
+        """Epoch `epoch` (1-based) of `total_epochs` finished; `metrics` are averaged over all
+        ranks; `elapsed_seconds` counts from the start of this attempt's training."""
+
+    def log(self, text: str, level: str = "info") -> None:
+        """A human-readable line; `level` is "info", "warning" or "error"."""
+
+    def cancel_requested(self) -> bool:
+        """True once the job should stop; polled about every 0.5 s, so it must be cheap."""
+
+
+class NullReporter:
+    """Reports nothing and never cancels."""
+
+    def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
+        pass
+
+    def log(self, text: str, level: str = "info") -> None:
+        pass
+
+    def cancel_requested(self) -> bool:
+        return False
+
+
+@dataclass
+class EpochEvent:
+    epoch: int
+    total_epochs: int
+    metrics: dict[str, float]
+    samples_per_second: float
+    elapsed_seconds: float
+
+
+@dataclass
+class ListReporter:
+    """Keeps every event in memory. Cancels when `cancel` is set or `cancel_when(self)` is true
+    (e.g. `lambda r: len(r.epochs) >= 2` to cancel after the second epoch)."""
+    epochs: list[EpochEvent] = field(default_factory=list)
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    cancel: bool = False
+    cancel_when: Callable[["ListReporter"], bool] | None = None
+    cancel_checks: int = 0
+
+    def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
+        self.epochs.append(EpochEvent(epoch, total_epochs, dict(metrics), samples_per_second,
+                                      elapsed_seconds))
+
+    def log(self, text: str, level: str = "info") -> None:
+        self.logs.append((level, text))
+
+    def cancel_requested(self) -> bool:
+        self.cancel_checks += 1
+        return self.cancel or bool(self.cancel_when and self.cancel_when(self))
+
+
+class CancelFileReporter:
+    """Wraps a reporter so that a flag file also requests cancellation: `run_job` creates it
+    when its caller cancels, which reaches the workers whatever reporter they use."""
+
+    def __init__(self, inner: Reporter, flag: Path):
+        self.inner, self.flag = inner, Path(flag)
+
+    def epoch(self, *args, **kwargs) -> None:
+        self.inner.epoch(*args, **kwargs)
+
+    def log(self, text: str, level: str = "info") -> None:
+        self.inner.log(text, level=level)
+
+    def cancel_requested(self) -> bool:
+        return self.flag.exists() or self.inner.cancel_requested()
+
+
+def make_reporter(ctx: "JobContext") -> Reporter:
+    """The job's reporter: `RedisReporter(ctx.redis_url, ctx.job_id)`, or a `NullReporter`
+    when `ctx.redis_url` is None. Imports the store lazily, inside the worker that uses it."""
+    if ctx.redis_url is None:
+        return NullReporter()
+    from trainserve.store.events import RedisReporter
+    return RedisReporter(ctx.redis_url, ctx.job_id)

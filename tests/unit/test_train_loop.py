@@ -1,0 +1,190 @@
+"""The training loop: accuracy, events, checkpoints and resume, cancellation, DDP (gloo)."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+from google.protobuf import json_format
+from safetensors.torch import load_file
+
+from trainserve import errors
+from trainserve.pb import spec_pb2
+from trainserve.train import checkpoints
+from trainserve.train.artifacts import MODEL_FILE, load_artifact
+from trainserve.train.loop import train
+from trainserve.train.reporting import ListReporter
+from trainserve.train.results import TrainResult
+from trainserve.train.validate import check_spec
+
+XOR = {"dataset": {"name": "xor", "normalize": "none"},
+       "split": {"test_fraction": 0.25},
+       "model": {"mlp": {"hidden": [8], "activation": "tanh"}},
+       "optimizer": {"lr": 0.05}, "training": {"epochs": 30, "batch_size": 16}}
+# Dropout makes the result depend on the RNG, which resume must reproduce.
+IRIS = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16], "dropout": 0.2}},
+        "training": {"epochs": 6, "batch_size": 16, "seed": 3}}
+
+
+def _spec(d, **training):
+    spec = check_spec(json_format.ParseDict(d, spec_pb2.JobSpec()))
+    for k, v in training.items():
+        setattr(spec.training, k, v)
+    return spec
+
+
+def _weights(job_dir):
+    return load_file(str(job_dir / "artifact" / MODEL_FILE))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_xor_reaches_full_accuracy_and_reports_every_epoch(tmp_path, seed):
+    rep = ListReporter()
+    result = train(_spec(XOR, seed=seed), tmp_path, rep)
+    assert result.status == "succeeded"
+    assert result.metrics["test_accuracy"] == 1.0
+    assert [e.epoch for e in rep.epochs] == list(range(1, 31))
+    assert {e.total_epochs for e in rep.epochs} == {30}
+    assert set(rep.epochs[-1].metrics) == {"train_loss", "train_accuracy", "val_loss",
+                                          "val_accuracy"}
+    assert all(e.samples_per_second > 0 for e in rep.epochs)
+    elapsed = [e.elapsed_seconds for e in rep.epochs]
+    assert elapsed == sorted(elapsed)
+    assert result.artifact_dir == str(tmp_path / "artifact")
+    assert TrainResult.read(tmp_path / "result.json") == result
+    assert load_artifact(result.artifact_dir).meta["metrics"] == result.metrics
+
+
+def test_regression_metrics(tmp_path):
+    spec = _spec({"dataset": {"name": "diabetes"}, "model": {"mlp": {}},
+                  "training": {"epochs": 30}})
+    rep = ListReporter()
+    result = train(spec, tmp_path, rep)
+    assert set(result.metrics) == {"test_loss", "test_mse", "test_mae", "test_r2"}
+    assert result.metrics["test_r2"] > 0.2
+    assert {"train_mae", "val_mse", "val_mae", "val_r2"} <= set(rep.epochs[-1].metrics)
+
+
+def test_checkpoints_every_epoch_keeping_the_latest_two(tmp_path):
+    train(_spec(IRIS), tmp_path, ListReporter())
+    found = checkpoints.list_checkpoints(tmp_path / "checkpoints")
+    assert [epoch for epoch, _ in found] == [5, 6]
+    state = checkpoints.load_checkpoint(found[-1][1])
+    assert state["epoch"] == 6 and {"model", "optimizer", "dataset_hash"} <= set(state)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    train(_spec(IRIS), straight, ListReporter())
+
+    crashed = tmp_path / "crashed"
+    boom = ListReporter()
+    boom.epoch = lambda epoch, *a: (_ for _ in ()).throw(_Crash()) if epoch == 3 else None
+    with pytest.raises(_Crash):
+        train(_spec(IRIS), crashed, boom)
+    rep = ListReporter()
+    result = train(_spec(IRIS), crashed, rep)
+    assert result.status == "succeeded"
+    assert [e.epoch for e in rep.epochs] == [4, 5, 6]
+    assert ("info", "resumed from the checkpoint of epoch 3") in rep.logs
+    a, b = _weights(straight), _weights(crashed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_of_a_finished_job_trains_no_more(tmp_path):
+    first = train(_spec(IRIS), tmp_path, ListReporter())
+    rep = ListReporter()
+    again = train(_spec(IRIS), tmp_path, rep)
+    assert rep.epochs == [] and again.metrics == first.metrics
+
+
+def test_cancel_between_epochs(tmp_path):
+    rep = ListReporter(cancel_when=lambda r: len(r.epochs) >= 2)
+    result = train(_spec(IRIS), tmp_path, rep)
+    assert result.status == "cancelled" and result.artifact_dir is None
+    assert [e.epoch for e in rep.epochs] == [1, 2]
+    assert result.metrics == rep.epochs[-1].metrics
+    assert not (tmp_path / "artifact").exists()
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "cancelled"
+
+
+def test_cancel_inside_an_epoch(tmp_path):
+    # batch 1 on digits: ~1250 steps per epoch, far more than between two cancel checks
+    spec = _spec({"dataset": {"name": "digits"}, "model": {"mlp": {}}},
+                 batch_size=1, epochs=1)
+    rep = ListReporter(cancel_when=lambda r: r.cancel_checks >= 3)
+    result = train(spec, tmp_path, rep)
+    assert result.status == "cancelled" and rep.epochs == [] and rep.cancel_checks == 3
+
+
+def test_cancel_before_the_first_epoch(tmp_path):
+    rep = ListReporter(cancel=True)
+    assert train(_spec(IRIS), tmp_path, rep).status == "cancelled"
+    assert rep.epochs == [] and not (tmp_path / "checkpoints").exists()
+
+
+def test_divergence_is_a_readable_training_error(tmp_path):
+    spec = _spec({"dataset": {"name": "diabetes", "normalize": "none"}, "model": {"mlp": {}},
+                  "optimizer": {"name": "sgd", "lr": 1e6}, "training": {"epochs": 3}})
+    with pytest.raises(errors.TrainingError, match="diverged in epoch 1.*lower learning rate"):
+        train(spec, tmp_path, ListReporter())
+
+
+def test_batch_too_small_for_the_workers_is_a_training_error(tmp_path):
+    spec = _spec(IRIS, batch_size=1)
+    with pytest.raises(errors.TrainingError, match="per worker"):
+        train(spec, tmp_path, ListReporter(), world_size=2)  # fails before any collective
+
+
+# --- DDP on two local processes (gloo), no Ray ---------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, port, job_dirs, queue):
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        no_dropout = _spec(IRIS, epochs=4)
+        no_dropout.model.mlp.dropout = 0
+        full = train(no_dropout, job_dirs[0], ListReporter(), rank=rank, world_size=2)
+        # rank 0 alone is asked; rank 1 must stop at the same step, not hang
+        rep = ListReporter(cancel_when=lambda r: r.cancel_checks >= 3)
+        spec = _spec({"dataset": {"name": "digits"}, "model": {"mlp": {}}},
+                     batch_size=2, epochs=1)
+        cancelled = train(spec, job_dirs[1], rep, rank=rank, world_size=2)
+        queue.put((rank, full, cancelled.status, len(rep.epochs)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_ranks_match_one_process_and_cancel_together(tmp_path):
+    ctx = torch.multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    dirs = [str(tmp_path / "ddp"), str(tmp_path / "ddp-cancel")]
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, port, dirs, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    single = tmp_path / "single"
+    no_dropout = _spec(IRIS, epochs=4)
+    no_dropout.model.mlp.dropout = 0
+    expected = train(no_dropout, single, ListReporter())
+    for _rank, full, cancel_status, epochs in results:
+        assert full.metrics == pytest.approx(expected.metrics, rel=1e-4)
+        assert cancel_status == "cancelled" and epochs == 0
+    a, b = _weights(single), _weights(tmp_path / "ddp")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
