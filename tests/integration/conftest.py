@@ -32,7 +32,6 @@ def stack():
         _dump_logs(cfg)
         s.down()
         raise
-    os.environ.update(s.ray_env())
     yield s
     s.down()
     if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):

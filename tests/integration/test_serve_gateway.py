@@ -65,7 +65,8 @@ def ray_head(request):
            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     # Our own token: ~/.ray/auth_token is shared with every other cluster on the machine.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items()
+           if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
     env.update(auth, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()),
                **SERVE_MODES[request.param])
