@@ -46,18 +46,23 @@ def _record(method: str, code: grpc.StatusCode, start: float) -> None:
     GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
 
 
+async def _fail(exc: Exception, context, method: str, start: float) -> None:
+    """Record the call and end it with the status `exc` maps to (re-raise an abort)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        _record(method, context.code() or grpc.StatusCode.UNKNOWN, start)
+        raise exc
+    code, message = _status(exc)
+    _record(method, code, start)
+    await context.abort(code, message)
+
+
 def _wrap_unary(fn, method):
     async def wrapper(request, context):
         start = time.perf_counter()
         try:
             response = await fn(request, context)
         except Exception as exc:  # noqa: BLE001 - every error gets a status
-            if isinstance(exc, grpc.aio.AbortError):
-                _record(method, context.code() or grpc.StatusCode.UNKNOWN, start)
-                raise
-            code, message = _status(exc)
-            _record(method, code, start)
-            await context.abort(code, message)
+            await _fail(exc, context, method, start)
         _record(method, grpc.StatusCode.OK, start)
         return response
     return wrapper
@@ -70,11 +75,6 @@ def _wrap_stream(fn, method):
             async for item in fn(request, context):
                 yield item
         except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, grpc.aio.AbortError):
-                _record(method, context.code() or grpc.StatusCode.UNKNOWN, start)
-                raise
-            code, message = _status(exc)
-            _record(method, code, start)
-            await context.abort(code, message)
+            await _fail(exc, context, method, start)
         _record(method, grpc.StatusCode.OK, start)
     return wrapper

@@ -9,6 +9,7 @@ import redis
 from trainserve import errors
 from trainserve.pb import deployment_pb2
 from trainserve.store.deployments import DEPLOY_QUEUE, DeploymentStore
+from trainserve.store.redis import ensure_group
 
 log = logging.getLogger("trainserve.dispatch")
 GROUP = "deployers"
@@ -20,11 +21,7 @@ class Deployer:
         self.r = client
         self.store = store
         self.consumer = consumer
-        try:
-            self.r.xgroup_create(DEPLOY_QUEUE, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(client, DEPLOY_QUEUE, GROUP)
 
     def run(self, stop: threading.Event) -> None:
         # Whatever was left pending by a previous dispatcher first.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from trainserve.store.jobs import QUEUE
-from trainserve.store.redis import PREFIX
+from trainserve.store.redis import PREFIX, ensure_group
 
 GROUP = "dispatchers"
 LEASE_SECONDS = 15
@@ -31,11 +31,7 @@ class JobQueue:
     def __init__(self, client: redis.Redis, consumer: str):
         self.r = client
         self.consumer = consumer
-        try:
-            self.r.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(client, QUEUE, GROUP)
 
     def read(self, count: int = 1, block_ms: int = 1000) -> list[QueueEntry]:
         """New entries for this consumer (they become pending until `ack`)."""

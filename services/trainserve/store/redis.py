@@ -21,3 +21,12 @@ def check(client: redis.Redis) -> None:
         client.ping()
     except redis.RedisError as exc:
         raise Unavailable(f"redis unreachable: {exc}") from exc
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create consumer group `group` on `stream` (and the stream) unless it exists."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
