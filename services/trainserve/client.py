@@ -31,8 +31,8 @@ from google.protobuf import json_format
 
 from trainserve import errors
 from trainserve.config import LOOPBACK, api_address
-from trainserve.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
-                           model_pb2_grpc, spec_pb2)
+from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+                           job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, spec_pb2)
 
 T = TypeVar("T")
 TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED,
@@ -90,6 +90,7 @@ class Client:
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
+        self._datasets = dataset_pb2_grpc.DatasetServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -264,6 +265,35 @@ class Client:
                           deployment_pb2.GetDeploymentRequest(name=name))
 
     # -- inference (OIP v2 REST) ------------------------------------------------------------
+    # -- datasets -------------------------------------------------------------------------------
+    def upload_dataset(self, path: str | Path, name: str, fmt: str | None = None,
+                       description: str = "", chunk_size: int = 1 << 20) -> dataset_pb2.Dataset:
+        """Upload a CSV or NPZ file (format from the extension unless `fmt` is given); jobs
+        then name it in `dataset.name`. Not retried: an upload is a stream of its own."""
+        path = Path(path)
+        fmt = fmt or path.suffix.lstrip(".").lower()
+        header = dataset_pb2.DatasetUploadHeader(name=name, format=fmt, description=description)
+
+        def parts():
+            yield dataset_pb2.UploadDatasetRequest(header=header)
+            with open(path, "rb") as f:
+                while chunk := f.read(chunk_size):
+                    yield dataset_pb2.UploadDatasetRequest(chunk=chunk)
+        if not path.is_file():
+            raise errors.InvalidArgument(f"no such file: {path}", field="path")
+        return self._call(self._datasets.UploadDataset, parts(), retry=False)
+
+    def get_dataset(self, name: str) -> dataset_pb2.Dataset:
+        return self._call(self._datasets.GetDataset, dataset_pb2.GetDatasetRequest(name=name))
+
+    def list_datasets(self) -> list[dataset_pb2.Dataset]:
+        return list(self._call(self._datasets.ListDatasets,
+                               dataset_pb2.ListDatasetsRequest()).datasets)
+
+    def delete_dataset(self, name: str) -> dataset_pb2.Dataset:
+        return self._call(self._datasets.DeleteDataset,
+                          dataset_pb2.DeleteDatasetRequest(name=name), retry=False)
+
     def predict(self, name: str, instances: Any, http: str = "127.0.0.1:8000", *,
                 input_name: str = "input", datatype: str = "FP32") -> dict[str, np.ndarray]:
         """Run endpoint `name` on a batch of `instances` (array-like, first axis = batch).

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from trainserve.api.server import ApiConfig, serve
@@ -13,7 +14,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="trainserve-api", description=__doc__)
     p.add_argument("--listen", default=ApiConfig.listen)
     p.add_argument("--redis-url", default=ApiConfig.redis_url)
-    p.add_argument("--storage-dir", default="", help="unused by the API; accepted for symmetry")
+    p.add_argument("--storage-dir", default=ApiConfig.storage_dir,
+                   help="shared storage (uploaded datasets are written here)")
+    p.add_argument("--max-dataset-bytes", type=int, default=ApiConfig.max_dataset_bytes)
     p.add_argument("--serve-http", default=ApiConfig.serve_http)
     p.add_argument("--serve-grpc", default=ApiConfig.serve_grpc)
     p.add_argument("--metrics-port", type=int, default=9100)
@@ -21,7 +24,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = ApiConfig(listen=args.listen, redis_url=args.redis_url, serve_http=args.serve_http,
-                    serve_grpc=args.serve_grpc)
+                    serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
+                    max_dataset_bytes=args.max_dataset_bytes)
     if args.metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 

@@ -38,6 +38,8 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream:
             return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        if handler.stream_unary:  # client streaming (uploads): same shape as unary
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
         return handler
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -11,16 +12,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
-from trainserve.api.servicers import DeploymentServicer, JobServicer, ModelServicer, _Blocking
+from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobServicer,
+                                      ModelServicer, _Blocking)
 from trainserve.jobs.service import JobsCore
-from trainserve.pb import deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2
-from trainserve.pb import model_pb2_grpc
+from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+                           job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
+from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
 from trainserve.store.redis import check, connect
 
 log = logging.getLogger("trainserve.api")
 SERVICES = ("trainserve.v1.JobService", "trainserve.v1.ModelService",
-            "trainserve.v1.DeploymentService")
+            "trainserve.v1.DeploymentService", "trainserve.v1.DatasetService")
 
 
 @dataclass
@@ -29,6 +32,9 @@ class ApiConfig:
     redis_url: str = "redis://127.0.0.1:6380/0"
     serve_http: str = "127.0.0.1:8000"
     serve_grpc: str = "127.0.0.1:9000"
+    # Where uploaded datasets are stored (shared with the training workers).
+    storage_dir: str = os.path.expanduser("~/.trainserve/storage")
+    max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64
 
@@ -38,19 +44,24 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     client = connect(cfg.redis_url)
     check(client)
     run = _Blocking(ThreadPoolExecutor(cfg.threads, thread_name_prefix="api-redis"))
+    # Upload chunks are at most 1 MiB; leave room for the framing.
     server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor()],
-                             options=[("grpc.so_reuseport", 0)])
+                             options=[("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", 4 << 20)])
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(JobsCore(client), run), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
                                                       server)
     deps = DeploymentsCore(client, f"http://{cfg.serve_http}", cfg.serve_grpc)
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
                                                                 server)
+    datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes)
+    dataset_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets, run), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
              model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
              deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+             dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(cfg.listen)

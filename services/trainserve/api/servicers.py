@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.service import JobsCore
-from trainserve.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
-                           model_pb2_grpc)
+from trainserve.errors import InvalidArgument
+from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+                           job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
+from trainserve.registry.datasets import DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
 from trainserve.store.events import is_terminal_event
 
@@ -95,3 +97,40 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     async def ListDeployments(self, request, context):
         deps = await self.run(self.core.list)
         return deployment_pb2.ListDeploymentsResponse(deployments=deps)
+
+
+class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
+    def __init__(self, core: DatasetsCore, run: _Blocking):
+        self.core = core
+        self.run = run
+
+    async def UploadDataset(self, request_iterator, context):
+        upload = None
+        try:
+            async for req in request_iterator:
+                part = req.WhichOneof("part")
+                if upload is None:
+                    if part != "header":
+                        raise InvalidArgument("the first message must be the header",
+                                              field="header")
+                    upload = await self.run(self.core.begin, req.header)
+                elif part == "chunk":
+                    await self.run(upload.write, req.chunk)
+                else:
+                    raise InvalidArgument("only one header, first", field="header")
+            if upload is None:
+                raise InvalidArgument("empty upload: send a header, then chunks", field="header")
+            return await self.run(upload.finish)
+        except BaseException:
+            if upload is not None:
+                upload.abort()
+            raise
+
+    async def GetDataset(self, request, context):
+        return await self.run(self.core.get, request.name)
+
+    async def ListDatasets(self, request, context):
+        return dataset_pb2.ListDatasetsResponse(datasets=await self.run(self.core.list))
+
+    async def DeleteDataset(self, request, context):
+        return await self.run(self.core.delete, request.name)

@@ -1,0 +1,73 @@
+"""`trainserve datasets` and `trainserve dataset upload|show|delete`: user datasets."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trainserve.cli import render
+from trainserve.cli.app import OutputOption, _Group, app, client
+from trainserve.cli.render import Output
+
+dataset_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                          help="Upload, show and delete user datasets (CSV or NPZ).")
+app.add_typer(dataset_app, name="dataset")
+Name = Annotated[str, typer.Argument(help="Dataset name.")]
+
+
+def _table(datasets) -> Table:
+    table = Table(show_edge=False)
+    for column in ("NAME", "FORMAT", "ROWS", "COLUMNS", "SIZE", "SHA256", "CREATED"):
+        table.add_column(column, no_wrap=column != "COLUMNS", overflow="ellipsis")
+    for ds in datasets:
+        table.add_row(ds.name, ds.format, str(ds.num_rows), ", ".join(ds.columns),
+                      f"{ds.size_bytes:,} B", ds.sha256[:12], render.age(ds.created_at))
+    return table
+
+
+def _show(ds, output: Output) -> None:
+    if output is Output.json:
+        render.print_messages(None, ds)
+    else:
+        render.stdout().print(_table([ds]))
+
+
+@app.command()
+def datasets(ctx: typer.Context, output: OutputOption = Output.table) -> None:
+    """List uploaded datasets."""
+    with client(ctx) as ts:
+        found = ts.list_datasets()
+    if output is Output.json:
+        render.print_messages("datasets", found)
+    elif not found:
+        render.stdout().print("no datasets")
+    else:
+        render.stdout().print(_table(found))
+
+
+@dataset_app.command("upload")
+def upload(ctx: typer.Context,
+           file: Annotated[str, typer.Argument(metavar="FILE", help="A .csv or .npz file.")],
+           name: Annotated[str, typer.Option("--name", help="Name jobs will use.")],
+           fmt: Annotated[str | None, typer.Option(
+               "--format", help="csv or npz (default: from the file's extension).")] = None,
+           description: Annotated[str, typer.Option("--description")] = "",
+           output: OutputOption = Output.table) -> None:
+    """Upload a CSV (header row, one sample a row) or NPZ (arrays x and y) file."""
+    with client(ctx) as ts:
+        _show(ts.upload_dataset(file, name, fmt, description), output)
+
+
+@dataset_app.command("show")
+def show(ctx: typer.Context, name: Name, output: OutputOption = Output.table) -> None:
+    """Show one dataset."""
+    with client(ctx) as ts:
+        _show(ts.get_dataset(name), output)
+
+
+@dataset_app.command("delete")
+def delete(ctx: typer.Context, name: Name, output: OutputOption = Output.table) -> None:
+    """Remove a dataset's name (models trained on it keep their lineage)."""
+    with client(ctx) as ts:
+        _show(ts.delete_dataset(name), output)
