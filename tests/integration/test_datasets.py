@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import free_port
 from trainserve import errors
 from trainserve.client import Client
+from trainserve.pb import job_pb2
 from trainserve.store.redis import connect
 
 pytestmark = pytest.mark.integration
@@ -106,3 +107,37 @@ def test_delete_and_unknown(sdk, tmp_path):
         sdk.get_dataset("temp")
     with pytest.raises(errors.NotFound):
         sdk.delete_dataset("temp")
+
+
+def test_a_job_trains_on_an_uploaded_csv_pinned_by_hash(sdk, stack, tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [f"f{i}" for i in range(data.data.shape[1])]
+    lines = [",".join(names + ["diagnosis"])]
+    lines += [",".join([*map(str, row), data.target_names[t]])
+              for row, t in zip(data.data, data.target)]
+    path = _csv(tmp_path, "\n".join(lines) + "\n", "bc.csv")
+    ds = sdk.upload_dataset(path, "clinic")
+    spec = {"dataset": {"name": "clinic", "target_column": "diagnosis"},
+            "model": {"mlp": {"hidden": [16]}}, "training": {"epochs": 30, "batch_size": 32}}
+    job = sdk.submit(spec)
+    assert job.spec.dataset.uploaded.sha256 == ds.sha256
+    sdk.upload_dataset(_csv(tmp_path, "a,b\n1,2\n3,4\n", "other.csv"), "clinic")  # re-pointed
+    done = sdk.wait(job.id, timeout=300)
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
+    assert done.metrics["test_accuracy"] >= 0.93, done.message
+    mv = sdk.get_model(done.model_name, done.model_version)
+    assert list(mv.class_names) == ["benign", "malignant"]
+    assert mv.spec.dataset.uploaded.sha256 == ds.sha256
+
+
+def test_bad_columns_of_an_uploaded_csv_are_refused_at_submission(sdk, tmp_path):
+    sdk.upload_dataset(_csv(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n"), "small")
+    spec = {"dataset": {"name": "small", "target_column": "label"}, "model": {"mlp": {}}}
+    with pytest.raises(errors.InvalidArgument) as e:
+        sdk.submit(spec)
+    assert e.value.field == "spec.dataset.target_column" and "columns: a, b, y" in str(e.value)
+    with pytest.raises(errors.InvalidArgument) as e:
+        sdk.submit({"dataset": {"name": "digits", "target_column": "y"}, "model": {"mlp": {}}})
+    assert e.value.field == "spec.dataset.target_column"

@@ -46,7 +46,7 @@ def test_xor_reaches_full_accuracy_and_reports_every_epoch(tmp_path, seed):
     assert [e.epoch for e in rep.epochs] == list(range(1, 31))
     assert {e.total_epochs for e in rep.epochs} == {30}
     assert set(rep.epochs[-1].metrics) == {"train_loss", "train_accuracy", "val_loss",
-                                          "val_accuracy"}
+                                          "val_accuracy", "lr"}
     assert all(e.samples_per_second > 0 for e in rep.epochs)
     elapsed = [e.elapsed_seconds for e in rep.epochs]
     assert elapsed == sorted(elapsed)
@@ -61,6 +61,7 @@ def test_regression_metrics(tmp_path):
     rep = ListReporter()
     result = train(spec, tmp_path, rep)
     assert set(result.metrics) == {"test_loss", "test_mse", "test_mae", "test_r2"}
+    assert result.confusion_matrix is None
     assert result.metrics["test_r2"] > 0.2
     assert {"train_mae", "val_mse", "val_mae", "val_r2"} <= set(rep.epochs[-1].metrics)
 
@@ -149,6 +150,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Over-parameterized on a small noisy set: early stopping triggers long before 150 epochs.
+EARLY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},
+         "model": {"mlp": {"hidden": [64, 64]}}, "optimizer": {"lr": 0.01},
+         "split": {"val_fraction": 0.25},
+         "training": {"epochs": 150, "batch_size": 16, "early_stopping": {"patience": 4}}}
+GD = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16]}},
+      "optimizer": {"name": "gd", "lr": 0.5}, "training": {"epochs": 5}}
+
+
 def _ddp_worker(rank, port, job_dirs, queue):
     import torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -162,15 +172,19 @@ def _ddp_worker(rank, port, job_dirs, queue):
         spec = _spec({"dataset": {"name": "digits"}, "model": {"mlp": {}}},
                      batch_size=2, epochs=1)
         cancelled = train(spec, job_dirs[1], rep, rank=rank, world_size=2)
-        queue.put((rank, full, cancelled.status, len(rep.epochs)))
+        early_rep = ListReporter()
+        early = train(_spec(EARLY), job_dirs[2], early_rep, rank=rank, world_size=2)
+        gd = train(_spec(GD), job_dirs[3], ListReporter(), rank=rank, world_size=2)
+        queue.put((rank, full, cancelled.status, len(rep.epochs), early, len(early_rep.epochs),
+                   gd))
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_two_ranks_match_one_process_and_cancel_together(tmp_path):
+def test_ddp_two_ranks_match_one_process_and_stop_together(tmp_path):
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    dirs = [str(tmp_path / "ddp"), str(tmp_path / "ddp-cancel")]
+    dirs = [str(tmp_path / name) for name in ("ddp", "ddp-cancel", "ddp-early", "ddp-gd")]
     port = _free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, port, dirs, queue)) for r in range(2)]
     for p in procs:
@@ -183,8 +197,16 @@ def test_ddp_two_ranks_match_one_process_and_cancel_together(tmp_path):
     no_dropout = _spec(IRIS, epochs=4)
     no_dropout.model.mlp.dropout = 0
     expected = train(no_dropout, single, ListReporter())
-    for _rank, full, cancel_status, epochs in results:
+    for _rank, full, cancel_status, epochs, *_ in results:
         assert full.metrics == pytest.approx(expected.metrics, rel=1e-4)
         assert cancel_status == "cancelled" and epochs == 0
     a, b = _weights(single), _weights(tmp_path / "ddp")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # early stopping: both ranks stop after the same epoch, with the same final metrics
+    (_, _, _, _, early0, reported, gd0), (_, _, _, _, early1, _, gd1) = results
+    assert early0.metrics == early1.metrics
+    assert early0.metrics["stopped_epoch"] < 150 and reported == early0.metrics["stopped_epoch"]
+    # full-batch gd: the all-reduced step over both shards is the single-process step
+    gd_single = train(_spec(GD), tmp_path / "gd-single", ListReporter())
+    assert gd0.metrics == gd1.metrics
+    assert gd0.metrics == pytest.approx(gd_single.metrics, rel=1e-4)

@@ -40,10 +40,13 @@ def test_empty_name_is_refused():
 
 
 def test_builtin_registrations():
-    assert DATASETS.names() == ["breast_cancer", "diabetes", "digits", "iris", "wine", "xor"]
-    assert ARCHITECTURES.names() == ["lenet5", "mlp"]
-    assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse"]
-    assert OPTIMIZERS.names() == ["adam", "adamw", "rmsprop", "sgd"]
+    assert DATASETS.names() == ["breast_cancer", "circles", "diabetes", "digits", "iris",
+                                "moons", "rings", "sine", "sine_classify", "spirals",
+                                "spirals3", "wine", "xor"]
+    assert ARCHITECTURES.names() == ["cnn", "lenet5", "mlp", "perceptron", "rbf", "resnet",
+                                     "rnn", "transformer"]
+    assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse", "perceptron"]
+    assert OPTIMIZERS.names() == ["adam", "adamw", "gd", "perceptron", "rmsprop", "sgd"]
     assert ACTIVATIONS.names() == ["elu", "gelu", "leaky_relu", "relu", "sigmoid", "tanh"]
 
 

@@ -48,7 +48,8 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor()],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", 4 << 20)])
-    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(JobsCore(client), run), server)
+    jobs = JobsCore(client, cfg.storage_dir)
+    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, run), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
                                                       server)
     deps = DeploymentsCore(client, f"http://{cfg.serve_http}", cfg.serve_grpc)

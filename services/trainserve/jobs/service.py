@@ -10,6 +10,8 @@ from trainserve.errors import InvalidArgument
 from trainserve.jobs.spec import check_submission
 from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2, spec_pb2
+from trainserve.registry.datasets import dataset_path
+from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import JobStore
 from trainserve.store.redis import PREFIX
 
@@ -18,9 +20,11 @@ CLUSTER_KEY = PREFIX + "cluster"
 
 
 class JobsCore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, storage_dir: str = ""):
         self.r = client
         self.store = JobStore(client)
+        self.datasets = DatasetStore(client)
+        self.storage_dir = storage_dir
 
     def cluster_resources(self) -> dict:
         """Resources the dispatcher last published ({"CPU": 2.0, ...}); empty if none yet."""
@@ -31,8 +35,16 @@ class JobsCore:
                owner: str = "") -> tuple[job_pb2.Job, bool]:
         if len(request_id) > 128:
             raise InvalidArgument("at most 128 characters", field="request_id")
-        full = check_submission(spec, self.cluster_resources())
+        full = check_submission(spec, self.cluster_resources(), self.uploaded)
         return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
+
+    def uploaded(self, name: str) -> spec_pb2.UploadedContent | None:
+        """Where the user dataset `name` lives now, or None if there is none."""
+        ds = self.datasets.find(name)
+        if ds is None:
+            return None
+        path = dataset_path(self.storage_dir, ds.sha256, ds.format)
+        return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path))
 
     def get(self, job_id: str) -> job_pb2.Job:
         if not job_id:

@@ -83,14 +83,17 @@ def architecture(spec: spec_pb2.JobSpec) -> str:
     return spec.model.WhichOneof("arch") or ""
 
 
-def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None) -> spec_pb2.JobSpec:
+def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
+                     uploaded=None) -> spec_pb2.JobSpec:
     """Validate a submitted spec and return it with every default applied.
 
     `cluster` is the resources the dispatcher last saw ({"CPU": 2.0, "GPU": 0.0}); a job that
-    could never fit is refused now rather than left queued forever.
+    could never fit is refused now rather than left queued forever. `uploaded(name)` returns
+    the `UploadedContent` of a user dataset of that name, or None.
     """
     from trainserve.train.validate import check_spec
 
+    spec = _pin_uploaded(spec, uploaded)
     full = check_spec(spec)
     if not full.name:
         full.name = f"{full.dataset.name}-{architecture(full)}".replace("_", "-")
@@ -108,14 +111,41 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None) -> spe
     return full
 
 
+def _pin_uploaded(spec: spec_pb2.JobSpec, uploaded) -> spec_pb2.JobSpec:
+    """Point a user dataset's name at its content now: later uploads under the same name must
+    not change what this job trains on."""
+    from trainserve.train.datasets import DATASETS
+
+    name = spec.dataset.name
+    if spec.dataset.HasField("uploaded"):
+        raise InvalidArgument("set by the server; name the dataset instead",
+                              field="spec.dataset.uploaded")
+    if not name or name in DATASETS.names() or uploaded is None:
+        return spec
+    content = uploaded(name)
+    if content is None:
+        return spec  # check_spec reports the unknown name with the known ones
+    out = spec_pb2.JobSpec()
+    out.CopyFrom(spec)
+    out.dataset.uploaded.CopyFrom(content)
+    return out
+
+
 def _check_batch_per_worker(spec: spec_pb2.JobSpec) -> None:
     """Each DDP rank takes an equal share of a batch; batch norm needs two samples a rank."""
     workers, batch = spec.scaling.num_workers, spec.training.batch_size
-    per_rank = 2 if architecture(spec) == "mlp" and spec.model.mlp.batch_norm else 1
+    per_rank = 2 if _uses_batch_norm(spec) else 1
     if batch < per_rank * workers:
         raise InvalidArgument(
             f"{batch} is too small for {workers} workers: each worker needs at least "
             f"{per_rank} sample(s) of every batch", field="spec.training.batch_size")
+
+
+def _uses_batch_norm(spec: spec_pb2.JobSpec) -> bool:
+    arch = architecture(spec)
+    if arch == "resnet":
+        return True
+    return bool(getattr(getattr(spec.model, arch), "batch_norm", False)) if arch else False
 
 
 def _check_scaling(scaling: spec_pb2.ScalingSpec, cluster: dict) -> None:

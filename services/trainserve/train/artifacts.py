@@ -48,9 +48,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def build_meta(spec, info: DatasetInfo, preprocessing: Preprocessing,
-               metrics: Mapping[str, float], dataset_hash: str | None) -> dict:
-    """The `meta.json` document. Non-finite metrics become null (JSON has no NaN)."""
-    return {
+               metrics: Mapping[str, float], dataset_hash: str | None,
+               extra: Mapping | None = None) -> dict:
+    """The `meta.json` document. Non-finite metrics become null (JSON has no NaN). `extra`
+    adds JSON-ready entries (e.g. `confusion_matrix`) without overriding the standard ones."""
+    return dict(extra or {}) | {
         "spec": json_format.MessageToDict(spec),
         "task": info.task,
         "class_names": list(info.class_names),
@@ -65,8 +67,9 @@ def build_meta(spec, info: DatasetInfo, preprocessing: Preprocessing,
 
 def save_artifact(directory: str | Path, model: nn.Module, spec, info: DatasetInfo,
                   preprocessing: Preprocessing, metrics: Mapping[str, float],
-                  dataset_hash: str | None = None) -> Path:
-    """Write the artifact of a trained `model` (DDP-wrapped or not) into `directory`.
+                  dataset_hash: str | None = None, extra_meta: Mapping | None = None) -> Path:
+    """Write the artifact of a trained `model` (DDP-wrapped or not) into `directory`;
+    `extra_meta` adds entries to `meta.json` (see `build_meta`).
 
     Built in a sibling temp dir that then replaces `directory`, so a reader never sees a
     weights file without its meta (or the reverse). Returns `directory`.
@@ -79,7 +82,7 @@ def save_artifact(directory: str | Path, model: nn.Module, spec, info: DatasetIn
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
         save_file(state, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        meta = build_meta(spec, info, preprocessing, metrics, dataset_hash)
+        meta = build_meta(spec, info, preprocessing, metrics, dataset_hash, extra_meta)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         _fsync_files(tmp)
         _replace_dir(tmp, directory)
@@ -104,8 +107,9 @@ def info_from_meta(meta: dict, spec) -> DatasetInfo:
     """The `DatasetInfo` fields a model needs, from `meta.json` (sample count is not kept)."""
     task = meta["task"]
     num_classes = meta["output_dim"] if task == "classification" else 0
+    num_targets = meta["output_dim"] if task == "regression" else 1
     return DatasetInfo(spec.dataset.name, task, num_classes, tuple(meta["class_names"]),
-                       tuple(meta["input_shape"]), 0)
+                       tuple(meta["input_shape"]), 0, num_targets=num_targets)
 
 
 def _fsync_files(directory: Path) -> None:

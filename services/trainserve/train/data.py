@@ -3,6 +3,11 @@
 numpy/scikit-learn only. The normalization is fitted on the training split alone (fitting on
 all samples would leak test statistics into training) and travels with the model as a
 `Preprocessing`, which the serving side re-applies as `(x - shift) / scale`.
+
+k-fold cross-validation (`SplitSpec.folds` = k >= 2; validation then makes `val_fraction` 0):
+the test set is drawn as always, the other samples are dealt into k folds (stratified for
+classification when `stratify`), and `prepare_data(spec, fold=i)` trains on all folds but i
+and validates on fold i; `prepare_data(spec)` is the final training on all non-test samples.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ class Preprocessing:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Normalize a batch `x` of shape `(N, *input_shape)`; returns float32, same shape."""
-        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        x = np.asarray(x, dtype=np.float32)
+        flat = x.reshape(len(x), int(np.prod(x.shape[1:])))  # "-1" fails on an empty split
         out = (flat - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
         return out.reshape(np.shape(x)).astype(np.float32, copy=False)
 
@@ -41,8 +47,17 @@ class Preprocessing:
 
 
 def fit_preprocessing(kind: str, x_train: np.ndarray) -> Preprocessing:
-    """Fit `kind` ("standard", "minmax" or "none") per flattened feature on `x_train`."""
-    flat = np.asarray(x_train, dtype=np.float64).reshape(len(x_train), -1)
+    """Fit `kind` ("standard", "minmax" or "none") per flattened feature on `x_train`.
+
+    Sequences `(N, T, F)` are fitted per feature over all time steps (a value's statistics do
+    not depend on its position in the window) and the result is repeated for every step, so
+    serving still applies one shift and scale per flattened value.
+    """
+    x = np.asarray(x_train, dtype=np.float64)
+    if x.ndim == 3:
+        pooled = fit_preprocessing(kind, x.reshape(-1, x.shape[2]))
+        return Preprocessing(kind, pooled.shift * x.shape[1], pooled.scale * x.shape[1])
+    flat = x.reshape(len(x), -1)
     if kind == "standard":
         shift, spread = flat.mean(axis=0), flat.std(axis=0)
     elif kind == "minmax":
@@ -80,6 +95,19 @@ def split_indices(y: np.ndarray, test_fraction: float, val_fraction: float, stra
     return train, val, test
 
 
+def fold_indices(y: np.ndarray, folds: int, stratify: bool,
+                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`(train, val)` positions into `y` for each of `folds` seeded folds; stratified on `y`
+    when asked (every fold then keeps the class proportions)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+    state = seed % 2**32
+    if stratify:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=state)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=state)
+    return list(splitter.split(np.zeros((len(y), 1)), y if stratify else None))
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """Normalized splits of one job's dataset, with what is needed to reproduce them."""
@@ -94,12 +122,21 @@ class PreparedData:
     dataset_hash: str
 
 
-def prepare_data(spec) -> PreparedData:
-    """Load, split and normalize the dataset of a checked `JobSpec` (see `validate.check_spec`)."""
+def prepare_data(spec, fold: int | None = None) -> PreparedData:
+    """Load, split and normalize the dataset of a checked `JobSpec` (see `validate.check_spec`).
+
+    `fold` (0-based, with `spec.split.folds` >= 2): that cross-validation fold is the
+    validation split and the other non-test samples the training split.
+    """
     info = dataset_info(spec.dataset)
     x, y = load_dataset(spec.dataset)
     train, val, test = split_indices(y, spec.split.test_fraction, spec.split.val_fraction,
                                      spec.split.stratify, spec.training.seed)
+    if fold is not None:
+        rest = np.concatenate([train, val])
+        inner, outer = fold_indices(y[rest], spec.split.folds, spec.split.stratify,
+                                    spec.training.seed)[fold]
+        train, val = rest[inner], rest[outer]
     pre = fit_preprocessing(spec.dataset.normalize, x[train])
     return PreparedData(info, pre.apply(x[train]), y[train], pre.apply(x[val]), y[val],
                         pre.apply(x[test]), y[test], pre, dataset_hash(x, y))

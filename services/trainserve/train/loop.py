@@ -1,30 +1,48 @@
 """The training loop: one code path for a single process and for DDP ranks.
 
 Data lives in tensors and batches are taken by index (no DataLoader, no per-sample Python).
-Every epoch draws one seeded permutation, identical on all ranks; each global batch of
-`batch_size` samples is split across the ranks, and each rank's loss is scaled so that DDP's
-gradient averaging yields exactly the global-batch mean, as in a single process.
+Every epoch draws one seeded permutation, identical on all ranks; each global batch (of
+`batch_size` samples, the whole training split for "gd", one sample for "perceptron") is split
+across the ranks, and each rank's loss is scaled so that DDP's gradient averaging yields
+exactly the global-batch mean, as in a single process.
+
+Per epoch: the scheduled learning rate is set (and reported as `lr`), training batches are
+augmented (images, `DatasetSpec.augmentation`), L1/L2 penalties join the loss (`train_loss`
+stays the data loss, so curves remain comparable), gradients are clipped; then the validation
+split is evaluated, rank 0's metrics are broadcast (so every rank takes the same plateau and
+early-stopping decisions), and rank 0 checkpoints (schedule and early-stopping state included)
+and reports. At the end, the best epoch's weights are restored when early stopping asks for
+it, the final split is evaluated with every metric (`metrics.final_metrics`), and rank 0
+writes the artifact and `result.json`.
+
+`split.folds` >= 2 runs k-fold cross-validation around this (`cv.cross_validate`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from trainserve import errors
-from trainserve.train import checkpoints
+from trainserve.train import checkpoints, metrics as M, zoo
 from trainserve.train.artifacts import save_artifact, unwrap
+from trainserve.train.augment import Augmenter, enabled as augmentation_enabled
 from trainserve.train.data import PreparedData, prepare_data
 from trainserve.train.losses import build_loss
-from trainserve.train.optimizers import build_optimizer
+from trainserve.train.optimizers import build_optimizer, get_optimizer, step_size
 from trainserve.train.paths import JobPaths
 from trainserve.train.reporting import Reporter
 from trainserve.train.results import TrainResult
+from trainserve.train.schedule import LRSchedule
+from trainserve.train.stopping import EarlyStopping
 from trainserve.train.zoo import build_model
 
 log = logging.getLogger(__name__)
@@ -44,10 +62,40 @@ def train(spec, job_dir: str | Path, reporter: Reporter, *, rank: int = 0, world
     Returns status "cancelled" when the reporter asks to stop (all ranks stop together).
     Raises `errors.TrainingError` when training diverges or cannot run. `device` is where the
     model and data live (e.g. "cuda:0"; collectives then need a backend for that device).
+    With `spec.split.folds` >= 2, runs k-fold cross-validation first (`cv.cross_validate`).
     """
     torch.set_num_threads(max(1, int(num_threads)))  # pooled workers keep stale thread counts
-    return _Trainer(spec, JobPaths(Path(job_dir)), reporter, rank, world_size,
-                    keep_checkpoints, torch.device(device)).run()
+    paths = JobPaths(Path(job_dir))
+    run = functools.partial(run_training, reporter=reporter, rank=rank, world_size=world_size,
+                            keep_checkpoints=keep_checkpoints, device=torch.device(device))
+    if spec.split.folds >= 2:
+        from trainserve.train.cv import cross_validate
+        return cross_validate(spec, paths, reporter, run, rank=rank)
+    return run(spec, Plan(prepare_data(spec), paths))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One training inside a job: the whole job, a cross-validation fold, or the final model
+    after cross-validation.
+
+    `final_split` is evaluated with every metric at the end ("test"; "val" for a fold).
+    `artifact`: write the artifact (rank 0), storing `stored_spec` (default: the trained spec)
+    in it. `extra_metrics` join the final metrics (the `cv_*` summary).
+    """
+    data: PreparedData
+    paths: JobPaths
+    final_split: str = "test"
+    artifact: bool = True
+    stored_spec: object | None = None
+    extra_metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+def run_training(spec, plan: Plan, *, reporter: Reporter, rank: int = 0, world_size: int = 1,
+                 keep_checkpoints: int = 2,
+                 device: torch.device = torch.device("cpu")) -> TrainResult:
+    """Run one training of a checked `spec` as `plan` says (see `train` for the rest)."""
+    return _Trainer(spec, plan, reporter, rank, world_size, keep_checkpoints, device).run()
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -90,59 +138,80 @@ class _CancelPoll:
 
 
 class _Trainer:
-    def __init__(self, spec, paths: JobPaths, reporter: Reporter, rank: int, world_size: int,
+    def __init__(self, spec, plan: Plan, reporter: Reporter, rank: int, world_size: int,
                  keep_checkpoints: int, device: torch.device):
-        self.spec, self.paths, self.reporter = spec, paths, reporter
+        self.spec, self.plan, self.paths, self.reporter = spec, plan, plan.paths, reporter
         self.rank, self.world_size, self.keep = rank, world_size, keep_checkpoints
         self.device = device
         self.started = time.monotonic()
-        self.data: PreparedData = prepare_data(spec)
+        self.data: PreparedData = plan.data
         self.classification = self.data.info.task == "classification"
         self.tensors = {name: torch.from_numpy(getattr(self.data, name)).to(device) for name in
                         ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        self.has_val = len(self.tensors["x_val"]) > 0
+        self.step_samples = step_size(spec.optimizer, spec.training.batch_size,
+                                      len(self.tensors["x_train"]))
         self.poll = _CancelPoll(reporter, rank, world_size, device)
         self._check_batch_geometry()
 
     def run(self) -> TrainResult:
         start_epoch = self._setup()
-        total, metrics = self.spec.training.epochs, {}
+        self.epoch, metrics = start_epoch, {}
         if self.poll.check():
             return self._finish("cancelled", metrics)
-        for epoch in range(start_epoch + 1, total + 1):
+        for epoch in range(start_epoch + 1, self.spec.training.epochs + 1):
+            if self.stopper is not None and self.stopper.stopped:
+                break  # stopped early (in this attempt or before a resume)
             epoch_metrics = self._run_epoch(epoch)
             if epoch_metrics is None:  # cancelled mid-epoch: report the last full epoch
                 return self._finish("cancelled", metrics)
-            metrics = epoch_metrics
+            metrics, self.epoch = epoch_metrics, epoch
             if self.poll.check():
                 return self._finish("cancelled", metrics)
-        test = self._evaluate("test")
-        return self._finish("succeeded", test)
+        return self._complete()
 
     # --- setup ---------------------------------------------------------------------------
 
     def _check_batch_geometry(self) -> None:
-        per_rank = self.spec.training.batch_size // self.world_size
+        opt = self.spec.optimizer
+        if get_optimizer(opt.name).steps == "sample" and self.world_size > 1:
+            raise errors.TrainingError(
+                f"optimizer {opt.name!r} updates after every single sample, which cannot be "
+                f"split across {self.world_size} workers; use spec.scaling.num_workers = 1")
+        per_rank = self.step_samples // self.world_size
         arch = self.spec.model.WhichOneof("arch")
         need = 2 if getattr(getattr(self.spec.model, arch), "batch_norm", False) else 1
         if per_rank < need:
+            what = (f"batch_size {self.spec.training.batch_size}" if self.step_samples ==
+                    self.spec.training.batch_size else f"optimizer {opt.name!r}'s steps of "
+                                                       f"{self.step_samples} sample(s)")
             raise errors.TrainingError(
-                f"batch_size {self.spec.training.batch_size} gives {per_rank} sample(s) per "
-                f"worker across {self.world_size} workers; need at least {need} per worker")
+                f"{what} gives {per_rank} sample(s) per worker across {self.world_size} "
+                f"workers; need at least {need} per worker")
         # Matches `_global_batches`: at least one full batch, or a short one that it keeps.
-        if len(self.tensors["x_train"]) < min(self.spec.training.batch_size,
-                                              2 * self.world_size):
+        if len(self.tensors["x_train"]) < min(self.step_samples, 2 * self.world_size):
             raise errors.TrainingError(
                 f"the training split ({len(self.tensors['x_train'])} samples) is too small "
                 f"for {self.world_size} workers")
 
     def _setup(self) -> int:
-        """Build model, optimizer and loss; resume; wrap for DDP. Returns the epoch resumed at."""
-        torch.manual_seed(derive_seed(self.spec.training.seed, 0))
-        self.module = build_model(self.spec, self.data.info).to(self.device)
+        """Build model, optimizer, loss and the per-epoch controllers; resume; wrap for DDP.
+        Returns the epoch resumed at."""
+        spec = self.spec
+        torch.manual_seed(derive_seed(spec.training.seed, 0))
+        self.module = build_model(spec, self.data.info).to(self.device)
+        self._init_from_data()
         if not self.classification:
             self._fit_target_scale()
-        self.optimizer = build_optimizer(self.module.parameters(), self.spec.optimizer)
-        self.loss_fn = build_loss(self.spec.loss, self.data.info)
+        self.optimizer = build_optimizer(self.module.parameters(), spec.optimizer)
+        self.loss_fn = build_loss(spec.loss, self.data.info)
+        # Without a validation split, plateau watches the training loss instead.
+        self.schedule = LRSchedule(spec.optimizer, spec.training.epochs,
+                                   "val_loss" if self.has_val else "train_loss")
+        self.stopper = EarlyStopping(spec.training.early_stopping) \
+            if spec.training.HasField("early_stopping") else None
+        self.augment = self._augmenter()
+        self.penalized = self._penalized_parameters()
         start_epoch = self._resume()
         self.model = self.module
         if self.world_size > 1:
@@ -153,11 +222,41 @@ class _Trainer:
             self._log_start(start_epoch)
         return start_epoch
 
+    def _init_from_data(self) -> None:
+        """Data-dependent initialization (e.g. RBF centres by k-means) through the zoo's
+        `init_from_data(model, x_train)`, or else every submodule's own `init_from_data(x)`.
+        Each rank runs it on the same data with the same seed, and DDP then broadcasts rank
+        0's parameters anyway. A resumed checkpoint overwrites it."""
+        x = self.tensors["x_train"]
+        hook = getattr(zoo, "init_from_data", None)
+        if hook is not None:
+            hook(self.module, x)
+            return
+        with torch.no_grad():
+            for module in self.module.modules():
+                if callable(getattr(module, "init_from_data", None)):
+                    module.init_from_data(x)
+
     def _fit_target_scale(self) -> None:
         y = self.data.y_train.astype(np.float64)
         std = float(y.std())
         self.module.target_scale.shift.fill_(float(y.mean()))
         self.module.target_scale.scale.fill_(std if std > 1e-6 else 1.0)
+
+    def _augmenter(self) -> Augmenter | None:
+        aug = self.spec.dataset.augmentation
+        if not augmentation_enabled(aug):
+            return None
+        pre = self.data.preprocessing
+        return Augmenter(aug, pre.shift, pre.scale, self.data.info.input_shape, self.device)
+
+    def _penalized_parameters(self) -> list[torch.nn.Parameter]:
+        """What L1/L2 penalize: weight matrices and kernels (>= 2 dimensions), not biases or
+        normalization parameters (1 dimension), whose size says nothing about overfitting."""
+        reg = self.spec.training.regularization
+        if not (reg.l1 or reg.l2):
+            return []
+        return [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
 
     def _resume(self) -> int:
         """Load the newest checkpoint (chosen by rank 0, loaded by all). Returns its epoch."""
@@ -174,6 +273,9 @@ class _Trainer:
             self.paths.checkpoints / checkpoints.checkpoint_name(epoch.item()))
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state.get("schedule") or {})
+        if self.stopper is not None:
+            self.stopper.load_state_dict(state.get("early_stopping") or {})
         if self.rank == 0 and state.get("dataset_hash") != self.data.dataset_hash:
             self.reporter.log("the dataset changed since the checkpoint was written",
                               level="warning")
@@ -181,30 +283,41 @@ class _Trainer:
 
     def _log_start(self, start_epoch: int) -> None:
         d, s = self.data, self.spec
+        steps = {"batch": f"batch {s.training.batch_size}", "epoch": "full batch",
+                 "sample": "one sample a step"}[get_optimizer(s.optimizer.name).steps]
         self.reporter.log((
             f"training {s.model.WhichOneof('arch')} on {d.info.name}: {len(d.x_train)} train / "
             f"{len(d.x_val)} val / {len(d.x_test)} test samples, {s.training.epochs} epochs, "
-            f"batch {s.training.batch_size} over {self.world_size} worker(s)"))
+            f"{s.optimizer.name} with {steps} over {self.world_size} worker(s)"))
         if start_epoch:
             self.reporter.log(f"resumed from the checkpoint of epoch {start_epoch}")
 
     # --- one epoch -------------------------------------------------------------------------
 
     def _run_epoch(self, epoch: int) -> dict[str, float] | None:
-        """Train one epoch, evaluate, checkpoint and report. None when cancelled mid-epoch."""
+        """Train one epoch, evaluate, update the controllers, checkpoint and report. None when
+        cancelled mid-epoch."""
         t0 = time.monotonic()
+        lr = self.schedule.lr(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         sums = self._train_epoch(epoch)
         if sums is None:
             return None
         seconds = time.monotonic() - t0
         metrics = self._train_metrics(sums, epoch)
-        if len(self.tensors["x_val"]):
+        if self.has_val:
             metrics.update(self._evaluate("val"))
+        metrics = self._agree(metrics | {"lr": lr})
+        self.schedule.observe(epoch, metrics)
+        stop = self.stopper is not None and self.stopper.update(epoch, metrics, self.module)
         if self.rank == 0:
             self._save_checkpoint(epoch)
             self.reporter.epoch(epoch, self.spec.training.epochs, metrics,
                                 float(sums[1]) / max(seconds, 1e-9),
                                 time.monotonic() - self.started)
+            if stop:
+                self.reporter.log(self.stopper.message())
         return metrics
 
     def _train_epoch(self, epoch: int) -> torch.Tensor | None:
@@ -214,23 +327,42 @@ class _Trainer:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(
             derive_seed(seed, 1, epoch))).to(self.device)
         torch.manual_seed(derive_seed(seed, 2, epoch, self.rank))  # dropout, per rank
+        augment_rng = torch.Generator().manual_seed(derive_seed(seed, 3, epoch, self.rank))
         self.model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for batch in self._global_batches(perm):
             local = batch[self.rank::self.world_size]
-            out = self.model(x[local])
-            per_sample = self.loss_fn(out, y[local])
-            loss = per_sample.sum() * (self.world_size / len(batch))
+            xb, yb = x[local], y[local]
+            if self.augment is not None:
+                xb = self.augment(xb, augment_rng)
+            out = self.model(xb)
+            per_sample = self.loss_fn(out, yb)
+            loss = per_sample.sum() * (self.world_size / len(batch)) + self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.spec.optimizer.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                               self.spec.optimizer.grad_clip)
             self.optimizer.step()
-            sums += self._batch_sums(out.detach(), y[local], per_sample.detach())
+            sums += M.train_sums(out.detach(), yb, per_sample.detach(), self.classification)
             if self.poll.step():
                 return None
         return self._all_reduce(sums)
 
+    def _penalty(self) -> torch.Tensor | float:
+        """l1 * sum|w| + l2 * sum w^2 over the penalized weights. Every rank adds it, and
+        DDP's averaging of the identical penalty gradients leaves it unchanged."""
+        if not self.penalized:
+            return 0.0
+        reg, total = self.spec.training.regularization, 0.0
+        if reg.l1:
+            total = total + reg.l1 * sum(p.abs().sum() for p in self.penalized)
+        if reg.l2:
+            total = total + reg.l2 * sum(p.pow(2).sum() for p in self.penalized)
+        return total
+
     def _global_batches(self, perm: torch.Tensor):
-        size, n = self.spec.training.batch_size, len(perm)
+        size, n = self.step_samples, len(perm)
         for start in range(0, n, size):
             batch = perm[start:start + size]
             # A short last batch is dropped when it cannot give every rank two samples
@@ -240,42 +372,58 @@ class _Trainer:
                 return
             yield batch
 
-    def _batch_sums(self, out, y, per_sample) -> torch.Tensor:
-        if self.classification:
-            third = (out.argmax(dim=1) == y).sum()
-        else:
-            third = (out[:, 0] - y).abs().sum()
-        count = torch.tensor(len(y), dtype=torch.float64, device=self.device)
-        return torch.stack([per_sample.sum().double(), count, third.double()])
-
     def _train_metrics(self, sums: torch.Tensor, epoch: int) -> dict[str, float]:
-        loss, n, third = sums.tolist()
-        if not math.isfinite(loss):
+        totals = sums.tolist()
+        if not math.isfinite(totals[0]):
             raise errors.TrainingError(
-                f"training diverged in epoch {epoch}: the loss became {loss}; try a lower "
+                f"training diverged in epoch {epoch}: the loss became {totals[0]}; try a lower "
                 f"learning rate than spec.optimizer.lr = {self.spec.optimizer.lr:g}")
-        key = "train_accuracy" if self.classification else "train_mae"
-        return {"train_loss": loss / n, key: third / n}
+        return M.train_metrics(totals, self.classification)
+
+    def _agree(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Rank 0's metrics on every rank: the controllers then decide identically even if
+        floating-point reductions were to differ in the last bit between ranks."""
+        if self.world_size == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64,
+                              device=self.device)
+        dist.broadcast(values, src=0)
+        return dict(zip(keys, values.tolist()))
 
     # --- evaluation, checkpoints, results --------------------------------------------------
 
-    @torch.no_grad()
     def _evaluate(self, split: str) -> dict[str, float]:
-        """Metrics on `split` ("val" or "test"), each rank evaluating a shard."""
+        """The per-epoch metrics of `split`."""
+        out, y = self._predict(split)
+        return M.epoch_metrics(split, out, y, self.loss_fn(out, y), self.classification)
+
+    @torch.no_grad()
+    def _predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and targets of the whole `split` on every rank: each rank runs a shard,
+        then the shards are gathered (metrics such as ROC AUC need all outputs at once)."""
         self._sync_buffers()
         x, y = self.tensors[f"x_{split}"], self.tensors[f"y_{split}"]
         idx = torch.arange(self.rank, len(x), self.world_size, device=self.device)
-        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
         self.module.eval()
-        for start in range(0, len(idx), EVAL_CHUNK):
-            part = idx[start:start + EVAL_CHUNK]
-            out, target = self.module(x[part]), y[part]
-            sums[:3] += self._batch_sums(out, target, self.loss_fn(out, target))
-            if not self.classification:
-                err, t = (out[:, 0] - target).double(), target.double()
-                sums[3:] += torch.stack([(err ** 2).sum(), t.sum(), (t ** 2).sum()])
-        self._all_reduce(sums)
-        return _split_metrics(split, sums.tolist(), self.classification)
+        parts = [self.module(x[idx[s:s + EVAL_CHUNK]]) for s in range(0, len(idx), EVAL_CHUNK)]
+        out = torch.cat(parts) if parts else torch.zeros(
+            (0, self.data.info.output_dim), device=self.device)
+        return self._gather(out, len(x)), y
+
+    def _gather(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        """The `n` rows of all ranks' strided shards (rank r has rows r, r + W, ...), in order."""
+        if self.world_size == 1:
+            return out
+        rows = -(-n // self.world_size)  # all_gather needs equal sizes: pad to the largest
+        padded = out.new_zeros((rows, *out.shape[1:]))
+        padded[:len(out)] = out
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        full = out.new_empty((n, *out.shape[1:]))
+        for r, part in enumerate(parts):
+            full[r::self.world_size] = part[:len(range(r, n, self.world_size))]
+        return full
 
     def _sync_buffers(self) -> None:
         # DDP broadcasts buffers before each training forward, so after the last step the
@@ -294,29 +442,37 @@ class _Trainer:
             "epoch": epoch,
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": None if self.stopper is None else self.stopper.state_dict(),
             "dataset_hash": self.data.dataset_hash,
         }, keep=self.keep)
 
-    def _finish(self, status: str, metrics: dict[str, float]) -> TrainResult:
+    def _complete(self) -> TrainResult:
+        """Restore the best weights if asked, evaluate the final split with every metric."""
+        if self.stopper is not None and self.stopper.restore(self.module) and self.rank == 0 \
+                and self.stopper.best_epoch != self.epoch:
+            self.reporter.log(f"restored the weights of epoch {self.stopper.best_epoch}")
+        split = self.plan.final_split
+        out, y = self._predict(split)
+        metrics, cm = M.final_metrics(split, out, y, self.loss_fn(out, y),
+                                      self.data.info.num_classes if self.classification else 0)
+        if self.stopper is not None:
+            metrics |= self.stopper.summary(self.epoch)
+        return self._finish("succeeded", metrics | dict(self.plan.extra_metrics), cm)
+
+    def _finish(self, status: str, metrics: dict[str, float],
+                confusion: list[list[int]] | None = None) -> TrainResult:
         artifact = None
-        if status == "succeeded" and self.rank == 0:
-            artifact = str(save_artifact(self.paths.artifact, unwrap(self.model), self.spec,
-                                         self.data.info, self.data.preprocessing, metrics,
-                                         self.data.dataset_hash))
-        elif status == "succeeded":
+        if status == "succeeded" and self.plan.artifact:
             artifact = str(self.paths.artifact)
-        result = TrainResult(status, metrics, artifact, self.data.dataset_hash)
+            if self.rank == 0:
+                stored = self.spec if self.plan.stored_spec is None else self.plan.stored_spec
+                save_artifact(self.paths.artifact, unwrap(self.model), stored, self.data.info,
+                              self.data.preprocessing, metrics, self.data.dataset_hash,
+                              {"confusion_matrix": confusion} if confusion else None)
+        result = TrainResult(status, metrics, artifact, self.data.dataset_hash, confusion)
         if self.rank == 0:
             result.write(self.paths.result)
             self.reporter.log(f"training {status}: " + ", ".join(
                 f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         return result
-
-
-def _split_metrics(split: str, sums: list[float], classification: bool) -> dict[str, float]:
-    loss, n, third, sq_err, y_sum, y_sq = sums
-    if classification:
-        return {f"{split}_loss": loss / n, f"{split}_accuracy": third / n}
-    total = y_sq - y_sum ** 2 / n
-    return {f"{split}_loss": loss / n, f"{split}_mse": sq_err / n, f"{split}_mae": third / n,
-            f"{split}_r2": 1.0 - sq_err / total if total > 0 else float("nan")}

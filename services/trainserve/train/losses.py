@@ -2,6 +2,18 @@
 
 Per-sample (unreduced) losses let the training loop weight every sample by the *global* batch
 size, so a DDP step averages exactly like a single-process step. torch is imported lazily.
+
+Shapes: classification targets are int64 class indices `(N,)` against scores `(N, C)`;
+regression targets are float `(N,)` or `(N, k)` (a forecast of k steps) against outputs
+`(N, k)`, and a sample's loss is the mean over its k outputs.
+
+| name          | task           | what                                                     |
+|---------------|----------------|----------------------------------------------------------|
+| cross_entropy | classification | softmax cross-entropy; accepts `class_weights`           |
+| bce           | classification | binary cross-entropy with logits, two classes only       |
+| perceptron    | classification | max_k s_k - s_y: zero when correctly classified          |
+| mse, mae      | regression     | squared / absolute error                                 |
+| huber         | regression     | quadratic below `huber_delta` (default 1.0), linear above |
 """
 from __future__ import annotations
 
@@ -16,18 +28,22 @@ if TYPE_CHECKING:
     from trainserve.train.datasets import DatasetInfo
 
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+DEFAULT_HUBER_DELTA = 1.0
 
 
 @dataclass(frozen=True)
 class Loss:
     """A loss entry: the tasks it fits and a builder `(LossSpec, DatasetInfo) -> LossFn`.
 
-    Classification targets are int64 class indices `(N,)` against logits `(N, C)`; regression
-    targets are float `(N,)` against outputs `(N, 1)`.
+    `max_classes` bounds the classes of a classification dataset it accepts (None: any);
+    `accepts_class_weights` / `accepts_huber_delta` say which `LossSpec` fields it honours
+    (the others are refused by validation).
     """
     tasks: frozenset[str]
     build: Callable[[object, "DatasetInfo"], LossFn]
     accepts_class_weights: bool = False
+    accepts_huber_delta: bool = False
+    max_classes: int | None = None
 
 
 LOSSES: Registry[Loss] = Registry("loss")
@@ -61,8 +77,9 @@ def _cross_entropy(spec, info) -> LossFn:
 
 
 def _bce(spec, info) -> LossFn:
-    # One-vs-rest over the class logits, so it works for any number of classes and the
-    # prediction stays argmax of the logits like for cross_entropy.
+    # Binary cross-entropy with logits on each of the two class logits against the one-hot
+    # target; the prediction stays argmax of the logits as for cross_entropy. Validation
+    # refuses more than two classes (there cross_entropy is the right loss).
     import torch.nn.functional as F
 
     def fn(out, y):
@@ -71,17 +88,37 @@ def _bce(spec, info) -> LossFn:
     return fn
 
 
+def _perceptron(spec, info) -> LossFn:
+    # The multi-class perceptron criterion. Its gradient on a misclassified sample is +x for
+    # the winning class's weights and -x for the true class's: an SGD step with it is exactly
+    # Rosenblatt's update rule (and nothing moves for a correctly classified sample).
+    def fn(out, y):
+        return out.max(dim=1).values - out.gather(1, y[:, None])[:, 0]
+    return fn
+
+
 def _regression(kind: str) -> Callable[[object, "DatasetInfo"], LossFn]:
     def build(spec, info) -> LossFn:
+        import functools
+
         import torch.nn.functional as F
-        fn = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[kind]
-        return lambda out, y: fn(out[:, 0], y, reduction="none")
+        fn = {"mse": F.mse_loss, "mae": F.l1_loss,
+              "huber": functools.partial(F.huber_loss, delta=_huber_delta(spec))}[kind]
+        # Targets (N,) or (N, k) against outputs (N, k): one loss per sample, the mean over
+        # its outputs, so a forecast of k steps weighs like a single value.
+        return lambda out, y: fn(out, y.reshape(out.shape), reduction="none").mean(dim=1)
     return build
+
+
+def _huber_delta(spec) -> float:
+    return spec.huber_delta if spec.HasField("huber_delta") else DEFAULT_HUBER_DELTA
 
 
 _CLASSIFICATION = frozenset({"classification"})
 _REGRESSION = frozenset({"regression"})
 register_loss("cross_entropy", Loss(_CLASSIFICATION, _cross_entropy, accepts_class_weights=True))
-register_loss("bce", Loss(_CLASSIFICATION, _bce))
-for _kind in ("mse", "mae", "huber"):
-    register_loss(_kind, Loss(_REGRESSION, _regression(_kind)))
+register_loss("bce", Loss(_CLASSIFICATION, _bce, max_classes=2))
+register_loss("perceptron", Loss(_CLASSIFICATION, _perceptron))
+register_loss("mse", Loss(_REGRESSION, _regression("mse")))
+register_loss("mae", Loss(_REGRESSION, _regression("mae")))
+register_loss("huber", Loss(_REGRESSION, _regression("huber"), accepts_huber_delta=True))

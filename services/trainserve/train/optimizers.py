@@ -1,23 +1,47 @@
-"""Registered optimizers: name -> default learning rate and a builder. torch is imported lazily."""
+"""Registered optimizers: name -> default learning rate, how often it steps, and a builder.
+
+torch is imported lazily. The update granularity is part of the entry, because two of the
+course's algorithms are defined by it:
+
+| name       | steps            | default lr | notes                                          |
+|------------|------------------|------------|------------------------------------------------|
+| adam       | every mini-batch | 1e-3       |                                                |
+| adamw      | every mini-batch | 1e-3       | decoupled weight decay (spec's 0 means 0)      |
+| sgd        | every mini-batch | 1e-2       | momentum, nesterov                             |
+| rmsprop    | every mini-batch | 1e-3       | momentum                                       |
+| gd         | once an epoch    | 0.1        | full-batch gradient descent; batch_size unused |
+| perceptron | every sample     | 1.0        | Rosenblatt's rule: plain SGD on the perceptron |
+|            |                  |            | criterion, one sample a step; single worker    |
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 from trainserve.train.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
+Steps = Literal["batch", "epoch", "sample"]
+
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An optimizer entry. `build(params, OptimizerSpec)` gets a checked spec (lr set);
-    `momentum` / `nesterov` say which `OptimizerSpec` fields it honours (others are refused)."""
+    """An optimizer entry. `build(params, OptimizerSpec)` gets a checked spec (lr set).
+
+    `momentum` / `nesterov` / `weight_decay` say which `OptimizerSpec` fields it honours
+    (others are refused). `steps`: "batch" (one step per `batch_size` samples), "epoch" (one
+    step over the whole training split) or "sample" (one step per sample). `loss`: the loss
+    it requires (validation defaults to it and refuses any other), or None.
+    """
     default_lr: float
     build: Callable[[Iterable, object], "torch.optim.Optimizer"]
     momentum: bool = False
     nesterov: bool = False
+    weight_decay: bool = True
+    steps: Steps = "batch"
+    loss: str | None = None
 
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
@@ -36,6 +60,12 @@ def get_optimizer(name: str) -> Optimizer:
 def build_optimizer(params: Iterable, spec) -> "torch.optim.Optimizer":
     """A torch optimizer over `params` for a checked `OptimizerSpec`."""
     return get_optimizer(spec.name).build(params, spec)
+
+
+def step_size(spec, batch_size: int, num_train: int) -> int:
+    """Samples per optimizer step (across all workers) for a checked `OptimizerSpec`."""
+    steps = get_optimizer(spec.name).steps
+    return {"batch": batch_size, "epoch": num_train, "sample": 1}[steps]
 
 
 def _adam(params, s):
@@ -61,7 +91,18 @@ def _rmsprop(params, s):
                                weight_decay=s.weight_decay)
 
 
+def _perceptron(params, s):
+    import torch
+    # w <- w + lr * (x for the true class, -x for the wrongly winning one): plain SGD on the
+    # perceptron criterion, one sample at a time (the loop's "sample" steps).
+    return torch.optim.SGD(params, lr=s.lr)
+
+
 register_optimizer("adam", Optimizer(1e-3, _adam))
 register_optimizer("adamw", Optimizer(1e-3, _adamw))
 register_optimizer("sgd", Optimizer(1e-2, _sgd, momentum=True, nesterov=True))
 register_optimizer("rmsprop", Optimizer(1e-3, _rmsprop, momentum=True))
+# Full-batch steps are few (one an epoch), so the default lr is larger than SGD's.
+register_optimizer("gd", Optimizer(0.1, _sgd, momentum=True, nesterov=True, steps="epoch"))
+register_optimizer("perceptron", Optimizer(1.0, _perceptron, weight_decay=False,
+                                           steps="sample", loss="perceptron"))

@@ -14,11 +14,13 @@ Status = Literal["succeeded", "cancelled"]
 @dataclass(frozen=True)
 class TrainResult:
     """`metrics` are the final test metrics (succeeded) or the last epoch's (cancelled);
-    `artifact_dir` is None unless the run succeeded."""
+    `artifact_dir` is None unless the run succeeded. `confusion_matrix` (classification,
+    succeeded): counts of true class i (row) predicted as class j (column) on the test split."""
     status: Status
     metrics: dict[str, float] = field(default_factory=dict)
     artifact_dir: str | None = None
     dataset_hash: str | None = None
+    confusion_matrix: list[list[int]] | None = None
 
     def write(self, path: Path) -> None:
         """Write as JSON, atomically (temp file + rename in the same directory)."""

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from trainserve.train.activations import ACTIVATIONS, make_activation
 from trainserve.train.checks import check_choice, check_range, fail
-from trainserve.train.zoo import Architecture, register_architecture
+from trainserve.train.zoo import Architecture, register_architecture, require_input
 
 DEFAULT_ACTIVATION = "relu"
 DEFAULT_POOLING = "max"
@@ -40,9 +40,7 @@ def apply_defaults(msg) -> None:
 
 
 def check(msg, path: str, info, spec) -> None:
-    if not info.is_image:
-        fail(path, f"lenet5 needs image input [C, H, W]; dataset {info.name!r} is tabular "
-                   f"with input shape {list(info.input_shape)}; use mlp instead")
+    require_input(info, path, "lenet5", ["image"])
     _, height, width = info.input_shape
     if min(geometry(height, width)[2]) < 1:
         fail(path, f"{height}x{width} images are too small for lenet5")

@@ -1,0 +1,109 @@
+"""Evaluation metrics over whole splits (imports torch; scikit-learn for ROC AUC).
+
+Per epoch (the curves): loss and accuracy, or loss, MSE, MAE and R^2 for regression; the
+names are `stopping.epoch_metric_names`. At the end (`final_metrics`), classification adds
+macro precision, recall and F1, ROC AUC (binary: of the class-1 probability; more classes:
+one-vs-rest, macro-averaged) and the confusion matrix (rows: true class, columns: predicted).
+Regression outputs `(N, k)` are averaged over the k outputs (R^2 per output, then the mean).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def train_sums(out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor,
+               classification: bool) -> torch.Tensor:
+    """float64 `[sum of losses, samples, correct | sum of per-sample MAE]` of one batch, to be
+    summed over batches and ranks (an all-reduce of sums is exact, unlike one of means)."""
+    if classification:
+        third = (out.argmax(dim=1) == y).sum()
+    else:
+        third = (out - y.reshape(out.shape)).abs().mean(dim=1).sum()
+    count = torch.tensor(len(y), dtype=torch.float64, device=out.device)
+    return torch.stack([per_sample.sum().double(), count, third.double()])
+
+
+def train_metrics(sums: list[float], classification: bool) -> dict[str, float]:
+    """`train_loss` and `train_accuracy` | `train_mae` from `train_sums` totals."""
+    loss, n, third = sums
+    key = "train_accuracy" if classification else "train_mae"
+    return {"train_loss": loss / n, key: third / n}
+
+
+def epoch_metrics(split: str, out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor,
+                  classification: bool) -> dict[str, float]:
+    """The per-epoch metrics of `split` from its outputs, targets and per-sample losses."""
+    loss = float(per_sample.double().mean())
+    if classification:
+        return {f"{split}_loss": loss, f"{split}_accuracy": accuracy(out, y)}
+    return {f"{split}_loss": loss} | {f"{split}_{k}": v for k, v in regression(out, y).items()}
+
+
+def final_metrics(split: str, out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor,
+                  num_classes: int) -> tuple[dict[str, float], list[list[int]] | None]:
+    """Every metric of `split` and, for classification (`num_classes` > 0), its confusion
+    matrix as nested lists."""
+    metrics = epoch_metrics(split, out, y, per_sample, num_classes > 0)
+    if num_classes == 0:
+        return metrics, None
+    cm = confusion_matrix(out.argmax(dim=1), y, num_classes)
+    metrics |= {f"{split}_{k}": v for k, v in from_confusion(cm).items()}
+    metrics[f"{split}_auc"] = roc_auc(out, y, num_classes)
+    return metrics, cm.tolist()
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
+    return float((out.argmax(dim=1) == y).double().mean())
+
+
+def regression(out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """`mse`, `mae` and `r2` of outputs `(N, k)` against targets `(N,)` or `(N, k)`."""
+    err = (out - y.reshape(out.shape)).double()
+    t = y.reshape(out.shape).double()
+    total = ((t - t.mean(dim=0)) ** 2).sum(dim=0)
+    # R^2 per output, then the mean (scikit-learn's "uniform_average"); NaN for a constant target.
+    r2 = torch.where(total > 0, 1 - (err ** 2).sum(dim=0) / total, torch.nan)
+    return {"mse": float((err ** 2).mean()), "mae": float(err.abs().mean()),
+            "r2": float(r2.mean())}
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 `[C, C]`: entry (i, j) counts samples of true class i predicted as j."""
+    flat = y.long() * num_classes + pred.long()
+    return torch.bincount(flat.cpu(), minlength=num_classes ** 2).reshape(num_classes,
+                                                                           num_classes)
+
+
+def from_confusion(cm: torch.Tensor) -> dict[str, float]:
+    """`accuracy` and macro `precision`, `recall`, `f1` from a confusion matrix.
+
+    A class never predicted has precision 0 (and one absent from the split recall 0), as
+    scikit-learn's `zero_division=0`; classes absent from both are left out of the means.
+    """
+    cm = cm.double()
+    tp, predicted, actual = cm.diag(), cm.sum(dim=0), cm.sum(dim=1)
+    present = (predicted + actual) > 0
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, tp / actual.clamp(min=1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), 0.0)
+    return {"accuracy": float(tp.sum() / cm.sum().clamp(min=1)),
+            "precision": float(precision[present].mean()),
+            "recall": float(recall[present].mean()), "f1": float(f1[present].mean())}
+
+
+def roc_auc(out: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    """ROC AUC of the softmax probabilities: binary, or one-vs-rest macro for more classes.
+    NaN when the split lacks a class (AUC is undefined then)."""
+    from sklearn.metrics import roc_auc_score
+    prob = torch.softmax(out.double(), dim=1).cpu().numpy()
+    target = y.cpu().numpy()
+    if len(np.unique(target)) < num_classes:
+        return math.nan
+    if num_classes == 2:
+        return float(roc_auc_score(target, prob[:, 1]))
+    return float(roc_auc_score(target, prob, multi_class="ovr", average="macro",
+                               labels=list(range(num_classes))))

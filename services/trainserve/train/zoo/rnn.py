@@ -1,0 +1,48 @@
+"""Recurrent network over a sequence input `(N, T, F)`: an LSTM, GRU or Elman RNN (tanh),
+stacked `num_layers` deep, optionally bidirectional, with dropout between stacked layers.
+
+The head is a linear layer on the last layer's final hidden state: the state after step T, and
+with `bidirectional` also the backward direction's state after reading back to step 1. It
+outputs class logits, or `output_dim` values for regression and forecasting.
+"""
+from __future__ import annotations
+
+from trainserve.train.checks import check_choice, check_range, fail
+from trainserve.train.zoo import Architecture, register_architecture, require_input
+
+CELLS = ("lstm", "gru", "rnn")
+DEFAULT_CELL = "lstm"
+DEFAULT_HIDDEN_SIZE = 64
+DEFAULT_NUM_LAYERS = 1
+MAX_HIDDEN_SIZE, MAX_LAYERS = 4096, 16
+
+
+def apply_defaults(msg) -> None:
+    msg.cell = msg.cell or DEFAULT_CELL
+    if not msg.HasField("hidden_size"):
+        msg.hidden_size = DEFAULT_HIDDEN_SIZE
+    if not msg.HasField("num_layers"):
+        msg.num_layers = DEFAULT_NUM_LAYERS
+
+
+def check(msg, path: str, info, spec) -> None:
+    require_input(info, path, "rnn", ["sequence"])
+    check_choice(msg.cell, CELLS, f"{path}.cell", "recurrent cell")
+    if not 1 <= msg.hidden_size <= MAX_HIDDEN_SIZE:
+        fail(f"{path}.hidden_size", f"must be in [1, {MAX_HIDDEN_SIZE}], got {msg.hidden_size}")
+    if not 1 <= msg.num_layers <= MAX_LAYERS:
+        fail(f"{path}.num_layers", f"must be in [1, {MAX_LAYERS}], got {msg.num_layers}")
+    check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
+    if msg.dropout > 0 and msg.num_layers < 2:
+        fail(f"{path}.dropout", "dropout acts between stacked layers; set num_layers >= 2 "
+                                "or dropout to 0")
+
+
+def build(msg, info):
+    from trainserve.train.zoo.nets.rnn import RecurrentNet
+    _, features = info.input_shape
+    return RecurrentNet(msg.cell, features, msg.hidden_size, msg.num_layers,
+                        msg.bidirectional, msg.dropout, info.output_dim)
+
+
+register_architecture("rnn", Architecture(apply_defaults, check, build))

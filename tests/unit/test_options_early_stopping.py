@@ -1,0 +1,106 @@
+"""Early stopping: when it stops, which weights become the artifact, resume, the controller."""
+import pytest
+import torch
+from google.protobuf import json_format
+from safetensors.torch import load_file
+
+from trainserve.pb import spec_pb2
+from trainserve.train import checkpoints
+from trainserve.train.artifacts import MODEL_FILE, load_artifact
+from trainserve.train.data import prepare_data
+from trainserve.train.loop import train
+from trainserve.train.reporting import ListReporter
+from trainserve.train.stopping import EarlyStopping, epoch_metric_names
+from trainserve.train.validate import check_spec
+
+# An over-parameterized MLP on a small noisy set: val_loss bottoms out early, then rises.
+NOISY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},
+         "model": {"mlp": {"hidden": [128, 128]}}, "optimizer": {"lr": 0.01},
+         "split": {"val_fraction": 0.25}, "training": {"epochs": 150, "batch_size": 16}}
+
+
+def _spec(**early_stopping) -> spec_pb2.JobSpec:
+    d = NOISY | {"training": NOISY["training"] | {"early_stopping": early_stopping}}
+    return check_spec(json_format.ParseDict(d, spec_pb2.JobSpec()))
+
+
+def _checkpoint_model(job_dir, epoch):
+    return checkpoints.load_checkpoint(job_dir / "checkpoints" /
+                                       checkpoints.checkpoint_name(epoch))["model"]
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stops_early_and_the_best_epoch_becomes_the_artifact(tmp_path):
+    rep = ListReporter()
+    result = train(_spec(patience=4), tmp_path, rep, keep_checkpoints=1000)
+    stopped, best = int(result.metrics["stopped_epoch"]), int(result.metrics["best_epoch"])
+    assert stopped < 150 and best == stopped - 4
+    assert [e.epoch for e in rep.epochs] == list(range(1, stopped + 1))
+    losses = [e.metrics["val_loss"] for e in rep.epochs]
+    assert losses.index(min(losses)) + 1 == best
+    assert any("early stopping after epoch" in text for _, text in rep.logs)
+    # the artifact holds the best epoch's weights, not the last epoch's
+    artifact = load_file(str(tmp_path / "artifact" / MODEL_FILE))
+    assert _same(artifact, _checkpoint_model(tmp_path, best))
+    assert not _same(artifact, _checkpoint_model(tmp_path, stopped))
+    # and the test metrics were computed with them
+    model, data = load_artifact(tmp_path / "artifact").module, prepare_data(_spec())
+    with torch.no_grad():
+        pred = model(torch.from_numpy(data.x_test)).argmax(1).numpy()
+    assert (pred == data.y_test).mean() == pytest.approx(result.metrics["test_accuracy"])
+
+
+def test_restore_best_false_keeps_the_last_epoch(tmp_path):
+    result = train(_spec(patience=4, restore_best=False), tmp_path, ListReporter(),
+                   keep_checkpoints=1)
+    stopped = int(result.metrics["stopped_epoch"])
+    artifact = load_file(str(tmp_path / "artifact" / MODEL_FILE))
+    assert stopped < 150 and _same(artifact, _checkpoint_model(tmp_path, stopped))
+
+
+def test_a_rerun_after_stopping_trains_no_more(tmp_path):
+    first = train(_spec(patience=4), tmp_path, ListReporter())
+    rep = ListReporter()
+    again = train(_spec(patience=4), tmp_path, rep)
+    assert rep.epochs == [] and again.metrics == first.metrics
+
+
+def test_a_run_that_never_triggers_reports_the_epoch_limit(tmp_path):
+    spec = check_spec(json_format.ParseDict(
+        {"dataset": {"name": "iris"}, "model": {"mlp": {}},
+         "training": {"epochs": 4, "early_stopping": {"metric": "train_loss", "patience": 3}}},
+        spec_pb2.JobSpec()))
+    rep = ListReporter()
+    result = train(spec, tmp_path, rep)
+    assert result.metrics["stopped_epoch"] == 4 and result.metrics["best_epoch"] == 4
+    assert set(rep.epochs[-1].metrics) - {"lr"} == set(epoch_metric_names("classification",
+                                                                          True))
+
+
+class _Module(torch.nn.Linear):
+    def __init__(self):
+        super().__init__(1, 1)
+
+
+@pytest.mark.parametrize("mode,values,stop_at,best", [
+    ("min", [1.0, 0.9, 0.95, 0.91, 0.92], 5, 2),
+    ("max", [0.5, 0.6, 0.6, 0.55, 0.6], 5, 2),
+    ("min", [1.0, 0.95, 0.94, 0.93, 0.5], 4, 1),  # improvements below min_delta do not count
+])
+def test_controller_patience_mode_and_min_delta(mode, values, stop_at, best):
+    min_delta = 0.1 if values[1] == 0.95 else 0.0
+    es = EarlyStopping(spec_pb2.EarlyStoppingSpec(metric="m", mode=mode, patience=3,
+                                                  min_delta=min_delta, restore_best=True))
+    module, stopped_at = _Module(), None
+    for epoch, value in enumerate(values, start=1):
+        with torch.no_grad():
+            module.weight.fill_(epoch)
+        if es.update(epoch, {"m": value}, module):
+            stopped_at = epoch
+            break
+    assert stopped_at == stop_at and es.best_epoch == best
+    es.restore(module)
+    assert module.weight.item() == best

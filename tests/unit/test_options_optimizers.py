@@ -1,0 +1,97 @@
+"""Optimizers defined by their update granularity: full-batch gd and the perceptron rule."""
+import pytest
+import torch
+from google.protobuf import json_format
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from trainserve import errors
+from trainserve.pb import spec_pb2
+from trainserve.train.artifacts import load_artifact
+from trainserve.train.loop import train
+from trainserve.train.reporting import ListReporter
+from trainserve.train.validate import check_spec
+from trainserve.train.zoo import ARCHITECTURES, Architecture
+
+XOR = {"dataset": {"name": "xor", "normalize": "none"}, "split": {"test_fraction": 0.25}}
+CORNERS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+XOR_LABELS = torch.tensor([0, 1, 1, 0])
+
+
+def _spec(d: dict) -> spec_pb2.JobSpec:
+    return check_spec(json_format.ParseDict(d, spec_pb2.JobSpec()))
+
+
+@pytest.fixture
+def perceptron_arch():
+    """The zoo's perceptron when it is registered; else a stand-in with the same shape (one
+    linear unit per class), so the optimizer's behaviour is tested either way."""
+    if "perceptron" in ARCHITECTURES:
+        yield
+        return
+
+    def build(msg, info):
+        return nn.Sequential(nn.Flatten(), nn.Linear(info.num_features, info.output_dim))
+    ARCHITECTURES.register("perceptron", Architecture(lambda m: None,
+                                                      lambda m, p, i, s: None, build))
+    yield
+    ARCHITECTURES._entries.pop("perceptron")
+
+
+@pytest.fixture
+def count_steps():
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
+    yield steps
+    handle.remove()
+
+
+def test_gd_takes_exactly_one_step_per_epoch(tmp_path, count_steps):
+    spec = _spec(XOR | {"model": {"mlp": {"hidden": [8], "activation": "tanh"}},
+                        "optimizer": {"name": "gd", "lr": 0.5},
+                        "training": {"epochs": 7, "batch_size": 4}})
+    result = train(spec, tmp_path, ListReporter())
+    assert len(count_steps) == 7 and result.status == "succeeded"
+
+
+def test_sgd_steps_once_per_batch(tmp_path, count_steps):
+    spec = _spec(XOR | {"model": {"mlp": {"hidden": [4]}}, "optimizer": {"name": "sgd"},
+                        "training": {"epochs": 2, "batch_size": 50}})
+    train(spec, tmp_path, ListReporter())
+    assert len(count_steps) == 2 * 3  # 130 training samples: 50 + 50 + 30
+
+
+def test_perceptron_rule_steps_once_per_sample(tmp_path, count_steps, perceptron_arch):
+    spec = _spec(XOR | {"model": {"perceptron": {}}, "optimizer": {"name": "perceptron"},
+                        "training": {"epochs": 2}})
+    train(spec, tmp_path, ListReporter())
+    assert len(count_steps) == 2 * 130
+
+
+def test_perceptron_rule_fails_on_xor_where_an_mlp_succeeds(tmp_path, perceptron_arch):
+    rule = _spec(XOR | {"model": {"perceptron": {}}, "optimizer": {"name": "perceptron"},
+                        "training": {"epochs": 10}})
+    mlp = _spec(XOR | {"model": {"mlp": {"hidden": [8], "activation": "tanh"}},
+                       "optimizer": {"lr": 0.05}, "training": {"epochs": 30, "batch_size": 16}})
+    linear = train(rule, tmp_path / "perceptron", ListReporter())
+    deep = train(mlp, tmp_path / "mlp", ListReporter())
+    assert deep.metrics["test_accuracy"] == 1.0
+    assert linear.metrics["test_accuracy"] < 1.0
+    # No line separates XOR: at most 3 of its 4 points can be right.
+    for name, most in (("perceptron", 0.75), ("mlp", 1.0)):
+        module = load_artifact(tmp_path / name / "artifact").module
+        with torch.no_grad():
+            right = (module(CORNERS).argmax(1) == XOR_LABELS).float().mean().item()
+        assert right <= most and (name == "perceptron" or right == 1.0)
+
+
+def test_perceptron_rule_learns_a_nearly_separable_set(tmp_path, perceptron_arch):
+    spec = _spec({"dataset": {"name": "breast_cancer"}, "model": {"perceptron": {}},
+                  "optimizer": {"name": "perceptron"}, "training": {"epochs": 3}})
+    assert train(spec, tmp_path, ListReporter()).metrics["test_accuracy"] > 0.9
+
+
+def test_perceptron_rule_refuses_several_workers(tmp_path, perceptron_arch):
+    spec = _spec(XOR | {"model": {"perceptron": {}}, "optimizer": {"name": "perceptron"}})
+    with pytest.raises(errors.TrainingError, match="num_workers = 1"):
+        train(spec, tmp_path, ListReporter(), world_size=2)  # fails before any collective
