@@ -43,8 +43,8 @@ def test_builtin_registrations():
     assert DATASETS.names() == ["breast_cancer", "circles", "diabetes", "digits", "iris",
                                 "moons", "rings", "sine", "sine_classify", "spirals",
                                 "spirals3", "wine", "xor"]
-    assert ARCHITECTURES.names() == ["cnn", "lenet5", "mlp", "perceptron", "rbf", "resnet",
-                                     "rnn", "transformer"]
+    assert ARCHITECTURES.names() == ["autoencoder", "cnn", "lenet5", "mlp", "perceptron", "rbf",
+                                     "resnet", "rnn", "transformer"]
     assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse", "perceptron"]
     assert OPTIMIZERS.names() == ["adam", "adamw", "gd", "perceptron", "rmsprop", "sgd"]
     assert ACTIVATIONS.names() == ["elu", "gelu", "leaky_relu", "relu", "sigmoid", "tanh"]

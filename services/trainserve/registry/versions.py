@@ -28,10 +28,23 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
         n = int(meta.get("output_dim") or len(meta.get("class_names") or []))
         outputs = [model_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, n]),
                    model_pb2.TensorSpec(name="label", datatype="INT64", shape=[-1])]
+    elif meta["task"] == "reconstruction":
+        outputs = [model_pb2.TensorSpec(name="reconstruction", datatype="FP32",
+                                        shape=[-1, *meta["input_shape"]]),
+                   model_pb2.TensorSpec(name="latent", datatype="FP32",
+                                        shape=[-1, _latent_dim(meta)])]
     else:
         outputs = [model_pb2.TensorSpec(name="prediction", datatype="FP32",
                                         shape=[-1, int(meta.get("output_dim") or 1)])]
     return inputs, outputs
+
+
+def _latent_dim(meta: dict) -> int:
+    """An autoencoder's code width: recorded in the meta, else read from the stored spec."""
+    if meta.get("latent_dim"):
+        return int(meta["latent_dim"])
+    ae = ((meta.get("spec") or {}).get("model") or {}).get("autoencoder") or {}
+    return int(ae.get("latentDim", 8))
 
 
 def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,

@@ -29,6 +29,7 @@ DATATYPES: dict[str, np.dtype] = {
 # Tensor names, shared with the registry's `io_specs` (ModelVersion.inputs / outputs).
 INPUT = "input"
 PROBABILITIES, LABEL, CLASS_NAME, PREDICTION = "probabilities", "label", "class_name", "prediction"
+RECONSTRUCTION, LATENT = "reconstruction", "latent"
 
 # numpy kinds that JSON values of each datatype family may decode to.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}

@@ -15,7 +15,8 @@ import torch
 
 from trainserve.errors import ModelNotReady
 from trainserve.serve.config import DEFAULT_LOADER
-from trainserve.serve.dataplane import CLASS_NAME, LABEL, PREDICTION, PROBABILITIES
+from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, PROBABILITIES,
+                                        RECONSTRUCTION)
 
 
 class Predictor:
@@ -45,10 +46,23 @@ class Predictor:
         """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
+        if self.task == "reconstruction":
+            return self._reconstruct(self.preprocess(x))
         raw = self.forward(self.preprocess(x)).reshape(len(x), -1)
         if self.task != "classification":
             return {PREDICTION: raw.astype(np.float32)}
         return self._classify(raw)
+
+    def _reconstruct(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Autoencoders: the reconstruction in the caller's units (the training normalization
+        undone, so it compares with the input sent) and the latent code (a VAE's mean)."""
+        with torch.inference_mode():
+            t = torch.from_numpy(x)
+            recon = self.module(t).numpy().reshape(x.shape)
+            latent = self.module.encode(t).numpy().reshape(len(x), -1)
+        if self.shift is not None:
+            recon = recon * self.scale + self.shift
+        return {RECONSTRUCTION: recon.astype(np.float32), LATENT: latent.astype(np.float32)}
 
     def _classify(self, logits: np.ndarray) -> dict[str, np.ndarray]:
         t = torch.from_numpy(logits.astype(np.float32))

@@ -107,7 +107,7 @@ def info_from_meta(meta: dict, spec) -> DatasetInfo:
     """The `DatasetInfo` fields a model needs, from `meta.json` (sample count is not kept)."""
     task = meta["task"]
     num_classes = meta["output_dim"] if task == "classification" else 0
-    num_targets = meta["output_dim"] if task == "regression" else 1
+    num_targets = meta["output_dim"] if task == "regression" else 1  # reconstruction: 1
     return DatasetInfo(spec.dataset.name, task, num_classes, tuple(meta["class_names"]),
                        tuple(meta["input_shape"]), 0, num_targets=num_targets)
 

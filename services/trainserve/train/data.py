@@ -128,7 +128,10 @@ def prepare_data(spec, fold: int | None = None) -> PreparedData:
     `fold` (0-based, with `spec.split.folds` >= 2): that cross-validation fold is the
     validation split and the other non-test samples the training split.
     """
-    info = dataset_info(spec.dataset)
+    from trainserve.train.tasks import task_info
+    # The split still uses the dataset's labels (stratified as the spec says); the model and
+    # the loop see the task's info (an autoencoder's reconstruction).
+    info = task_info(spec, dataset_info(spec.dataset))
     x, y = load_dataset(spec.dataset)
     train, val, test = split_indices(y, spec.split.test_fraction, spec.split.val_fraction,
                                      spec.split.stratify, spec.training.seed)

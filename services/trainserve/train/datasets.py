@@ -23,7 +23,9 @@ import numpy as np
 from trainserve.train.checks import fail
 from trainserve.train.registry import Registry
 
-Task = Literal["classification", "regression"]
+# "reconstruction" is never a dataset's own task: an autoencoder turns any dataset into it
+# (`train.tasks.task_info`).
+Task = Literal["classification", "regression", "reconstruction"]
 InputKind = Literal["image", "sequence", "tabular"]
 
 DEFAULT_HORIZON = 1
@@ -52,7 +54,10 @@ class DatasetInfo:
 
     @property
     def output_dim(self) -> int:
-        """Model outputs: one logit per class, or `num_targets` values for regression."""
+        """Model outputs: one logit per class, `num_targets` values for regression, or every
+        input value (flattened) for reconstruction."""
+        if self.task == "reconstruction":
+            return self.num_features
         return self.num_classes if self.task == "classification" else self.num_targets
 
     @property

@@ -15,6 +15,9 @@ and reports. At the end, the best epoch's weights are restored when early stoppi
 it, the final split is evaluated with every metric (`metrics.final_metrics`), and rank 0
 writes the artifact and `result.json`.
 
+What a batch's loss and the metrics are depends on the task (`train.tasks`): supervised, or
+reconstruction for autoencoders; the loop itself is the same for both.
+
 `split.folds` >= 2 runs k-fold cross-validation around this (`cv.cross_validate`).
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from trainserve import errors
-from trainserve.train import checkpoints, metrics as M, zoo
+from trainserve.train import checkpoints, zoo
 from trainserve.train.artifacts import save_artifact, unwrap
 from trainserve.train.augment import Augmenter, enabled as augmentation_enabled
 from trainserve.train.data import PreparedData, prepare_data
@@ -43,6 +46,7 @@ from trainserve.train.reporting import Reporter
 from trainserve.train.results import TrainResult
 from trainserve.train.schedule import LRSchedule
 from trainserve.train.stopping import EarlyStopping
+from trainserve.train.tasks import make_task
 from trainserve.train.zoo import build_model
 
 log = logging.getLogger(__name__)
@@ -145,7 +149,6 @@ class _Trainer:
         self.device = device
         self.started = time.monotonic()
         self.data: PreparedData = plan.data
-        self.classification = self.data.info.task == "classification"
         self.tensors = {name: torch.from_numpy(getattr(self.data, name)).to(device) for name in
                         ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
         self.has_val = len(self.tensors["x_val"]) > 0
@@ -201,10 +204,11 @@ class _Trainer:
         torch.manual_seed(derive_seed(spec.training.seed, 0))
         self.module = build_model(spec, self.data.info).to(self.device)
         self._init_from_data()
-        if not self.classification:
+        if self.data.info.task == "regression":
             self._fit_target_scale()
         self.optimizer = build_optimizer(self.module.parameters(), spec.optimizer)
         self.loss_fn = build_loss(spec.loss, self.data.info)
+        self.task = make_task(spec, self.data.info, self.loss_fn)
         # Without a validation split, plateau watches the training loss instead.
         self.schedule = LRSchedule(spec.optimizer, spec.training.epochs,
                                    "val_loss" if self.has_val else "train_loss")
@@ -321,7 +325,8 @@ class _Trainer:
         return metrics
 
     def _train_epoch(self, epoch: int) -> torch.Tensor | None:
-        """Sums over all ranks of [loss, samples, correct | abs error]; None when cancelled."""
+        """Sums over all ranks of [loss, samples, the task's third sum (correct, abs error,
+        reconstruction MSE)]; None when cancelled."""
         seed = self.spec.training.seed
         x, y = self.tensors["x_train"], self.tensors["y_train"]
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(
@@ -335,8 +340,7 @@ class _Trainer:
             xb, yb = x[local], y[local]
             if self.augment is not None:
                 xb = self.augment(xb, augment_rng)
-            out = self.model(xb)
-            per_sample = self.loss_fn(out, yb)
+            per_sample, batch_sums = self.task.train_step(self.model, xb, yb)
             loss = per_sample.sum() * (self.world_size / len(batch)) + self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,7 +348,7 @@ class _Trainer:
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(),
                                                self.spec.optimizer.grad_clip)
             self.optimizer.step()
-            sums += M.train_sums(out.detach(), yb, per_sample.detach(), self.classification)
+            sums += batch_sums
             if self.poll.step():
                 return None
         return self._all_reduce(sums)
@@ -378,7 +382,7 @@ class _Trainer:
             raise errors.TrainingError(
                 f"training diverged in epoch {epoch}: the loss became {totals[0]}; try a lower "
                 f"learning rate than spec.optimizer.lr = {self.spec.optimizer.lr:g}")
-        return M.train_metrics(totals, self.classification)
+        return self.task.train_metrics(totals)
 
     def _agree(self, metrics: dict[str, float]) -> dict[str, float]:
         """Rank 0's metrics on every rank: the controllers then decide identically even if
@@ -395,21 +399,26 @@ class _Trainer:
 
     def _evaluate(self, split: str) -> dict[str, float]:
         """The per-epoch metrics of `split`."""
-        out, y = self._predict(split)
-        return M.epoch_metrics(split, out, y, self.loss_fn(out, y), self.classification)
+        out, losses, x, y = self._predict(split)
+        return self.task.epoch_metrics(split, out, x, y, losses)
 
     @torch.no_grad()
-    def _predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Outputs and targets of the whole `split` on every rank: each rank runs a shard,
-        then the shards are gathered (metrics such as ROC AUC need all outputs at once)."""
+    def _predict(self, split: str):
+        """Outputs, per-sample losses, inputs and targets of the whole `split` on every rank:
+        each rank runs a shard, then the shards are gathered (metrics such as ROC AUC need all
+        outputs at once)."""
         self._sync_buffers()
         x, y = self.tensors[f"x_{split}"], self.tensors[f"y_{split}"]
         idx = torch.arange(self.rank, len(x), self.world_size, device=self.device)
         self.module.eval()
-        parts = [self.module(x[idx[s:s + EVAL_CHUNK]]) for s in range(0, len(idx), EVAL_CHUNK)]
-        out = torch.cat(parts) if parts else torch.zeros(
-            (0, self.data.info.output_dim), device=self.device)
-        return self._gather(out, len(x)), y
+        parts = [self.task.evaluate(self.module, x[i], y[i])
+                 for i in (idx[s:s + EVAL_CHUNK] for s in range(0, len(idx), EVAL_CHUNK))]
+        if parts:
+            out, losses = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:  # an empty shard still takes part in the gather
+            out = torch.zeros((0, *self.task.output_shape), device=self.device)
+            losses = torch.zeros(0, device=self.device)
+        return self._gather(out, len(x)), self._gather(losses, len(x)), x, y
 
     def _gather(self, out: torch.Tensor, n: int) -> torch.Tensor:
         """The `n` rows of all ranks' strided shards (rank r has rows r, r + W, ...), in order."""
@@ -453,9 +462,8 @@ class _Trainer:
                 and self.stopper.best_epoch != self.epoch:
             self.reporter.log(f"restored the weights of epoch {self.stopper.best_epoch}")
         split = self.plan.final_split
-        out, y = self._predict(split)
-        metrics, cm = M.final_metrics(split, out, y, self.loss_fn(out, y),
-                                      self.data.info.num_classes if self.classification else 0)
+        out, losses, x, y = self._predict(split)
+        metrics, cm = self.task.final_metrics(split, out, x, y, losses, self.module)
         if self.stopper is not None:
             metrics |= self.stopper.summary(self.epoch)
         return self._finish("succeeded", metrics | dict(self.plan.extra_metrics), cm)
@@ -469,7 +477,8 @@ class _Trainer:
                 stored = self.spec if self.plan.stored_spec is None else self.plan.stored_spec
                 save_artifact(self.paths.artifact, unwrap(self.model), stored, self.data.info,
                               self.data.preprocessing, metrics, self.data.dataset_hash,
-                              {"confusion_matrix": confusion} if confusion else None)
+                              self.task.extra_meta() |
+                              ({"confusion_matrix": confusion} if confusion else {}))
         result = TrainResult(status, metrics, artifact, self.data.dataset_hash, confusion)
         if self.rank == 0:
             result.write(self.paths.result)

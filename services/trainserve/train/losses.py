@@ -12,7 +12,8 @@ regression targets are float `(N,)` or `(N, k)` (a forecast of k steps) against 
 | cross_entropy | classification | softmax cross-entropy; accepts `class_weights`           |
 | bce           | classification | binary cross-entropy with logits, two classes only       |
 | perceptron    | classification | max_k s_k - s_y: zero when correctly classified          |
-| mse, mae      | regression     | squared / absolute error                                 |
+| mse           | regression, reconstruction | squared error (an autoencoder's only loss)   |
+| mae           | regression     | absolute error                                           |
 | huber         | regression     | quadratic below `huber_delta` (default 1.0), linear above |
 """
 from __future__ import annotations
@@ -119,6 +120,6 @@ _REGRESSION = frozenset({"regression"})
 register_loss("cross_entropy", Loss(_CLASSIFICATION, _cross_entropy, accepts_class_weights=True))
 register_loss("bce", Loss(_CLASSIFICATION, _bce, max_classes=2))
 register_loss("perceptron", Loss(_CLASSIFICATION, _perceptron))
-register_loss("mse", Loss(_REGRESSION, _regression("mse")))
+register_loss("mse", Loss(_REGRESSION | {"reconstruction"}, _regression("mse")))
 register_loss("mae", Loss(_REGRESSION, _regression("mae")))
 register_loss("huber", Loss(_REGRESSION, _regression("huber"), accepts_huber_delta=True))

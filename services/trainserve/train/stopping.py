@@ -23,6 +23,9 @@ HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2")
 
 def epoch_metric_names(task: str, with_val: bool) -> list[str]:
     """The per-epoch metrics the loop reports for `task` (besides `lr`), as it names them."""
+    if task == "reconstruction":
+        train = ["train_loss", "train_recon_mse"]
+        return train + (["val_loss", "val_recon_mse"] if with_val else [])
     train = ["train_loss", "train_accuracy" if task == "classification" else "train_mae"]
     if not with_val:
         return train

@@ -8,8 +8,8 @@ only read, to refuse the perceptron rule on several workers).
 Defaults applied here (so the stored spec shows the effective values): normalize standard,
 test_fraction 0.2, val_fraction 0.1 (0 with folds >= 2), stratify for classification,
 epochs 10, batch_size 32, early stopping (when present) metric val_loss / mode by metric /
-patience 5 / restore_best true, loss cross_entropy | mse (perceptron with the perceptron
-optimizer), huber_delta 1.0 (huber only), optimizer adam with its default lr, scheduler
+patience 5 / restore_best true, loss cross_entropy | mse (regression, and autoencoders,
+whose task is reconstruction whatever the dataset's; perceptron with the perceptron optimizer), huber_delta 1.0 (huber only), optimizer adam with its default lr, scheduler
 "none" (step: step_size 10, gamma 0.1; plateau: gamma 0.1, patience 5). Unset numeric
 fields whose default is 0 (folds, warmup_epochs, grad_clip, l1, l2, augmentation) stay 0.
 """
@@ -25,12 +25,14 @@ from trainserve.train.losses import DEFAULT_HUBER_DELTA, LOSSES, get_loss
 from trainserve.train.optimizers import OPTIMIZERS, get_optimizer
 from trainserve.train.schedule import check_scheduler
 from trainserve.train.stopping import check_early_stopping
+from trainserve.train.tasks import task_info
 from trainserve.train.zoo import ARCHITECTURES, get_architecture
 
 DEFAULT_NORMALIZE = "standard"
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_VAL_FRACTION = 0.1
-DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse",
+                "reconstruction": "mse"}
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
@@ -51,6 +53,8 @@ def check_spec(spec: spec_pb2.JobSpec) -> spec_pb2.JobSpec:
     out.CopyFrom(spec)
     info = _check_dataset(out)
     _check_split(out, info)
+    # An autoencoder trains any dataset on reconstruction: from here on, that is the task.
+    info = task_info(out, info)
     _check_training(out, info)
     _check_model(out, info)
     _check_optimizer_name(out.optimizer)
@@ -220,6 +224,10 @@ def _check_loss(spec, info: DatasetInfo) -> None:
 
 def _refuse_loss(name: str, info: DatasetInfo) -> None:
     entry = get_loss(name)
+    if info.task == "reconstruction":
+        fail("spec.loss.name", f"an autoencoder trains on the reconstruction MSE (plus its "
+                               f"kind's penalty), not {name}; set spec.loss.name to 'mse' or "
+                               f"leave it unset")
     if info.task in entry.tasks:  # too many classes (bce)
         fail("spec.loss.name", f"{name} takes at most {entry.max_classes} classes and "
                                f"{info.name!r} has {info.num_classes}: use cross_entropy")
@@ -241,6 +249,9 @@ def _check_loss_fields(loss, entry, info: DatasetInfo) -> None:
         check_positive(loss.huber_delta, "spec.loss.huber_delta")
     if not loss.class_weights:
         return
+    if info.task == "reconstruction":
+        fail("spec.loss.class_weights", f"an autoencoder reconstructs inputs and ignores the "
+                                        f"classes of {info.name!r}; remove class_weights")
     if not entry.accepts_class_weights:
         takers = [n for n in LOSSES.names() if get_loss(n).accepts_class_weights]
         fail("spec.loss.class_weights", f"only {', '.join(takers)} accepts class_weights")

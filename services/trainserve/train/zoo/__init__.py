@@ -179,4 +179,4 @@ def init_from_data(model: "nn.Module", x_train) -> int:
 
 # Registration happens on import; keep these last.
 from trainserve.train.zoo import (  # noqa: E402,F401
-    cnn, lenet5, mlp, perceptron, rbf, resnet, rnn, transformer)
+    autoencoder, cnn, lenet5, mlp, perceptron, rbf, resnet, rnn, transformer)
