@@ -21,6 +21,9 @@ pytestmark = pytest.mark.integration
 
 def raw_test_split(spec):
     """The job's test set as raw (un-normalized) inputs, reproduced from its spec."""
+    from trainserve.train.validate import check_spec
+
+    spec = check_spec(spec)
     x, y = load_dataset(spec.dataset)
     _, _, test = split_indices(y, spec.split.test_fraction, spec.split.val_fraction,
                                spec.split.stratify, spec.training.seed)
@@ -115,3 +118,21 @@ def test_digits_lenet5_ddp_reaches_97_percent_through_the_endpoint(stack, stubs)
     for protocol in ("http", "grpc"):
         labels = oip_labels(stack, "digits", x, protocol)
         assert (labels == y).mean() >= 0.97
+
+
+def test_an_autoencoder_deploys_and_answers_reconstruction_and_latent(stack, stubs):
+    spec = example("autoencoder_digits", name="ae-digits")
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=300)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert "test_recon_mse" in job.metrics
+    dep = deploy(stubs, job.model_name, "ae")
+    assert dep.state == deployment_pb2.DEPLOYMENT_STATE_READY, dep.message
+    x, _ = raw_test_split(spec)
+    client = thttp.InferenceServerClient(stack.config.serve_http)
+    inp = thttp.InferInput("input", list(x[:5].shape), "FP32")
+    inp.set_data_from_numpy(x[:5])
+    result = client.infer("ae", [inp])
+    recon, latent = result.as_numpy("reconstruction"), result.as_numpy("latent")
+    assert recon.shape == (5, 1, 8, 8) and latent.shape == (5, spec.model.autoencoder.latent_dim)
+    # In the caller's units: pixel values 0..16, near the inputs.
+    assert np.abs(recon - x[:5]).mean() < np.abs(x[:5] - x[:5].mean()).mean()
