@@ -40,12 +40,14 @@ def test_empty_name_is_refused():
 
 
 def test_builtin_registrations():
-    assert DATASETS.names() == ["breast_cancer", "circles", "diabetes", "digits", "iris",
+    assert DATASETS.names() == ["breast_cancer", "circles", "corpus", "diabetes", "digit_reversal",
+                                "digits", "iris",
                                 "moons", "rings", "sine", "sine_classify", "spirals",
                                 "spirals3", "wine", "xor"]
-    assert ARCHITECTURES.names() == ["autoencoder", "cnn", "lenet5", "mlp", "perceptron", "rbf",
-                                     "resnet", "rnn", "transformer"]
-    assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse", "perceptron"]
+    assert ARCHITECTURES.names() == ["autoencoder", "cnn", "gan", "gpt", "lenet5", "mlp", "perceptron",
+                                     "rbf", "resnet", "rnn", "seq2seq", "transformer"]
+    assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse", "non_saturating",
+                              "perceptron"]
     assert OPTIMIZERS.names() == ["adam", "adamw", "gd", "perceptron", "rmsprop", "sgd"]
     assert ACTIVATIONS.names() == ["elu", "gelu", "leaky_relu", "relu", "sigmoid", "tanh"]
 

@@ -6,13 +6,14 @@ import uuid
 
 import redis
 
-from trainserve.errors import InvalidArgument
+from trainserve.errors import InvalidArgument, NotFound
 from trainserve.jobs.spec import check_submission
 from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import JobStore
+from trainserve.store.models import ModelStore
 from trainserve.store.redis import PREFIX
 
 MAX_PAGE = 1000
@@ -35,7 +36,8 @@ class JobsCore:
                owner: str = "") -> tuple[job_pb2.Job, bool]:
         if len(request_id) > 128:
             raise InvalidArgument("at most 128 characters", field="request_id")
-        full = check_submission(spec, self.cluster_resources(), self.uploaded)
+        full = check_submission(spec, self.cluster_resources(), self.uploaded,
+                                self.model_artifact)
         return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
 
     def uploaded(self, name: str) -> spec_pb2.UploadedContent | None:
@@ -45,6 +47,13 @@ class JobsCore:
             return None
         path = dataset_path(self.storage_dir, ds.sha256, ds.format)
         return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path))
+
+    def model_artifact(self, name: str, version: int = 0) -> str | None:
+        """The artifact directory of a registered model version (0: the latest), or None."""
+        try:
+            return ModelStore(self.r).get(name, version).artifact_uri or None
+        except NotFound:
+            return None
 
     def get(self, job_id: str) -> job_pb2.Job:
         if not job_id:

@@ -84,16 +84,18 @@ def architecture(spec: spec_pb2.JobSpec) -> str:
 
 
 def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
-                     uploaded=None) -> spec_pb2.JobSpec:
+                     uploaded=None, models=None) -> spec_pb2.JobSpec:
     """Validate a submitted spec and return it with every default applied.
 
     `cluster` is the resources the dispatcher last saw ({"CPU": 2.0, "GPU": 0.0}); a job that
     could never fit is refused now rather than left queued forever. `uploaded(name)` returns
-    the `UploadedContent` of a user dataset of that name, or None.
+    the `UploadedContent` of a user dataset of that name, or None. `models(name, version)`
+    returns the artifact directory of a registered model version (0: latest), or None.
     """
     from trainserve.train.validate import check_spec
 
     spec = _pin_uploaded(spec, uploaded)
+    spec = _pin_transfer(spec, models)
     full = check_spec(spec)
     if not full.name:
         full.name = f"{full.dataset.name}-{architecture(full)}".replace("_", "-")
@@ -128,6 +130,20 @@ def _pin_uploaded(spec: spec_pb2.JobSpec, uploaded) -> spec_pb2.JobSpec:
     out = spec_pb2.JobSpec()
     out.CopyFrom(spec)
     out.dataset.uploaded.CopyFrom(content)
+    return out
+
+
+def _pin_transfer(spec: spec_pb2.JobSpec, models) -> spec_pb2.JobSpec:
+    """Point `model.transfer` at the registered version's artifact now (like a dataset's
+    upload), and check what the source's header says (`train.transfer.check_source`)."""
+    if not spec.model.HasField("transfer"):
+        return spec
+    from trainserve.train import transfer
+
+    out = spec_pb2.JobSpec()
+    out.CopyFrom(spec)
+    transfer.pin_source(out, models or (lambda name, version: None))
+    transfer.check_source(out)
     return out
 
 

@@ -22,6 +22,10 @@ def model_dir(storage_dir: str | Path, name: str, version: int) -> Path:
 
 def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.TensorSpec]]:
     """The inference inputs and outputs of a model, from its artifact metadata."""
+    if meta["task"] == "generation":  # a GAN: how many samples in, the samples out
+        return _generation_io(meta)
+    if meta["task"] in ("seq2seq", "language_model"):
+        return _token_io_specs(meta)
     inputs = [model_pb2.TensorSpec(name="input", datatype="FP32",
                                    shape=[-1, *meta["input_shape"]])]
     if meta["task"] == "classification":
@@ -37,6 +41,28 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
         outputs = [model_pb2.TensorSpec(name="prediction", datatype="FP32",
                                         shape=[-1, int(meta.get("output_dim") or 1)])]
     return inputs, outputs
+
+
+def _generation_io(meta: dict):
+    """GANs: one INT64 input `num_samples` [1] (a request asks for that many samples; the
+    dataplane takes every declared input and the model host one, so there is no `seed`
+    input); output `samples` [-1, *input_shape] in the training data's units."""
+    return ([model_pb2.TensorSpec(name="num_samples", datatype="INT64", shape=[1])],
+            [model_pb2.TensorSpec(name="samples", datatype="FP32",
+                                  shape=[-1, *meta["input_shape"]])])
+
+
+def _token_io_specs(meta: dict):
+    """Token models (train.seq_tasks). seq2seq: input token ids INT64 [-1, T], output the greedy
+    decoding `tokens` INT64 [-1, T]. language_model: a `prompt` of token ids INT64 [-1, -1]
+    (any length >= 1), output the prompt plus the generated `tokens` INT64 [-1, -1]."""
+    if meta["task"] == "seq2seq":
+        t = int(meta["input_shape"][0])
+        return ([model_pb2.TensorSpec(name="input", datatype="INT64", shape=[-1, t])],
+                [model_pb2.TensorSpec(name="tokens", datatype="INT64",
+                                      shape=[-1, int(meta.get("output_length") or t)])])
+    return ([model_pb2.TensorSpec(name="prompt", datatype="INT64", shape=[-1, -1])],
+            [model_pb2.TensorSpec(name="tokens", datatype="INT64", shape=[-1, -1])])
 
 
 def _latent_dim(meta: dict) -> int:

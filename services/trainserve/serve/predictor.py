@@ -19,6 +19,10 @@ from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, P
                                         RECONSTRUCTION)
 
 
+SAMPLES = "samples"  # a GAN's output (task "generation")
+MAX_GENERATED_SAMPLES = 10_000
+
+
 class Predictor:
     """Runs one model version on batches of raw (un-normalized) float32 inputs."""
 
@@ -44,6 +48,8 @@ class Predictor:
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
+        if self.task == "generation":  # a GAN: x holds the number of samples wanted
+            return self.generate(x)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
         if self.task == "reconstruction":
@@ -52,6 +58,22 @@ class Predictor:
         if self.task != "classification":
             return {PREDICTION: raw.astype(np.float32)}
         return self._classify(raw)
+
+    def generate(self, num_samples: np.ndarray | int, seed: int | None = None
+                 ) -> dict[str, np.ndarray]:
+        """GANs: `samples` [N, *input_shape] in the caller's units (the training normalization
+        undone), N = `num_samples` (an int or the one-value INT64 input) in
+        1..MAX_GENERATED_SAMPLES. `seed` makes them reproducible; unset, each call differs."""
+        n = np.asarray(num_samples).reshape(-1)
+        if n.size != 1 or not 1 <= int(n[0]) <= MAX_GENERATED_SAMPLES:
+            raise ValueError(f"num_samples must be one integer in [1, {MAX_GENERATED_SAMPLES}],"
+                             f" got {n.tolist()}")
+        gen = None if seed is None else torch.Generator().manual_seed(int(seed))
+        with torch.inference_mode():
+            samples = self.module.sample(int(n[0]), gen).numpy()
+        if self.shift is not None:
+            samples = samples * self.scale + self.shift
+        return {SAMPLES: samples.astype(np.float32)}
 
     def _reconstruct(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Autoencoders: the reconstruction in the caller's units (the training normalization

@@ -141,5 +141,12 @@ def prepare_data(spec, fold: int | None = None) -> PreparedData:
                                     spec.training.seed)[fold]
         train, val = rest[inner], rest[outer]
     pre = fit_preprocessing(spec.dataset.normalize, x[train])
+    train = _label_subset(spec, train, y)  # the inputs of the whole split are known
     return PreparedData(info, pre.apply(x[train]), y[train], pre.apply(x[val]), y[val],
                         pre.apply(x[test]), y[test], pre, dataset_hash(x, y))
+
+
+def _label_subset(spec, train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`DatasetSpec.label_fraction` of the training split (see `train.label_fraction`)."""
+    from trainserve.train.label_fraction import fraction_of, subset
+    return subset(train, y, fraction_of(spec), spec.split.stratify, spec.training.seed)

@@ -145,6 +145,8 @@ def apply_dataset_defaults(spec) -> None:
         spec.sequence_length = entry.default_sequence_length
     if entry.forecasting and not spec.HasField("horizon"):
         spec.horizon = DEFAULT_HORIZON
+    if getattr(entry, "default_normalize", None) and not spec.normalize:
+        spec.normalize = entry.default_normalize  # token datasets (datasets_text): "none"
 
 
 def check_dataset(spec) -> None:
@@ -293,3 +295,4 @@ _register_sklearn("diabetes", "load_diabetes", "regression", (10,), 442)
 
 # Registration happens on import; keep these last.
 from trainserve.train import datasets_2d, datasets_sequences  # noqa: E402,F401
+from trainserve.train import datasets_text  # noqa: E402,F401

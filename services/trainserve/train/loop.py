@@ -204,9 +204,11 @@ class _Trainer:
         torch.manual_seed(derive_seed(spec.training.seed, 0))
         self.module = build_model(spec, self.data.info).to(self.device)
         self._init_from_data()
+        self._transfer()
         if self.data.info.task == "regression":
             self._fit_target_scale()
-        self.optimizer = build_optimizer(self.module.parameters(), spec.optimizer)
+        self.optimizer = build_optimizer(  # frozen (transfer) parameters are not optimized
+            [p for p in self.module.parameters() if p.requires_grad], spec.optimizer)
         self.loss_fn = build_loss(spec.loss, self.data.info)
         self.task = make_task(spec, self.data.info, self.loss_fn)
         # Without a validation split, plateau watches the training loss instead.
@@ -240,6 +242,17 @@ class _Trainer:
             for module in self.module.modules():
                 if callable(getattr(module, "init_from_data", None)):
                     module.init_from_data(x)
+
+    def _transfer(self) -> None:
+        """`spec.model.transfer`: load the source's matching weights, freeze (`train.transfer`).
+        A resumed checkpoint then overwrites the weights; the freezing stays."""
+        from trainserve.train.transfer import apply_transfer
+        report = apply_transfer(self.spec, self.module)
+        if report is not None and self.rank == 0:
+            tr = self.spec.model.transfer
+            for line in report.lines(f"model {tr.model or tr.artifact_path!r}"
+                                     + (f" version {tr.version}" if tr.version else "")):
+                self.reporter.log(line)
 
     def _fit_target_scale(self) -> None:
         y = self.data.y_train.astype(np.float64)

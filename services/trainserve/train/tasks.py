@@ -32,6 +32,9 @@ def is_reconstruction(spec) -> bool:
 def task_info(spec, info):
     """The `DatasetInfo` the model and the loop see: the dataset's own, or for an autoencoder
     the same inputs with task "reconstruction" (no classes, outputs = the input values)."""
+    if spec.HasField("model") and spec.model.WhichOneof("arch") == "gan":  # train.gan_task
+        return dataclasses.replace(info, task="generation", num_classes=0, class_names=(),
+                                   num_targets=1)
     if not is_reconstruction(spec):
         return info
     return dataclasses.replace(info, task=RECONSTRUCTION, num_classes=0, class_names=(),
@@ -41,6 +44,12 @@ def task_info(spec, info):
 def make_task(spec, info, loss_fn):
     """The task hook of a checked `spec` whose (task-)`info` is `info`, `loss_fn` its loss."""
     from trainserve.train.task_hooks import ReconstructionTask, SupervisedTask
+    from trainserve.train.seq_tasks import is_token_task, make_token_task
+    if is_token_task(info):  # seq2seq, language_model (train.seq_tasks)
+        return make_token_task(spec, info)
+    if info.task == "generation":  # GANs (train.gan_task)
+        from trainserve.train.gan_task import GenerationTask
+        return GenerationTask(spec, info, loss_fn)
     if info.task == RECONSTRUCTION:
         return ReconstructionTask(spec, info, loss_fn)
     return SupervisedTask(info, loss_fn)

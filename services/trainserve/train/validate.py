@@ -21,9 +21,11 @@ from trainserve.train.augment import check_augmentation
 from trainserve.train.checks import check_choice, check_positive, check_range, fail
 from trainserve.train.data import NORMALIZERS, split_sizes
 from trainserve.train.datasets import DATASETS, DatasetInfo, dataset_info, get_dataset
+from trainserve.train.label_fraction import check_label_fraction
 from trainserve.train.losses import DEFAULT_HUBER_DELTA, LOSSES, get_loss
 from trainserve.train.optimizers import OPTIMIZERS, get_optimizer
 from trainserve.train.schedule import check_scheduler
+from trainserve.train.seq_tasks import check_token_loss, check_token_task, is_token_task
 from trainserve.train.stopping import check_early_stopping
 from trainserve.train.tasks import task_info
 from trainserve.train.zoo import ARCHITECTURES, get_architecture
@@ -32,7 +34,7 @@ DEFAULT_NORMALIZE = "standard"
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse",
-                "reconstruction": "mse"}
+                "reconstruction": "mse", "generation": "non_saturating"}
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
@@ -53,8 +55,11 @@ def check_spec(spec: spec_pb2.JobSpec) -> spec_pb2.JobSpec:
     out.CopyFrom(spec)
     info = _check_dataset(out)
     _check_split(out, info)
+    check_label_fraction(out, info)
     # An autoencoder trains any dataset on reconstruction: from here on, that is the task.
     info = task_info(out, info)
+    if info.task == "generation":  # a GAN: the job-wide fields it refuses (train.zoo.gan)
+        _zoo.gan.check_gan_job(out)
     _check_training(out, info)
     _check_model(out, info)
     _check_optimizer_name(out.optimizer)
@@ -193,6 +198,7 @@ def _check_model(spec, info: DatasetInfo) -> None:
     if arch is None:
         fail("spec.model", f"required: set one of {', '.join(ARCHITECTURES.names())}")
     check_choice(arch, ARCHITECTURES, "spec.model", "architecture")
+    check_token_task(spec, info, arch)  # seq2seq / language_model datasets (train.seq_tasks)
     entry = get_architecture(arch)
     msg = getattr(spec.model, arch)
     entry.apply_defaults(msg)
@@ -210,6 +216,8 @@ def _check_optimizer_name(opt) -> None:
 
 
 def _check_loss(spec, info: DatasetInfo) -> None:
+    if is_token_task(info):  # per-token cross-entropy only (train.seq_tasks)
+        return check_token_loss(spec, info)
     loss, required = spec.loss, get_optimizer(spec.optimizer.name).loss
     loss.name = loss.name or required or DEFAULT_LOSS[info.task]
     check_choice(loss.name, LOSSES, "spec.loss.name", "loss")

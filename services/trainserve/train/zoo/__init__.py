@@ -180,3 +180,5 @@ def init_from_data(model: "nn.Module", x_train) -> int:
 # Registration happens on import; keep these last.
 from trainserve.train.zoo import (  # noqa: E402,F401
     autoencoder, cnn, lenet5, mlp, perceptron, rbf, resnet, rnn, transformer)
+from trainserve.train.zoo import gan  # noqa: E402,F401  (generation task)
+from trainserve.train.zoo import gpt, seq2seq  # noqa: E402,F401  (token tasks)

@@ -1,0 +1,68 @@
+"""A small decoder-only transformer (see `zoo.gpt`)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                 nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int, context: int, d_model: int, heads: int, layers: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.vocab, self.context = vocab, context
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(context, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, heads, dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `(N, L)`, `L <= context` -> next-token logits `(N, L, V)`; position t sees
+        positions 0..t only (causal mask)."""
+        ids = ids.long()
+        n = ids.shape[1]
+        if n > self.context:
+            raise ValueError(f"{n} tokens exceed the context length {self.context}")
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(n, device=ids.device)))
+        mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=ids.device), 1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.ln(x))
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, n: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `n` tokens after `prompt_ids` (`(L,)` or `(N, L)`, L >= 1); the last `context`
+        tokens condition each step. Temperature 0: greedy. Returns the prompt plus the `n`
+        new tokens, shaped like the prompt."""
+        ids = torch.as_tensor(prompt_ids, dtype=torch.long)
+        single = ids.dim() == 1
+        ids = ids[None] if single else ids
+        was_training = self.training
+        self.eval()
+        for _ in range(n):
+            logits = self(ids[:, -self.context:])[:, -1]
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                probs = F.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            ids = torch.cat([ids, nxt], dim=1)
+        self.train(was_training)
+        return ids[0] if single else ids
