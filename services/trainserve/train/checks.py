@@ -37,3 +37,12 @@ def check_positive(value: float, field: str) -> None:
     """`value` must be finite and > 0."""
     if not (math.isfinite(value) and value > 0):
         fail(field, f"must be > 0, got {value:g}")
+
+
+def check_widths(widths, field: str, *, most_layers: int, most_width: int) -> None:
+    """Layer widths of a fully connected stack: at most `most_layers`, each in [1, most_width]."""
+    if len(widths) > most_layers:
+        fail(field, f"at most {most_layers} layers, got {len(widths)}")
+    for i, width in enumerate(widths):
+        if not 0 < width <= most_width:
+            fail(f"{field}[{i}]", f"width must be in [1, {most_width}], got {width}")

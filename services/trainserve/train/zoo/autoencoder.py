@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from trainserve.train.activations import ACTIVATIONS, make_activation
-from trainserve.train.checks import check_choice, check_range, fail
+from trainserve.train.checks import check_choice, check_range, check_widths, fail
 from trainserve.train.zoo import Architecture, register_architecture
 from trainserve.train.zoo.mlp import MAX_LAYERS, MAX_WIDTH
 
@@ -53,11 +53,7 @@ def apply_defaults(msg) -> None:
 
 def check(msg, path: str, info, spec) -> None:
     """Widths, activation, kind, and the kind-specific fields (each only for its kind)."""
-    if len(msg.hidden) > MAX_LAYERS:
-        fail(f"{path}.hidden", f"at most {MAX_LAYERS} hidden layers, got {len(msg.hidden)}")
-    for i, width in enumerate(msg.hidden):
-        if not 0 < width <= MAX_WIDTH:
-            fail(f"{path}.hidden[{i}]", f"width must be in [1, {MAX_WIDTH}], got {width}")
+    check_widths(msg.hidden, f"{path}.hidden", most_layers=MAX_LAYERS, most_width=MAX_WIDTH)
     if not 0 < msg.latent_dim <= MAX_WIDTH:
         fail(f"{path}.latent_dim", f"must be in [1, {MAX_WIDTH}], got {msg.latent_dim}")
     check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from trainserve.train.activations import ACTIVATIONS, make_activation
-from trainserve.train.checks import check_choice, check_range, fail
+from trainserve.train.checks import check_choice, check_range, check_widths, fail
 from trainserve.train.zoo import (Architecture, check_batch_norm_batch, register_architecture,
                                   require_input)
 
@@ -60,11 +60,7 @@ def check(msg, path: str, info, spec) -> None:
 
 
 def _check_widths(widths, field: str, most: int) -> None:
-    if len(widths) > MAX_LAYERS:
-        fail(field, f"at most {MAX_LAYERS} layers, got {len(widths)}")
-    for i, w in enumerate(widths):
-        if not 0 < w <= most:
-            fail(f"{field}[{i}]", f"must be in [1, {most}], got {w}")
+    check_widths(widths, field, most_layers=MAX_LAYERS, most_width=most)
 
 
 def build(msg, info):

@@ -20,7 +20,7 @@ What a GAN cannot take, and why (each refused at the field's path, with the fix)
 from __future__ import annotations
 
 from trainserve.train.activations import ACTIVATIONS
-from trainserve.train.checks import check_choice, check_range, fail
+from trainserve.train.checks import check_choice, check_range, check_widths, fail
 from trainserve.train.losses import Loss, register_loss
 from trainserve.train.zoo import Architecture, register_architecture
 from trainserve.train.zoo.mlp import MAX_LAYERS, MAX_WIDTH
@@ -57,12 +57,8 @@ def apply_defaults(msg) -> None:
 def check(msg, path: str, info, spec) -> None:
     """Widths, latent width, discriminator steps and lr multiplier, activations."""
     for name in ("generator_hidden", "discriminator_hidden"):
-        widths = getattr(msg, name)
-        if len(widths) > MAX_LAYERS:
-            fail(f"{path}.{name}", f"at most {MAX_LAYERS} hidden layers, got {len(widths)}")
-        for i, width in enumerate(widths):
-            if not 0 < width <= MAX_WIDTH:
-                fail(f"{path}.{name}[{i}]", f"width must be in [1, {MAX_WIDTH}], got {width}")
+        check_widths(getattr(msg, name), f"{path}.{name}", most_layers=MAX_LAYERS,
+                     most_width=MAX_WIDTH)
     if not 0 < msg.latent_dim <= MAX_WIDTH:
         fail(f"{path}.latent_dim", f"must be in [1, {MAX_WIDTH}], got {msg.latent_dim}")
     if not 1 <= msg.discriminator_steps <= MAX_DISCRIMINATOR_STEPS:
