@@ -73,14 +73,22 @@ def test_lenet5_layers_follow_the_paper():
                       torch.nn.AvgPool2d)
 
 
+def _loss_batch(tasks):
+    """(info, outputs, targets) of 7 samples for a loss fitting `tasks`."""
+    if "classification" in tasks:
+        info = _info("classification", classes=3)
+        return info, torch.randn(7, 3, requires_grad=True), torch.randint(0, 3, (7,))
+    if "regression" in tasks:
+        info = _info("regression")
+        return info, torch.randn(7, 1, requires_grad=True), torch.randn(7)
+    # generation (a GAN's discriminator): one logit a sample against real (1) / fake (0)
+    info = _info("classification", classes=2)
+    return info, torch.randn(7, 1, requires_grad=True), torch.randint(0, 2, (7,)).float()
+
+
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_losses_are_per_sample(name):
-    if not LOSSES.get(name).tasks & {"classification", "regression"}:
-        pytest.skip(f"{name} is a GAN's loss (tests/unit/test_zoo_gan.py)")
-    task = "classification" if "classification" in LOSSES.get(name).tasks else "regression"
-    info = _info(task, classes=3)
-    out = torch.randn(7, info.output_dim, requires_grad=True)
-    y = torch.randint(0, 3, (7,)) if task == "classification" else torch.randn(7)
+    info, out, y = _loss_batch(LOSSES.get(name).tasks)
     per_sample = build_loss(spec_pb2.LossSpec(name=name), info)(out, y)
     assert per_sample.shape == (7,) and (per_sample >= 0).all()
     per_sample.sum().backward()
