@@ -75,12 +75,8 @@ def jobs(
             found.append(job)
             if len(found) >= limit:
                 break
-    if output is Output.json:
-        render.print_messages("jobs", found)
-    elif not found:
-        render.stdout().print("no jobs" + (f" in state {state}" if state else ""))
-    else:
-        render.stdout().print(render.jobs_table(found))
+    render.show_list("jobs", found, output, render.jobs_table,
+                     "no jobs" + (f" in state {state}" if state else ""))
 
 
 @app.command()
@@ -88,11 +84,7 @@ def job(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) 
     """Show one job: state, timing, model and metrics."""
     with client(ctx) as ts:
         found = ts.get_job(job_id)
-    if output is Output.json:
-        render.print_messages(None, found)
-    else:
-        for part in render.job_detail(found):
-            render.stdout().print(part)
+    render.show_one(found, output, render.job_detail)
 
 
 @app.command()
@@ -140,12 +132,8 @@ def models(
     """List registered model versions."""
     with client(ctx) as ts:
         found = ts.list_models(name)
-    if output is Output.json:
-        render.print_messages("models", found)
-    elif not found:
-        render.stdout().print("no models" + (f" named {name}" if name else ""))
-    else:
-        render.stdout().print(render.models_table(found))
+    render.show_list("models", found, output, render.models_table,
+                     "no models" + (f" named {name}" if name else ""))
 
 
 @app.command()
@@ -159,11 +147,7 @@ def model(
     name, version = parse_model_ref(ref)
     with client(ctx) as ts:
         mv = ts.get_model(name, version)
-    if output is Output.json:
-        render.print_messages(None, mv)
-    else:
-        for part in render.model_detail(mv):
-            render.stdout().print(part)
+    render.show_one(mv, output, render.model_detail)
 
 
 def parse_model_ref(ref: str) -> tuple[str, int]:
@@ -229,12 +213,7 @@ def deployments(ctx: typer.Context, output: OutputOption = Output.table) -> None
     """List inference endpoints."""
     with client(ctx) as ts:
         found = ts.list_deployments()
-    if output is Output.json:
-        render.print_messages("deployments", found)
-    elif not found:
-        render.stdout().print("no deployments")
-    else:
-        render.stdout().print(render.deployments_table(found))
+    render.show_list("deployments", found, output, render.deployments_table, "no deployments")
 
 
 @app.command()
@@ -243,11 +222,7 @@ def deployment(ctx: typer.Context, name: Annotated[str, typer.Argument(help="End
     """Show one inference endpoint."""
     with client(ctx) as ts:
         dep = ts.get_deployment(name)
-    if output is Output.json:
-        render.print_messages(None, dep)
-    else:
-        for part in render.deployment_detail(dep):
-            render.stdout().print(part)
+    render.show_one(dep, output, render.deployment_detail)
 
 
 # -- inference ------------------------------------------------------------------------------

@@ -27,10 +27,7 @@ def _table(datasets) -> Table:
 
 
 def _show(ds, output: Output) -> None:
-    if output is Output.json:
-        render.print_messages(None, ds)
-    else:
-        render.stdout().print(_table([ds]))
+    render.show_one(ds, output, lambda one: [_table([one])])
 
 
 @app.command()
@@ -38,12 +35,7 @@ def datasets(ctx: typer.Context, output: OutputOption = Output.table) -> None:
     """List uploaded datasets."""
     with client(ctx) as ts:
         found = ts.list_datasets()
-    if output is Output.json:
-        render.print_messages("datasets", found)
-    elif not found:
-        render.stdout().print("no datasets")
-    else:
-        render.stdout().print(_table(found))
+    render.show_list("datasets", found, output, _table, "no datasets")
 
 
 @dataset_app.command("upload")

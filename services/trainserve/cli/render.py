@@ -6,7 +6,7 @@ import enum
 import json
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -48,6 +48,27 @@ def print_messages(key: str | None, messages: Sequence | Any) -> None:
         print_json(to_json(messages))
     else:
         print_json({key: [to_json(m) for m in messages]})
+
+
+def show_one(message, output: Output, detail: Callable[[Any], list]) -> None:
+    """A read command's answer for one message: its JSON, or the parts `detail` renders."""
+    if output is Output.json:
+        print_messages(None, message)
+        return
+    for part in detail(message):
+        stdout().print(part)
+
+
+def show_list(key: str, messages: Sequence, output: Output, table: Callable[[Sequence], Any],
+              empty: str) -> None:
+    """A list command's answer: {key: [...]} as JSON, `empty` when there is nothing, or the
+    `table` of the messages."""
+    if output is Output.json:
+        print_messages(key, messages)
+    elif not messages:
+        stdout().print(empty)
+    else:
+        stdout().print(table(messages))
 
 
 # -- small formatters ---------------------------------------------------------------------
