@@ -149,19 +149,14 @@ def _pin_transfer(spec: spec_pb2.JobSpec, models) -> spec_pb2.JobSpec:
 
 def _check_batch_per_worker(spec: spec_pb2.JobSpec) -> None:
     """Each DDP rank takes an equal share of a batch; batch norm needs two samples a rank."""
+    from trainserve.train.zoo import uses_batch_norm
+
     workers, batch = spec.scaling.num_workers, spec.training.batch_size
-    per_rank = 2 if _uses_batch_norm(spec) else 1
+    per_rank = 2 if uses_batch_norm(spec.model) else 1
     if batch < per_rank * workers:
         raise InvalidArgument(
             f"{batch} is too small for {workers} workers: each worker needs at least "
             f"{per_rank} sample(s) of every batch", field="spec.training.batch_size")
-
-
-def _uses_batch_norm(spec: spec_pb2.JobSpec) -> bool:
-    arch = architecture(spec)
-    if arch == "resnet":
-        return True
-    return bool(getattr(getattr(spec.model, arch), "batch_norm", False)) if arch else False
 
 
 def _check_scaling(scaling: spec_pb2.ScalingSpec, cluster: dict) -> None:

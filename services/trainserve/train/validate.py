@@ -303,6 +303,6 @@ def _check_per_sample_steps(spec) -> None:
         fail("spec.scaling.num_workers", f"optimizer {name!r} updates after every sample, which "
                                          f"cannot be split across workers; use 1 worker")
     arch = spec.model.WhichOneof("arch")
-    if getattr(getattr(spec.model, arch), "batch_norm", False):
+    if _zoo.uses_batch_norm(spec.model):
         fail(f"spec.model.{arch}.batch_norm", f"batch norm needs at least 2 samples a step and "
                                               f"optimizer {name!r} steps on one; turn it off")

@@ -50,6 +50,8 @@ class Architecture:
     apply_defaults: Callable[[object], None]
     check: Callable[[object, str, "DatasetInfo", object], None]
     build: Callable[[object, "DatasetInfo"], "nn.Module"]
+    # Normalizes over the batch whatever its fields say (ResNet); others follow `batch_norm`.
+    always_batch_norm: bool = False
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -115,6 +117,15 @@ def require_input(info: "DatasetInfo", path: str, arch: str, kinds: Iterable[str
     wanted = " or ".join(f"{k} input {_SHAPES[k]}" for k in kinds)
     fail(path, f"{arch} needs {wanted}; dataset {info.name!r} has {info.input_kind} input of "
                f"shape {list(info.input_shape)}; {SUGGESTIONS[info.input_kind]}")
+
+
+def uses_batch_norm(model_spec) -> bool:
+    """Whether the network normalizes over the batch (and so needs >= 2 samples a step)."""
+    arch = model_spec.WhichOneof("arch")
+    if arch is None:
+        return False
+    msg = getattr(model_spec, arch)
+    return get_architecture(arch).always_batch_norm or bool(getattr(msg, "batch_norm", False))
 
 
 def check_batch_norm_batch(spec, uses_batch_norm: bool = True) -> None:

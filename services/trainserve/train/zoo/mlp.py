@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from trainserve.train.activations import ACTIVATIONS, make_activation
-from trainserve.train.checks import check_choice, check_range, check_widths, fail
-from trainserve.train.zoo import Architecture, register_architecture
+from trainserve.train.checks import check_choice, check_range, check_widths
+from trainserve.train.zoo import Architecture, check_batch_norm_batch, register_architecture
 
 DEFAULT_HIDDEN = (64,)
 DEFAULT_ACTIVATION = "relu"
@@ -26,8 +26,7 @@ def check(msg, path: str, info, spec) -> None:
     check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
     check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
     # BatchNorm cannot normalize over a batch of one sample (torch raises mid-training).
-    if msg.batch_norm and spec.training.batch_size < 2:
-        fail("spec.training.batch_size", "batch_norm needs batch_size >= 2")
+    check_batch_norm_batch(spec, msg.batch_norm)
 
 
 def build(msg, info):

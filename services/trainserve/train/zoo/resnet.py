@@ -62,4 +62,5 @@ def build(msg, info):
                   info.output_dim, msg.dropout)
 
 
-register_architecture("resnet", Architecture(apply_defaults, check, build))
+register_architecture("resnet", Architecture(apply_defaults, check, build,
+                                              always_batch_norm=True))
