@@ -14,6 +14,13 @@ from trainserve.pb import spec_pb2
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
+def check_name(name: str, field: str) -> None:
+    """Names of models, endpoints and datasets: they appear in URLs and Redis keys."""
+    if not NAME_RE.match(name):
+        raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
+                              "(at most 63, starting with a letter or digit)", field=field)
+
+
 def load_spec_file(path: str | Path) -> spec_pb2.JobSpec:
     """Read a YAML or JSON spec file."""
     import yaml
@@ -99,17 +106,13 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
     full = check_spec(spec)
     if not full.name:
         full.name = f"{full.dataset.name}-{architecture(full)}".replace("_", "-")
-    if not NAME_RE.match(full.name):
-        raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
-                              "(at most 63, starting with a letter or digit)", field="spec.name")
+    check_name(full.name, "spec.name")
     _check_scaling(full.scaling, cluster or {})
     _check_batch_per_worker(full)
     if full.HasField("deploy"):
         if not full.deploy.name:
             full.deploy.name = full.name
-        if not NAME_RE.match(full.deploy.name):
-            raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-'",
-                                  field="spec.deploy.name")
+        check_name(full.deploy.name, "spec.deploy.name")
     return full
 
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from trainserve.errors import InvalidArgument, ResourceExhausted
-from trainserve.jobs.spec import NAME_RE
+from trainserve.jobs.spec import check_name
 from trainserve.pb import dataset_pb2
 from trainserve.store.datasets import DatasetStore
 
@@ -30,10 +30,7 @@ class Upload:
     """One upload in progress: bytes are hashed and spooled to a temporary file."""
 
     def __init__(self, core: "DatasetsCore", header: dataset_pb2.DatasetUploadHeader):
-        if not NAME_RE.match(header.name):
-            raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
-                                  "(at most 63, starting with a letter or digit)",
-                                  field="header.name")
+        check_name(header.name, "header.name")
         if header.format not in FORMATS:
             raise InvalidArgument(f"must be one of {', '.join(FORMATS)}", field="header.format")
         self.core, self.header = core, header

@@ -6,7 +6,7 @@ import time
 import redis
 
 from trainserve.errors import InvalidArgument
-from trainserve.jobs.spec import NAME_RE
+from trainserve.jobs.spec import check_name
 from trainserve.pb import deployment_pb2, model_pb2
 from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
@@ -44,9 +44,7 @@ class DeploymentsCore:
         if not model_name:
             raise InvalidArgument("required", field="model_name")
         name = name or model_name
-        if not NAME_RE.match(name):
-            raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
-                                  "(at most 63, starting with a letter or digit)", field="name")
+        check_name(name, "name")
         if version < 0:
             raise InvalidArgument("must be >= 0 (0 is the latest)", field="model_version")
         mv = self.models.get(model_name, version)
