@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,18 +26,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.integration
 
 IRIS_CLASSES = ("setosa", "versicolor", "virginica")
 
 
 # ---------------------------------------------------------------------------- the stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Serve's throughput-oriented settings (see FACTS.md), set in the Ray cluster's environment:

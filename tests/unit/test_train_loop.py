@@ -1,7 +1,6 @@
 """The training loop: accuracy, events, checkpoints and resume, cancellation, DDP (gloo)."""
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from trainserve.train.loop import train
 from trainserve.train.reporting import ListReporter
 from trainserve.train.results import TrainResult
 from trainserve.train.validate import check_spec
+from tests.unit.ddp import run_two_ranks
 
 XOR = {"dataset": {"name": "xor", "normalize": "none"},
        "split": {"test_fraction": 0.25},
@@ -144,12 +144,6 @@ def test_batch_too_small_for_the_workers_is_a_training_error(tmp_path):
 
 # --- DDP on two local processes (gloo), no Ray ---------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Over-parameterized on a small noisy set: early stopping triggers long before 150 epochs.
 EARLY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},
          "model": {"mlp": {"hidden": [64, 64]}}, "optimizer": {"lr": 0.01},
@@ -182,17 +176,8 @@ def _ddp_worker(rank, port, job_dirs, queue):
 
 
 def test_ddp_two_ranks_match_one_process_and_stop_together(tmp_path):
-    ctx = torch.multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
     dirs = [str(tmp_path / name) for name in ("ddp", "ddp-cancel", "ddp-early", "ddp-gd")]
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, port, dirs, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    results = run_two_ranks(_ddp_worker, dirs)
     single = tmp_path / "single"
     no_dropout = _spec(IRIS, epochs=4)
     no_dropout.model.mlp.dropout = 0

@@ -14,6 +14,7 @@ from trainserve.train.reporting import NullReporter
 from trainserve.train.tasks import task_info
 from trainserve.train.validate import check_spec
 from trainserve.train.zoo import build_model
+from tests.unit.ddp import run_two_ranks
 
 IMAGE, TABULAR = (1, 8, 8), (5,)
 
@@ -160,20 +161,7 @@ def _ddp_worker(rank, port, job_dirs, queue):
 def test_ddp_two_ranks_match_one_process(tmp_path):
     """The reconstruction task through DDP (the penalty flag passes the wrapper): a plain
     autoencoder matches one process, and both ranks of a VAE report the same metrics."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = torch.multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    dirs = [str(tmp_path / "plain"), str(tmp_path / "vae")]
-    procs = [ctx.Process(target=_ddp_worker, args=(r, port, dirs, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    results = run_two_ranks(_ddp_worker, [str(tmp_path / "plain"), str(tmp_path / "vae")])
     single = train(_spec(AE_IRIS, dataset={"name": "iris"}, training={"epochs": 3}),
                    tmp_path / "single", NullReporter())
     (_, plain0, vae0), (_, plain1, vae1) = results
