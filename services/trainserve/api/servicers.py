@@ -13,7 +13,6 @@ from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deploy
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
-from trainserve.store.events import is_terminal_event
 
 
 class _Blocking:
@@ -51,19 +50,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def WatchJob(self, request, context):
         await self.run(self.core.get, request.job_id)  # NOT_FOUND before the stream starts
-        events = self.core.store.events
-        last = request.after_event_id or "0-0"
-        while True:
-            batch = await self.run(events.read_after, request.job_id, last, 1000)
-            if not batch:
-                if await self.run(self.core.is_terminal, request.job_id):
-                    return
-                continue
-            for event in batch:
-                last = event.event_id
-                yield event
-                if is_terminal_event(event):
-                    return
+        # The store's follow() blocks at most a second a step, on the pool's threads.
+        events = self.core.store.events.follow(
+            request.job_id, request.after_event_id,
+            is_done=lambda: self.core.is_terminal(request.job_id))
+        while (event := await self.run(next, events, None)) is not None:
+            yield event
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
