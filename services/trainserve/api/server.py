@@ -52,7 +52,7 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, run), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
                                                       server)
-    deps = DeploymentsCore(client, f"http://{cfg.serve_http}", cfg.serve_grpc)
+    deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
                                                                 server)
     datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes)

@@ -44,7 +44,7 @@ class Dispatcher:
         self.r = connect(cfg.redis_url)
         self.store = JobStore(self.r)
         self.queue = JobQueue(self.r, cfg.consumer)
-        self.deployments = DeploymentsCore(self.r, f"http://{cfg.serve_http}", cfg.serve_grpc)
+        self.deployments = DeploymentsCore(self.r, cfg.serve_http, cfg.serve_grpc)
         self.runner = JobRunner(self.store, ModelStore(self.r), self.deployments, cfg.redis_url,
                                 cfg.storage_dir)
         self.metrics = DispatcherMetrics()

@@ -8,6 +8,7 @@ import redis
 from trainserve.errors import InvalidArgument
 from trainserve.jobs.spec import check_name
 from trainserve.pb import deployment_pb2, model_pb2
+from trainserve.serve.config import endpoint_addresses
 from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
 
@@ -33,12 +34,11 @@ class ModelsCore:
 class DeploymentsCore:
     """Deploy records the endpoint and asks the dispatcher to load it onto Serve."""
 
-    def __init__(self, client: redis.Redis, rest_base: str = "http://127.0.0.1:8000",
-                 grpc_target: str = "127.0.0.1:9000"):
+    def __init__(self, client: redis.Redis, serve_http: str = "127.0.0.1:8000",
+                 serve_grpc: str = "127.0.0.1:9000"):
         self.models = ModelStore(client)
         self.store = DeploymentStore(client)
-        self.rest_base = rest_base.rstrip("/")
-        self.grpc_target = grpc_target
+        self.serve_http, self.serve_grpc = serve_http, serve_grpc
 
     def deploy(self, name: str, model_name: str, version: int = 0) -> deployment_pb2.Deployment:
         if not model_name:
@@ -48,10 +48,10 @@ class DeploymentsCore:
         if version < 0:
             raise InvalidArgument("must be >= 0 (0 is the latest)", field="model_version")
         mv = self.models.get(model_name, version)
+        rest_url, grpc_target = endpoint_addresses(self.serve_http, self.serve_grpc, name)
         dep = deployment_pb2.Deployment(
             name=name, model_name=mv.name, model_version=mv.version, state=PENDING,
-            message="loading", rest_url=f"{self.rest_base}/v2/models/{name}",
-            grpc_target=self.grpc_target)
+            message="loading", rest_url=rest_url, grpc_target=grpc_target)
         dep.created_at.FromNanoseconds(int(time.time() * 1e9))
         self.store.put(dep, enqueue=True)
         return dep

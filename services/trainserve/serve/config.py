@@ -8,6 +8,16 @@ APP_NAME = "trainserve"
 # it is not the generated `add_GRPCInferenceServiceServicer_to_server`).
 GRPC_SERVICER = "trainserve.serve.grpc_api.add_inference_servicer"
 DEFAULT_LOADER = "trainserve.train.artifacts:load_artifact"
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def endpoint_addresses(http: str, grpc: str, name: str) -> tuple[str, str]:
+    """(REST URL, gRPC target) of endpoint `name` for clients, from the `host:port` Serve's
+    HTTP and gRPC proxies listen on; a wildcard host is reached as 127.0.0.1."""
+    def reachable(address: str) -> str:
+        host, _, port = address.rpartition(":")
+        return f"{'127.0.0.1' if host in _WILDCARDS else host}:{port}"
+    return f"http://{reachable(http)}/v2/models/{name}", reachable(grpc)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve.config import gRPCOptions
 
 from trainserve.errors import Unavailable
+from trainserve.serve import config
 from trainserve.serve.app import build_app
 from trainserve.serve.config import APP_NAME, GRPC_SERVICER, ServeConfig
 from trainserve.serve.gateway import unwrap_error
@@ -97,8 +98,8 @@ def warm(endpoint: str, timeout_s: float = 120.0) -> str:
 
 def endpoint_addresses(cfg: ServeConfig, name: str) -> tuple[str, str]:
     """(REST URL, gRPC target) of endpoint `name`, for `Deployment.rest_url`/`grpc_target`."""
-    host = "127.0.0.1" if cfg.http_host in ("0.0.0.0", "::", "") else cfg.http_host
-    return f"http://{host}:{cfg.http_port}/v2/models/{name}", f"{host}:{cfg.grpc_port}"
+    return config.endpoint_addresses(f"{cfg.http_host}:{cfg.http_port}",
+                                     f"{cfg.http_host}:{cfg.grpc_port}", name)
 
 
 def shutdown() -> None:
