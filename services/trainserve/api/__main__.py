@@ -14,7 +14,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="trainserve-api", description=__doc__)
     p.add_argument("--listen", default=ApiConfig.listen)
     p.add_argument("--redis-url", default=ApiConfig.redis_url)
-    p.add_argument("--storage-dir", default=ApiConfig.storage_dir,
+    p.add_argument("--storage-dir", default=ApiConfig().storage_dir,
                    help="shared storage (uploaded datasets are written here)")
     p.add_argument("--max-dataset-bytes", type=int, default=ApiConfig.max_dataset_bytes)
     p.add_argument("--serve-http", default=ApiConfig.serve_http)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from trainserve.config import Config
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
 from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobServicer,
                                       ModelServicer, _Blocking)
@@ -33,7 +33,7 @@ class ApiConfig:
     serve_http: str = "127.0.0.1:8000"
     serve_grpc: str = "127.0.0.1:9000"
     # Where uploaded datasets are stored (shared with the training workers).
-    storage_dir: str = os.path.expanduser("~/.trainserve/storage")
+    storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from trainserve.config import Config
 from trainserve.dispatch.metrics import DispatcherMetrics
 from trainserve.dispatch.runner import JobRunner
 from trainserve.jobs.service import CLUSTER_KEY
@@ -30,7 +31,7 @@ READY_KEY = PREFIX + "dispatcher:ready"
 class DispatcherConfig:
     redis_url: str = "redis://127.0.0.1:6380/0"
     ray_address: str = "127.0.0.1:6379"
-    storage_dir: str = os.path.expanduser("~/.trainserve/storage")
+    storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
     serve_http: str = "127.0.0.1:8000"
     serve_grpc: str = "127.0.0.1:9000"
     max_concurrent_jobs: int = 4
