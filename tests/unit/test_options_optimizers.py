@@ -95,3 +95,26 @@ def test_perceptron_rule_refuses_several_workers(tmp_path, perceptron_arch):
     spec = _spec(XOR | {"model": {"perceptron": {}}, "optimizer": {"name": "perceptron"}})
     with pytest.raises(errors.TrainingError, match="num_workers = 1"):
         train(spec, tmp_path, ListReporter(), world_size=2)  # fails before any collective
+
+
+def test_adam_betas_reach_the_torch_optimizer():
+    from trainserve.train.optimizers import build_optimizer
+    spec = check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
+                             "optimizer": {"name": "adam", "betas": [0.5, 0.99]}}))
+    opt = build_optimizer(nn.Linear(2, 1).parameters(), spec.optimizer)
+    assert opt.param_groups[0]["betas"] == (0.5, 0.99)
+    default = check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}}}))
+    assert build_optimizer(nn.Linear(2, 1).parameters(),
+                           default.optimizer).param_groups[0]["betas"] == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("optimizer,field", [
+    ({"name": "sgd", "betas": [0.5, 0.9]}, "spec.optimizer.betas"),
+    ({"name": "adam", "betas": [0.5]}, "spec.optimizer.betas"),
+    ({"name": "adamw", "betas": [0.5, 1.0]}, "spec.optimizer.betas[1]"),
+])
+def test_bad_betas_are_refused_with_their_field(optimizer, field):
+    with pytest.raises(errors.InvalidArgument) as exc:
+        check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
+                          "optimizer": optimizer}))
+    assert exc.value.field == field

@@ -30,7 +30,7 @@ Steps = Literal["batch", "epoch", "sample"]
 class Optimizer:
     """An optimizer entry. `build(params, OptimizerSpec)` gets a checked spec (lr set).
 
-    `momentum` / `nesterov` / `weight_decay` say which `OptimizerSpec` fields it honours
+    `momentum` / `nesterov` / `weight_decay` / `betas` say which `OptimizerSpec` fields it honours
     (others are refused). `steps`: "batch" (one step per `batch_size` samples), "epoch" (one
     step over the whole training split) or "sample" (one step per sample). `loss`: the loss
     it requires (validation defaults to it and refuses any other), or None.
@@ -40,6 +40,7 @@ class Optimizer:
     momentum: bool = False
     nesterov: bool = False
     weight_decay: bool = True
+    betas: bool = False
     steps: Steps = "batch"
     loss: str | None = None
 
@@ -70,13 +71,17 @@ def step_size(spec, batch_size: int, num_train: int) -> int:
 
 def _adam(params, s):
     import torch
-    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, betas=_betas(s))
 
 
 def _adamw(params, s):
     import torch
     # AdamW's own default decay is 0.01; the spec's 0 means 0 (explicit beats surprising).
-    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, betas=_betas(s))
+
+
+def _betas(s) -> tuple[float, float]:
+    return (s.betas[0], s.betas[1]) if len(s.betas) == 2 else (0.9, 0.999)
 
 
 def _sgd(params, s):
@@ -98,8 +103,8 @@ def _perceptron(params, s):
     return torch.optim.SGD(params, lr=s.lr)
 
 
-register_optimizer("adam", Optimizer(1e-3, _adam))
-register_optimizer("adamw", Optimizer(1e-3, _adamw))
+register_optimizer("adam", Optimizer(1e-3, _adam, betas=True))
+register_optimizer("adamw", Optimizer(1e-3, _adamw, betas=True))
 register_optimizer("sgd", Optimizer(1e-2, _sgd, momentum=True, nesterov=True))
 register_optimizer("rmsprop", Optimizer(1e-3, _rmsprop, momentum=True))
 # Full-batch steps are few (one an epoch), so the default lr is larger than SGD's.

@@ -291,9 +291,22 @@ def _check_optimizer(spec) -> None:
     if opt.nesterov and opt.momentum == 0:
         fail("spec.optimizer.nesterov", "nesterov needs momentum > 0")
     check_range(opt.grad_clip, "spec.optimizer.grad_clip", low=0.0, high=float("inf"))
+    _check_betas(opt, entry)
     check_scheduler(opt, spec.training.epochs)
     if entry.steps == "sample":
         _check_per_sample_steps(spec)
+
+
+def _check_betas(opt, entry) -> None:
+    if not opt.betas:
+        return
+    if not entry.betas:
+        takers = [n for n in OPTIMIZERS.names() if get_optimizer(n).betas]
+        fail("spec.optimizer.betas", f"{opt.name} takes no betas; only {', '.join(takers)} do")
+    if len(opt.betas) != 2:
+        fail("spec.optimizer.betas", f"give two values (beta1, beta2), got {len(opt.betas)}")
+    for i, b in enumerate(opt.betas):
+        check_range(b, f"spec.optimizer.betas[{i}]", low=0.0, high=1.0)
 
 
 def _check_per_sample_steps(spec) -> None:
