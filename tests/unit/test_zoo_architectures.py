@@ -115,6 +115,14 @@ REFUSED = [
     ({"name": "moons"}, {"mlp": {}, "init_std": 0}, "spec.model.init_std", "> 0"),
     ({"name": "moons"}, {"mlp": {}, "leaky_relu_slope": 2}, "spec.model.leaky_relu_slope", "[0, 1]"),
     ({"name": "moons"}, {"mlp": {}, "elu_alpha": -1}, "spec.model.elu_alpha", "> 0"),
+    ({"name": "digits"}, {"resnet": {"activation": "swish"}}, "spec.model.resnet.activation",
+     "known: elu, gelu"),
+    ({"name": "sine"}, {"transformer": {"activation": "step"}},
+     "spec.model.transformer.activation", "known: elu, gelu"),
+    ({"name": "sine"}, {"rnn": {"activation": "relu"}}, "spec.model.rnn.activation",
+     "cell 'rnn' only"),
+    ({"name": "sine"}, {"rnn": {"cell": "rnn", "activation": "gelu"}},
+     "spec.model.rnn.activation", "tanh or relu"),
 ]
 
 
@@ -197,6 +205,21 @@ def test_activation_parameters_reach_the_layers():
     spec = _model("cnn", channels=[4], activation="elu")
     spec.model.elu_alpha = 0.5
     assert build_model(spec, _info(IMAGE)).act1.alpha == pytest.approx(0.5)
+
+
+def test_activation_choice_reaches_resnet_transformer_and_elman_rnn():
+    resnet = build_model(_model("resnet", preset="tiny", activation="elu"), _info(IMAGE))
+    assert isinstance(resnet.stages[0][0].act1, torch.nn.ELU)
+    assert isinstance(resnet.stem[2], torch.nn.ELU)
+    default = build_model(_model("resnet", preset="tiny"), _info(IMAGE))
+    assert isinstance(default.stages[0][0].act2, torch.nn.ReLU)
+    transformer = build_model(_model("transformer", d_model=8, num_heads=2,
+                                     activation="relu"), _info(SEQUENCE))
+    assert isinstance(transformer.encoder.layers[0].activation, torch.nn.ReLU)
+    assert _model("transformer").model.transformer.activation == "gelu"
+    rnn = build_model(_model("rnn", cell="rnn", activation="relu"), _info(SEQUENCE))
+    assert rnn.rnn.nonlinearity == "relu"
+    assert _model("rnn", cell="rnn").model.rnn.activation == "tanh"
 
 
 def test_kaiming_follows_a_leaky_relu_slope():

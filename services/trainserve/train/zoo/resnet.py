@@ -10,16 +10,19 @@ spec, so a stored spec rebuilds the same network even if a preset changes.
 """
 from __future__ import annotations
 
+from trainserve.train.activations import ACTIVATIONS
 from trainserve.train.checks import check_choice, check_range, fail
 from trainserve.train.zoo import (Architecture, check_batch_norm_batch, register_architecture,
                                   require_input)
 
 PRESETS = {"small": ((16, 32, 64), 2), "tiny": ((8, 16, 32), 1)}
 DEFAULT_PRESET = "small"
+DEFAULT_ACTIVATION = "relu"
 MAX_STAGES, MAX_CHANNELS, MAX_BLOCKS = 8, 1024, 16
 
 
 def apply_defaults(msg) -> None:
+    msg.activation = msg.activation or DEFAULT_ACTIVATION
     msg.preset = msg.preset or DEFAULT_PRESET
     if msg.preset not in PRESETS:
         return  # check names the known presets
@@ -42,6 +45,7 @@ def check(msg, path: str, info, spec) -> None:
         fail(f"{path}.blocks_per_stage", f"must be in [1, {MAX_BLOCKS}], "
                                          f"got {msg.blocks_per_stage}")
     check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
+    check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
     check_batch_norm_batch(spec)  # every block normalizes over the batch
     _refuse_per_sample_steps(spec)
 
@@ -59,7 +63,7 @@ def _refuse_per_sample_steps(spec) -> None:
 def build(msg, info):
     from trainserve.train.zoo.nets.resnet import ResNet
     return ResNet(info.input_shape[0], list(msg.channels), msg.blocks_per_stage,
-                  info.output_dim, msg.dropout)
+                  info.output_dim, msg.dropout, msg.activation or DEFAULT_ACTIVATION)
 
 
 register_architecture("resnet", Architecture(apply_defaults, check, build,

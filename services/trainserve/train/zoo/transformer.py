@@ -4,16 +4,19 @@ Tokens: a sequence `(T, F)` gives T tokens, each step's F features projected to 
 one shared linear layer; a tabular sample `(F,)` gives F tokens, feature j becoming
 `x_j * w_j + b_j` with its own `w_j, b_j` in R^d_model (so features stay distinguishable).
 Then: an optional learned CLS token, sinusoidal or learned positional encoding, `num_layers`
-pre-norm encoder layers (multi-head self-attention and a GELU feed-forward), a final layer
+pre-norm encoder layers (multi-head self-attention and a feed-forward with `activation`,
+GELU by default), a final layer
 norm, and pooling by the mean over tokens or the CLS token, into a linear head.
 """
 from __future__ import annotations
 
+from trainserve.train.activations import ACTIVATIONS
 from trainserve.train.checks import check_choice, check_range, fail
 from trainserve.train.zoo import Architecture, register_architecture, require_input
 
 DEFAULT_D_MODEL, DEFAULT_NUM_HEADS, DEFAULT_NUM_LAYERS = 32, 4, 2
 DEFAULT_POSITIONAL, DEFAULT_POOLING = "sinusoidal", "mean"
+DEFAULT_ACTIVATION = "gelu"
 POSITIONALS = ("sinusoidal", "learned")
 POOLINGS = ("mean", "cls")
 MAX_D_MODEL, MAX_LAYERS, MAX_FEEDFORWARD, MAX_TOKENS = 4096, 48, 65536, 4096
@@ -30,6 +33,7 @@ def apply_defaults(msg) -> None:
         msg.dim_feedforward = 4 * msg.d_model
     msg.positional = msg.positional or DEFAULT_POSITIONAL
     msg.pooling = msg.pooling or DEFAULT_POOLING
+    msg.activation = msg.activation or DEFAULT_ACTIVATION
 
 
 def check(msg, path: str, info, spec) -> None:
@@ -47,6 +51,7 @@ def check(msg, path: str, info, spec) -> None:
     check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
     check_choice(msg.positional, POSITIONALS, f"{path}.positional", "positional encoding")
     check_choice(msg.pooling, POOLINGS, f"{path}.pooling", "pooling")
+    check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
 
 
 def build(msg, info):
@@ -54,7 +59,8 @@ def build(msg, info):
     return TransformerNet(tuple(info.input_shape), info.output_dim, d_model=msg.d_model,
                           num_heads=msg.num_heads, num_layers=msg.num_layers,
                           dim_feedforward=msg.dim_feedforward, dropout=msg.dropout,
-                          positional=msg.positional, pooling=msg.pooling)
+                          positional=msg.positional, pooling=msg.pooling,
+                          activation=msg.activation or DEFAULT_ACTIVATION)
 
 
 register_architecture("transformer", Architecture(apply_defaults, check, build))

@@ -11,12 +11,14 @@ class RecurrentNet(nn.Module):
     """`(N, T, F) -> (N, outputs)` from the last layer's final state (both directions)."""
 
     def __init__(self, cell: str, features: int, hidden_size: int, num_layers: int,
-                 bidirectional: bool, dropout: float, outputs: int):
+                 bidirectional: bool, dropout: float, outputs: int,
+                 activation: str = "tanh"):
         super().__init__()
         self.directions = 2 if bidirectional else 1
+        extra = {"nonlinearity": activation} if cell == "rnn" else {}
         self.rnn = _CELLS[cell](features, hidden_size, num_layers, batch_first=True,
                                 dropout=dropout if num_layers > 1 else 0.0,
-                                bidirectional=bidirectional)
+                                bidirectional=bidirectional, **extra)
         self.head = nn.Linear(hidden_size * self.directions, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ class TransformerNet(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], outputs: int, *, d_model: int,
                  num_heads: int, num_layers: int, dim_feedforward: int, dropout: float,
-                 positional: str, pooling: str):
+                 positional: str, pooling: str, activation: str = "gelu"):
         super().__init__()
         tokens = input_shape[0]
         self.tokens = (nn.Linear(input_shape[1], d_model) if len(input_shape) == 2
@@ -55,7 +55,7 @@ class TransformerNet(nn.Module):
             self.register_buffer("position", sinusoidal_encoding(tokens, d_model),
                                  persistent=False)
         layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward, dropout,
-                                           activation=make_activation("gelu"),
+                                           activation=make_activation(activation),
                                            batch_first=True, norm_first=True)
         # Pre-norm layers train stably without warm-up; they need a final norm.
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model),
