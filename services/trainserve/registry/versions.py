@@ -37,6 +37,9 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
                                         shape=[-1, *meta["input_shape"]]),
                    model_pb2.TensorSpec(name="latent", datatype="FP32",
                                         shape=[-1, _latent_dim(meta)])]
+        if _variational(meta):  # a VAE also generates: the alternative input and its output
+            gen_inputs, gen_outputs = _generation_io(meta)
+            inputs, outputs = inputs + gen_inputs, outputs + gen_outputs
     else:
         outputs = [model_pb2.TensorSpec(name="prediction", datatype="FP32",
                                         shape=[-1, int(meta.get("output_dim") or 1)])]
@@ -44,9 +47,9 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
 
 
 def _generation_io(meta: dict):
-    """GANs: one INT64 input `num_samples` [1] (a request asks for that many samples; the
-    dataplane takes every declared input and the model host one, so there is no `seed`
-    input); output `samples` [-1, *input_shape] in the training data's units."""
+    """GANs (and VAEs, besides reconstruction): one INT64 input `num_samples` [1] (a request
+    asks for that many samples; the seed is the request parameter `seed`, not an input);
+    output `samples` [-1, *input_shape] in the training data's units."""
     return ([model_pb2.TensorSpec(name="num_samples", datatype="INT64", shape=[1])],
             [model_pb2.TensorSpec(name="samples", datatype="FP32",
                                   shape=[-1, *meta["input_shape"]])])
@@ -54,15 +57,24 @@ def _generation_io(meta: dict):
 
 def _token_io_specs(meta: dict):
     """Token models (train.seq_tasks). seq2seq: input token ids INT64 [-1, T], output the greedy
-    decoding `tokens` INT64 [-1, T]. language_model: a `prompt` of token ids INT64 [-1, -1]
-    (any length >= 1), output the prompt plus the generated `tokens` INT64 [-1, -1]."""
+    decoding `tokens` INT64 [-1, T]. language_model: one `prompt` string per row BYTES [-1]
+    (characters of the vocabulary, `class_names`), output the generated continuation `text`
+    BYTES [-1]; the request parameters (max_new_tokens, ...) are in serve.task_io."""
     if meta["task"] == "seq2seq":
         t = int(meta["input_shape"][0])
         return ([model_pb2.TensorSpec(name="input", datatype="INT64", shape=[-1, t])],
                 [model_pb2.TensorSpec(name="tokens", datatype="INT64",
                                       shape=[-1, int(meta.get("output_length") or t)])])
-    return ([model_pb2.TensorSpec(name="prompt", datatype="INT64", shape=[-1, -1])],
-            [model_pb2.TensorSpec(name="tokens", datatype="INT64", shape=[-1, -1])])
+    return ([model_pb2.TensorSpec(name="prompt", datatype="BYTES", shape=[-1])],
+            [model_pb2.TensorSpec(name="text", datatype="BYTES", shape=[-1])])
+
+
+def _variational(meta: dict) -> bool:
+    """Whether an autoencoder is a VAE: recorded in the meta, else read from the stored spec."""
+    if "variational" in meta:
+        return bool(meta["variational"])
+    ae = ((meta.get("spec") or {}).get("model") or {}).get("autoencoder") or {}
+    return ae.get("kind") == "variational"
 
 
 def _latent_dim(meta: dict) -> int:

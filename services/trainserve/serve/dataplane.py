@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from trainserve.errors import InvalidArgument
+from trainserve.serve.task_io import ParamSpec, check_parameters
 
 # OIP datatype -> numpy dtype. Raw (binary) tensors are little-endian, row-major.
 DATATYPES: dict[str, np.dtype] = {
@@ -223,30 +224,56 @@ def _as_bytes(x: Any) -> bytes:
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """What a model accepts and returns, and the validation of requests against it."""
+    """What a model accepts and returns, and the validation of requests against it.
+
+    `forms`, when set, lists alternative requests: each input name with the outputs it
+    produces; a request then sends exactly one of those inputs (a VAE: `input` to reconstruct,
+    `num_samples` to generate). `parameters` are the request parameters the model reads;
+    `check` runs task-specific value checks on the input arrays (see `serve.task_io`).
+    """
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int = 1024
+    forms: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    parameters: tuple[ParamSpec, ...] = ()
+    check: Callable[[dict[str, np.ndarray]], None] | None = field(default=None, compare=False)
 
     def expected(self) -> str:
         """E.g. `input 'input' FP32 [-1, 4]`, for error messages."""
-        return "; ".join(f"input {s.name!r} {s.describe()}" for s in self.inputs)
+        sep = "; or " if self.forms else "; "
+        return sep.join(f"input {s.name!r} {s.describe()}" for s in self.inputs)
 
     def validate_inputs(self, request: InferRequest) -> dict[str, np.ndarray]:
         """The request's input arrays by name, checked against the signature."""
         given = {t.name: t for t in request.inputs}
         if len(given) != len(request.inputs):
             raise InvalidArgument("an input name appears twice")
-        unknown = sorted(set(given) - {s.name for s in self.inputs})
-        if unknown or len(given) != len(self.inputs):
+        wanted = self._wanted_inputs(given)
+        if not wanted or set(given) != {s.name for s in wanted}:
             got = ", ".join(repr(n) for n in given) or "none"
-            raise InvalidArgument(f"got inputs {got}; the model expects {self.expected()}")
-        arrays = {s.name: self._check_tensor(s, given[s.name]) for s in self.inputs}
+            which = "one of " if self.forms else ""
+            raise InvalidArgument(f"got inputs {got}; the model expects {which}"
+                                  f"{self.expected()}")
+        arrays = {s.name: self._check_tensor(s, given[s.name]) for s in wanted}
         batches = {a.shape[0] for a in arrays.values()}
         if len(batches) > 1:
             raise InvalidArgument(f"inputs disagree on the batch size: {sorted(batches)}")
+        if self.check is not None:
+            self.check(arrays)
         return arrays
+
+    def _wanted_inputs(self, given: dict[str, InferInput]) -> list[TensorSpec]:
+        """The inputs a request must send: all of them, or the one form it picked (none when
+        it picks several, so that the request is refused)."""
+        if not self.forms:
+            return list(self.inputs)
+        picked = [s for s in self.inputs if s.name in given]
+        return picked if len(picked) == 1 else []
+
+    def validate_parameters(self, request: InferRequest) -> dict[str, Any]:
+        """The request parameters the model reads, checked, with their defaults."""
+        return check_parameters(self.parameters, request.parameters)
 
     def _check_tensor(self, spec: TensorSpec, t: InferInput) -> np.ndarray:
         where = f"input {spec.name!r}"
@@ -263,16 +290,23 @@ class ModelSignature:
                                   f"{self.max_batch_size} (expected {spec.describe()})")
         return t.data
 
-    def select_outputs(self, requested: list[RequestedOutput]) -> list[TensorSpec]:
-        """The outputs to return: those requested, in request order, or all of them."""
+    def select_outputs(self, requested: list[RequestedOutput],
+                       inputs: Iterable[str] = ()) -> list[TensorSpec]:
+        """The outputs to return: those requested, in request order, or all of them; with
+        `forms`, those the request's `inputs` produce."""
         by_name = {s.name: s for s in self.outputs}
+        forms = dict(self.forms)
+        produced = [n for name in inputs for n in forms.get(name, ())]
+        if produced:
+            by_name = {n: by_name[n] for n in produced}
         if not requested:
-            return list(self.outputs)
+            return list(by_name.values())
         selected = []
         for out in requested:
             if out.name not in by_name:
                 known = ", ".join(repr(n) for n in by_name)
-                raise InvalidArgument(f"unknown output {out.name!r}; the model has {known}")
+                whose = f"a request with input {list(inputs)[0]!r}" if produced else "the model"
+                raise InvalidArgument(f"unknown output {out.name!r}; {whose} has {known}")
             if "classification" in out.parameters:
                 raise InvalidArgument(f"output {out.name!r}: the classification extension is "
                                       "not supported; request 'probabilities' and 'label'")

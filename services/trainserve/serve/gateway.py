@@ -42,9 +42,9 @@ class HandleBackend:
     async def load(self, model_id: str, artifact_dir: str) -> None:
         await self._call("load", model_id, artifact_dir)
 
-    async def predict(self, model_id: str, artifact_dir: str,
-                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return await self._call("predict", model_id, artifact_dir, inputs)
+    async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
+                      parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+        return await self._call("predict", model_id, artifact_dir, inputs, parameters)
 
     async def _call(self, method: str, model_id: str, *args: Any) -> Any:
         handle = self._handle.options(multiplexed_model_id=model_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,12 +21,6 @@ from trainserve.serve.predictor import Loader, Predictor, import_loader, load_pr
 
 # Course-sized models weigh kilobytes to a few megabytes each.
 MAX_MODELS_PER_REPLICA = 64
-
-
-def _single_input(inputs: dict[str, np.ndarray]) -> np.ndarray:
-    if len(inputs) != 1:
-        raise ValueError(f"models here take one input, got {sorted(inputs)}")
-    return next(iter(inputs.values()))
 
 
 @serve.deployment(name="model-host", max_ongoing_requests=32,
@@ -53,11 +48,11 @@ class ModelHost:
         """Load the request's model (`multiplexed_model_id`) if this replica lacks it."""
         await self._model(artifact_dir)
 
-    async def predict(self, artifact_dir: str,
-                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every output of the request's model for a validated batch."""
+    async def predict(self, artifact_dir: str, inputs: dict[str, np.ndarray],
+                      parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Every output of the request's model for a validated request."""
         predictor = await self._model(artifact_dir)
-        return predictor.predict(_single_input(inputs))
+        return predictor.run(inputs, parameters)
 
 
 class LocalBackend:
@@ -81,6 +76,6 @@ class LocalBackend:
     async def load(self, model_id: str, artifact_dir: str) -> None:
         self._get(model_id, artifact_dir)
 
-    async def predict(self, model_id: str, artifact_dir: str,
-                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._get(model_id, artifact_dir).predict(_single_input(inputs))
+    async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
+                      parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        return self._get(model_id, artifact_dir).run(inputs, parameters)

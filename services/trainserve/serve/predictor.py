@@ -17,10 +17,9 @@ from trainserve.errors import ModelNotReady
 from trainserve.serve.config import DEFAULT_LOADER
 from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, PROBABILITIES,
                                         RECONSTRUCTION)
-
-
-SAMPLES = "samples"  # a GAN's output (task "generation")
-MAX_GENERATED_SAMPLES = 10_000
+from trainserve.serve.task_io import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE,
+                                      MAX_GENERATED_SAMPLES, NUM_SAMPLES, SAMPLES, TEXT, TOKENS,
+                                      encode_prompt)
 
 
 class Predictor:
@@ -29,6 +28,7 @@ class Predictor:
     def __init__(self, module: torch.nn.Module, meta: dict[str, Any]):
         self.module = module.eval()
         self.task = meta.get("task", "classification")
+        # Classifiers: the class names; token models: the vocabulary, token id -> character.
         self.class_names = [str(c) for c in meta.get("class_names") or []]
         self.input_shape = tuple(int(d) for d in meta["input_shape"])
         self.shift, self.scale = _normalization(meta.get("preprocessing") or {},
@@ -46,12 +46,28 @@ class Predictor:
         with torch.inference_mode():
             return self.module(torch.from_numpy(x)).numpy()
 
+    def run(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None
+            ) -> dict[str, np.ndarray]:
+        """The outputs for one validated request: its one input by name and the request
+        parameters the model reads (`serve.task_io`)."""
+        if len(inputs) != 1:
+            raise ValueError(f"models here take one input per request, got {sorted(inputs)}")
+        (name, x), = inputs.items()
+        params = parameters or {}
+        if name == NUM_SAMPLES:  # a GAN, or a VAE asked for samples instead of reconstructions
+            return self.generate(x, params.get("seed"))
+        if self.task == "language_model":
+            return self.complete(x, **params)
+        return self.predict(x)
+
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
         if self.task == "generation":  # a GAN: x holds the number of samples wanted
             return self.generate(x)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
+        if self.task == "seq2seq":
+            return self.translate(x)
         if self.task == "reconstruction":
             return self._reconstruct(self.preprocess(x))
         raw = self.forward(self.preprocess(x)).reshape(len(x), -1)
@@ -61,8 +77,8 @@ class Predictor:
 
     def generate(self, num_samples: np.ndarray | int, seed: int | None = None
                  ) -> dict[str, np.ndarray]:
-        """GANs: `samples` [N, *input_shape] in the caller's units (the training normalization
-        undone), N = `num_samples` (an int or the one-value INT64 input) in
+        """GANs and VAEs: `samples` [N, *input_shape] in the caller's units (the training
+        normalization undone), N = `num_samples` (an int or the one-value INT64 input) in
         1..MAX_GENERATED_SAMPLES. `seed` makes them reproducible; unset, each call differs."""
         n = np.asarray(num_samples).reshape(-1)
         if n.size != 1 or not 1 <= int(n[0]) <= MAX_GENERATED_SAMPLES:
@@ -74,6 +90,29 @@ class Predictor:
         if self.shift is not None:
             samples = samples * self.scale + self.shift
         return {SAMPLES: samples.astype(np.float32)}
+
+    def translate(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """seq2seq: `tokens` [N, output_length], the greedy decoding of token ids `x` [N, T]
+        (the model's own `forward` without targets, as evaluation decodes)."""
+        with torch.inference_mode():
+            tokens = self.module(torch.from_numpy(np.asarray(x, dtype=np.int64)))
+        return {TOKENS: tokens.numpy().astype(np.int64)}
+
+    def complete(self, prompts: np.ndarray, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 temperature: float = DEFAULT_TEMPERATURE, top_k: int | None = None,
+                 seed: int | None = None) -> dict[str, np.ndarray]:
+        """Language models: `text` [N], `max_new_tokens` characters sampled after each of the
+        N prompts (UTF-8 bytes or str), at `temperature`, from the `top_k` most likely (all
+        when None). One generator serves the rows in order, so `seed` fixes the whole batch."""
+        gen = None if seed is None else torch.Generator().manual_seed(int(seed))
+        rows = np.asarray(prompts, dtype=object).reshape(-1)
+        texts = np.empty(len(rows), dtype=object)
+        for row, prompt in enumerate(rows):
+            ids = encode_prompt(prompt, self.class_names, row)
+            out = self.module.generate(torch.tensor(ids), int(max_new_tokens), float(temperature),
+                                       gen, top_k=top_k)
+            texts[row] = "".join(self.class_names[int(i)] for i in out[len(ids):]).encode()
+        return {TEXT: texts}
 
     def _reconstruct(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Autoencoders: the reconstruction in the caller's units (the training normalization

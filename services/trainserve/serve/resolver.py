@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 
 from trainserve.errors import ModelNotReady, NotFound, TrainserveError, Unavailable
 from trainserve.serve.dataplane import CLASS_NAME, ModelSignature, TensorSpec
+from trainserve.serve.task_io import task_rules
 
 
 class DeploymentGetter(Protocol):
@@ -99,7 +100,8 @@ class EndpointResolver:
 def signature_of(mv: Any, max_batch_size: int = 1024) -> ModelSignature:
     """The signature a `trainserve.v1.ModelVersion` record describes.
 
-    Classifiers that know their class names also answer `class_name` (BYTES [-1]).
+    Classifiers that know their class names also answer `class_name` (BYTES [-1]); the
+    task's request forms, parameters and value checks come from `task_io.task_rules`.
     """
     if not mv.inputs or not mv.outputs:
         raise ModelNotReady(f"model {mv.name}:{mv.version} has no input/output spec")
@@ -107,4 +109,6 @@ def signature_of(mv: Any, max_batch_size: int = 1024) -> ModelSignature:
     outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in mv.outputs]
     if mv.task == "classification" and mv.class_names:
         outputs.append(TensorSpec(CLASS_NAME, "BYTES", (-1,)))
-    return ModelSignature(inputs, tuple(outputs), max_batch_size)
+    rules = task_rules(mv.task, [t.name for t in inputs], list(mv.class_names))
+    return ModelSignature(inputs, tuple(outputs), max_batch_size, rules.forms, rules.parameters,
+                          rules.check)

@@ -7,7 +7,7 @@ builds the response. Transports only convert wire formats and map `errors` to st
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
 
@@ -30,8 +30,8 @@ class Backend(Protocol):
 
     async def load(self, model_id: str, artifact_dir: str) -> None: ...
 
-    async def predict(self, model_id: str, artifact_dir: str,
-                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
+                      parameters: dict[str, Any]) -> dict[str, np.ndarray]: ...
 
 
 class Resolver(Protocol):
@@ -81,8 +81,9 @@ class InferenceService:
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
         ep = await self.endpoint(name, version)
         inputs = ep.signature.validate_inputs(request)
-        specs = ep.signature.select_outputs(request.outputs)
-        values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs)
+        parameters = ep.signature.validate_parameters(request)
+        specs = ep.signature.select_outputs(request.outputs, inputs)
+        values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs, parameters)
         missing = [s.name for s in specs if s.name not in values]
         if missing:  # the registry's output spec and the predictor disagree
             raise TrainserveError(f"model {ep.model_id} produced no output {missing}")

@@ -47,10 +47,12 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt_ids, n: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None,
+                 top_k: int | None = None) -> torch.Tensor:
         """Sample `n` tokens after `prompt_ids` (`(L,)` or `(N, L)`, L >= 1); the last `context`
-        tokens condition each step. Temperature 0: greedy. Returns the prompt plus the `n`
-        new tokens, shaped like the prompt."""
+        tokens condition each step. Temperature 0: greedy. `top_k`: sample among the k most
+        likely tokens only. Returns the prompt plus the `n` new tokens, shaped like the
+        prompt."""
         ids = torch.as_tensor(prompt_ids, dtype=torch.long)
         single = ids.dim() == 1
         ids = ids[None] if single else ids
@@ -58,6 +60,9 @@ class GPT(nn.Module):
         self.eval()
         for _ in range(n):
             logits = self(ids[:, -self.context:])[:, -1]
+            if top_k is not None and top_k < logits.shape[-1]:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
             if temperature <= 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:
