@@ -104,3 +104,32 @@ def test_controller_patience_mode_and_min_delta(mode, values, stop_at, best):
     assert stopped_at == stop_at and es.best_epoch == best
     es.restore(module)
     assert module.weight.item() == best
+
+
+@pytest.mark.parametrize("task,metric,mode", [
+    ("seq2seq", "val_exact_match", "max"), ("seq2seq", "val_token_accuracy", "max"),
+    ("language_model", "val_token_accuracy", "max"), ("language_model", "val_loss", "min")])
+def test_token_tasks_monitor_their_own_metrics(task, metric, mode):
+    dataset = {"seq2seq": {"name": "digit_reversal", "num_samples": 200, "sequence_length": 6},
+               "language_model": {"name": "corpus", "sequence_length": 16}}[task]
+    model = {"seq2seq": {"seq2seq": {}}, "language_model": {"gpt": {}}}[task]
+    spec = check_spec(json_format.ParseDict(
+        {"dataset": dataset, "model": model,
+         "training": {"early_stopping": {"metric": metric}}}, spec_pb2.JobSpec()))
+    assert spec.training.early_stopping.mode == mode
+    assert metric in epoch_metric_names(task, with_val=True)
+    assert "val_exact_match" not in epoch_metric_names("language_model", with_val=True)
+
+
+def test_seq2seq_stops_on_exact_match_and_restores_that_epoch(tmp_path):
+    spec = check_spec(json_format.ParseDict(
+        {"dataset": {"name": "digit_reversal", "num_samples": 300, "sequence_length": 5},
+         "model": {"seq2seq": {"hidden_size": 16, "embedding_dim": 8}},
+         "training": {"epochs": 6, "batch_size": 32,
+                      "early_stopping": {"metric": "val_exact_match", "patience": 2}}},
+        spec_pb2.JobSpec()))
+    reporter = ListReporter()
+    result = train(spec, tmp_path, reporter)
+    assert result.status == "succeeded"
+    values = [e.metrics["val_exact_match"] for e in reporter.epochs]
+    assert result.metrics["best_epoch"] == 1 + values.index(max(values))

@@ -18,7 +18,10 @@ DEFAULT_PATIENCE = 5
 MAX_PATIENCE = 100_000
 MODES = ("max", "min")
 # Metric names ending in one of these improve upwards.
-HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2")
+HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2", "exact_match")
+# The token tasks' per-epoch metrics besides <split>_loss (see train.seq_tasks).
+TOKEN_METRICS = {"seq2seq": (["token_accuracy"], ["token_accuracy", "exact_match"]),
+                 "language_model": (["token_accuracy"], ["token_accuracy"])}
 
 
 def epoch_metric_names(task: str, with_val: bool) -> list[str]:
@@ -26,6 +29,10 @@ def epoch_metric_names(task: str, with_val: bool) -> list[str]:
     if task == "reconstruction":
         train = ["train_loss", "train_recon_mse"]
         return train + (["val_loss", "val_recon_mse"] if with_val else [])
+    if task in TOKEN_METRICS:
+        train_only, val = TOKEN_METRICS[task]
+        train = ["train_loss"] + [f"train_{m}" for m in train_only]
+        return train + (["val_loss"] + [f"val_{m}" for m in val] if with_val else [])
     train = ["train_loss", "train_accuracy" if task == "classification" else "train_mae"]
     if not with_val:
         return train
@@ -34,7 +41,8 @@ def epoch_metric_names(task: str, with_val: bool) -> list[str]:
 
 
 def default_mode(metric: str) -> str:
-    """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2), else "min"."""
+    """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2, exact_match),
+    else "min"."""
     return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
 
 
