@@ -234,6 +234,8 @@ def test_gpt_completes_prompts_reproducibly(client):
     assert text["datatype"] == "BYTES" and text["shape"] == [2]
     assert [len(t) for t in text["data"]] == [12, 12]
     assert infer(client, "gpt", prompts("The ", "a"), params)[1] == doc
+    # tritonclient.grpc sends no floats: a number in a string is a number.
+    assert infer(client, "gpt", prompts("The ", "a"), {**params, "temperature": "0.8"})[1] == doc
     assert infer(client, "gpt", prompts("The ", "a"), {**params, "seed": 4})[1] != doc
 
 
@@ -260,6 +262,8 @@ def test_gpt_default_length_and_top_k(served, client):
     ({"inputs": prompts("a"), "parameters": {"max_new_tokens": 5000}},
      "parameter 'max_new_tokens': expected an integer in [1, 2000]"),
     ({"inputs": prompts("a"), "parameters": {"top_k": True}}, "parameter 'top_k'"),
+    ({"inputs": prompts("a"), "parameters": {"temperature": "hot"}}, "parameter 'temperature'"),
+    ({"inputs": prompts("a"), "parameters": {"temperature": "nan"}}, "parameter 'temperature'"),
     ({"inputs": [{"name": "prompt", "datatype": "INT64", "shape": [1, 2], "data": [1, 2]}]},
      "input 'prompt': datatype INT64, expected BYTES [-1]"),
 ])

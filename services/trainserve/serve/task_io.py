@@ -47,6 +47,10 @@ class ParamSpec:
         return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
 
     def check(self, value: Any) -> int | float:
+        """The value, checked. A "float" may also come as a string of a number, as
+        tritonclient.grpc sends parameters only as bool, int or string."""
+        if self.kind == "float" and isinstance(value, str):
+            value = _float_or_text(value)
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = is_number and (isinstance(value, int) if self.kind == "int" else math.isfinite(value))
         if ok and (value > self.low if self.low_open else value >= self.low) \
@@ -54,6 +58,13 @@ class ParamSpec:
             return int(value) if self.kind == "int" else float(value)
         raise InvalidArgument(f"parameter {self.name!r}: expected {self.describe()}, "
                               f"got {value!r}")
+
+
+def _float_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 SEED = ParamSpec("seed", "int", 0, MAX_SEED)
