@@ -231,26 +231,51 @@ def deployment(ctx: typer.Context, name: Annotated[str, typer.Argument(help="End
 def predict(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Endpoint name.")],
-    input: Annotated[str, typer.Option(
+    input: Annotated[str | None, typer.Option(
         "--input", "-i", metavar="FILE|JSON",
         help="Instances: a .npy/.csv/.json file, or inline JSON (a list of instances or an "
-             "OIP v2 request).")],
+             "OIP v2 request).")] = None,
+    text: Annotated[list[str] | None, typer.Option(
+        "--text", "-t", metavar="PROMPT",
+        help="A prompt for a language model; repeat for a batch.")] = None,
+    num_samples: Annotated[int | None, typer.Option(
+        "--num-samples", "-n", help="Generate this many samples (GAN, VAE).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="KEY=VALUE",
+        help="A request parameter, e.g. seed=3 or max_new_tokens=50; repeatable.")] = None,
     http: Annotated[str | None, typer.Option(
         "--http", envvar="TRAINSERVE_HTTP", metavar="HOST:PORT",
         help="Inference REST address (default: the endpoint's, from the job API).")] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Query an endpoint over the Open Inference Protocol (REST)."""
-    from trainserve.cli.inputs import fit_to_signature, read_input
-    from trainserve.client import infer_request, outputs_to_numpy
-    kind, value = read_input(input)
+    from trainserve.cli.inputs import parse_params, samples_request
+    from trainserve.client import outputs_to_numpy
+    if sum(x is not None for x in (input, text or None, num_samples)) != 1:
+        raise errors.InvalidArgument("give one of --input, --text or --num-samples")
+    params = parse_params(param or [])
     with client(ctx) as ts:
         base = http or ts.get_deployment(name).rest_url
-        if kind == "instances":
-            arr, input_name, datatype = fit_to_signature(value, ts.model_metadata(name, base))
-            value = infer_request(arr, input_name, datatype)
-        response = ts.infer(name, value, base)
+        request = (samples_request(num_samples) if num_samples is not None
+                   else _predict_request(ts, name, base, input, text))
+        if params:
+            request = {**request, "parameters": {**request.get("parameters", {}), **params}}
+        response = ts.infer(name, request, base)
     if output is Output.json:
         render.print_json(response)
     else:
         render.stdout().print(render.predictions_table(outputs_to_numpy(response)))
+
+
+def _predict_request(ts, name: str, base: str, input: str | None, text: list[str] | None):
+    """The OIP request of `--input` (instances shaped to the signature, or a whole request)
+    or `--text` (prompts)."""
+    from trainserve.cli.inputs import fit_to_signature, read_input, text_request
+    from trainserve.client import infer_request
+    if text:
+        return text_request(text, ts.model_metadata(name, base))
+    kind, value = read_input(input)
+    if kind == "instances":
+        arr, input_name, datatype = fit_to_signature(value, ts.model_metadata(name, base))
+        value = infer_request(arr, input_name, datatype)
+    return value

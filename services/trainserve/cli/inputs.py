@@ -1,5 +1,6 @@
-"""`trainserve predict --input`: read instances from a .npy, .csv or .json file or inline JSON,
-and shape them as the endpoint's input tensor."""
+"""`trainserve predict`: read instances from a .npy, .csv or .json file or inline JSON and shape
+them as the endpoint's input tensor (`--input`); prompts (`--text`), a sample count
+(`--num-samples`) and request parameters (`--param`)."""
 from __future__ import annotations
 
 import csv
@@ -109,3 +110,36 @@ def fit_to_signature(instances: Any, metadata: dict) -> tuple[np.ndarray, str, s
         if per_instance == math.prod(shape):
             arr = arr.reshape([arr.shape[0], *shape])
     return arr, name, datatype
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """`--param KEY=VALUE` items as OIP request parameters; a VALUE that is JSON (3, 0.7,
+    true) is sent as that value, anything else as a string."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgument(f"expected KEY=VALUE, got {item!r}", field="--param")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, (list, dict)) or value is None:
+            value = raw
+        params[key.strip()] = value
+    return params
+
+
+def text_request(texts: list[str], metadata: dict) -> dict[str, Any]:
+    """An OIP request with one prompt per row in the endpoint's BYTES input."""
+    names = [i.get("name") for i in metadata.get("inputs") or [] if i.get("datatype") == "BYTES"]
+    if not names:
+        raise InvalidArgument("the endpoint takes no text input (BYTES); use --input",
+                              field="--text")
+    return {"inputs": [{"name": names[0], "datatype": "BYTES", "shape": [len(texts)],
+                        "data": list(texts)}]}
+
+
+def samples_request(n: int) -> dict[str, Any]:
+    """An OIP request for `n` generated samples (GANs, VAEs)."""
+    return {"inputs": [{"name": "num_samples", "datatype": "INT64", "shape": [1], "data": [n]}]}
