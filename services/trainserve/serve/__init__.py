@@ -4,6 +4,7 @@ Layout, transport-neutral first:
 
 - `dataplane`   wire-independent request/response types, OIP datatypes and tensor codecs,
                 `ModelSignature` (what a model accepts) and its validation.
+- `task_io`     per task: request forms, request parameters (seed, ...), value checks.
 - `predictor`   a loaded model: preprocessing, forward pass, task-specific outputs.
 - `resolver`    endpoint name -> model version (Redis records, briefly cached).
 - `service`     `InferenceService`: the operations both transports share.
