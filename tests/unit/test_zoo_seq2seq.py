@@ -145,5 +145,6 @@ def test_short_training_writes_meta_and_io_specs(tmp_path):
     meta = load_artifact(result.artifact_dir).meta
     assert meta["task"] == "language_model"
     inputs, outputs = io_specs(meta)
-    assert inputs[0].name == "prompt" and list(inputs[0].shape) == [-1, -1]
-    assert outputs[0].name == "tokens" and outputs[0].datatype == "INT64"
+    assert inputs[0].name == "prompt" and inputs[0].datatype == "BYTES"
+    assert list(inputs[0].shape) == [-1]
+    assert outputs[0].name == "text" and outputs[0].datatype == "BYTES"
