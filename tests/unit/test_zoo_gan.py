@@ -41,7 +41,8 @@ def test_defaults_and_task():
     g = spec.model.gan
     assert (list(g.generator_hidden), list(g.discriminator_hidden), g.latent_dim,
             g.discriminator_steps, g.discriminator_lr_multiplier, g.activation,
-            g.discriminator_activation) == ([64, 64], [64, 64], 8, 1, 1.0, "relu", "leaky_relu")
+            g.discriminator_activation, g.output_activation, g.generator_batch_norm) == (
+        [64, 64], [64, 64], 8, 1, 1.0, "relu", "leaky_relu", "none", False)
     assert spec.loss.name == "non_saturating"
     info = task_info(spec, DatasetInfo("rings", "classification", 8, tuple("abcdefgh"), (2,),
                                        800))
@@ -80,11 +81,33 @@ def test_sampling_is_deterministic_with_a_seed():
     (_raw({"discriminatorLrMultiplier": -1}), "spec.model.gan.discriminator_lr_multiplier"),
     (_raw({"generatorHidden": [0]}), "spec.model.gan.generator_hidden[0]"),
     (_raw({"discriminatorActivation": "nope"}), "spec.model.gan.discriminator_activation"),
+    (_raw({"outputActivation": "nope"}), "spec.model.gan.output_activation"),
+    (_raw({"generatorBatchNorm": True}, training={"batchSize": 1}), "spec.training.batch_size"),
 ])
 def test_refusals_name_the_field(raw, field):
     with pytest.raises(errors.InvalidArgument) as info:
         check_spec(raw)
     assert info.value.field == field
+
+
+def test_more_than_one_worker_is_refused_with_the_reason_and_the_fix():
+    with pytest.raises(errors.InvalidArgument) as info:
+        check_spec(_raw(scaling={"numWorkers": 2}))
+    assert "would not be averaged" in info.value.reason
+    assert "set spec.scaling.num_workers to 1" in info.value.reason
+
+
+def test_generator_batch_norm_and_output_activation():
+    plain = _model((1, 8, 8))
+    model = _model((1, 8, 8), generatorBatchNorm=True, outputActivation="sigmoid")
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    norms = [m for m in model.generator if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 2 and not any(isinstance(m, torch.nn.BatchNorm1d)
+                                       for m in model.discriminator)
+    samples = model.sample(64, torch.Generator().manual_seed(0))  # eval: running statistics
+    assert samples.min() >= 0 and samples.max() <= 1
+    # The linear layers keep the names of the plain stack (fc1, fc2, ...): older artifacts load.
+    assert set(plain.state_dict()) <= set(model.state_dict())
 
 
 def test_mode_metrics():

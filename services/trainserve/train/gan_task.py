@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from trainserve import errors
+from trainserve.train.zoo.gan import ONE_WORKER
 
 NUM_EVAL_SAMPLES = 1000
 COVERAGE_SHARE = 1 / 4        # of a fair share (NUM_EVAL_SAMPLES / modes) to cover a mode
@@ -80,8 +81,7 @@ class GenerationTask:
 
     def train_step(self, model, x, y):
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            raise errors.TrainingError("a GAN trains on one worker; set "
-                                       "spec.scaling.num_workers to 1")
+            raise errors.TrainingError(ONE_WORKER)
         gan, n = model, len(x)
         ones, zeros = self._labels(n, 1.0, x.device), self._labels(n, 0.0, x.device)
         d_opt = self._d_optimizer(gan)

@@ -1,4 +1,7 @@
-"""GAN: an MLP generator and an MLP discriminator over the flattened input (`GANSpec`).
+"""GAN: an MLP generator and an MLP discriminator over the flattened input (`GANSpec`); the
+generator may normalize its hidden layers over the batch (`generator_batch_norm`, which keeps
+it from collapsing onto a few digits in examples/gan_digits.yaml) and squash its output
+(`output_activation`, e.g. sigmoid for minmax-normalized inputs).
 
 Torch-free at import, like the rest of the zoo. Besides the architecture entry this module
 holds the job-wide rules of a GAN (`check_gan_job`, called by `validate.check_spec` once the
@@ -22,7 +25,7 @@ from __future__ import annotations
 from trainserve.train.activations import ACTIVATIONS
 from trainserve.train.checks import check_choice, check_range, check_widths, fail
 from trainserve.train.losses import Loss, register_loss
-from trainserve.train.zoo import Architecture, register_architecture
+from trainserve.train.zoo import Architecture, check_batch_norm_batch, register_architecture
 from trainserve.train.zoo.mlp import MAX_LAYERS, MAX_WIDTH
 
 GENERATION = "generation"
@@ -34,7 +37,13 @@ MAX_DISCRIMINATOR_STEPS = 10
 DEFAULT_LR_MULTIPLIER = 1.0
 DEFAULT_ACTIVATION = "relu"
 DEFAULT_DISCRIMINATOR_ACTIVATION = "leaky_relu"
+NO_OUTPUT_ACTIVATION = "none"  # the generator's output stays linear
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # one step per batch
+# Why a GAN refuses DDP, and the fix (validation and the loop both say it).
+ONE_WORKER = ("a GAN trains on one worker only: its discriminator is stepped by its own "
+              "optimizer outside DDP's wrapper, so the discriminator's gradients would not be "
+              "averaged and the workers' discriminators would drift apart; set "
+              "spec.scaling.num_workers to 1 (the example GANs train in seconds on one worker)")
 
 
 def apply_defaults(msg) -> None:
@@ -52,10 +61,12 @@ def apply_defaults(msg) -> None:
     msg.activation = msg.activation or DEFAULT_ACTIVATION
     msg.discriminator_activation = msg.discriminator_activation or \
         DEFAULT_DISCRIMINATOR_ACTIVATION
+    msg.output_activation = msg.output_activation or NO_OUTPUT_ACTIVATION
 
 
 def check(msg, path: str, info, spec) -> None:
-    """Widths, latent width, discriminator steps and lr multiplier, activations."""
+    """Widths, latent width, discriminator steps and lr multiplier, activations, and the
+    batch size batch norm needs."""
     for name in ("generator_hidden", "discriminator_hidden"):
         check_widths(getattr(msg, name), f"{path}.{name}", most_layers=MAX_LAYERS,
                      most_width=MAX_WIDTH)
@@ -69,6 +80,9 @@ def check(msg, path: str, info, spec) -> None:
     check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
     check_choice(msg.discriminator_activation, ACTIVATIONS, f"{path}.discriminator_activation",
                  "activation")
+    check_choice(msg.output_activation, [NO_OUTPUT_ACTIVATION, *ACTIVATIONS.names()],
+                 f"{path}.output_activation", "output activation")
+    check_batch_norm_batch(spec, msg.generator_batch_norm)
 
 
 def build(msg, info):
@@ -118,8 +132,7 @@ def check_gan_job(spec) -> None:
         fail("spec.split.folds", "cross-validation compares models on a held-out loss, which "
                                  "a GAN's losses are not; remove folds")
     if spec.scaling.num_workers > 1:
-        fail("spec.scaling.num_workers", "a GAN trains on one worker (its discriminator steps "
-                                         "bypass DDP's gradient averaging); set it to 1")
+        fail("spec.scaling.num_workers", ONE_WORKER)
 
 
 def _adversarial(spec, info):
