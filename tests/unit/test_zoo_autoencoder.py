@@ -11,6 +11,7 @@ from trainserve.registry.versions import io_specs
 from trainserve.train.datasets import DatasetInfo
 from trainserve.train.loop import train
 from trainserve.train.reporting import NullReporter
+from trainserve.train.task_hooks import code_sparsity
 from trainserve.train.tasks import task_info
 from trainserve.train.validate import check_spec
 from trainserve.train.zoo import build_model
@@ -132,10 +133,21 @@ def test_each_kind_trains_and_reports_reconstruction_metrics(fields, tmp_path):
                  dataset={"name": "iris"}, training={"epochs": 3})
     result = train(spec, tmp_path, NullReporter())
     assert result.status == "succeeded"
-    expected = {"test_loss", "test_recon_mse"} | (
+    expected = {"test_loss", "test_recon_mse", "test_code_sparsity"} | (
         {"test_denoise_mse"} if fields["kind"] == "denoising" else set())
     assert set(result.metrics) == expected
     assert all(v == v and v >= 0 for v in result.metrics.values())
+    assert result.metrics["test_code_sparsity"] <= 1
+
+
+def test_code_sparsity_counts_values_near_zero_relative_to_the_sample():
+    codes = torch.tensor([[10.0, 0.5, 1.0, -3.0],    # 0.5 and 1.0 are off (<= 0.1 * 10)
+                          [0.0, 0.0, 0.0, 0.0],      # all off
+                          [-2.0, 2.0, 0.3, 0.1]])    # 0.1 is off
+    assert code_sparsity(codes) == pytest.approx(7 / 12)
+    assert code_sparsity(codes * 100) == pytest.approx(7 / 12)  # the scale does not matter
+    assert code_sparsity(torch.ones(5, 3)) == 0.0
+    assert code_sparsity(torch.zeros(0, 3)) == 0.0
 
 
 AE_IRIS = {"hidden": [16], "latent_dim": 2}

@@ -15,6 +15,19 @@ import torch
 from trainserve.train import metrics as M
 
 _CHUNK = 4096  # samples per forward pass of the extra final evaluations
+# A code value counts as off when |z| is at most this fraction of its sample's largest |z|.
+CODE_OFF_FRACTION = 0.1
+
+
+def code_sparsity(codes: torch.Tensor) -> float:
+    """The fraction of the values of `codes` `(N, latent_dim)` that are off: |z| <=
+    CODE_OFF_FRACTION * the largest |z| of the same sample (an all-zero code is all off).
+    Relative to each sample's own largest value, so scaling the code does not change it."""
+    mag = codes.detach().abs().double()
+    if mag.numel() == 0:
+        return 0.0
+    off = mag <= CODE_OFF_FRACTION * mag.amax(dim=1, keepdim=True)
+    return float(off.double().mean())
 
 
 class SupervisedTask:
@@ -89,7 +102,15 @@ class ReconstructionTask:
         metrics = self.epoch_metrics(split, out, x, y, per_sample)
         if self.ae.kind == "denoising":
             metrics[f"{split}_denoise_mse"] = self.denoise_mse(module, x)
+        metrics[f"{split}_code_sparsity"] = code_sparsity(self.codes(module, x))
         return metrics, None
+
+    @torch.no_grad()
+    def codes(self, module, x):
+        """The latent codes `(N, latent_dim)` of `x` (a VAE's: the posterior means)."""
+        module.eval()
+        chunks = [module.encode(x[s:s + _CHUNK]) for s in range(0, len(x), _CHUNK)]
+        return torch.cat(chunks) if chunks else x.new_zeros(0, self.ae.latent_dim)
 
     @torch.no_grad()
     def denoise_mse(self, module, x):

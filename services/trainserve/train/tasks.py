@@ -11,7 +11,9 @@ and the split metrics are computed:
   `train_recon_mse`, `val_loss`, `val_recon_mse`; at the end `test_loss`, `test_recon_mse`
   (mean per-sample MSE on the normalized inputs) and, for a denoising autoencoder,
   `test_denoise_mse` (reconstructions of the test inputs with the spec's noise added, against
-  the clean inputs; the noise is seeded by the job's seed).
+  the clean inputs; the noise is seeded by the job's seed); every kind also reports
+  `test_code_sparsity`, the fraction of the test codes' values that are off (|z| at most a
+  tenth of the largest |z| of the same sample; `task_hooks.code_sparsity`).
 
 `task_info` is torch-free (validation uses it); `make_task` imports torch.
 """
