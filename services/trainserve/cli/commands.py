@@ -11,7 +11,7 @@ from trainserve import errors
 from trainserve.cli import render
 from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
 from trainserve.cli.render import Output
-from trainserve.cli.watch import JobProgress, print_outcome
+from trainserve.cli.watch import print_outcome, progress_for
 from trainserve.pb import job_pb2
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")]
@@ -42,7 +42,7 @@ def submit(
             render.stdout().print(f"submitted job [bold]{job.id}[/bold] ({job.spec.name}), "
                                   f"{render.job_state_name(job.state)}", highlight=False)
         if wait:
-            _follow(ts, job.id, output)
+            _follow(ts, job.id, output, job)
 
 
 def _read_spec(file: str):
@@ -81,7 +81,7 @@ def jobs(
 
 @app.command()
 def job(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) -> None:
-    """Show one job: state, timing, model and metrics."""
+    """Show one job: state, timing, model and metrics; a search's trials, best first."""
     with client(ctx) as ts:
         found = ts.get_job(job_id)
     render.show_one(found, output, render.job_detail)
@@ -94,14 +94,16 @@ def watch(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table
         _follow(ts, job_id, output)
 
 
-def _follow(ts, job_id: str, output: Output) -> None:
-    """Watch until terminal; print the outcome; exit non-zero unless it succeeded."""
+def _follow(ts, job_id: str, output: Output, job: job_pb2.Job | None = None) -> None:
+    """Watch until terminal; print the outcome; exit non-zero unless it succeeded. `job`
+    (fetched when not given) picks the display: a search's trials, or the epochs."""
     if output is Output.json:
         final = ts.wait(job_id)
         render.print_messages(None, final)
     else:
         console = render.stdout()
-        with JobProgress(console, job_id) as progress:
+        job = job if job is not None else ts.get_job(job_id)
+        with progress_for(console, job) as progress:
             final = ts.wait(job_id, on_event=progress.on_event)
         print_outcome(console, final)
     if final.state != job_pb2.JOB_STATE_SUCCEEDED:

@@ -14,10 +14,13 @@ from rich.text import Text
 
 from trainserve.client import to_json
 from trainserve.pb import deployment_pb2, job_pb2
+from trainserve.train.stopping import default_mode
 
 STATE_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
                "cancelled": "magenta", "pending": "yellow", "ready": "green",
                "stopped": "dim", "not ready": "yellow"}
+TRIAL_STATE_STYLE = {"running": "yellow", "finished": "green", "stopped_early": "blue",
+                     "failed": "red", "cancelled": "magenta"}
 # The one metric a list of jobs shows, first found wins: test beats validation beats training.
 HEADLINE_METRICS = ("test_accuracy", "test_r2", "test_loss", "val_accuracy", "val_r2",
                     "val_loss", "train_accuracy", "train_loss")
@@ -179,10 +182,118 @@ def job_detail(job: job_pb2.Job) -> list:
         ("model", model_ref(job.model_name, job.model_version)),
         ("deployment", job.deployment), ("request id", job.request_id),
     ]
+    if is_search(job):
+        at = [key for key, _ in rows].index("epoch")
+        rows[at:at] = search_rows(job)
     out: list = [kv_table(rows)]
     if job.metrics:
         out.append(metrics_table(job.metrics))
+    if job.trials:
+        metric, mode = search_metric(job.spec)
+        out.append(trials_table(job.trials, metric, mode, job.best_trial, title="trials"))
     return out
+
+
+# -- searches -------------------------------------------------------------------------------
+
+def is_search(job: job_pb2.Job) -> bool:
+    return job.spec.HasField("search")
+
+
+def search_metric(spec) -> tuple[str, str]:
+    """The metric a search ranks its trials by, and "max" or "min" (the server fills both
+    in; the fallbacks are its defaults)."""
+    metric = spec.search.metric or "val_loss"
+    return metric, spec.search.mode or default_mode(metric)
+
+
+def search_rows(job: job_pb2.Job) -> list[tuple[str, Any]]:
+    s = job.spec.search
+    metric, mode = search_metric(job.spec)
+    fields = ", ".join(sorted(s.space))
+    best = next((t for t in job.trials if t.id == job.best_trial), None)
+    return [("search", f"{s.algorithm or 'random'} over {fields}, scheduler "
+                       f"{s.scheduler.name or 'fifo'}"),
+            ("ranked by", f"{metric} ({mode})"), ("trials", trial_counts(job.trials)),
+            ("best trial", trial_summary(best, metric) if best else "")]
+
+
+def trial_metric(trial: job_pb2.Trial, metric: str) -> float | None:
+    """The trial's latest `metric`: from its metrics, else its curve's last point with it."""
+    if metric in trial.metrics:
+        return trial.metrics[metric]
+    return next((p.metrics[metric] for p in reversed(trial.curve) if metric in p.metrics), None)
+
+
+def sort_trials(trials: Iterable[job_pb2.Trial], metric: str, mode: str) -> list:
+    """Best first by `metric` (`mode` "max" or "min"); trials without it last, in order."""
+    trials = list(trials)
+    scored = [(v, i) for i, t in enumerate(trials)
+              if (v := trial_metric(t, metric)) is not None and v == v]
+    sign = -1 if mode == "max" else 1
+    ranked = [i for _, i in sorted(scored, key=lambda vi: (sign * vi[0], vi[1]))]
+    rest = sorted(set(range(len(trials))) - set(ranked))
+    return [trials[i] for i in ranked + rest]
+
+
+def config_value(text: str) -> str:
+    """A sampled value (JSON) for a table cell: floats to 4 digits, the rest as JSON."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, float):
+        return number(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def config_text(config) -> str:
+    return "  ".join(f"{path}={config_value(config[path])}" for path in sorted(config))
+
+
+def trial_state(state: str) -> Text:
+    return Text(state.replace("_", " ").upper(), style=TRIAL_STATE_STYLE.get(state, ""))
+
+
+def trial_counts(trials: Iterable[job_pb2.Trial]) -> str:
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    parts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in counts.items())
+    total = sum(counts.values())
+    return f"{total} ({parts})" if total else "0"
+
+
+def trial_summary(trial: job_pb2.Trial, metric: str) -> str:
+    """'t-3: val_accuracy 0.95  optimizer.lr=0.01'."""
+    value = trial_metric(trial, metric)
+    scored = f"{metric} {number(value)}" if value is not None else f"no {metric}"
+    return f"{trial.id}: {scored}  {config_text(trial.config)}".rstrip()
+
+
+def trials_table(trials: Sequence[job_pb2.Trial], metric: str, mode: str, best: str = "",
+                 title: str | None = None) -> Table:
+    """A leaderboard: one row per trial, best first; the `best` trial's id marked '*'."""
+    paths = sorted({path for t in trials for path in t.config})
+    messages = any(t.message for t in trials)
+    table = Table(title=title, title_justify="left", show_edge=False,
+                  caption="* best trial" if best else None, caption_justify="left")
+    table.add_column("TRIAL", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("EPOCHS", justify="right")
+    table.add_column(f"{metric} ({mode})", justify="right", no_wrap=True)
+    for path in paths:
+        table.add_column(path, no_wrap=True)
+    if messages:
+        table.add_column("MESSAGE", overflow="ellipsis")
+    for t in sort_trials(trials, metric, mode):
+        value = trial_metric(t, metric)
+        cells = [t.id + (" *" if t.id == best else ""), trial_state(t.state),
+                 str(t.epochs or ""), "" if value is None else number(value),
+                 *(config_value(t.config[p]) if p in t.config else "" for p in paths)]
+        table.add_row(*cells, *([t.message] if messages else []),
+                      style="bold" if t.id == best else None)
+    return table
 
 
 # -- models -------------------------------------------------------------------------------
