@@ -16,6 +16,7 @@ from trainserve.registry import versions
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
+from trainserve.store.trials import ENDED, TrialStore
 
 log = logging.getLogger("trainserve.dispatch")
 
@@ -24,6 +25,7 @@ class JobRunner:
     def __init__(self, store: JobStore, models: ModelStore, deployments: DeploymentsCore,
                  redis_url: str, storage_dir: str, run_job=None):
         self.store = store
+        self.trials = TrialStore(store.r)
         self.models = models
         self.deployments = deployments
         self.redis_url = redis_url
@@ -92,8 +94,19 @@ class JobRunner:
             return ""
 
     def _finish(self, job_id: str, target: JobState, message: str, **fields) -> JobState:
+        self._settle_trials(job_id, target)
         try:
             self.store.transition(job_id, target, message, **fields)
         except errors.FailedPrecondition:
             pass  # already terminal (e.g. a duplicate delivery finished it first)
         return JobState(self.store.get(job_id).state)
+
+    def _settle_trials(self, job_id: str, target: JobState) -> None:
+        """A search's trials still marked running when it ends were stopped with it (by a
+        cancel, a failure, or its time budget): record how."""
+        state = {JobState.CANCELLED: "cancelled", JobState.FAILED: "failed"}.get(
+            target, "stopped_early")
+        for trial in self.trials.list(job_id):
+            if trial.state == "running":
+                trial.state = state
+                self.trials.record(job_id, trial, ENDED)

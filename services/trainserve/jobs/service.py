@@ -15,6 +15,7 @@ from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.redis import PREFIX
+from trainserve.store.trials import TrialStore
 
 MAX_PAGE = 1000
 CLUSTER_KEY = PREFIX + "cluster"
@@ -24,6 +25,7 @@ class JobsCore:
     def __init__(self, client: redis.Redis, storage_dir: str = ""):
         self.r = client
         self.store = JobStore(client)
+        self.trials = TrialStore(client)
         self.datasets = DatasetStore(client)
         self.storage_dir = storage_dir
 
@@ -58,7 +60,11 @@ class JobsCore:
     def get(self, job_id: str) -> job_pb2.Job:
         if not job_id:
             raise InvalidArgument("required", field="job_id")
-        return self.store.get(job_id)
+        job = self.store.get(job_id)
+        if job.spec.HasField("search"):
+            job.trials.extend(self.trials.list(job_id))
+            job.best_trial = self.trials.best(job_id)
+        return job
 
     def list(self, state: int = 0, page_size: int = 0,
              page_token: str = "") -> tuple[list[job_pb2.Job], str]:

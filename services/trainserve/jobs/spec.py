@@ -109,6 +109,9 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
     check_name(full.name, "spec.name")
     _check_scaling(full.scaling, cluster or {})
     _check_batch_per_worker(full)
+    if full.HasField("search"):
+        from trainserve.tune.validate import check_search
+        check_search(full, check_spec)
     if full.HasField("deploy"):
         if not full.deploy.name:
             full.deploy.name = full.name

@@ -12,7 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-from trainserve.pb import job_pb2, model_pb2
+from google.protobuf import json_format
+
+from trainserve.pb import job_pb2, model_pb2, spec_pb2
 from trainserve.store.models import ModelStore
 
 
@@ -95,9 +97,15 @@ def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
     meta = json.loads((target / "meta.json").read_text())
     inputs, outputs = io_specs(meta)
     pre = meta.get("preprocessing") or {}
+    search = meta.get("search") or {}  # set by a search on its best trial's artifact
+    spec = job.spec
+    if search:
+        spec = json_format.ParseDict(meta["spec"], spec_pb2.JobSpec(), ignore_unknown_fields=True)
+        spec.name = job.spec.name
     mv = model_pb2.ModelVersion(
         name=name, version=version, job_id=job.id, dataset_hash=meta.get("dataset_hash", ""),
-        seed=job.spec.training.seed, spec=job.spec, task=meta["task"],
+        seed=job.spec.training.seed, spec=spec, task=meta["task"],
+        trial_id=search.get("trial_id", ""), search_config=search.get("config", {}),
         class_names=[str(c) for c in meta.get("class_names") or []], inputs=inputs,
         outputs=outputs, metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
         artifact_uri=str(target),

@@ -4,6 +4,7 @@
   there ahead of time), no Ray Train start-up cost.
 - `num_workers > 1`: a Ray Train v2 `TorchTrainer` with DDP over the workers. Its `fit()` runs
   inside a Ray task so that `run_job` can wait, poll for cancellation and kill it.
+- `spec.search` set: a Ray Tune search (`tune.driver.run_search`), in a Ray task likewise.
 
 Both paths run the same loop (`loop.train`), so events, checkpoints, cancellation and the
 artifact are the same. This module imports neither torch nor Ray at import time.
@@ -116,6 +117,9 @@ def _remote(fn):
 
 
 def _start(ctx: JobContext, workers: int, cpus: float, use_gpu: bool):
+    if ctx.job_spec().HasField("search"):  # Tune's driver; the trials reserve the resources
+        return _remote(_search_task).options(
+            num_cpus=0, max_retries=0, name=f"trainserve-search-{ctx.job_id}").remote(ctx)
     if workers == 1:
         return _remote(_fast_path_task).options(
             num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_retries=ctx.max_failures,
@@ -169,6 +173,11 @@ def _fast_path_task(ctx: JobContext) -> TrainResult:
     reporter = CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag)
     return train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
                  num_threads=_threads(cpus), device="cuda" if use_gpu else "cpu")
+
+
+def _search_task(ctx: JobContext) -> TrainResult:
+    from trainserve.tune.driver import run_search
+    return run_search(ctx)
 
 
 def _trainer_task(ctx: JobContext) -> TrainResult:
@@ -271,5 +280,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    # Some errors (Tune's) carry a whole traceback: its last line says what went wrong.
+    return lines[-1].strip() if lines[0].startswith("Traceback") else lines[0]

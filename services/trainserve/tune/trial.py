@@ -1,0 +1,87 @@
+"""One trial of a search, run by Ray Tune as a function trainable (`run_trial`).
+
+The trial decodes its Tune config into spec values, applies them to the base spec and trains
+it with the ordinary loop in `<search job>/trials/<trial id>/`, which also holds the loop's
+checkpoints: a trial Tune restarts (after a restore) resumes from them. Every epoch it reports
+the epoch's metrics (with `epoch`, the schedulers' clock); under PBT the report carries the
+checkpoints too, so PBT can hand one trial's state to another. Its last report adds the final
+test metrics and `TRIAL_DONE`; a trial the scheduler stopped never sends that one.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trainserve.pb import spec_pb2
+from trainserve.train.paths import JobPaths
+from trainserve.train.reporting import NullReporter
+from trainserve.tune.algorithms import EPOCH, SCHEDULERS, TRIAL_DONE, decode
+from trainserve.tune.space import apply_values, parse_space
+
+
+def trial_paths(search_root: str | Path, trial_id: str) -> JobPaths:
+    return JobPaths(Path(search_root) / "trials" / trial_id)
+
+
+class TuneReporter(NullReporter):
+    """The loop's reporter inside a trial: epochs go to Tune when `per_epoch` (with the
+    checkpoints when `checkpoints`), cancellation is the search's cancel flag file."""
+
+    def __init__(self, paths: JobPaths, cancel_flag: Path, per_epoch: bool,
+                 checkpoints: bool = False):
+        self.paths, self.cancel_flag, self.per_epoch = paths, cancel_flag, per_epoch
+        self.checkpoints = checkpoints
+        self.last: dict[str, float] = {}
+
+    def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
+        from ray import tune
+        self.last = {k: float(v) for k, v in metrics.items()} | {EPOCH: float(epoch)}
+        if not self.per_epoch:
+            return
+        if not self.checkpoints:
+            tune.report(dict(self.last))
+            return
+        with tempfile.TemporaryDirectory(prefix="trainserve-trial-") as tmp:
+            # A snapshot: the loop prunes its own checkpoints while Tune copies this one.
+            shutil.copytree(self.paths.checkpoints, Path(tmp) / "checkpoints")
+            tune.report(dict(self.last), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_flag.exists()
+
+
+def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) -> None:
+    """The Tune trainable. `spec_bytes`: the search's checked `JobSpec`."""
+    from ray import tune
+
+    from trainserve.train.loop import train
+    from trainserve.train.validate import check_spec
+    spec = spec_pb2.JobSpec.FromString(spec_bytes)
+    values = decode(parse_space(spec.search), config)
+    trial_spec = check_spec(apply_values(spec, values))
+    paths = trial_paths(search_root, tune.get_context().get_trial_id())
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _restore(paths, tune.get_checkpoint())
+    reporter = TuneReporter(paths, Path(search_root) / "cancel",
+                            per_epoch=trial_spec.split.folds < 2,
+                            checkpoints=SCHEDULERS.get(spec.search.scheduler.name).checkpoints)
+    cpus = spec.search.trial_resources.cpus
+    result = train(trial_spec, paths.root, reporter, num_threads=max(1, int(cpus)),
+                   device="cuda" if trial_spec.scaling.use_gpu else "cpu")
+    if result.status != "succeeded":
+        return  # cancelled: the search is stopping
+    tune.report(reporter.last | {k: float(v) for k, v in result.metrics.items()}
+                | {TRIAL_DONE: 1.0})
+
+
+def _restore(paths: JobPaths, checkpoint) -> None:
+    """Replace the trial's checkpoints by Tune's (a restored or PBT-exploited trial)."""
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as d:
+        source = Path(d) / "checkpoints"
+        if source.is_dir():
+            shutil.rmtree(paths.checkpoints, ignore_errors=True)
+            shutil.copytree(source, paths.checkpoints)
