@@ -1,7 +1,7 @@
 """Entry point of the `trainserve` console script."""
 from __future__ import annotations
 
-from trainserve.cli import commands, datasets, stack  # noqa: F401 - importing registers them
+from trainserve.cli import commands, datasets, plot, stack  # noqa: F401 - importing registers them
 from trainserve.cli.app import app
 
 

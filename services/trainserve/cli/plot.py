@@ -1,0 +1,52 @@
+"""`trainserve plot JOB`: PNG plots of a job (trainserve.plots draws them)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainserve.cli import render
+from trainserve.cli.app import app, client
+from trainserve.pb import job_pb2
+
+
+@app.command()
+def plot(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", file_okay=False,
+                                      help="Directory for the PNG files (created if needed).")
+                   ] = Path("."),
+) -> None:
+    """Write PNG plots of a job: a search's trial curves and metric against each searched
+    value, or a training job's train and validation curves."""
+    from trainserve import plots
+    with client(ctx) as ts:
+        job = ts.get_job(job_id)
+        if render.is_search(job):
+            paths = plots.search_plots(job, out)
+        else:
+            paths = plots.training_plots(job, _epochs(ts, job), out)
+    for path in paths:
+        render.stdout().print(str(path), highlight=False, soft_wrap=True)
+
+
+def _epochs(ts, job: job_pb2.Job) -> list[job_pb2.EpochMetrics]:
+    """The job's epoch events, replayed from its history. A finished job's stream ends by
+    itself; a running job's is left once it reaches the epoch GetJob reported."""
+    from trainserve.client import TERMINAL_STATES
+    from trainserve.plots import epoch_points
+    if job.state not in TERMINAL_STATES and job.epoch == 0:
+        return []
+    events = []
+    stream = ts.watch(job.id)
+    try:
+        for event in stream:
+            events.append(event)
+            if (job.state not in TERMINAL_STATES and event.WhichOneof("event") == "epoch"
+                    and event.epoch.epoch >= job.epoch):
+                break
+    finally:
+        stream.close()
+    return epoch_points(events)
