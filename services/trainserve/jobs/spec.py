@@ -104,6 +104,9 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
     spec = _pin_uploaded(spec, uploaded)
     spec = _pin_transfer(spec, models)
     full = check_spec(spec)
+    if full.model.HasField("transfer"):
+        from trainserve.train.transfer import check_shapes
+        check_shapes(full)
     if not full.name:
         full.name = f"{full.dataset.name}-{architecture(full)}".replace("_", "-")
     check_name(full.name, "spec.name")

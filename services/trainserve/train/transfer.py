@@ -158,33 +158,59 @@ def load_matching(module: "nn.Module", source: Mapping, rename: Mapping[str, str
     state; refuse a renamed tensor of another shape, and a source of which nothing fits."""
     import torch
     target = module.state_dict()
+    report = match_shapes({k: tuple(v.shape) for k, v in target.items()},
+                          {k: tuple(v.shape) for k, v in source.items()}, rename)
+    with torch.no_grad():
+        for new, name in report.loaded.items():
+            target[new].copy_(source[name].to(target[new].dtype))
+    return report
+
+
+def match_shapes(target: Mapping[str, tuple], source: Mapping[str, tuple],
+                 rename: Mapping[str, str], error=None) -> TransferReport:
+    """Which source tensors load where, by mapped name and shape (`report.loaded`: target ->
+    source name). Raises `error(field, reason)` (default: a `TrainingError`) for a renamed
+    tensor of another shape and for a source of which nothing fits."""
+    error = error or (lambda f, reason: errors.TrainingError(f"{f}: {reason}"))
     report = TransferReport()
-    for name, tensor in source.items():
+    for name, got in source.items():
         new, renamed = map_name(name, rename)
         if new not in target:
             report.skipped[name] = f"no {new!r} here" if renamed else "no such tensor here"
             continue
-        want, got = tuple(target[new].shape), tuple(tensor.shape)
-        if want != got:
+        want = tuple(target[new])
+        if want != tuple(got):
             if renamed:
-                raise errors.TrainingError(
-                    f"{FIELD}.rename maps {name} {list(got)} onto {new} {list(want)}: the "
-                    f"shapes differ; size this layer like the source's (e.g. the same hidden "
-                    f"widths) or leave the prefix out of spec.model.transfer.rename")
+                raise error(f"{FIELD}.rename", f"maps {name} {list(got)} onto {new} {list(want)}: "
+                            f"the shapes differ; size this layer like the source's (e.g. the "
+                            f"same hidden widths) or leave the prefix out of "
+                            f"spec.model.transfer.rename")
             report.skipped[name] = f"shape {list(got)} here {list(want)}"
             continue
         report.loaded[new] = name
     if not report.loaded:
         names = ", ".join(list(target)[:8])
-        raise errors.TrainingError(
-            f"{FIELD}: no tensor of the source model fits this network (by name and shape); "
-            f"map the source's layer names onto this network's ({names}, ...) with "
-            f"spec.model.transfer.rename, e.g. {{'encoder.': ''}} for an autoencoder's "
-            f"encoder")
-    with torch.no_grad():
-        for new, name in report.loaded.items():
-            target[new].copy_(source[name].to(target[new].dtype))
+        raise error(FIELD, f"no tensor of the source model fits this network (by name and "
+                    f"shape); map the source's layer names onto this network's ({names}, ...) "
+                    f"with spec.model.transfer.rename, e.g. {{'encoder.': ''}} for an "
+                    f"autoencoder's encoder")
     return report
+
+
+def check_shapes(spec) -> None:
+    """Submission-time: build the checked spec's network on torch's meta device (shapes, no
+    memory) and match the pinned source's tensor shapes against it (`InvalidArgument`)."""
+    import torch
+
+    from trainserve.train.datasets import dataset_info
+    from trainserve.train.tasks import task_info
+    from trainserve.train.zoo import build_model
+    tr = spec.model.transfer
+    with torch.device("meta"):
+        module = build_model(spec, task_info(spec, dataset_info(spec.dataset)))
+    target = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    match_shapes(target, read_source_shapes(tr.artifact_path), dict(tr.rename),
+                 lambda f, reason: errors.InvalidArgument(reason, field=f))
 
 
 def freeze(module: "nn.Module", prefixes: list[str]) -> list[str]:
