@@ -156,3 +156,26 @@ def test_bad_searches_are_refused_over_grpc(stubs):
     err = rpc_error(submit, stubs, _spec("bad", space={"optimizer.lrr": "uniform(0.1, 0.2)"}))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert 'spec.search.space["optimizer.lrr"]' in err.details()
+
+
+def test_tpe_ranks_trials_by_cross_validated_auc(stubs):
+    from tests.integration.helpers import example
+    spec = example("tune_breast_cancer_optuna", name="bc-tpe")
+    spec.search.num_samples, spec.split.folds, spec.training.epochs = 3, 3, 8
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=400)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert len(job.trials) == 3 and all(t.state == "finished" for t in job.trials)
+    scores = {t.id: t.metrics["cv_auc_mean"] for t in job.trials}
+    assert job.best_trial == max(scores, key=scores.get)
+    assert job.metrics["best_cv_auc_mean"] == pytest.approx(max(scores.values()))
+    assert job.metrics["test_auc"] > 0.9
+
+
+def test_pbt_hands_checkpoints_between_trials_and_finishes(stubs):
+    spec = _spec("digits-pbt", space={"optimizer.lr": "loguniform(1e-4, 1e-1)"},
+                 scheduler={"name": "pbt", "perturbation_interval": 1}, num_samples=4,
+                 trial_resources={"cpus": 0.5})
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=400)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert len(job.trials) == 4 and all(t.state == "finished" for t in job.trials)
+    assert job.metrics["test_accuracy"] > 0.8

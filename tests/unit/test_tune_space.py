@@ -149,3 +149,22 @@ def test_tune_domains_and_decoding_round_trip():
     assert values == {"model.mlp.hidden": [64, 64], "optimizer.lr": 0.01,
                       "training.batch_size": 16, "training.epochs": 3}
     assert json.dumps(values)  # what the trial records store
+
+
+@pytest.mark.parametrize("name", ["tune_digits_asha", "tune_breast_cancer_optuna"])
+def test_search_examples_are_accepted_as_written(name):
+    from pathlib import Path
+
+    from trainserve.jobs.spec import load_spec_file
+    spec = check_submission(load_spec_file(
+        Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml"))
+    assert spec.HasField("search") and spec.search.num_samples > 1
+
+
+def test_flow_style_yaml_commas_get_a_hint():
+    import yaml
+    doc = yaml.safe_load("search: {space: {optimizer.lr: loguniform(1e-4, 1e-1)}}")
+    with pytest.raises(errors.InvalidArgument) as info:
+        parse_spec(BASE | doc)
+    assert info.value.field == 'spec.search.space["optimizer.lr"]'
+    assert "quote" in info.value.reason

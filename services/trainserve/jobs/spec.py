@@ -40,10 +40,24 @@ def parse_spec(doc, source: str = "spec") -> spec_pb2.JobSpec:
     if not isinstance(doc, dict):
         raise InvalidArgument(f"{source} must be a mapping of spec fields", field="spec")
     doc = _check_keys(doc, spec_pb2.JobSpec.DESCRIPTOR, "spec")
+    _check_space_values(doc.get("search"))
     try:
         return json_format.ParseDict(doc, spec_pb2.JobSpec())
     except json_format.ParseError as exc:
         raise InvalidArgument(_clean_parse_error(str(exc)), field="spec") from None
+
+
+def _check_space_values(search) -> None:
+    """Search-space entries are strings; YAML's flow style (`{lr: loguniform(1e-4, 1e-1)}`)
+    splits them at the comma, which protobuf would report without a path."""
+    space = search.get("space") if isinstance(search, dict) else None
+    items = list(space.items()) if isinstance(space, dict) else []
+    cut = [(p, v) for p, v in items if isinstance(v, str) and v.count("(") != v.count(")")]
+    for path, value in cut + [(p, v) for p, v in items if not isinstance(v, str)]:
+        raise InvalidArgument(
+            f"expected a distribution as text, e.g. \"loguniform(1e-4, 1e-1)\", got "
+            f"{value!r}; inside YAML braces {{...}} quote it (a comma ends a value there)",
+            field=f'spec.search.space["{path}"]')
 
 
 def _check_keys(doc: dict, desc, path: str) -> dict:

@@ -132,7 +132,7 @@ def _pbt(spec, metric, mode, axes):
     return PopulationBasedTraining(
         time_attr=EPOCH,
         perturbation_interval=spec.search.scheduler.perturbation_interval,
-        hyperparam_mutations=mutations, seed=spec.training.seed % 2**32)
+        hyperparam_mutations=mutations)
 
 
 def _fifo(spec, metric, mode, axes):

@@ -9,6 +9,7 @@ test metrics and `TRIAL_DONE`; a trial the scheduler stopped never sends that on
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,12 +18,22 @@ from typing import Any
 from trainserve.pb import spec_pb2
 from trainserve.train.paths import JobPaths
 from trainserve.train.reporting import NullReporter
+from trainserve.train.results import write_json_atomic
 from trainserve.tune.algorithms import EPOCH, SCHEDULERS, TRIAL_DONE, decode
 from trainserve.tune.space import apply_values, parse_space
 
 
+LAST_EPOCH = "last_epoch.json"  # the last epoch's report, kept with the checkpoints
+
+
 def trial_paths(search_root: str | Path, trial_id: str) -> JobPaths:
     return JobPaths(Path(search_root) / "trials" / trial_id)
+
+
+def read_last_epoch(paths: JobPaths) -> dict[str, float]:
+    """The last epoch report a trial (or the trial whose checkpoint it took over) made."""
+    path = paths.root / LAST_EPOCH
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 class TuneReporter(NullReporter):
@@ -38,6 +49,7 @@ class TuneReporter(NullReporter):
     def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
         from ray import tune
         self.last = {k: float(v) for k, v in metrics.items()} | {EPOCH: float(epoch)}
+        write_json_atomic(self.paths.root / LAST_EPOCH, self.last)
         if not self.per_epoch:
             return
         if not self.checkpoints:
@@ -46,6 +58,7 @@ class TuneReporter(NullReporter):
         with tempfile.TemporaryDirectory(prefix="trainserve-trial-") as tmp:
             # A snapshot: the loop prunes its own checkpoints while Tune copies this one.
             shutil.copytree(self.paths.checkpoints, Path(tmp) / "checkpoints")
+            shutil.copy2(self.paths.root / LAST_EPOCH, Path(tmp) / LAST_EPOCH)
             tune.report(dict(self.last), checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def cancel_requested(self) -> bool:
@@ -72,8 +85,9 @@ def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) ->
                    device="cuda" if trial_spec.scaling.use_gpu else "cpu")
     if result.status != "succeeded":
         return  # cancelled: the search is stopping
-    tune.report(reporter.last | {k: float(v) for k, v in result.metrics.items()}
-                | {TRIAL_DONE: 1.0})
+    # A trial that took over a finished trial's checkpoint (PBT) trains no epoch itself.
+    last = reporter.last or read_last_epoch(paths)
+    tune.report(last | {k: float(v) for k, v in result.metrics.items()} | {TRIAL_DONE: 1.0})
 
 
 def _restore(paths: JobPaths, checkpoint) -> None:
@@ -85,3 +99,5 @@ def _restore(paths: JobPaths, checkpoint) -> None:
         if source.is_dir():
             shutil.rmtree(paths.checkpoints, ignore_errors=True)
             shutil.copytree(source, paths.checkpoints)
+        if (Path(d) / LAST_EPOCH).exists():
+            shutil.copy2(Path(d) / LAST_EPOCH, paths.root / LAST_EPOCH)
