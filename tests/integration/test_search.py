@@ -179,3 +179,18 @@ def test_pbt_hands_checkpoints_between_trials_and_finishes(stubs):
     assert JobState(job.state) == JobState.SUCCEEDED, job.message
     assert len(job.trials) == 4 and all(t.state == "finished" for t in job.trials)
     assert job.metrics["test_accuracy"] > 0.8
+
+
+def test_a_trial_may_itself_be_a_two_worker_ddp_run(stubs):
+    spec = _spec("digits-ddp-search", space={"optimizer.lr": "grid([0.003, 0.01])"},
+                 algorithm="grid")
+    spec.scaling.num_workers, spec.scaling.cpus_per_worker = 2, 0.5
+    spec.training.epochs = 3
+    job = submit(stubs, spec)
+    logs = [e.log.text for e in watch(stubs, job.id, timeout=400) if e.HasField("log")]
+    done = wait_job(stubs, job.id)
+    assert JobState(done.state) == JobState.SUCCEEDED, (done.message, logs[-5:])
+    assert len(done.trials) == 2 and all(t.state == "finished" for t in done.trials)
+    assert all([p.epoch for p in t.curve] == [1, 2, 3] for t in done.trials)
+    model = get_model(stubs, done.model_name, done.model_version)
+    assert model.spec.scaling.num_workers == 2 and model.trial_id == done.best_trial

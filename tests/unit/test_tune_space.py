@@ -104,6 +104,18 @@ def test_bad_search_settings_name_their_field(search, field, fragment):
     assert fragment in info.value.reason
 
 
+def test_multi_worker_trials_take_their_resources_from_scaling():
+    doc = _search(space={"optimizer.lr": "uniform(0.001, 0.01)"})
+    doc["scaling"] = {"num_workers": 2, "cpus_per_worker": 0.5}
+    assert _submit(doc).scaling.num_workers == 2
+    with pytest.raises(errors.InvalidArgument) as info:
+        _submit(doc | {"search": doc["search"] | {"trial_resources": {"cpus": 0.5}}})
+    assert info.value.field == "spec.search.trial_resources"
+    with pytest.raises(errors.InvalidArgument) as info:
+        _submit(doc | {"search": doc["search"] | {"scheduler": {"name": "pbt"}}})
+    assert info.value.field == "spec.scaling.num_workers"
+
+
 def test_a_per_epoch_scheduler_is_refused_with_cross_validation():
     doc = {"dataset": {"name": "breast_cancer"}, "model": {"mlp": {}},
            "split": {"folds": 3}, "training": {"epochs": 3},

@@ -330,11 +330,12 @@ class _Trainer:
         stop = self.stopper is not None and self.stopper.update(epoch, metrics, self.module)
         if self.rank == 0:
             self._save_checkpoint(epoch)
-            self.reporter.epoch(epoch, self.spec.training.epochs, metrics,
-                                float(sums[1]) / max(seconds, 1e-9),
-                                time.monotonic() - self.started)
-            if stop:
-                self.reporter.log(self.stopper.message())
+        # Every rank reports (the metrics agree): a reporter that synchronizes the ranks, such
+        # as Ray Train's, needs each of them; the others' reporters usually report nothing.
+        self.reporter.epoch(epoch, self.spec.training.epochs, metrics,
+                            float(sums[1]) / max(seconds, 1e-9), time.monotonic() - self.started)
+        if self.rank == 0 and stop:
+            self.reporter.log(self.stopper.message())
         return metrics
 
     def _train_epoch(self, epoch: int) -> torch.Tensor | None:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class Reporter(Protocol):
-    """Receives a job's progress (from rank 0 only) and says whether it should stop."""
+    """Receives a job's progress and says whether it should stop. `epoch` is called on every
+    rank (with the same metrics), the rest on rank 0 only."""
 
     def epoch(self, epoch: int, total_epochs: int, metrics: Mapping[str, float],
               samples_per_second: float, elapsed_seconds: float) -> None:

@@ -19,9 +19,10 @@ EPOCH = "epoch"
 
 @dataclass(frozen=True)
 class Searcher:
-    """`build(seed, metric, mode) -> Ray Tune search algorithm`. `grid_axes`: whether grid() axes are allowed (crossed by the generator);
+    """`build(seed, metric, mode, max_concurrent) -> Ray Tune search algorithm` running at most
+    `max_concurrent` trials at once (0: no limit). `grid_axes`: whether grid() axes are allowed (crossed by the generator);
     `only_grid`: whether every axis must be grid() (each point runs once)."""
-    build: Callable[[int, str, str], Any]
+    build: Callable[[int, str, str, int], Any]
     grid_axes: bool = True
     only_grid: bool = False
 
@@ -79,18 +80,21 @@ def decode(axes: list[Axis], config: dict[str, Any]) -> dict[str, Any]:
 
 # --- searchers -----------------------------------------------------------------------------
 
-def _tpe(seed: int, metric: str, mode: str):
+def _tpe(seed: int, metric: str, mode: str, max_concurrent: int):
     import optuna
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed % 2**32), metric=metric,
-                        mode=mode)
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed % 2**32),
+                            metric=metric, mode=mode)
+    return ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher
 
 
-def _variants(seed: int, metric: str, mode: str):
-    """Tune's own generator (grid axes crossed, the rest sampled), seeded."""
+def _variants(seed: int, metric: str, mode: str, max_concurrent: int):
+    """Tune's own generator (grid axes crossed, the rest sampled), seeded. It limits the
+    trials in flight itself (Tune's `max_concurrent_trials` does not apply to it)."""
     from ray.tune.search import BasicVariantGenerator
-    return BasicVariantGenerator(random_state=seed % 2**32)
+    return BasicVariantGenerator(random_state=seed % 2**32, max_concurrent=max_concurrent)
 
 
 SEARCHERS.register("random", Searcher(_variants))

@@ -54,10 +54,16 @@ def run_search(ctx) -> TrainResult:
                                    for r in grid])
 
 
+# A multi-worker trial's own process only drives its TorchTrainer; the workers hold the CPUs.
+DDP_DRIVER_CPUS = 0.01
+
+
 def _trainable(spec: spec_pb2.JobSpec, spec_bytes: bytes, root: Path):
     from ray import tune
     r = spec.search.trial_resources
     resources = {"cpu": r.cpus, "gpu": r.gpus}
+    if spec.scaling.num_workers > 1:
+        resources = {"cpu": DDP_DRIVER_CPUS}
     return tune.with_resources(
         tune.with_parameters(run_trial, spec_bytes=spec_bytes, search_root=str(root)),
         resources)
@@ -66,12 +72,23 @@ def _trainable(spec: spec_pb2.JobSpec, spec_bytes: bytes, root: Path):
 def _tune_config(spec: spec_pb2.JobSpec, axes: list[Axis]):
     from ray import tune
     s = spec.search
-    searcher = SEARCHERS.get(s.algorithm).build(spec.training.seed, s.metric, s.mode)
+    limit = s.max_concurrent_trials or _fitting(spec) or 0
+    searcher = SEARCHERS.get(s.algorithm).build(spec.training.seed, s.metric, s.mode, limit)
     scheduler = SCHEDULERS.get(s.scheduler.name).build(spec, s.metric, s.mode, axes)
     return tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=s.num_samples,
                            search_alg=searcher, scheduler=scheduler,
-                           max_concurrent_trials=s.max_concurrent_trials or None,
                            time_budget_s=s.time_budget_s or None, reuse_actors=False)
+
+
+def _fitting(spec: spec_pb2.JobSpec) -> int | None:
+    """Multi-worker trials wait for their workers' CPUs after Tune starts them: start only as
+    many as the cluster holds at once (None: Tune's own packing, for single-worker ones)."""
+    import ray
+    sc = spec.scaling
+    if sc.num_workers <= 1:
+        return None
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return max(1, int(cpus // (sc.num_workers * sc.cpus_per_worker + DDP_DRIVER_CPUS)))
 
 
 def _run_config(ctx, spec: spec_pb2.JobSpec, axes: list[Axis]):

@@ -38,22 +38,26 @@ def read_last_epoch(paths: JobPaths) -> dict[str, float]:
 
 class TuneReporter(NullReporter):
     """The loop's reporter inside a trial: epochs go to Tune when `per_epoch` (with the
-    checkpoints when `checkpoints`), cancellation is the search's cancel flag file."""
+    checkpoints when `checkpoints`), cancellation is the search's cancel flag file. In a DDP
+    trial every rank has one (`rank`), reporting through Ray Train (`report`), which forwards
+    rank 0's metrics to Tune; only rank 0 writes files."""
 
     def __init__(self, paths: JobPaths, cancel_flag: Path, per_epoch: bool,
-                 checkpoints: bool = False):
+                 checkpoints: bool = False, rank: int = 0, report=None):
         self.paths, self.cancel_flag, self.per_epoch = paths, cancel_flag, per_epoch
-        self.checkpoints = checkpoints
+        self.checkpoints, self.rank = checkpoints, rank
+        self.report = report
         self.last: dict[str, float] = {}
 
     def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
         from ray import tune
         self.last = {k: float(v) for k, v in metrics.items()} | {EPOCH: float(epoch)}
-        write_json_atomic(self.paths.root / LAST_EPOCH, self.last)
+        if self.rank == 0:
+            write_json_atomic(self.paths.root / LAST_EPOCH, self.last)
         if not self.per_epoch:
             return
-        if not self.checkpoints:
-            tune.report(dict(self.last))
+        if self.report is not None or not self.checkpoints:
+            (self.report or tune.report)(dict(self.last))
             return
         with tempfile.TemporaryDirectory(prefix="trainserve-trial-") as tmp:
             # A snapshot: the loop prunes its own checkpoints while Tune copies this one.
@@ -77,17 +81,59 @@ def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) ->
     paths = trial_paths(search_root, tune.get_context().get_trial_id())
     paths.root.mkdir(parents=True, exist_ok=True)
     _restore(paths, tune.get_checkpoint())
-    reporter = TuneReporter(paths, Path(search_root) / "cancel",
-                            per_epoch=trial_spec.split.folds < 2,
-                            checkpoints=SCHEDULERS.get(spec.search.scheduler.name).checkpoints)
+    options = {"cancel_flag": str(Path(search_root) / "cancel"),
+               "per_epoch": trial_spec.split.folds < 2,
+               "checkpoints": SCHEDULERS.get(spec.search.scheduler.name).checkpoints}
+    if trial_spec.scaling.num_workers > 1:
+        _ddp_trial(trial_spec, paths, options)
+        return
+    reporter = TuneReporter(paths, Path(options["cancel_flag"]), options["per_epoch"],
+                            options["checkpoints"])
     cpus = spec.search.trial_resources.cpus
     result = train(trial_spec, paths.root, reporter, num_threads=max(1, int(cpus)),
                    device="cuda" if trial_spec.scaling.use_gpu else "cpu")
+    _final_report(result, reporter, paths, tune.report)
+
+
+def _final_report(result, reporter: TuneReporter, paths: JobPaths, report) -> None:
     if result.status != "succeeded":
         return  # cancelled: the search is stopping
     # A trial that took over a finished trial's checkpoint (PBT) trains no epoch itself.
     last = reporter.last or read_last_epoch(paths)
-    tune.report(last | {k: float(v) for k, v in result.metrics.items()} | {TRIAL_DONE: 1.0})
+    report(last | {k: float(v) for k, v in result.metrics.items()} | {TRIAL_DONE: 1.0})
+
+
+def _ddp_trial(trial_spec: spec_pb2.JobSpec, paths: JobPaths, options: dict) -> None:
+    """A multi-worker trial: Ray Train's `TorchTrainer` inside the trial, its workers'
+    reports forwarded to Tune (Tune's `TuneReportCallback`)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+    sc = trial_spec.scaling
+    trainer = TorchTrainer(
+        _ddp_worker, train_loop_config={"spec": trial_spec.SerializeToString(),
+                                        "root": str(paths.root), **options},
+        scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                     resources_per_worker={"CPU": sc.cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(paths.root / "ray_train"), name="train",
+                             callbacks=[TuneReportCallback()]))
+    trainer.fit()
+
+
+def _ddp_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from trainserve.train.loop import train
+    spec = spec_pb2.JobSpec.FromString(config["spec"])
+    paths, ctx = JobPaths(Path(config["root"])), ray.train.get_context()
+    reporter = TuneReporter(paths, Path(config["cancel_flag"]), config["per_epoch"],
+                            rank=ctx.get_world_rank(), report=ray.train.report)
+    result = train(spec, paths.root, reporter, rank=ctx.get_world_rank(),
+                   world_size=ctx.get_world_size(),
+                   num_threads=max(1, int(spec.scaling.cpus_per_worker)),
+                   device=ray.train.torch.get_device())
+    _final_report(result, reporter, paths, ray.train.report)
 
 
 def _restore(paths: JobPaths, checkpoint) -> None:

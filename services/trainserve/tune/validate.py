@@ -129,9 +129,13 @@ def _check_resources(spec) -> None:
                 high_open=False)
     if r.gpus and not spec.scaling.use_gpu:
         fail("spec.search.trial_resources.gpus", "set scaling.use_gpu to train on them")
-    if spec.scaling.num_workers > 1:
-        fail("spec.scaling.num_workers", "each trial of a search trains on one worker; many "
-                                         "trials side by side use the cluster instead: set 1")
+    if spec.scaling.num_workers > 1 and (r.cpus != 1.0 or r.gpus):
+        fail("spec.search.trial_resources", "a multi-worker trial's workers take "
+                                            "scaling.cpus_per_worker each; leave this unset")
+    if spec.scaling.num_workers > 1 and \
+            algorithms.SCHEDULERS.get(spec.search.scheduler.name).checkpoints:
+        fail("spec.scaling.num_workers", "pbt moves single-worker trials' checkpoints; "
+                                         "set 1 or use another scheduler")
 
 
 def _check_candidates(spec, axis: Axis, validate_trial) -> None:
