@@ -17,7 +17,7 @@ from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.grpc_api import GrpcInference
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
-from trainserve.serve.testing import LocalServing, model_version_record
+from trainserve.serve.testing import LocalServing, RecordingContext, model_version_record
 from trainserve.train.artifacts import load_artifact
 from trainserve.train.loop import train
 from trainserve.train.reporting import NullReporter
@@ -157,19 +157,8 @@ def test_unknown_parameters_are_ignored(client):
 
 # --- gRPC parameters ---------------------------------------------------------------------------
 
-class Context:
-    def __init__(self):
-        self.code, self.details = None, None
-
-    def set_code(self, code):
-        self.code = code
-
-    def set_details(self, details):
-        self.details = details
-
-
 def grpc_infer(served, request):
-    ctx = Context()
+    ctx = RecordingContext()
     return asyncio.run(GrpcInference(served.service).ModelInfer(request, ctx)), ctx
 
 

@@ -20,7 +20,7 @@ from trainserve.errors import InvalidArgument
 from trainserve.serve.grpc_api import (GrpcInference, add_inference_servicer,
                                        infer_request_from_proto)
 from trainserve.serve.predictor import Predictor
-from trainserve.serve.testing import LocalServing
+from trainserve.serve.testing import LocalServing, RecordingContext
 
 META = {"task": "classification", "class_names": ["no", "yes"], "input_shape": [3],
         "output_dim": 2, "preprocessing": {"kind": "minmax", "shift": [0, 0, 0],
@@ -33,18 +33,6 @@ def mlp():
     return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
 
 
-class Context:
-    """The part of a gRPC servicer context the servicer uses."""
-
-    def __init__(self):
-        self.code, self.details = None, None
-
-    def set_code(self, code):
-        self.code = code
-
-    def set_details(self, details):
-        self.details = details
-
 
 @pytest.fixture(scope="module")
 def servicer():
@@ -54,7 +42,7 @@ def servicer():
 
 
 def call(servicer, rpc, request):
-    ctx = Context()
+    ctx = RecordingContext()
     return asyncio.run(getattr(servicer, rpc)(request, ctx)), ctx
 
 
@@ -147,7 +135,7 @@ def test_health_and_metadata(servicer):
 
 
 def test_serve_hands_over_request_bytes(servicer):
-    ctx = Context()
+    ctx = RecordingContext()
     resp = asyncio.run(servicer.call("ModelInfer", raw_request().SerializeToString(), ctx))
     assert ctx.code is None and len(resp.outputs) == 3
     resp = asyncio.run(servicer.call("ModelInfer", b"\xff\xff", ctx))

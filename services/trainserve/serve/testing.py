@@ -123,3 +123,16 @@ class LocalServing:
         self.deployments.put(deployment_pb2.Deployment(
             name=endpoint, model_name=model_name, model_version=version,
             state=deployment_pb2.DEPLOYMENT_STATE_READY))
+
+
+class RecordingContext:
+    """The part of a gRPC servicer context the inference servicer uses: the status it sets."""
+
+    def __init__(self):
+        self.code, self.details = None, None
+
+    def set_code(self, code):
+        self.code = code
+
+    def set_details(self, details):
+        self.details = details
