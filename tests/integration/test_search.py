@@ -194,3 +194,26 @@ def test_a_trial_may_itself_be_a_two_worker_ddp_run(stubs):
     assert all([p.epoch for p in t.curve] == [1, 2, 3] for t in done.trials)
     model = get_model(stubs, done.model_name, done.model_version)
     assert model.spec.scaling.num_workers == 2 and model.trial_id == done.best_trial
+
+
+@pytest.mark.parametrize("scheduler", ["hyperband", "median"])
+def test_other_schedulers_run_a_search_to_its_end(stubs, scheduler):
+    spec = _spec(f"digits-{scheduler}", space={"optimizer.lr": "loguniform(1e-5, 1e-1)"},
+                 scheduler={"name": scheduler, "grace_period": 1, "reduction_factor": 2},
+                 num_samples=4, trial_resources={"cpus": 0.5})
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=300)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert len(job.trials) == 4
+    assert {t.state for t in job.trials} <= {"finished", "stopped_early"}
+
+
+def test_the_time_budget_ends_a_search_with_the_best_trial_so_far(stubs):
+    spec = _spec("digits-budget", space={"optimizer.lr": "loguniform(1e-3, 1e-2)"},
+                 num_samples=500, time_budget_s=20, trial_resources={"cpus": 0.5})
+    spec.training.epochs = 1
+    started = time.time()
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=300)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert time.time() - started < 120
+    assert 1 <= len(job.trials) < 500
+    assert job.best_trial in {t.id for t in job.trials if t.state == "finished"}

@@ -77,7 +77,7 @@ def _tune_config(spec: spec_pb2.JobSpec, axes: list[Axis]):
     scheduler = SCHEDULERS.get(s.scheduler.name).build(spec, s.metric, s.mode, axes)
     return tune.TuneConfig(metric=s.metric, mode=s.mode, num_samples=s.num_samples,
                            search_alg=searcher, scheduler=scheduler,
-                           time_budget_s=s.time_budget_s or None, reuse_actors=False)
+                           time_budget_s=s.time_budget_s or None, reuse_actors=True)
 
 
 def _fitting(spec: spec_pb2.JobSpec) -> int | None:
