@@ -82,8 +82,9 @@ def _wait_running(timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def warm(endpoint: str, timeout_s: float = 120.0) -> str:
-    """Load endpoint `endpoint`'s model on a model-host replica now; its `name:version`.
+def warm(endpoint: str, timeout_s: float = 120.0, canary: bool = False) -> str:
+    """Load endpoint `endpoint`'s model (`canary`: the version being rolled out) on a
+    model-host replica now; its `name:version`.
 
     Raises the domain error that explains a failure: `NotFound` (no such deployment or model
     version), `ModelNotReady` (the artifact does not load, with the loader's message).
@@ -91,7 +92,7 @@ def warm(endpoint: str, timeout_s: float = 120.0) -> str:
     """
     handle = serve.get_app_handle(APP_NAME)
     try:
-        return handle.warm.remote(endpoint).result(timeout_s=timeout_s)
+        return handle.warm.remote(endpoint, canary).result(timeout_s=timeout_s)
     except Exception as exc:
         raise unwrap_error(exc) from None
 

@@ -93,9 +93,10 @@ class Gateway:
         """The configuration this application was deployed with (`ensure_serve` compares)."""
         return self._cfg
 
-    async def warm(self, name: str) -> str:
-        """Load the model behind endpoint `name` now; its model id. Called by `control.warm`."""
-        return await self._service.warm(name)
+    async def warm(self, name: str, canary: bool = False) -> str:
+        """Load the model behind endpoint `name` (or its canary) now; its model id. Called by
+        `control.warm`."""
+        return await self._service.warm(name, canary)
 
     # gRPC: Serve's proxy calls the method named after the RPC, with the request's bytes
     # (see grpc_api.add_inference_servicer).

@@ -3,10 +3,14 @@
 The records live in Redis (`trainserve.store.deployments`, `trainserve.store.models`). A
 resolution is cached for `ttl_s` (1 s by default) so that a request does not cost two Redis
 round trips, while a re-deploy still takes effect within about a second.
+
+During a rollout an endpoint has two versions: once the canary is loaded (its state READY),
+each request goes to it with probability `canary_percent` / 100, else to the stable one.
 """
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,8 @@ from typing import Any, Callable, Protocol
 from trainserve.errors import ModelNotReady, NotFound, TrainserveError, Unavailable
 from trainserve.serve.dataplane import CLASS_NAME, ModelSignature, TensorSpec
 from trainserve.serve.task_io import task_rules
+
+CANARY_READY = 2  # trainserve.v1.DEPLOYMENT_STATE_READY (no generated code imported here)
 
 
 class DeploymentGetter(Protocol):
@@ -26,12 +32,43 @@ class ModelGetter(Protocol):
 
 
 @dataclass(frozen=True)
+class Route:
+    """What a name resolves to: the stable endpoint and, in a rollout, the canary."""
+    stable: Endpoint
+    canary: Endpoint | None = None
+    canary_percent: int = 0
+    canary_ready: bool = False  # loaded: it may take traffic
+
+    def pick(self, draw: Callable[[], float] = random.random) -> Endpoint:
+        if self.canary_ready and draw() * 100 < self.canary_percent:
+            return self.canary
+        return self.stable
+
+
+@dataclass(frozen=True)
+class Batching:
+    """An endpoint's dynamic batching (`ServingOptions`); `max_batch_size` <= 1: off."""
+    max_batch_size: int = 0
+    wait_ms: float = 2.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+    @classmethod
+    def of(cls, options) -> "Batching":
+        wait = options.batch_wait_ms if options.HasField("batch_wait_ms") else cls.wait_ms
+        return cls(int(options.max_batch_size), float(wait))
+
+
+@dataclass(frozen=True)
 class Endpoint:
     name: str
     model_name: str
     version: int
     artifact_dir: str
     signature: ModelSignature
+    batching: Batching = Batching()
 
     @property
     def model_id(self) -> str:
@@ -44,15 +81,27 @@ class EndpointResolver:
 
     def __init__(self, deployments: DeploymentGetter, models: ModelGetter, storage_dir: str = "",
                  ttl_s: float = 1.0, max_batch_size: int = 1024,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 draw: Callable[[], float] = random.random):
         self._deployments, self._models = deployments, models
         self._storage_dir = storage_dir
         self._ttl_s, self._max_batch = ttl_s, max_batch_size
-        self._clock = clock
-        self._cache: dict[str, tuple[float, Endpoint | TrainserveError]] = {}
+        self._clock, self._draw = clock, draw
+        self._cache: dict[str, tuple[float, Route | TrainserveError]] = {}
 
-    async def resolve(self, name: str, fresh: bool = False) -> Endpoint:
-        """The endpoint `name`; raises NotFound, ModelNotReady or Unavailable."""
+    async def resolve(self, name: str, fresh: bool = False, canary: bool | None = None
+                      ) -> Endpoint:
+        """The endpoint `name` (during a rollout the canary for its share of the calls;
+        `canary` True / False asks for one side); raises NotFound, ModelNotReady or
+        Unavailable."""
+        route = await self.route(name, fresh)
+        if canary is None:
+            return route.pick(self._draw)
+        if canary and route.canary is None:
+            raise NotFound(f"endpoint {name!r} has no canary being rolled out")
+        return route.canary if canary else route.stable
+
+    async def route(self, name: str, fresh: bool = False) -> Route:
         hit = None if fresh else self._cache.get(name)
         if hit is None or hit[0] <= self._clock():
             hit = (self._clock() + self._ttl_s, await asyncio.to_thread(self._lookup, name))
@@ -64,8 +113,8 @@ class EndpointResolver:
             raise hit[1]
         return hit[1]
 
-    def _lookup(self, name: str) -> Endpoint | TrainserveError:
-        """The endpoint, or the domain error to answer with (both are cached)."""
+    def _lookup(self, name: str) -> Route | TrainserveError:
+        """The route, or the domain error to answer with (both are cached)."""
         try:
             dep = self._deployments.get(name)
         except NotFound:
@@ -74,20 +123,34 @@ class EndpointResolver:
             return exc
         except Exception as exc:  # redis-py errors: the store is unreachable
             return Unavailable(f"cannot read the deployment of {name!r}: {exc}")
+        batching = Batching.of(dep.options)
+        stable = self._endpoint(name, dep.model_name, dep.model_version, batching)
+        if isinstance(stable, TrainserveError):
+            return stable
+        if not dep.canary_version:
+            return Route(stable)
+        canary = self._endpoint(name, dep.model_name, dep.canary_version, batching)
+        if isinstance(canary, TrainserveError):
+            return Route(stable)  # a canary that cannot serve gets no traffic
+        return Route(stable, canary, int(dep.canary_percent), dep.canary_state == CANARY_READY)
+
+    def _endpoint(self, name: str, model: str, version: int,
+                  batching: Batching) -> Endpoint | TrainserveError:
         try:
-            mv = self._models.get(dep.model_name, dep.model_version)
+            mv = self._models.get(model, version)
         except NotFound:
-            return ModelNotReady(f"endpoint {name!r} points at {dep.model_name}:"
-                                 f"{dep.model_version}, which is not registered")
+            return ModelNotReady(f"endpoint {name!r} points at {model}:{version}, which is "
+                                 f"not registered")
         except TrainserveError as exc:
             return exc
         except Exception as exc:
-            return Unavailable(f"cannot read model {dep.model_name}:{dep.model_version}: {exc}")
+            return Unavailable(f"cannot read model {model}:{version}: {exc}")
         try:
             sig = signature_of(mv, self._max_batch)
         except TrainserveError as exc:
             return exc
-        return Endpoint(name, mv.name, int(mv.version), self.artifact_dir(mv.artifact_uri), sig)
+        return Endpoint(name, mv.name, int(mv.version), self.artifact_dir(mv.artifact_uri), sig,
+                        batching)
 
     def artifact_dir(self, uri: str) -> str:
         """A filesystem path from an `artifact_uri`; relative ones lie under the storage dir."""

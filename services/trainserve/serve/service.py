@@ -35,7 +35,8 @@ class Backend(Protocol):
 
 
 class Resolver(Protocol):
-    async def resolve(self, name: str, fresh: bool = False) -> Endpoint: ...
+    async def resolve(self, name: str, fresh: bool = False,
+                      canary: bool | None = None) -> Endpoint: ...
 
 
 async def _always_ready() -> bool:
@@ -89,8 +90,9 @@ class InferenceService:
             raise TrainserveError(f"model {ep.model_id} produced no output {missing}")
         return build_response(name, str(ep.version), request.id, specs, values)
 
-    async def warm(self, name: str) -> str:
-        """Load the model behind `name` now, bypassing the resolution cache; its model id."""
-        ep = await self._resolver.resolve(name, fresh=True)
+    async def warm(self, name: str, canary: bool = False) -> str:
+        """Load the model behind `name` (its stable version, or the canary being rolled out)
+        now, bypassing the resolution cache; its model id."""
+        ep = await self._resolver.resolve(name, fresh=True, canary=canary)
         await self._backend.load(ep.model_id, ep.artifact_dir)
         return ep.model_id
