@@ -264,6 +264,27 @@ class Client:
         return self._call(self._deployments.GetDeployment,
                           deployment_pb2.GetDeploymentRequest(name=name))
 
+    def rollout(self, name: str, version: int = 0, percent: int | None = None,
+                model: str = "") -> deployment_pb2.Deployment:
+        """Send `percent` (default 10) of endpoint `name`'s requests to another version of its
+        model (0 = latest) once that version is loaded; again with another percent
+        re-weights the rollout."""
+        request = deployment_pb2.RolloutRequest(name=name, model_name=model,
+                                                model_version=version)
+        if percent is not None:
+            request.canary_percent = percent
+        return self._call(self._deployments.Rollout, request)
+
+    def promote(self, name: str) -> deployment_pb2.Deployment:
+        """Make the canary of endpoint `name` its version."""
+        return self._call(self._deployments.Promote,
+                          deployment_pb2.FinishRolloutRequest(name=name))
+
+    def rollback(self, name: str) -> deployment_pb2.Deployment:
+        """Drop the canary of endpoint `name`."""
+        return self._call(self._deployments.Rollback,
+                          deployment_pb2.FinishRolloutRequest(name=name))
+
     # -- inference (OIP v2 REST) ------------------------------------------------------------
     # -- datasets -------------------------------------------------------------------------------
     def upload_dataset(self, path: str | Path, name: str, fmt: str | None = None,

@@ -90,6 +90,17 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
         deps = await self.run(self.core.list)
         return deployment_pb2.ListDeploymentsResponse(deployments=deps)
 
+    async def Rollout(self, request, context):
+        percent = request.canary_percent if request.HasField("canary_percent") else None
+        return await self.run(self.core.rollout, request.name, request.model_name,
+                              request.model_version, percent)
+
+    async def Promote(self, request, context):
+        return await self.run(self.core.promote, request.name)
+
+    async def Rollback(self, request, context):
+        return await self.run(self.core.rollback, request.name)
+
 
 class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def __init__(self, core: DatasetsCore, run: _Blocking):

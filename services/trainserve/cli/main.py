@@ -1,7 +1,8 @@
 """Entry point of the `trainserve` console script."""
 from __future__ import annotations
 
-from trainserve.cli import commands, datasets, plot, stack  # noqa: F401 - importing registers them
+from trainserve.cli import (  # noqa: F401 - importing registers the commands
+    commands, datasets, plot, rollout, stack)
 from trainserve.cli.app import app
 
 

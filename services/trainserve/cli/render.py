@@ -352,6 +352,14 @@ def deployment_detail(dep) -> list:
         ("REST", dep.rest_url), ("gRPC", dep.grpc_target),
         ("created", timestamp(dep.created_at)), ("updated", timestamp(dep.updated_at)),
     ]
+    if dep.canary_version:
+        rows[2:2] = [("canary", f"{model_ref(dep.model_name, dep.canary_version)} takes "
+                                f"{dep.canary_percent}% once loaded"),
+                     ("canary state", styled_state(deployment_state_name(dep.canary_state)))]
+    if dep.options.max_batch_size > 1:
+        wait = dep.options.batch_wait_ms if dep.options.HasField("batch_wait_ms") else 2.0
+        rows.append(("batching", f"up to {dep.options.max_batch_size} instances, "
+                                 f"waiting {wait:g} ms"))
     return [kv_table(rows)]
 
 

@@ -5,7 +5,7 @@ import time
 
 import redis
 
-from trainserve.errors import InvalidArgument
+from trainserve.errors import FailedPrecondition, InvalidArgument
 from trainserve.jobs.spec import check_name
 from trainserve.pb import deployment_pb2, model_pb2
 from trainserve.serve.config import endpoint_addresses
@@ -13,6 +13,8 @@ from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
 
 PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
+READY = deployment_pb2.DEPLOYMENT_STATE_READY
+DEFAULT_CANARY_PERCENT = 10
 
 
 class ModelsCore:
@@ -68,3 +70,57 @@ class DeploymentsCore:
 
     def list(self) -> list[deployment_pb2.Deployment]:
         return self.store.list()
+
+    # --- rollouts: a canary version takes a share of the traffic until promoted or dropped --
+
+    def rollout(self, name: str, model_name: str = "", version: int = 0,
+                percent: int | None = None) -> deployment_pb2.Deployment:
+        """Start a rollout of `model_name:version` (default: the endpoint's model, its latest
+        version) on endpoint `name`, or re-weight the one in progress. The canary takes no
+        traffic until the dispatcher has loaded it (`canary_state` READY)."""
+        dep = self.get(name)
+        if model_name and model_name != dep.model_name:
+            raise InvalidArgument(f"endpoint {name!r} serves model {dep.model_name!r}; a rollout "
+                                  f"moves it between versions of that model (deploy "
+                                  f"{model_name!r} under its own name)", field="model_name")
+        if version < 0:
+            raise InvalidArgument("must be >= 0 (0 is the latest)", field="model_version")
+        percent = DEFAULT_CANARY_PERCENT if percent is None else percent
+        if not 1 <= percent <= 100:
+            raise InvalidArgument(f"must be in [1, 100], got {percent}", field="canary_percent")
+        mv = self.models.get(dep.model_name, version)
+        if mv.version == dep.model_version:
+            raise InvalidArgument(f"endpoint {name!r} already serves {mv.name}:{mv.version}",
+                                  field="model_version")
+        fresh = dep.canary_version != mv.version
+        dep.canary_version, dep.canary_percent = mv.version, percent
+        if fresh:
+            dep.canary_state = PENDING
+        self.store.put(dep, enqueue=fresh)
+        return dep
+
+    def promote(self, name: str) -> deployment_pb2.Deployment:
+        """The canary becomes the endpoint's version (it is loaded: the switch is instant)."""
+        dep = self._in_rollout(name)
+        if dep.canary_state != READY:
+            raise FailedPrecondition(f"the canary {dep.model_name}:{dep.canary_version} of "
+                                     f"{name!r} is not loaded yet ({dep.message or 'pending'}); "
+                                     f"promote it once it is READY, or roll it back")
+        dep.model_version, dep.state, dep.message = dep.canary_version, READY, "ready"
+        return self._end_rollout(dep)
+
+    def rollback(self, name: str) -> deployment_pb2.Deployment:
+        """Drop the canary: every request goes to the endpoint's version again."""
+        return self._end_rollout(self._in_rollout(name))
+
+    def _in_rollout(self, name: str) -> deployment_pb2.Deployment:
+        dep = self.get(name)
+        if not dep.canary_version:
+            raise FailedPrecondition(f"endpoint {name!r} has no rollout in progress")
+        return dep
+
+    def _end_rollout(self, dep: deployment_pb2.Deployment) -> deployment_pb2.Deployment:
+        for field in ("canary_version", "canary_percent", "canary_state"):
+            dep.ClearField(field)
+        self.store.put(dep)
+        return dep

@@ -1,0 +1,85 @@
+"""`trainserve rollout / promote / rollback`: move an endpoint to another version of its model
+with a share of the traffic first (a canary), then all of it or none."""
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from trainserve import errors
+from trainserve.cli import render
+from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
+from trainserve.cli.render import Output
+from trainserve.pb import deployment_pb2
+
+PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
+FAILED = deployment_pb2.DEPLOYMENT_STATE_FAILED
+
+
+@app.command()
+def rollout(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    version: Annotated[int, typer.Option("--version", "-v", help="Version of the endpoint's "
+                                         "model to roll out; 0 = the latest.")] = 0,
+    percent: Annotated[int | None, typer.Option(
+        "--percent", "-p", help="Share of the requests the new version takes once loaded, "
+                                "1-100 (default 10; again with another value re-weights).")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return before the new version "
+                                                            "is loaded.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for it.")
+                       ] = 300.0,
+    output: OutputOption = Output.table,
+) -> None:
+    """Start a rollout: a new version of the endpoint's model takes a share of its traffic."""
+    with client(ctx) as ts:
+        dep = ts.rollout(name, version, percent)
+        if not no_wait:
+            dep = _wait_canary(ts, name, timeout)
+    _show(dep, output, f"{name}: {dep.canary_percent}% to "
+                       f"{dep.model_name}:{dep.canary_version}, the rest to "
+                       f"{dep.model_name}:{dep.model_version}")
+    if dep.canary_state == FAILED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def promote(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+            output: OutputOption = Output.table) -> None:
+    """Finish a rollout: the new version takes all of the endpoint's traffic."""
+    with client(ctx) as ts:
+        dep = ts.promote(name)
+    _show(dep, output, f"{name} now serves {dep.model_name}:{dep.model_version}")
+
+
+@app.command()
+def rollback(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+             output: OutputOption = Output.table) -> None:
+    """Abandon a rollout: the endpoint's version takes all of its traffic again."""
+    with client(ctx) as ts:
+        dep = ts.rollback(name)
+    _show(dep, output, f"{name} serves {dep.model_name}:{dep.model_version} only")
+
+
+def _wait_canary(ts, name: str, timeout: float) -> deployment_pb2.Deployment:
+    deadline = time.monotonic() + timeout
+    with render.stdout().status(f"loading the new version of {name} …"):
+        while True:
+            dep = ts.get_deployment(name)
+            if dep.canary_state != PENDING or not dep.canary_version:
+                return dep
+            if time.monotonic() > deadline:
+                raise errors.Unavailable(f"the new version of {name} is still loading after "
+                                         f"{timeout:g} s; see `trainserve deployment {name}`")
+            time.sleep(0.25)
+
+
+def _show(dep, output: Output, line: str) -> None:
+    if output is Output.json:
+        render.print_messages(None, dep)
+    else:
+        render.stdout().print(line, highlight=False)
+        if dep.canary_state == FAILED:
+            render.stdout().print(f"[red]{dep.message}[/red]")
