@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from trainserve.errors import TrainserveError
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.grpc_api import GrpcInference
-from trainserve.serve.resolver import EndpointResolver
+from trainserve.serve.resolver import Batching, EndpointResolver
 from trainserve.serve.rest import build_rest_app
 from trainserve.serve.service import InferenceService
 from trainserve.store.deployments import DeploymentStore
@@ -43,8 +43,16 @@ class HandleBackend:
         await self._call("load", model_id, artifact_dir)
 
     async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
-                      parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        return await self._call("predict", model_id, artifact_dir, inputs, parameters)
+                      parameters: dict[str, Any], batching: Batching | None = None
+                      ) -> dict[str, np.ndarray]:
+        return await self._call("predict", model_id, artifact_dir, inputs, parameters, batching)
+
+    async def stats(self) -> dict:
+        """The model host's `stats()` (of one replica, when there are several)."""
+        try:
+            return await self._handle.stats.remote()
+        except Exception as exc:
+            raise unwrap_error(exc) from None
 
     async def _call(self, method: str, model_id: str, *args: Any) -> Any:
         handle = self._handle.options(multiplexed_model_id=model_id)
@@ -83,7 +91,8 @@ class Gateway:
         resolver = EndpointResolver(DeploymentStore(client), ModelStore(client),
                                     storage_dir=cfg.storage_dir, ttl_s=cfg.resolve_ttl_s,
                                     max_batch_size=cfg.max_batch_size)
-        self._service = InferenceService(resolver, HandleBackend(host), RedisReadiness(client))
+        self._backend = HandleBackend(host)
+        self._service = InferenceService(resolver, self._backend, RedisReadiness(client))
         self._grpc = GrpcInference(self._service)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -97,6 +106,11 @@ class Gateway:
         """Load the model behind endpoint `name` (or its canary) now; its model id. Called by
         `control.warm`."""
         return await self._service.warm(name, canary)
+
+    async def stats(self) -> dict:
+        """The model host's counters: {"batch_sizes": {model id: {requests merged into one
+        forward pass: how many passes}}} (one host replica's, when there are several)."""
+        return await self._backend.stats()
 
     # gRPC: Serve's proxy calls the method named after the RPC, with the request's bytes
     # (see grpc_api.add_inference_servicer).

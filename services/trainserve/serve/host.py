@@ -5,6 +5,10 @@ A model is keyed by `<model_name>:<version>`. The host loads it on first use and
 to `MAX_MODELS_PER_REPLICA` of them per replica (least recently used leave first), so fifty
 small models share one process instead of needing fifty; Serve routes a model's requests to
 the replicas that already hold it.
+
+With an endpoint's dynamic batching on (`Batching`, from its deployment's options), a model's
+concurrent requests run as one forward pass (`serve.batching`); `stats()` tells how many
+requests each pass merged.
 """
 from __future__ import annotations
 
@@ -16,14 +20,30 @@ import numpy as np
 import torch
 from ray import serve
 
+from trainserve.serve.batching import Batcher, batchable
 from trainserve.serve.config import DEFAULT_LOADER
 from trainserve.serve.predictor import Loader, Predictor, import_loader, load_predictor
 
 # Course-sized models weigh kilobytes to a few megabytes each.
 MAX_MODELS_PER_REPLICA = 64
+# Requests a replica takes at once (`ServeConfig.host_max_ongoing_requests` overrides it):
+# a batch can only merge requests that have reached the replica.
+MAX_ONGOING_REQUESTS = 256
 
 
-@serve.deployment(name="model-host", max_ongoing_requests=32,
+async def run_request(batcher: Batcher, model_id: str, predictor: Predictor,
+                      inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None,
+                      batching: Any = None) -> dict[str, np.ndarray]:
+    """One request's outputs: merged with others of the model when `batching` (an endpoint's
+    `Batching`) is on and the request may share a pass, else run alone."""
+    if batching is not None and batching.enabled and batchable(predictor.task, inputs,
+                                                               parameters):
+        return await batcher.submit(model_id, inputs, predictor.run, batching.max_batch_size,
+                                    batching.wait_ms)
+    return batcher.run_alone(model_id, inputs, predictor.run, parameters)
+
+
+@serve.deployment(name="model-host", max_ongoing_requests=MAX_ONGOING_REQUESTS,
                   ray_actor_options={"num_cpus": 0})
 class ModelHost:
     """Runs model versions, each loaded on demand from its artifact directory."""
@@ -33,6 +53,7 @@ class ModelHost:
         self._loader_path = loader
         # model id -> artifact dir, told by each call: the multiplexed loader sees only the id.
         self._dirs: dict[str, str] = {}
+        self._batcher = Batcher()
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> Predictor:
@@ -49,10 +70,18 @@ class ModelHost:
         await self._model(artifact_dir)
 
     async def predict(self, artifact_dir: str, inputs: dict[str, np.ndarray],
-                      parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """Every output of the request's model for a validated request."""
+                      parameters: dict[str, Any] | None = None, batching: Any = None
+                      ) -> dict[str, np.ndarray]:
+        """Every output of the request's model for a validated request; `batching` (the
+        endpoint's `Batching`) may merge it with concurrent ones."""
         predictor = await self._model(artifact_dir)
-        return predictor.run(inputs, parameters)
+        return await run_request(self._batcher, serve.get_multiplexed_model_id(), predictor,
+                                 inputs, parameters, batching)
+
+    async def stats(self) -> dict[str, dict[str, dict[int, int]]]:
+        """This replica's batch sizes: {"batch_sizes": {model id: {requests merged into one
+        forward pass: how many passes}}}."""
+        return {"batch_sizes": self._batcher.sizes()}
 
 
 class LocalBackend:
@@ -62,6 +91,7 @@ class LocalBackend:
         self._loader, self._max = loader, max_models
         self._models: OrderedDict[str, Predictor] = OrderedDict()
         self.loads = 0  # how many times a model was loaded (tests check the caching)
+        self.batcher = Batcher()
 
     def _get(self, model_id: str, artifact_dir: str) -> Predictor:
         if model_id in self._models:
@@ -77,5 +107,10 @@ class LocalBackend:
         self._get(model_id, artifact_dir)
 
     async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
-                      parameters: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        return self._get(model_id, artifact_dir).run(inputs, parameters)
+                      parameters: dict[str, Any] | None = None, batching: Any = None
+                      ) -> dict[str, np.ndarray]:
+        return await run_request(self.batcher, model_id, self._get(model_id, artifact_dir),
+                                 inputs, parameters, batching)
+
+    async def stats(self) -> dict[str, dict[str, dict[int, int]]]:
+        return {"batch_sizes": self.batcher.sizes()}

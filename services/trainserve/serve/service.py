@@ -15,7 +15,7 @@ import trainserve
 from trainserve.errors import ModelNotReady, NotFound, TrainserveError
 from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetadata,
                                         build_response)
-from trainserve.serve.resolver import Endpoint
+from trainserve.serve.resolver import Batching, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ class Backend(Protocol):
     async def load(self, model_id: str, artifact_dir: str) -> None: ...
 
     async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
-                      parameters: dict[str, Any]) -> dict[str, np.ndarray]: ...
+                      parameters: dict[str, Any], batching: Batching | None = None
+                      ) -> dict[str, np.ndarray]:
+        """The outputs; with `batching` on, possibly computed with concurrent requests."""
+        ...
 
 
 class Resolver(Protocol):
@@ -84,7 +87,8 @@ class InferenceService:
         inputs = ep.signature.validate_inputs(request)
         parameters = ep.signature.validate_parameters(request)
         specs = ep.signature.select_outputs(request.outputs, inputs)
-        values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs, parameters)
+        values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs, parameters,
+                                             ep.batching)
         missing = [s.name for s in specs if s.name not in values]
         if missing:  # the registry's output spec and the predictor disagree
             raise TrainserveError(f"model {ep.model_id} produced no output {missing}")
