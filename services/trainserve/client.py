@@ -225,13 +225,19 @@ class Client:
 
     # -- deployments ----------------------------------------------------------------------------
     def deploy(self, model: str, version: int = 0, name: str | None = None, wait: bool = True,
-               timeout: float = 300.0) -> deployment_pb2.Deployment:
+               timeout: float = 300.0, max_batch_size: int = 0,
+               batch_wait_ms: float | None = None) -> deployment_pb2.Deployment:
         """Serve `model` (version 0 = latest) at endpoint `name` (default: the model's name).
 
+        `max_batch_size` > 1 turns on dynamic batching: concurrent requests arriving within
+        `batch_wait_ms` (default 2) run as one forward pass of up to that many instances.
         With `wait`, poll until the endpoint is READY; raise `DeploymentFailed` if it fails
         and `TimeoutError` after `timeout` seconds."""
+        options = deployment_pb2.ServingOptions(max_batch_size=max_batch_size)
+        if batch_wait_ms is not None:
+            options.batch_wait_ms = batch_wait_ms
         dep = self._call(self._deployments.Deploy, deployment_pb2.DeployRequest(
-            name=name or "", model_name=model, model_version=version))
+            name=name or "", model_name=model, model_version=version, options=options))
         if not wait:
             return dep
         return self.wait_deployment(dep.name, timeout)

@@ -78,7 +78,7 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
 
     async def Deploy(self, request, context):
         return await self.run(self.core.deploy, request.name, request.model_name,
-                              request.model_version)
+                              request.model_version, request.options)
 
     async def Undeploy(self, request, context):
         return await self.run(self.core.undeploy, request.name)

@@ -177,17 +177,25 @@ def deploy(
                        ] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for READY.")
                        ] = 300.0,
+    max_batch_size: Annotated[int, typer.Option(
+        "--max-batch-size", help="Dynamic batching: concurrent requests run as one forward "
+                                 "pass of up to this many instances (0 or 1: off).")] = 0,
+    batch_wait_ms: Annotated[float | None, typer.Option(
+        "--batch-wait-ms", help="How long a batch waits for more requests (default 2).")
+                             ] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Serve a model version at an inference endpoint (creates or re-points it)."""
     model_name, version = parse_model_ref(ref)
+    batching = {"max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms}
     with client(ctx) as ts:
         if output is Output.table and not no_wait:
             with render.stdout().status(f"deploying {ref} …"):
-                dep = ts.deploy(model_name, version, name=name, wait=True, timeout=timeout)
+                dep = ts.deploy(model_name, version, name=name, wait=True, timeout=timeout,
+                                **batching)
         else:
             dep = ts.deploy(model_name, version, name=name, wait=not no_wait,
-                            timeout=timeout)
+                            timeout=timeout, **batching)
     if output is Output.json:
         render.print_messages(None, dep)
         return

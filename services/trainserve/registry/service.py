@@ -17,6 +17,22 @@ READY = deployment_pb2.DEPLOYMENT_STATE_READY
 DEFAULT_CANARY_PERCENT = 10
 
 
+MAX_BATCH_SIZE_LIMIT = 4096
+MAX_BATCH_WAIT_MS = 1000.0
+
+
+def check_serving_options(options: deployment_pb2.ServingOptions) -> None:
+    """Dynamic batching within bounds: `max_batch_size` in [0, 4096], `batch_wait_ms` in
+    [0, 1000]."""
+    if not 0 <= options.max_batch_size <= MAX_BATCH_SIZE_LIMIT:
+        raise InvalidArgument(f"must be in [0, {MAX_BATCH_SIZE_LIMIT}] (0 or 1: no batching), "
+                              f"got {options.max_batch_size}", field="options.max_batch_size")
+    if options.HasField("batch_wait_ms") and not (
+            0 <= options.batch_wait_ms <= MAX_BATCH_WAIT_MS):
+        raise InvalidArgument(f"must be in [0, {MAX_BATCH_WAIT_MS:g}] milliseconds, got "
+                              f"{options.batch_wait_ms:g}", field="options.batch_wait_ms")
+
+
 class ModelsCore:
     def __init__(self, client: redis.Redis):
         self.store = ModelStore(client)
@@ -42,18 +58,24 @@ class DeploymentsCore:
         self.store = DeploymentStore(client)
         self.serve_http, self.serve_grpc = serve_http, serve_grpc
 
-    def deploy(self, name: str, model_name: str, version: int = 0) -> deployment_pb2.Deployment:
+    def deploy(self, name: str, model_name: str, version: int = 0,
+               options: deployment_pb2.ServingOptions | None = None
+               ) -> deployment_pb2.Deployment:
+        """Record endpoint `name` -> `model_name:version` (0: the latest) with its serving
+        `options` (dynamic batching) and queue its loading."""
         if not model_name:
             raise InvalidArgument("required", field="model_name")
         name = name or model_name
         check_name(name, "name")
         if version < 0:
             raise InvalidArgument("must be >= 0 (0 is the latest)", field="model_version")
+        if options is not None:
+            check_serving_options(options)
         mv = self.models.get(model_name, version)
         rest_url, grpc_target = endpoint_addresses(self.serve_http, self.serve_grpc, name)
         dep = deployment_pb2.Deployment(
             name=name, model_name=mv.name, model_version=mv.version, state=PENDING,
-            message="loading", rest_url=rest_url, grpc_target=grpc_target)
+            message="loading", rest_url=rest_url, grpc_target=grpc_target, options=options)
         dep.created_at.FromNanoseconds(int(time.time() * 1e9))
         self.store.put(dep, enqueue=True)
         return dep
