@@ -13,8 +13,5 @@ from trainserve.serve.host import ModelHost
 
 
 def build_app(cfg: ServeConfig) -> Application:
-    host = ModelHost.options(
-        num_replicas=cfg.host_replicas,
-        ray_actor_options={"num_cpus": cfg.host_num_cpus},
-    ).bind(cfg.loader, cfg.torch_threads)
+    host = ModelHost.options(**cfg.host_options()).bind(cfg.loader, cfg.torch_threads)
     return Gateway.bind(host, cfg)

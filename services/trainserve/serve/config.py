@@ -40,6 +40,18 @@ class ServeConfig:
     # Logical CPUs each model-host replica reserves. 0 by default: on a small machine a
     # reserved CPU would be taken from training jobs while the host mostly idles.
     host_num_cpus: float = 0.0
+    # GPUs each model-host replica reserves (fractional: several replicas share one GPU).
+    host_num_gpus: float = 0.0
+    # Model-host autoscaling: with `host_max_replicas` > 0, Serve keeps between
+    # `host_min_replicas` and `host_max_replicas` replicas, adding one when a replica holds
+    # more than `host_target_ongoing_requests` requests on average (`host_replicas` is then
+    # ignored). 0: a fixed `host_replicas`. Batching needs several requests on a replica at
+    # once, so a target far below an endpoint's `max_batch_size` splits its batches.
+    host_min_replicas: int = 1
+    host_max_replicas: int = 0
+    host_target_ongoing_requests: float = 16.0
+    # Requests one model-host replica takes at once (the rest wait in the gateway).
+    host_max_ongoing_requests: int = 256
     # torch intra-op threads per model-host replica (Ray does not set them reliably).
     torch_threads: int = 1
     # Largest batch one inference request may carry.
@@ -63,5 +75,33 @@ class ServeConfig:
         if self.host_num_cpus < 0 or self.resolve_ttl_s < 0 or self.ready_timeout_s <= 0:
             raise ValueError("host_num_cpus and resolve_ttl_s must be >= 0, "
                              "ready_timeout_s > 0")
+        self._check_host_scaling()
         if ":" not in self.loader:
             raise ValueError(f"loader must be 'module:function', got {self.loader!r}")
+
+    def _check_host_scaling(self) -> None:
+        if self.host_num_gpus < 0:
+            raise ValueError(f"host_num_gpus must be >= 0, got {self.host_num_gpus}")
+        if self.host_max_ongoing_requests < 1:
+            raise ValueError("host_max_ongoing_requests must be >= 1")
+        if self.host_max_replicas < 0 or self.host_min_replicas < 0:
+            raise ValueError("host_min_replicas and host_max_replicas must be >= 0")
+        if self.host_max_replicas and self.host_max_replicas < max(self.host_min_replicas, 1):
+            raise ValueError(f"host_max_replicas ({self.host_max_replicas}) must be >= "
+                             f"host_min_replicas ({self.host_min_replicas}) and >= 1")
+        if self.host_target_ongoing_requests <= 0:
+            raise ValueError("host_target_ongoing_requests must be > 0")
+
+    def host_options(self) -> dict:
+        """`ModelHost.options(...)` for this config: replicas (fixed or autoscaled), the
+        resources each reserves and how many requests it takes at once."""
+        actor = {"num_cpus": self.host_num_cpus}
+        if self.host_num_gpus:
+            actor["num_gpus"] = self.host_num_gpus
+        options = {"ray_actor_options": actor,
+                   "max_ongoing_requests": self.host_max_ongoing_requests}
+        if not self.host_max_replicas:
+            return {**options, "num_replicas": self.host_replicas}
+        return {**options, "autoscaling_config": {
+            "min_replicas": self.host_min_replicas, "max_replicas": self.host_max_replicas,
+            "target_ongoing_requests": self.host_target_ongoing_requests}}
