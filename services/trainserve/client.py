@@ -223,6 +223,25 @@ class Client:
         return self._call(self._models.GetModel, model_pb2.GetModelRequest(name=name,
                                                                           version=version))
 
+    def export_model(self, name: str, version: int = 0, format: str = "onnx") -> bytes:
+        """A model version (0 = the latest) as a TorchScript (`format="torchscript"`) or ONNX
+        file's bytes. The exported graph takes the endpoint's raw inputs (the preprocessing is
+        inside) and returns its outputs under the same names. Not retried: a stream."""
+        return self.export_model_file(name, version, format)[1]
+
+    def export_model_file(self, name: str, version: int = 0, format: str = "onnx"
+                          ) -> tuple[str, bytes]:
+        """`export_model`, with the server's file name for it (`<name>-v<version>.onnx`)."""
+        request = model_pb2.ExportModelRequest(name=name, version=version, format=format)
+        filename, parts = "", []
+        try:
+            for chunk in self._models.ExportModel(request, timeout=max(self.timeout, 300.0)):
+                filename = filename or chunk.filename
+                parts.append(chunk.data)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+        return filename, b"".join(parts)
+
     # -- deployments ----------------------------------------------------------------------------
     def deploy(self, model: str, version: int = 0, name: str | None = None, wait: bool = True,
                timeout: float = 300.0, max_batch_size: int = 0,

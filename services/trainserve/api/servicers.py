@@ -15,6 +15,9 @@ from trainserve.registry.datasets import DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
 
 
+EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these
+
+
 class _Blocking:
     """Runs blocking store calls off the event loop, in a pool sized for long polls."""
 
@@ -69,6 +72,19 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def GetModel(self, request, context):
         return await self.run(self.core.get, request.name, request.version)
+
+    async def ExportModel(self, request, context):
+        from trainserve.registry import export  # torch is loaded on the first export only
+        fmt = export.check_format(request.format)
+        mv = await self.run(self.core.get, request.name, request.version)
+        data = await self.run(export.export_artifact, mv.artifact_uri, fmt, mv.name,
+                              mv.version)
+        for start in range(0, max(len(data), 1), EXPORT_CHUNK_BYTES):
+            chunk = model_pb2.ExportChunk(data=data[start:start + EXPORT_CHUNK_BYTES])
+            if start == 0:
+                chunk.filename = export.export_filename(mv.name, mv.version, fmt)
+                chunk.format, chunk.version = fmt, mv.version
+            yield chunk
 
 
 class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from trainserve.cli import (  # noqa: F401 - importing registers the commands
-    commands, datasets, plot, rollout, stack)
+    commands, datasets, export, plot, rollout, stack)
 from trainserve.cli.app import app
 
 

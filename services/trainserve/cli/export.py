@@ -1,0 +1,38 @@
+"""`trainserve export MODEL[:VERSION] --format torchscript|onnx [--out FILE]`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainserve.cli import render
+from trainserve.cli.app import app, client
+from trainserve.cli.commands import parse_model_ref
+from trainserve.registry.export import check_format, export_filename  # no torch at import
+
+
+@app.command("export")
+def export_model(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]",
+                                       help="Model to export; without a version, the latest.")],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", metavar="torchscript|onnx",
+        help="torchscript (torch.jit.load) or onnx (opset 17, e.g. for onnxruntime).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="FILE",
+        help="Where to write it (default: <name>-v<version>.pt or .onnx, here).")] = None,
+) -> None:
+    """Export a model version as one file that takes the endpoint's raw inputs (its
+    preprocessing included) and returns the endpoint's outputs, under the same names."""
+    name, version = parse_model_ref(ref)
+    fmt = check_format(fmt)
+    with client(ctx) as ts:
+        with render.stdout().status(f"exporting {ref} to {fmt} …"):
+            filename, data = ts.export_model_file(name, version, fmt)
+    path = out or Path(filename or export_filename(name, version, fmt))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    render.stdout().print(f"wrote [bold]{path}[/bold] ({fmt}, {len(data):,} bytes)",
+                          highlight=False)
