@@ -25,5 +25,5 @@ class RecurrentNet(nn.Module):
         _, state = self.rnn(x)
         h = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (h, c)
         # h: (layers * directions, N, H); the last layer's directions are the last entries.
-        last = h[-self.directions:].transpose(0, 1).reshape(len(x), -1)
+        last = h[-self.directions:].transpose(0, 1).reshape(x.shape[0], -1)  # traceable
         return self.head(last)
