@@ -15,6 +15,7 @@ Every error the server reports is raised as the matching `trainserve.errors` exc
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -40,6 +41,9 @@ TERMINAL_STATES = frozenset({job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAIL
 DEPLOYMENT_DONE = frozenset({deployment_pb2.DEPLOYMENT_STATE_READY,
                              deployment_pb2.DEPLOYMENT_STATE_FAILED})
 SpecLike = spec_pb2.JobSpec | Mapping[str, Any] | str | Path
+# The inference bearer token (serve.auth.TOKEN_ENV; not imported: the SDK imports no server
+# module).
+INFERENCE_TOKEN_ENV = "TRAINSERVE_INFERENCE_TOKEN"
 
 _ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
@@ -52,7 +56,8 @@ _ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
     grpc.StatusCode.CANCELLED: errors.Cancelled,
 }
 _HTTP_ERRORS: dict[int, type[errors.TrainserveError]] = {
-    400: errors.InvalidArgument, 404: errors.NotFound, 409: errors.FailedPrecondition,
+    400: errors.InvalidArgument, 401: errors.Unauthenticated, 404: errors.NotFound,
+    409: errors.FailedPrecondition,
     429: errors.ResourceExhausted, 503: errors.Unavailable,
 }
 # "spec.training.epochs: must be >= 1" -> field path, reason (errors.InvalidArgument's format).
@@ -78,11 +83,16 @@ class Client:
     Calls that fail with UNAVAILABLE (the API restarting, Redis briefly gone) are retried
     with backoff for up to `retry_for` seconds; `submit` retries with the same request id,
     so a retried submission never creates a second job.
+    `inference_token` (default `$TRAINSERVE_INFERENCE_TOKEN`) is sent as a bearer token to
+    the inference endpoints (`predict`, `infer`, `model_metadata`) when set.
     """
 
     def __init__(self, address: str | None = None, timeout: float = 30.0,
-                 retry_for: float = 15.0, channel: grpc.Channel | None = None):
+                 retry_for: float = 15.0, channel: grpc.Channel | None = None,
+                 inference_token: str | None = None):
         self.address = api_address(address)
+        self.inference_token = (inference_token if inference_token is not None
+                                else os.environ.get(INFERENCE_TOKEN_ENV) or None)
         self.timeout = timeout
         self.retry_for = retry_for
         self._channel = channel or grpc.insecure_channel(self.address, options=_options(
@@ -353,12 +363,15 @@ class Client:
               ) -> dict[str, Any]:
         """Send a ready-made OIP v2 inference request (a dict) and return the JSON response."""
         url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
-        return _http_json("POST", url, request, self.timeout)
+        return _http_json("POST", url, request, self.timeout, self._inference_headers())
 
     def model_metadata(self, name: str, http: str = "127.0.0.1:8000") -> dict[str, Any]:
         """`GET /v2/models/{name}`: the endpoint's inputs and outputs (name, datatype, shape)."""
         url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}"
-        return _http_json("GET", url, None, self.timeout)
+        return _http_json("GET", url, None, self.timeout, self._inference_headers())
+
+    def _inference_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.inference_token}"} if self.inference_token else {}
 
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request, retry: bool = True) -> T:
@@ -472,10 +485,11 @@ def _error(exc: grpc.RpcError, address: str) -> errors.TrainserveError:
     return cls(details or code.name.lower())
 
 
-def _http_json(method: str, url: str, body: Any, timeout: float) -> dict[str, Any]:
+def _http_json(method: str, url: str, body: Any, timeout: float,
+               headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     host = urllib.parse.urlsplit(url).hostname or ""
     handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK else []
     try:
@@ -493,6 +507,9 @@ def _http_error(exc: urllib.error.HTTPError) -> errors.TrainserveError:
         message = json.loads(exc.read()).get("error") or exc.reason
     except (ValueError, AttributeError, OSError):
         message = exc.reason
+    if exc.code == 401:
+        return errors.Unauthenticated(f"{message} (the SDK and the CLI send "
+                                      f"${INFERENCE_TOKEN_ENV})")
     if exc.code == 400:
         match = _FIELD_MESSAGE.match(str(message))
         if match:

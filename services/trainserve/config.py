@@ -60,6 +60,8 @@ class Config:
     storage_dir: str = ""
     # How long `up` waits for one component to become ready, in seconds.
     ready_timeout_s: float = 180.0
+    # Bearer tokens on the inference endpoints, listed (as digests) in `inference_token_path`.
+    inference_auth: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
@@ -136,6 +138,11 @@ class Config:
         if self.storage_dir:
             return Path(self.storage_dir).expanduser()
         return self.state_dir / "storage"
+
+    @property
+    def inference_token_path(self) -> Path:
+        """The SHA-256 digests of the inference tokens (`trainserve token create`)."""
+        return self.run_dir / "inference-tokens"
 
     @property
     def ray_temp_path(self) -> Path:

@@ -24,6 +24,12 @@ class InvalidArgument(TrainserveError):
         self.reason = message
 
 
+class Unauthenticated(TrainserveError):
+    """The call carries no valid credentials (e.g. an inference bearer token)."""
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
+
+
 class NotFound(TrainserveError):
     grpc_code = "NOT_FOUND"
     http_status = 404

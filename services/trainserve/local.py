@@ -380,7 +380,15 @@ class LocalStack:
         c = self.config
         return [sys.executable, "-m", "trainserve.dispatch", "--ray-address", c.ray_address,
                 *self._service_args(), "--metrics-port", str(c.dispatcher_metrics_port),
-                "--consumer", consumer]
+                "--consumer", consumer, *self._inference_auth_args()]
+
+    def _inference_auth_args(self) -> list[str]:
+        """With `inference_auth`, the token file the gateway checks (created empty, mode
+        0600, if missing: then no token is accepted until `trainserve token create`)."""
+        if not self.config.inference_auth:
+            return []
+        from trainserve.serve.auth import ensure_file
+        return ["--inference-token-file", str(ensure_file(self.config.inference_token_path))]
 
     def _ray_command(self) -> list[str]:
         c = self.config

@@ -22,12 +22,16 @@ def main(argv=None) -> None:
     p.add_argument("--no-serve", action="store_true", help="do not start Ray Serve")
     p.add_argument("--metrics-port", type=int, default=9101)
     p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument("--inference-token-file", default=d.inference_token_file,
+                   help="require bearer tokens whose SHA-256 digests this file lists on the "
+                        "inference endpoints (default: open)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = DispatcherConfig(redis_url=args.redis_url, ray_address=args.ray_address,
                            storage_dir=args.storage_dir, serve_http=args.serve_http,
                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
-                           consumer=args.consumer, start_serve=not args.no_serve)
+                           consumer=args.consumer, start_serve=not args.no_serve,
+                           inference_token_file=args.inference_token_file)
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port, addr=args.metrics_host)

@@ -37,6 +37,8 @@ class DispatcherConfig:
     max_concurrent_jobs: int = 4
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     start_serve: bool = True
+    # Inference bearer-token authentication (ServeConfig.inference_token_file); "" = open.
+    inference_token_file: str = ""
 
 
 class Dispatcher:
@@ -98,7 +100,8 @@ class Dispatcher:
         grpc_port = int(self.cfg.serve_grpc.rsplit(":", 1)[1])
         ensure_serve(ServeConfig(http_host=http_host, http_port=int(http_port),
                                  grpc_port=grpc_port, redis_url=self.cfg.redis_url,
-                                 storage_dir=self.cfg.storage_dir))
+                                 storage_dir=self.cfg.storage_dir,
+                                 inference_token_file=self.cfg.inference_token_file))
         self.serve_ready.set()
         log.info("Serve ready on http %s, grpc %s", self.cfg.serve_http, self.cfg.serve_grpc)
 

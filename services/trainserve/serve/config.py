@@ -63,6 +63,9 @@ class ServeConfig:
     # Serve's per-request access log lines (every replica and proxy writes one per request,
     # and a driver with log_to_driver gets them all). Off: it costs latency and floods logs.
     access_log: bool = False
+    # Inference bearer-token authentication: a file of the SHA-256 hex digests of the valid
+    # tokens (serve/auth.py), re-read when it changes. Empty: the endpoints are open.
+    inference_token_file: str = ""
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):

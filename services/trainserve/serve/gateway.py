@@ -17,6 +17,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from trainserve.errors import TrainserveError
+from trainserve.serve.auth import token_auth
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.grpc_api import GrpcInference
 from trainserve.serve.resolver import Batching, EndpointResolver
@@ -93,10 +94,11 @@ class Gateway:
                                     max_batch_size=cfg.max_batch_size)
         self._backend = HandleBackend(host)
         self._service = InferenceService(resolver, self._backend, RedisReadiness(client))
-        self._grpc = GrpcInference(self._service)
+        self._auth = token_auth(cfg.inference_token_file)
+        self._grpc = GrpcInference(self._service, self._auth)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_rest_app(self._service)
+        return build_rest_app(self._service, self._auth)
 
     async def config(self) -> ServeConfig:
         """The configuration this application was deployed with (`ensure_serve` compares)."""

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
 from trainserve.errors import InvalidArgument, NotFound, TrainserveError
+from trainserve.serve.auth import TokenFile, grpc_authorization
 from trainserve.serve.dataplane import (InferInput, InferRequest, InferResponse, ModelMetadata,
                                         RequestedOutput, check_shape, decode_raw, encode_raw,
                                         numpy_dtype)
@@ -144,10 +145,14 @@ class GrpcInference:
 
     `context` needs `set_code` and `set_details` (a grpc.aio context or Serve's
     `RayServegRPCContext`). A failed call sets the status and returns an empty reply.
+    With `auth`, every RPC but ServerLive and ServerReady needs the metadata `authorization:
+    Bearer <token>` (else UNAUTHENTICATED); the context then also needs
+    `invocation_metadata`.
     """
 
-    def __init__(self, service: InferenceService):
+    def __init__(self, service: InferenceService, auth: TokenFile | None = None):
         self._service = service
+        self._auth = auth
 
     async def call(self, rpc: str, raw: bytes, context) -> Any:
         """Run `rpc` on a serialized request (what Serve's proxy forwards)."""
@@ -160,6 +165,12 @@ class GrpcInference:
             return response_type()
         return await getattr(self, rpc)(request, context)
 
+    def _authorize(self, context) -> None:
+        """Raise `Unauthenticated` unless the call carries a valid bearer token (or auth is
+        off)."""
+        if self._auth is not None:
+            self._auth.check(grpc_authorization(context))
+
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
@@ -169,11 +180,15 @@ class GrpcInference:
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**self._service.server_metadata())
+        async def call():
+            self._authorize(context)
+            return pb.ServerMetadataResponse(**self._service.server_metadata())
+        return await _answer(context, pb.ServerMetadataResponse, call)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context) -> pb.ModelMetadataResponse:
         async def call():
+            self._authorize(context)
             return metadata_to_proto(await self._service.model_metadata(request.name,
                                                                         request.version))
         return await _answer(context, pb.ModelMetadataResponse, call)
@@ -182,6 +197,7 @@ class GrpcInference:
         """Not ready, rather than an error, for an unknown model: clients poll this (and
         tritonclient's `is_model_ready` must return a bool) while a deployment appears."""
         async def call():
+            self._authorize(context)
             try:
                 ready = await self._service.model_ready(request.name, request.version)
             except NotFound:
@@ -191,6 +207,7 @@ class GrpcInference:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         async def call():
+            self._authorize(context)
             resp = await self._service.infer(request.model_name, request.model_version,
                                              infer_request_from_proto(request))
             return infer_response_to_proto(resp)

@@ -14,11 +14,12 @@ import logging
 import zlib
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trainserve.errors import InvalidArgument, TrainserveError
+from trainserve.errors import InvalidArgument, TrainserveError, Unauthenticated
+from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, TokenFile
 from trainserve.serve.dataplane import (PREDICTION, InferInput, InferRequest, InferResponse,
                                         ModelMetadata, RequestedOutput, check_shape, decode_json,
                                         decode_raw, encode_raw, to_json_data)
@@ -203,20 +204,36 @@ def _item(x: Any) -> Any:
 # ----------------------------------------------------------------------------------- app
 
 
-def build_rest_app(service: InferenceService) -> FastAPI:
-    """The REST routes over `service`; errors answer `{"error": message}` (OIP)."""
+def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> FastAPI:
+    """The REST routes over `service`; errors answer `{"error": message}` (OIP).
+
+    With `auth`, every route but the server health probes needs `Authorization: Bearer
+    <token>`; without, every route is open."""
+    dependencies = [Depends(_authorizer(auth))] if auth is not None else []
     app = FastAPI(title="trainserve inference", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, dependencies=dependencies)
     _add_error_handlers(app)
     _add_v2_routes(app, service)
     _add_v1_routes(app, service)
     return app
 
 
+def _authorizer(auth: TokenFile):
+    """A dependency of every route: checks the bearer token, except on `OPEN_PATHS`."""
+    async def authorize(request: Request) -> None:
+        route = request.scope.get("route")  # the matched route (any mount prefix aside)
+        if getattr(route, "path", request.url.path) not in OPEN_PATHS:
+            auth.check(request.headers.get("authorization"))
+    return authorize
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TrainserveError)
     async def _domain(_: Request, exc: TrainserveError) -> Response:
-        return json_response({"error": exc.message}, exc.http_status)
+        response = json_response({"error": exc.message}, exc.http_status)
+        if isinstance(exc, Unauthenticated):
+            response.headers["WWW-Authenticate"] = CHALLENGE
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
