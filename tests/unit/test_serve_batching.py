@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
 from trainserve.pb import deployment_pb2
 from trainserve.serve.batching import Batcher, batchable, split_rows
 from trainserve.serve.dataplane import InferInput, InferRequest
@@ -288,3 +289,22 @@ def test_the_application_applies_the_host_options():
     assert host.max_ongoing_requests == 256
     assert host._deployment_config.autoscaling_config.max_replicas == 3
     assert host.ray_actor_options["num_gpus"] == 0.5
+
+
+def test_cli_deploy_sends_the_batching_options(fake_api, monkeypatch, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+
+    api, address = fake_api
+    monkeypatch.setenv("TRAINSERVE_API", address)
+    monkeypatch.setenv("TRAINSERVE_STATE_DIR", str(tmp_path / "state"))
+    for args, want in [(["--max-batch-size", "32", "--batch-wait-ms", "2"],
+                        deployment_pb2.ServingOptions(max_batch_size=32, batch_wait_ms=2)),
+                       ([], deployment_pb2.ServingOptions())]:
+        result = CliRunner().invoke(app, ["deploy", "xor-mlp", "--name", "xor", "--no-wait",
+                                          "-o", "json", *args])
+        assert result.exit_code == 0, result.output
+        (_, request), = [r for r in api.requests[-1:] if r[0] == "Deploy"]
+        assert request.options == want
+        assert request.options.HasField("batch_wait_ms") == want.HasField("batch_wait_ms")
