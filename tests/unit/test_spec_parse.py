@@ -41,3 +41,13 @@ def test_not_a_mapping():
 def test_missing_file():
     with pytest.raises(InvalidArgument, match="no such file"):
         load_spec_file("/nonexistent/spec.yaml")
+
+
+@pytest.mark.parametrize("deploy,field", [({"max_batch_size": 5000}, "spec.deploy.max_batch_size"),
+                                          ({"batch_wait_ms": -1}, "spec.deploy.batch_wait_ms")])
+def test_deploy_batching_is_checked_at_submission(deploy, field):
+    from trainserve.jobs.spec import check_submission
+    with pytest.raises(InvalidArgument) as info:
+        check_submission(parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
+                                     "deploy": deploy}))
+    assert info.value.field == field

@@ -133,6 +133,7 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
         if not full.deploy.name:
             full.deploy.name = full.name
         check_name(full.deploy.name, "spec.deploy.name")
+        _check_deploy_batching(full.deploy)
     return full
 
 
@@ -168,6 +169,20 @@ def _pin_transfer(spec: spec_pb2.JobSpec, models) -> spec_pb2.JobSpec:
     transfer.pin_source(out, models or (lambda name, version: None))
     transfer.check_source(out)
     return out
+
+
+def _check_deploy_batching(deploy: spec_pb2.DeploySpec) -> None:
+    """The endpoint's batching is checked now, not when the job ends and deploys."""
+    from trainserve.pb import deployment_pb2
+    from trainserve.registry.service import check_serving_options
+    options = deployment_pb2.ServingOptions(max_batch_size=deploy.max_batch_size)
+    if deploy.HasField("batch_wait_ms"):
+        options.batch_wait_ms = deploy.batch_wait_ms
+    try:
+        check_serving_options(options)
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.reason, field=exc.field.replace("options.", "spec.deploy.")) \
+            from None
 
 
 def _check_batch_per_worker(spec: spec_pb2.JobSpec) -> None:
