@@ -49,18 +49,20 @@ def rollout(
 def promote(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
             output: OutputOption = Output.table) -> None:
     """Finish a rollout: the new version takes all of the endpoint's traffic."""
-    with client(ctx) as ts:
-        dep = ts.promote(name)
-    _show(dep, output, f"{name} now serves {dep.model_name}:{dep.model_version}")
+    _finish(ctx, name, output, "promote", "now serves")
 
 
 @app.command()
 def rollback(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
              output: OutputOption = Output.table) -> None:
     """Abandon a rollout: the endpoint's version takes all of its traffic again."""
+    _finish(ctx, name, output, "rollback", "serves only")
+
+
+def _finish(ctx, name: str, output: Output, how: str, says: str) -> None:
     with client(ctx) as ts:
-        dep = ts.rollback(name)
-    _show(dep, output, f"{name} serves {dep.model_name}:{dep.model_version} only")
+        dep = getattr(ts, how)(name)
+    _show(dep, output, f"{name} {says} {dep.model_name}:{dep.model_version}")
 
 
 def _wait_canary(ts, name: str, timeout: float) -> deployment_pb2.Deployment:
