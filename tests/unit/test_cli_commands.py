@@ -299,3 +299,16 @@ def test_help_and_usage_errors_are_typers(cli):
     assert cli("--help").exit_code == 0
     result = cli("jobs", "--limit", "0")
     assert result.exit_code == 2 and "internal error" not in result.output
+
+
+def test_rollout_promote_and_rollback(cli):
+    assert cli("deploy", "xor-mlp:1", "--name", "xor", "--no-wait").exit_code == 0
+    result = cli("rollout", "xor", "--version", "2", "--percent", "25")
+    assert result.exit_code == 0, result.output
+    assert "25% to xor-mlp:2" in result.output
+    shown = cli("deployment", "xor")
+    assert "canary" in shown.output and "25%" in shown.output
+    result = cli("promote", "xor")
+    assert result.exit_code == 0 and "now serves xor-mlp:2" in result.output
+    result = cli("rollback", "xor")
+    assert result.exit_code != 0 and "no rollout in progress" in result.output

@@ -158,6 +158,29 @@ class FakeApi(job_pb2_grpc.JobServiceServicer, model_pb2_grpc.ModelServiceServic
         self._unary("ListDeployments", request, context)
         return deployment_pb2.ListDeploymentsResponse(deployments=list(self.deployments.values()))
 
+    def Rollout(self, request, context):
+        self._unary("Rollout", request, context)
+        dep = self.deployments[request.name]
+        dep.canary_version = request.model_version or dep.model_version + 1
+        dep.canary_percent = request.canary_percent if request.HasField("canary_percent") \
+            else 10
+        dep.canary_state = deployment_pb2.DEPLOYMENT_STATE_READY
+        return dep
+
+    def Promote(self, request, context):
+        self._unary("Promote", request, context)
+        dep = self.deployments[request.name]
+        dep.model_version, dep.canary_version, dep.canary_percent = dep.canary_version, 0, 0
+        return dep
+
+    def Rollback(self, request, context):
+        self._unary("Rollback", request, context)
+        dep = self.deployments[request.name]
+        if not dep.canary_version:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no rollout in progress")
+        dep.canary_version, dep.canary_percent = 0, 0
+        return dep
+
 
 @pytest.fixture
 def fake_api():
