@@ -64,6 +64,8 @@ def ray_head(request):
            if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
     env.update(auth, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()),
+               # HAProxy's metrics listener would take 0.0.0.0:9101, which may be in use.
+               RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
                **SERVE_MODES[request.param])
     saved = {k: os.environ.get(k) for k in auth}
     log = open(Path(temp) / "ray-start.log", "wb")
