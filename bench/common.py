@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -10,14 +9,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from trainserve.local import free_port  # noqa: F401 - the one free-port helper
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -2,15 +2,14 @@
 tests/integration must carry the `integration` marker (an unmarked one is refused)."""
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from trainserve.local import free_port  # noqa: F401 - the one free-port helper, for tests
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,12 +18,6 @@ def pytest_collection_modifyitems(config, items):
         if "integration" in path.parts and item.get_closest_marker("integration") is None:
             raise pytest.UsageError(f"{item.nodeid} lies in tests/integration but is not "
                                     "marked @pytest.mark.integration")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
