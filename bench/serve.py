@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, print_table, save  # noqa: E402
+from tests.ray_head import SERVE_MODES, RayHead  # noqa: E402
 
 EPOCHS, SEED, N_SEQ, N_WARM, CLIENTS, LOAD_S = 3, 0, 300, 30, 32, 5.0
 BATCH_OPTS = (32, 2.0)  # max_batch_size, batch_wait_ms
-MODES = {"default": {},
-         "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}}
+MODES = {"default": SERVE_MODES["default"], "haproxy": SERVE_MODES["throughput"]}
 ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
 
 
@@ -259,32 +258,12 @@ def one_mode(mode: str, artifact_dir: Path, out: Path) -> None:
     from trainserve.train.artifacts import load_artifact
 
     temp = Path(tempfile.mkdtemp(prefix="tsb"))  # short: Ray's socket paths < 108 chars
-    port = free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_bin), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-           "--include-dashboard=false", f"--temp-dir={temp}",
-           f"--ray-client-server-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
-    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-           "AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port()),
-           **MODES[mode]}
-    if mode == "haproxy":  # HAProxy's metrics frontend binds 0.0.0.0:9101 unless told
-        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    log = open(temp / "ray-start.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    head = RayHead(temp, {**os.environ, **MODES[mode]})
     redis_server = RedisServer(temp / "redis")
     rows: dict = {}
     try:
-        deadline = time.monotonic() + 90
-        while b"Ray runtime started" not in (temp / "ray-start.log").read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ray start failed: "
-                                   + (temp / "ray-start.log").read_text()[-2000:])
-            time.sleep(0.2)
-        ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING", log_to_driver=False)
+        address = head.start()
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         redis_server.start()
         client = connect(redis_server.url)
         storage = temp / "storage"
@@ -349,16 +328,7 @@ def one_mode(mode: str, artifact_dir: Path, out: Path) -> None:
             pass
         ray.shutdown()
         redis_server.stop()
-        for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                break
-        log.close()
+        head.stop()
         shutil.rmtree(temp, ignore_errors=True)
     out.write_text(json.dumps(rows, default=str))
 

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 import torch
 
 from tests.conftest import free_port
+from tests.ray_head import SERVE_MODES, RayHead
 
 pytestmark = pytest.mark.integration
 
@@ -36,52 +36,29 @@ IRIS_CLASSES = ("setosa", "versicolor", "virginica")
 # ---------------------------------------------------------------------------- the stack
 
 
-# Serve's throughput-oriented settings (see FACTS.md), set in the Ray cluster's environment:
-# every test runs against both, so that mode is known to be correct, gRPC ingress included.
-SERVE_MODES = {
-    "default": {},
-    "throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
-}
-
-
+# Both of Serve's modes (tests/ray_head.py): every test runs against each, so the
+# throughput-oriented one is known to be correct too, gRPC ingress included.
 @pytest.fixture(scope="module", params=list(SERVE_MODES))
 def ray_head(request):
     """A one-node Ray cluster of 2 CPUs on loopback, on free ports; this process connects."""
     import ray
 
     temp = tempfile.mkdtemp(prefix="tsray")  # short: Ray's socket paths must stay < 108 chars
-    port = free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_bin), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-           "--include-dashboard=false", f"--temp-dir={temp}",
-           f"--ray-client-server-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     # Our own token: ~/.ray/auth_token is shared with every other cluster on the machine.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env = {k: v for k, v in os.environ.items()
            if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
-    env.update(auth, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-               AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()),
-               # HAProxy's metrics listener would take 0.0.0.0:9101, which may be in use.
-               RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
-               **SERVE_MODES[request.param])
+    head = RayHead(Path(temp), env | auth | SERVE_MODES[request.param])
     saved = {k: os.environ.get(k) for k in auth}
-    log = open(Path(temp) / "ray-start.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
     try:
-        _wait_for(lambda: b"Ray runtime started" in (Path(temp) / "ray-start.log").read_bytes(),
-                  90, "ray start", lambda: proc.poll() is None)
+        address = head.start()
         _use_token(auth)
-        ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING", log_to_driver=False)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         yield request.param
     finally:
         ray.shutdown()
         _use_token(saved)
-        _stop_group(proc)
-        log.close()
+        head.stop()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -96,19 +73,6 @@ def _use_token(env: dict) -> None:
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop `ray start` and every process of its session (it leads its own group)."""
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
 
 
 def _wait_for(check, timeout_s, what, alive=lambda: True):
