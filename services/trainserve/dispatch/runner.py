@@ -11,9 +11,9 @@ import traceback
 
 from trainserve import errors
 from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2, job_pb2
+from trainserve.pb import job_pb2
 from trainserve.registry import versions
-from trainserve.registry.service import DeploymentsCore
+from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.trials import ENDED, TrialStore
@@ -86,11 +86,8 @@ class JobRunner:
     def _deploy(self, job: job_pb2.Job, mv) -> str:
         spec = job.spec.deploy
         name = spec.name or mv.name
-        options = deployment_pb2.ServingOptions(max_batch_size=spec.max_batch_size)
-        if spec.HasField("batch_wait_ms"):
-            options.batch_wait_ms = spec.batch_wait_ms
         try:
-            self.deployments.deploy(name, mv.name, mv.version, options)
+            self.deployments.deploy(name, mv.name, mv.version, serving_options_of(spec))
             self.store.events.log(job.id, f"deploying {mv.name}:{mv.version} as {name}")
             return name
         except errors.TrainserveError as exc:

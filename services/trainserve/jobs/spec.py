@@ -173,13 +173,9 @@ def _pin_transfer(spec: spec_pb2.JobSpec, models) -> spec_pb2.JobSpec:
 
 def _check_deploy_batching(deploy: spec_pb2.DeploySpec) -> None:
     """The endpoint's batching is checked now, not when the job ends and deploys."""
-    from trainserve.pb import deployment_pb2
-    from trainserve.registry.service import check_serving_options
-    options = deployment_pb2.ServingOptions(max_batch_size=deploy.max_batch_size)
-    if deploy.HasField("batch_wait_ms"):
-        options.batch_wait_ms = deploy.batch_wait_ms
+    from trainserve.registry.service import check_serving_options, serving_options_of
     try:
-        check_serving_options(options)
+        check_serving_options(serving_options_of(deploy))
     except InvalidArgument as exc:
         raise InvalidArgument(exc.reason, field=exc.field.replace("options.", "spec.deploy.")) \
             from None

@@ -21,6 +21,14 @@ MAX_BATCH_SIZE_LIMIT = 4096
 MAX_BATCH_WAIT_MS = 1000.0
 
 
+def serving_options_of(deploy) -> deployment_pb2.ServingOptions:
+    """The endpoint options a job spec's `DeploySpec` asks for."""
+    options = deployment_pb2.ServingOptions(max_batch_size=deploy.max_batch_size)
+    if deploy.HasField("batch_wait_ms"):
+        options.batch_wait_ms = deploy.batch_wait_ms
+    return options
+
+
 def check_serving_options(options: deployment_pb2.ServingOptions) -> None:
     """Dynamic batching within bounds: `max_batch_size` in [0, 4096], `batch_wait_ms` in
     [0, 1000]."""
