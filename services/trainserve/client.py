@@ -271,18 +271,23 @@ class Client:
             return dep
         return self.wait_deployment(dep.name, timeout)
 
-    def wait_deployment(self, name: str, timeout: float = 300.0) -> deployment_pb2.Deployment:
+    def wait_deployment(self, name: str, timeout: float = 300.0,
+                        canary: bool = False) -> deployment_pb2.Deployment:
+        """Poll until endpoint `name` (with `canary`: the version it is rolling out) is READY;
+        `DeploymentFailed` if it fails, `TimeoutError` after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         delay = 0.2
         while True:
             dep = self.get_deployment(name)
-            if dep.state == deployment_pb2.DEPLOYMENT_STATE_FAILED:
+            state = dep.canary_state if canary else dep.state
+            if state == deployment_pb2.DEPLOYMENT_STATE_FAILED:
                 raise DeploymentFailed(dep)
-            if dep.state == deployment_pb2.DEPLOYMENT_STATE_READY:
+            if state == deployment_pb2.DEPLOYMENT_STATE_READY:
                 return dep
             if time.monotonic() > deadline:
-                raise TimeoutError(f"deployment {name!r} is not ready after {timeout:g}s "
-                                   f"({dep.message or 'pending'})")
+                what = "its new version" if canary else "it"
+                raise TimeoutError(f"deployment {name!r}: {what} is not ready after "
+                                   f"{timeout:g}s ({dep.message or 'pending'})")
             time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 
@@ -300,15 +305,18 @@ class Client:
                           deployment_pb2.GetDeploymentRequest(name=name))
 
     def rollout(self, name: str, version: int = 0, percent: int | None = None,
-                model: str = "") -> deployment_pb2.Deployment:
+                model: str = "", wait: bool = False,
+                timeout: float = 300.0) -> deployment_pb2.Deployment:
         """Send `percent` (default 10) of endpoint `name`'s requests to another version of its
         model (0 = latest) once that version is loaded; again with another percent
-        re-weights the rollout."""
+        re-weights the rollout. With `wait`, poll until the new version is loaded (as
+        `wait_deployment`)."""
         request = deployment_pb2.RolloutRequest(name=name, model_name=model,
                                                 model_version=version)
         if percent is not None:
             request.canary_percent = percent
-        return self._call(self._deployments.Rollout, request)
+        dep = self._call(self._deployments.Rollout, request)
+        return self.wait_deployment(name, timeout, canary=True) if wait else dep
 
     def promote(self, name: str) -> deployment_pb2.Deployment:
         """Make the canary of endpoint `name` its version."""

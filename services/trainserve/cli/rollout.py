@@ -2,19 +2,14 @@
 with a share of the traffic first (a canary), then all of it or none."""
 from __future__ import annotations
 
-import time
+import contextlib
 from typing import Annotated
 
 import typer
 
-from trainserve import errors
 from trainserve.cli import render
-from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
+from trainserve.cli.app import OutputOption, app, client
 from trainserve.cli.render import Output
-from trainserve.pb import deployment_pb2
-
-PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
-FAILED = deployment_pb2.DEPLOYMENT_STATE_FAILED
 
 
 @app.command()
@@ -34,15 +29,13 @@ def rollout(
     output: OutputOption = Output.table,
 ) -> None:
     """Start a rollout: a new version of the endpoint's model takes a share of its traffic."""
-    with client(ctx) as ts:
-        dep = ts.rollout(name, version, percent)
-        if not no_wait:
-            dep = _wait_canary(ts, name, timeout)
+    spinner = render.stdout().status(f"loading the new version of {name} …") \
+        if output is Output.table and not no_wait else contextlib.nullcontext()
+    with client(ctx) as ts, spinner:
+        dep = ts.rollout(name, version, percent, wait=not no_wait, timeout=timeout)
     _show(dep, output, f"{name}: {dep.canary_percent}% to "
                        f"{dep.model_name}:{dep.canary_version}, the rest to "
                        f"{dep.model_name}:{dep.model_version}")
-    if dep.canary_state == FAILED:
-        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -65,23 +58,8 @@ def _finish(ctx, name: str, output: Output, how: str, says: str) -> None:
     _show(dep, output, f"{name} {says} {dep.model_name}:{dep.model_version}")
 
 
-def _wait_canary(ts, name: str, timeout: float) -> deployment_pb2.Deployment:
-    deadline = time.monotonic() + timeout
-    with render.stdout().status(f"loading the new version of {name} …"):
-        while True:
-            dep = ts.get_deployment(name)
-            if dep.canary_state != PENDING or not dep.canary_version:
-                return dep
-            if time.monotonic() > deadline:
-                raise errors.Unavailable(f"the new version of {name} is still loading after "
-                                         f"{timeout:g} s; see `trainserve deployment {name}`")
-            time.sleep(0.25)
-
-
 def _show(dep, output: Output, line: str) -> None:
     if output is Output.json:
         render.print_messages(None, dep)
     else:
         render.stdout().print(line, highlight=False)
-        if dep.canary_state == FAILED:
-            render.stdout().print(f"[red]{dep.message}[/red]")
