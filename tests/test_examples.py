@@ -54,7 +54,6 @@ CASES = [
     ("lenet5_digits", "test_accuracy", lambda v: v >= 0.98),
     ("resnet_digits", "test_accuracy", lambda v: v >= 0.98),
     ("mlp_breast_cancer_cv", "cv_auc_mean", lambda v: v >= 0.98),
-    ("mlp_diabetes", "test_r2", lambda v: v >= 0.38),
     ("gan_rings", "modes_covered", lambda v: v >= 6),
 ]
 
@@ -69,6 +68,18 @@ def test_example_reaches_its_result(name, metric, ok, tmp_path):
 def test_forecasters_beat_the_last_value_tenfold(name, tmp_path):
     mse = _run(name, tmp_path)["test_mse"]
     assert mse <= _naive_forecast_mse(name) / 10
+
+
+def test_diabetes_mlp_reaches_r2_040_over_repeated_holdouts(tmp_path):
+    """R² on 88 held-out patients swings with the split: at seed 0 no standard model reaches
+    0.40 (least squares 0.33, random forest 0.29). The example's seed and the next three,
+    each a different split, and their mean is the estimate checked."""
+    spec = check_spec(load_spec_file(EXAMPLES / "mlp_diabetes.yaml"))
+    scores = []
+    for seed in range(4):
+        spec.training.seed = seed
+        scores.append(train(spec, tmp_path / str(seed), NullReporter()).metrics["test_r2"])
+    assert min(scores) >= 0.38 and sum(scores) / len(scores) >= 0.40, scores
 
 
 def test_early_stopping_stops_early_and_restores_the_best_epoch(tmp_path):
