@@ -1,8 +1,12 @@
 """PNG plots of a job's results: a search's trials (each trial's metric per epoch; the final
-metric against each searched value) and an ordinary job's train and validation curves.
+metric against each searched value), an ordinary job's train and validation curves, and what
+its training run saved for plots (`train.evaluation`, `evaluation.npz`): a classifier's
+confusion matrix and (binary) ROC curve, a regression's predicted against true values, an
+autoencoder's reconstructions (and a VAE's samples), a GAN's samples (a scatter over the real
+points for 2-D data, an image grid for images).
 
-Plain functions: protos or lists in, PNG paths out; no API calls. matplotlib (Agg backend) is
-imported on first use, so importing this module stays cheap.
+Plain functions: protos or arrays in, PNG paths out; no API calls, no model runs. matplotlib
+(Agg backend) is imported on first use, so importing this module stays cheap.
 """
 from __future__ import annotations
 
@@ -12,12 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from trainserve import errors
 from trainserve.pb import job_pb2
 
 TRIAL_CURVES = "trials_curves.png"
 TRIAL_PARAMS = "trials_params.png"
 TRAINING_CURVES = "curves.png"
+CONFUSION = "confusion_matrix.png"
+ROC = "roc_curve.png"
+PREDICTIONS = "predictions.png"
+RECONSTRUCTIONS = "reconstructions.png"
+SAMPLES = "samples.png"
 SPLITS = ("train", "val")
 STOPPED = "stopped_early"
 SCORED_STATES = ("finished", STOPPED)
@@ -326,4 +337,195 @@ def plot_training_curves(series: dict[str, dict[str, tuple[list[int], list[float
     if title:
         fig.suptitle(f"{title}: training curves")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+# -- what the training run saved (train.evaluation) -----------------------------------------
+
+def load_evaluation(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an `evaluation.npz`, loaded without unpickling anything."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def evaluation_plots(arrays: dict[str, np.ndarray], out_dir: Path,
+                     title: str = "") -> list[Path]:
+    """The plots of a job's saved evaluation (see the module docstring), under `out_dir`."""
+    out_dir, kind = Path(out_dir), str(arrays["kind"])
+    if kind == "classification":
+        paths = [plot_confusion(arrays["y_true"], arrays["probabilities"].argmax(axis=1),
+                                list(arrays["class_names"]), out_dir / CONFUSION, title)]
+        if arrays["probabilities"].shape[1] == 2 and len(np.unique(arrays["y_true"])) == 2:
+            paths.append(plot_roc(arrays["y_true"], arrays["probabilities"][:, 1],
+                                  out_dir / ROC, title, positive=str(arrays["class_names"][1])))
+        return paths
+    if kind == "regression":
+        return [plot_predictions(arrays["y_true"], arrays["y_pred"], out_dir / PREDICTIONS, title)]
+    if kind == "reconstruction":
+        paths = [plot_reconstructions(arrays["originals"], arrays["reconstructions"],
+                                      out_dir / RECONSTRUCTIONS, title)]
+        if "samples" in arrays:
+            paths.append(plot_samples(arrays["samples"], out_dir / SAMPLES, title))
+        return paths
+    if kind == "generation":
+        return [plot_samples(arrays["samples"], out_dir / SAMPLES, title, arrays.get("real"),
+                             arrays.get("real_labels"))]
+    return []
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C, C] counts: row the true class, column the predicted one."""
+    flat = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)
+    return np.bincount(flat, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def plot_confusion(y_true, y_pred, class_names: list[str], path: Path, title: str = "") -> Path:
+    """The confusion matrix, counts written in the cells (up to 20 classes)."""
+    n = len(class_names)
+    cm = confusion_counts(y_true, y_pred, n)
+    plt = _pyplot()
+    side = min(max(4.5, 0.5 * n + 2.5), 14)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else
+                  "center")
+    ax.set_yticks(range(n), class_names)
+    if n <= 20:
+        for (i, j), count in np.ndenumerate(cm):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize="small",
+                    color="white" if count > cm.max() / 2 else "black")
+    accuracy = np.trace(cm) / max(cm.sum(), 1)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"{title + ': ' if title else ''}confusion matrix (test, accuracy "
+                 f"{accuracy:.3f})")
+    return _save(fig, path)
+
+
+def roc_points(y_true, scores) -> tuple[np.ndarray, np.ndarray, float]:
+    """(false positive rates, true positive rates, AUC) of `scores` for class 1 of binary
+    `y_true`, one point per distinct score (ties move both rates at once)."""
+    y = np.asarray(y_true) == 1
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s, y = np.asarray(scores, np.float64)[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # the end of each run of ties
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    tpr = np.r_[0.0, tp / max(y.sum(), 1)]
+    fpr = np.r_[0.0, fp / max((~y).sum(), 1)]
+    return fpr, tpr, float(np.trapezoid(tpr, fpr))
+
+
+def plot_roc(y_true, scores, path: Path, title: str = "", positive: str = "1") -> Path:
+    """The ROC curve of a binary classifier's class-1 probability, with its AUC."""
+    fpr, tpr, auc = roc_points(y_true, scores)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot(fpr, tpr, color="tab:blue", linewidth=2, label=f"model (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate",
+           ylabel="true positive rate",
+           title=f"{title + ': ' if title else ''}ROC curve (test, positive: {positive})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_predictions(y_true, y_pred, path: Path, title: str = "") -> Path:
+    """Predicted against true values of the test split, one panel per output (at most 6)."""
+    y_true, y_pred = np.atleast_2d(y_true.T).T, np.atleast_2d(y_pred.T).T
+    outputs = min(y_pred.shape[1], 6)
+    fig, axes = _grid(outputs)
+    for k, ax in enumerate(axes):
+        t, p = y_true[:, k], y_pred[:, k]
+        ax.scatter(t, p, s=12, alpha=0.6)
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=1)
+        ax.set(xlabel="true", ylabel="predicted", title=f"output {k}" if outputs > 1 else "")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title + ': ' if title else ''}predicted vs true (test)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _is_image(sample_shape: tuple[int, ...]) -> bool:
+    return len(sample_shape) == 3 and sample_shape[0] in (1, 3)
+
+
+def _show_image(ax, image: np.ndarray, vmin: float, vmax: float) -> None:
+    """One [C, H, W] image, grey for one channel, colour (scaled to [0, 1]) for three."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+    else:
+        rgb = (np.transpose(image, (1, 2, 0)) - vmin) / max(vmax - vmin, 1e-12)
+        ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_reconstructions(originals, reconstructions, path: Path, title: str = "") -> Path:
+    """Test samples (top row) above their reconstructions (bottom row): images as images,
+    other inputs as their values per feature."""
+    n = len(originals)
+    plt = _pyplot()
+    if _is_image(originals.shape[1:]):
+        fig, axes = plt.subplots(2, n, figsize=(max(1.3 * n, 6), 3.4), squeeze=False)
+        vmin, vmax = float(originals.min()), float(originals.max())
+        for j in range(n):
+            _show_image(axes[0][j], originals[j], vmin, vmax)
+            _show_image(axes[1][j], reconstructions[j], vmin, vmax)
+        axes[0][0].set_ylabel("original")
+        axes[1][0].set_ylabel("reconstruction")
+    else:
+        fig, flat = _grid(n, cols=4, size=(3.6, 2.6))
+        for j, ax in enumerate(flat):
+            ax.plot(originals[j].reshape(-1), marker="o", markersize=3, label="original")
+            ax.plot(reconstructions[j].reshape(-1), marker="x", markersize=3,
+                    label="reconstruction")
+            ax.set(xlabel="feature", title=f"test sample {j}")
+            ax.grid(alpha=0.3)
+        flat[0].legend(fontsize="small")
+    fig.suptitle(f"{title + ': ' if title else ''}test samples and their reconstructions")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_samples(samples, path: Path, title: str = "", real=None, real_labels=None) -> Path:
+    """Generated samples: 2-D points scattered over the real ones, images as a grid, other
+    inputs as their values per feature."""
+    shape = samples.shape[1:]
+    heading = f"{title + ': ' if title else ''}generated samples (fixed seed)"
+    if int(np.prod(shape)) == 2:
+        return _scatter_samples(samples.reshape(-1, 2), path, heading, real, real_labels)
+    plt = _pyplot()
+    if _is_image(shape):
+        cols = min(8, len(samples))
+        rows = math.ceil(len(samples) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 0.5, 1.2 * rows + 0.8),
+                                 squeeze=False)
+        vmin, vmax = float(samples.min()), float(samples.max())
+        for ax, sample in zip(axes.flat, samples):
+            _show_image(ax, sample, vmin, vmax)
+        for ax in list(axes.flat)[len(samples):]:
+            ax.set_visible(False)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for sample in samples[:16]:
+            ax.plot(sample.reshape(-1), alpha=0.6)
+        ax.set(xlabel="feature", ylabel="value")
+        ax.grid(alpha=0.3)
+    fig.suptitle(heading)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _scatter_samples(samples, path: Path, heading: str, real, real_labels) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    if real is not None and len(real):
+        ax.scatter(*np.asarray(real).reshape(-1, 2).T, s=14, alpha=0.5, label="real (test)",
+                   c=real_labels if real_labels is not None else "0.6", cmap="tab10")
+    ax.scatter(*samples.T, s=6, c="black", alpha=0.5, label=f"generated ({len(samples)})")
+    ax.set(title=heading, xlabel="x0", ylabel="x1", aspect="equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
     return _save(fig, path)

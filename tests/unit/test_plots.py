@@ -1,10 +1,13 @@
 """trainserve.plots on hand-built jobs (a search with a trial stopped early, a training job's
-epoch events) and `trainserve plot` against the fake job API: valid, readable PNG files."""
+epoch events), on hand-built evaluation arrays (every task's plots) and `trainserve plot`
+against the fake job API: valid, readable PNG files."""
 from __future__ import annotations
 
 import json
+import struct
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 from tests.unit.test_cli_commands import assert_error, cli  # noqa: F401 - fixtures
@@ -52,8 +55,16 @@ def assert_png(path, min_bytes: int = 5_000) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path
     assert len(data) > min_bytes, (path, len(data))
+    width, height = png_size(data)
+    assert width > 200 and height > 150, (path, width, height)
     image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200, image.shape
+    assert image.ndim == 3 and image.shape[:2] == (height, width), image.shape
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, which a PNG must start with."""
+    assert data[12:16] == b"IHDR", data[:16]
+    return struct.unpack(">II", data[16:24])
 
 
 # -- the plotting core ----------------------------------------------------------------------
@@ -122,6 +133,100 @@ def test_training_plots_without_epochs_say_so(tmp_path):
     job = job_pb2.Job(id="j-2")
     with pytest.raises(plots.NoEpochs, match="j-2 has no epochs yet"):
         plots.training_plots(job, plots.epoch_points(epoch_events(0)), tmp_path)
+
+
+# -- evaluation plots (train.evaluation's arrays) ---------------------------------------------
+
+RNG = np.random.default_rng(0)
+
+
+def classification_arrays(num_classes: int, n: int = 120) -> dict[str, np.ndarray]:
+    y = np.arange(n) % num_classes
+    logits = RNG.normal(size=(n, num_classes)) + 2.0 * np.eye(num_classes)[y]
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return {"kind": np.array("classification"), "y_true": y.astype(np.int64),
+            "probabilities": prob.astype(np.float32),
+            "class_names": np.array([f"class {c}" for c in range(num_classes)])}
+
+
+def test_binary_classifier_gets_confusion_matrix_and_roc(tmp_path):
+    paths = plots.evaluation_plots(classification_arrays(2), tmp_path, "bc")
+    assert [p.name for p in paths] == [plots.CONFUSION, plots.ROC]
+    for path in paths:
+        assert_png(path)
+
+
+def test_multiclass_classifier_gets_a_confusion_matrix_only(tmp_path):
+    paths = plots.evaluation_plots(classification_arrays(10), tmp_path)
+    assert [p.name for p in paths] == [plots.CONFUSION]
+    assert_png(paths[0])
+
+
+def test_confusion_counts_rows_are_true_classes():
+    cm = plots.confusion_counts(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_roc_points_match_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 0, 1, 0])
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.4, 0.2, 0.7, 0.05])  # ties at 0.4
+    fpr, tpr, auc = plots.roc_points(y, scores)
+    assert auc == pytest.approx(roc_auc_score(y, scores))
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_regression_gets_predicted_against_true(tmp_path):
+    y = RNG.normal(size=(80, 1)).astype(np.float32)
+    arrays = {"kind": np.array("regression"), "y_true": y, "y_pred": y + 0.1}
+    paths = plots.evaluation_plots(arrays, tmp_path)
+    assert [p.name for p in paths] == [plots.PREDICTIONS]
+    assert_png(paths[0])
+
+
+def test_image_vae_gets_reconstructions_and_a_sample_grid(tmp_path):
+    images = RNG.uniform(0, 16, size=(8, 1, 8, 8)).astype(np.float32)
+    arrays = {"kind": np.array("reconstruction"), "originals": images,
+              "reconstructions": images * 0.9,
+              "samples": RNG.uniform(0, 16, size=(64, 1, 8, 8)).astype(np.float32)}
+    paths = plots.evaluation_plots(arrays, tmp_path)
+    assert [p.name for p in paths] == [plots.RECONSTRUCTIONS, plots.SAMPLES]
+    for path in paths:
+        assert_png(path)
+
+
+def test_tabular_autoencoder_reconstructions_are_drawn_per_feature(tmp_path):
+    x = RNG.normal(size=(8, 30)).astype(np.float32)
+    arrays = {"kind": np.array("reconstruction"), "originals": x, "reconstructions": x / 2}
+    paths = plots.evaluation_plots(arrays, tmp_path)
+    assert [p.name for p in paths] == [plots.RECONSTRUCTIONS]
+    assert_png(paths[0])
+
+
+def test_2d_gan_samples_are_scattered_over_the_real_points(tmp_path):
+    angle = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    real = np.repeat(np.c_[np.cos(angle), np.sin(angle)] * 2, 20, axis=0)
+    arrays = {"kind": np.array("generation"), "samples": RNG.normal(size=(1000, 2)),
+              "real": real.astype(np.float32), "real_labels": np.repeat(np.arange(8), 20)}
+    paths = plots.evaluation_plots(arrays, tmp_path)
+    assert [p.name for p in paths] == [plots.SAMPLES]
+    assert_png(paths[0])
+
+
+def test_image_gan_samples_are_a_grid(tmp_path):
+    arrays = {"kind": np.array("generation"),
+              "samples": RNG.uniform(size=(64, 1, 8, 8)).astype(np.float32),
+              "real": np.zeros((0, 1, 8, 8), np.float32), "real_labels": np.zeros(0, np.int64)}
+    paths = plots.evaluation_plots(arrays, tmp_path)
+    assert_png(paths[0])
+
+
+def test_load_evaluation_never_unpickles(tmp_path):
+    path = tmp_path / "evaluation.npz"
+    np.savez(path, kind=np.array("classification"), bad=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        plots.load_evaluation(path)
 
 
 # -- trainserve plot ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from trainserve.train import checkpoints, zoo
 from trainserve.train.artifacts import save_artifact, unwrap
 from trainserve.train.augment import Augmenter, enabled as augmentation_enabled
 from trainserve.train.data import PreparedData, prepare_data
+from trainserve.train.evaluation import EVALUATION_FILE, save_evaluation
 from trainserve.train.losses import build_loss
 from trainserve.train.optimizers import build_optimizer, get_optimizer, step_size
 from trainserve.train.paths import JobPaths
@@ -478,6 +479,9 @@ class _Trainer:
         split = self.plan.final_split
         out, losses, x, y = self._predict(split)
         metrics, cm = self.task.final_metrics(split, out, x, y, losses, self.module)
+        if self.rank == 0 and self.plan.artifact:  # what the plots need (train.evaluation)
+            save_evaluation(self.paths.root / EVALUATION_FILE, self.data, self.module, out, x,
+                            y, self.spec.training.seed)
         if self.stopper is not None:
             metrics |= self.stopper.summary(self.epoch)
         return self._finish("succeeded", metrics | dict(self.plan.extra_metrics), cm)
