@@ -49,7 +49,13 @@ ensure_venv() {
   "$VENV/bin/python" scripts/gen_protos.py >/dev/null
 }
 
-setup() { ensure_system; ensure_venv; export PATH="$PWD/$VENV/bin:$PATH"; }
+# The chart tests render helm/ with Helm's library (helm-sdkpy, Python >= 3.12) from a venv of
+# their own, .venv-chart; without a Python >= 3.12 those tests skip and say why.
+ensure_chart_tools() {
+  "$VENV/bin/python" tests/chart/ensure_tools.py >/dev/null || log "chart tests will be skipped"
+}
+
+setup() { ensure_system; ensure_venv; ensure_chart_tools; export PATH="$PWD/$VENV/bin:$PATH"; }
 
 cmd=${1:-help}; shift || true
 case "$cmd" in
