@@ -21,8 +21,10 @@ from typing import Callable
 
 from trainserve import errors
 from trainserve.pb import spec_pb2
+from trainserve.train.logcapture import capture_logs
 from trainserve.train.paths import JobPaths
-from trainserve.train.reporting import CancelFileReporter, NullReporter, make_reporter
+from trainserve.train.reporting import (CancelFileReporter, LogLinesReporter, NullReporter,
+                                        make_reporter)
 from trainserve.train.results import TrainResult, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -170,14 +172,21 @@ def _fast_path_task(ctx: JobContext) -> TrainResult:
     from trainserve.train.loop import train
     from trainserve.train.validate import check_spec
     _, cpus, use_gpu = ctx.scaling()
-    reporter = CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag)
-    return train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
-                 num_threads=_threads(cpus), device="cuda" if use_gpu else "cpu")
+    with capture_logs(ctx) as sink:
+        reporter = _logged(CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag), sink)
+        return train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
+                     num_threads=_threads(cpus), device="cuda" if use_gpu else "cpu")
+
+
+def _logged(reporter, sink):
+    """`reporter`, its lines and epochs also written to the job's worker log when captured."""
+    return reporter if sink is None else LogLinesReporter(reporter, sink.write)
 
 
 def _search_task(ctx: JobContext) -> TrainResult:
     from trainserve.tune.driver import run_search
-    return run_search(ctx)
+    with capture_logs(ctx):
+        return run_search(ctx)
 
 
 def _trainer_task(ctx: JobContext) -> TrainResult:
@@ -213,15 +222,17 @@ def _train_worker(config: dict) -> None:
     ctx: JobContext = config["ctx"]
     tc = ray.train.get_context()
     rank = tc.get_world_rank()
-    reporter = CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag) if rank == 0 \
-        else NullReporter()
-    try:
-        train(check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
-              world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
-              device=ray.train.torch.get_device())
-    except errors.TrainingError as exc:
-        if rank == 0:
-            write_json_atomic(ctx.paths.failure, {"message": exc.message})
+    with capture_logs(ctx, rank) as sink:
+        reporter = _logged(CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag),
+                           sink) if rank == 0 else NullReporter()
+        try:
+            train(check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
+                  world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
+                  device=ray.train.torch.get_device())
+        except errors.TrainingError as exc:
+            log.error("training failed: %s", exc.message)
+            if rank == 0:
+                write_json_atomic(ctx.paths.failure, {"message": exc.message})
 
 
 def _prewarm_task(hold_s: float) -> None:

@@ -92,6 +92,33 @@ class CancelFileReporter:
         return self.flag.exists() or self.inner.cancel_requested()
 
 
+class LogLinesReporter:
+    """Wraps a reporter so that its log lines and a line per epoch also reach the job's
+    worker log (`write(text, source, level)`, e.g. `store.logs.LogSink.write`): what
+    `trainserve logs` shows next to the worker's own output."""
+
+    def __init__(self, inner: Reporter, write: Callable[[str, str, str], None]):
+        self.inner, self.write = inner, write
+
+    def epoch(self, epoch, total_epochs, metrics, samples_per_second, elapsed_seconds) -> None:
+        self.inner.epoch(epoch, total_epochs, metrics, samples_per_second, elapsed_seconds)
+        self.write(epoch_line(epoch, total_epochs, metrics, elapsed_seconds), "progress", "info")
+
+    def log(self, text: str, level: str = "info") -> None:
+        self.inner.log(text, level=level)
+        self.write(text, "progress", level)
+
+    def cancel_requested(self) -> bool:
+        return self.inner.cancel_requested()
+
+
+def epoch_line(epoch: int, total_epochs: int, metrics: Mapping[str, float],
+               elapsed_seconds: float) -> str:
+    """"epoch 3/10: train_loss=0.4127 val_loss=0.5 (2.1 s)", metrics by name."""
+    values = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+    return f"epoch {epoch}/{total_epochs}: {values} ({elapsed_seconds:.1f} s)"
+
+
 def make_reporter(ctx: "JobContext") -> Reporter:
     """The job's reporter: `RedisReporter(ctx.redis_url, ctx.job_id)`, or a `NullReporter`
     when `ctx.redis_url` is None. Imports the store lazily, inside the worker that uses it."""
