@@ -45,6 +45,11 @@ SpecLike = spec_pb2.JobSpec | Mapping[str, Any] | str | Path
 # module).
 INFERENCE_TOKEN_ENV = "TRAINSERVE_INFERENCE_TOKEN"
 
+
+class NotSupported(errors.TrainserveError):
+    """The API does not offer the call (UNIMPLEMENTED): a server older than this client."""
+
+
 _ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -54,6 +59,7 @@ _ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
     grpc.StatusCode.ABORTED: errors.TrainingError,
     grpc.StatusCode.CANCELLED: errors.Cancelled,
+    grpc.StatusCode.UNIMPLEMENTED: NotSupported,
 }
 _HTTP_ERRORS: dict[int, type[errors.TrainserveError]] = {
     400: errors.InvalidArgument, 401: errors.Unauthenticated, 404: errors.NotFound,
@@ -215,6 +221,37 @@ class Client:
                 time.sleep(_backoff(1))
         finally:
             stream.cancel()
+
+    def logs(self, job_id: str, follow: bool = False,
+             after_id: str = "") -> Iterator[job_pb2.JobLogLine]:
+        """The job's worker output (every rank's lines, oldest kept first); with `follow`,
+        live lines until the job is terminal. Not retried: a stream."""
+        stream = self._jobs.StreamLogs(job_pb2.StreamLogsRequest(
+            job_id=job_id, follow=follow, after_id=after_id))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+        finally:
+            stream.cancel()
+
+    def list_artifacts(self, job_id: str) -> list[job_pb2.ArtifactInfo]:
+        """The job's plots and files, rendered by the server on demand."""
+        request = job_pb2.ListArtifactsRequest(job_id=job_id)
+        return list(self._call(self._jobs.ListArtifacts, request).artifacts)
+
+    def download_artifact(self, job_id: str, name: str, directory: str | Path = ".") -> Path:
+        """Write the job's artifact `name` (from `list_artifacts`) to `directory`/`name`."""
+        request = job_pb2.GetArtifactRequest(job_id=job_id, name=name)
+        try:
+            data = b"".join(c.data for c in self._jobs.GetArtifact(
+                request, timeout=max(self.timeout, 120.0)))
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+        path = Path(directory) / Path(name).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
 
     # -- models ---------------------------------------------------------------------------------
     def list_models(self, name: str | None = None) -> list[model_pb2.ModelVersion]:

@@ -7,6 +7,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from trainserve.api.metrics import SUBMISSIONS
+from trainserve.jobs.artifacts import JobArtifacts
 from trainserve.jobs.service import JobsCore
 from trainserve.errors import InvalidArgument
 from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
@@ -16,6 +17,7 @@ from trainserve.registry.service import DeploymentsCore, ModelsCore
 
 
 EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these
+ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
 
 
 class _Blocking:
@@ -33,6 +35,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     def __init__(self, core: JobsCore, run: _Blocking):
         self.core = core
         self.run = run
+        self.artifacts = JobArtifacts(core)
 
     async def SubmitJob(self, request, context):
         job, created = await self.run(self.core.submit, request.spec, request.request_id)
@@ -59,6 +62,23 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             is_done=lambda: self.core.is_terminal(request.job_id))
         while (event := await self.run(next, events, None)) is not None:
             yield event
+
+    async def ListArtifacts(self, request, context):
+        infos = await self.run(self.artifacts.list, request.job_id)
+        return job_pb2.ListArtifactsResponse(artifacts=infos)
+
+    async def GetArtifact(self, request, context):
+        info, data = await self.run(self.artifacts.read, request.job_id, request.name)
+        for start in range(0, max(len(data), 1), ARTIFACT_CHUNK_BYTES):
+            chunk = job_pb2.ArtifactChunk(data=data[start:start + ARTIFACT_CHUNK_BYTES])
+            if start == 0:
+                chunk.info.CopyFrom(info)
+            yield chunk
+
+    async def StreamLogs(self, request, context):
+        lines = await self.run(self.core.logs, request.job_id, request.after_id, request.follow)
+        while (line := await self.run(next, lines, None)) is not None:
+            yield line
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):

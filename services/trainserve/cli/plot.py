@@ -1,4 +1,5 @@
-"""`trainserve plot JOB`: PNG plots of a job (trainserve.plots draws them)."""
+"""`trainserve plot JOB`: the PNG plots of a job, rendered by the job API (ListArtifacts /
+GetArtifact, so it works against a remote server) and written to a local directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,8 @@ from trainserve.cli import render
 from trainserve.cli.app import app, client
 from trainserve.pb import job_pb2
 
+PNG = "image/png"
+
 
 @app.command()
 def plot(
@@ -20,16 +23,33 @@ def plot(
                    ] = Path("."),
 ) -> None:
     """Write PNG plots of a job: a search's trial curves and metric against each searched
-    value, or a training job's train and validation curves."""
-    from trainserve import plots
+    value; a training job's train and validation curves and, once it succeeded, its
+    confusion matrix and ROC curve (classifiers), predictions (regression), reconstructions
+    (autoencoders) or generated samples (GANs, VAEs). `trainserve logs` shows its output."""
+    from trainserve.client import NotSupported
     with client(ctx) as ts:
         job = ts.get_job(job_id)
-        if render.is_search(job):
-            paths = plots.search_plots(job, out)
-        else:
-            paths = plots.training_plots(job, _epochs(ts, job), out)
+        try:
+            paths = _download(ts, job, out)
+        except NotSupported:  # an API older than ListArtifacts: draw the curves here
+            paths = _draw(ts, job, out)
     for path in paths:
         render.stdout().print(str(path), highlight=False, soft_wrap=True)
+
+
+def _download(ts, job: job_pb2.Job, out: Path) -> list[Path]:
+    from trainserve.plots import NoEpochs
+    names = [a.name for a in ts.list_artifacts(job.id) if a.content_type == PNG]
+    if not names:
+        raise NoEpochs(f"job {job.id} has no epochs yet")
+    return [ts.download_artifact(job.id, name, out) for name in names]
+
+
+def _draw(ts, job: job_pb2.Job, out: Path) -> list[Path]:
+    from trainserve import plots
+    if render.is_search(job):
+        return plots.search_plots(job, out)
+    return plots.training_plots(job, _epochs(ts, job), out)
 
 
 def _epochs(ts, job: job_pb2.Job) -> list[job_pb2.EpochMetrics]:

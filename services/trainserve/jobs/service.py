@@ -1,8 +1,11 @@
-"""The job API's core, transport-neutral: what SubmitJob, GetJob, ListJobs, CancelJob and
-WatchJob do, in plain Python over the Redis store. The gRPC servicer only converts."""
+"""The job API's core, transport-neutral: what SubmitJob, GetJob, ListJobs, CancelJob,
+WatchJob and StreamLogs do, in plain Python over the Redis store (a job's files:
+`jobs.artifacts`). The gRPC servicer only converts."""
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Iterator
 
 import redis
 
@@ -13,11 +16,13 @@ from trainserve.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import JobStore
+from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
 from trainserve.store.redis import PREFIX
 from trainserve.store.trials import TrialStore
 
 MAX_PAGE = 1000
+STREAM_ID = re.compile(r"^\d+-\d+$")
 CLUSTER_KEY = PREFIX + "cluster"
 
 
@@ -27,6 +32,7 @@ class JobsCore:
         self.store = JobStore(client)
         self.trials = TrialStore(client)
         self.datasets = DatasetStore(client)
+        self.worker_logs = JobLogs(client)
         self.storage_dir = storage_dir
 
     def cluster_resources(self) -> dict:
@@ -85,3 +91,13 @@ class JobsCore:
 
     def is_terminal(self, job_id: str) -> bool:
         return JobState(self.store.get(job_id).state).is_terminal
+
+    def logs(self, job_id: str, after_id: str = "",
+             follow: bool = False) -> Iterator[job_pb2.JobLogLine]:
+        """The job's worker log lines after `after_id`; with `follow`, live ones until the job
+        is terminal. Checks the request now (NOT_FOUND, INVALID_ARGUMENT), reads lazily."""
+        self.get(job_id)
+        if after_id and not STREAM_ID.match(after_id):
+            raise InvalidArgument("not a log line id this server issued", field="after_id")
+        return self.worker_logs.follow(job_id, after_id, follow,
+                                       is_done=lambda: self.is_terminal(job_id))
