@@ -54,7 +54,8 @@ def test_a_classifier_s_plots_are_listed_and_downloadable(stubs, classifier):
             "curves.csv"} <= set(infos), sorted(infos)
     chunks = get_artifact(stubs, classifier.id, "roc_curve.png")
     data = b"".join(c.data for c in chunks)
-    assert chunks[0].info == infos["roc_curve.png"] and len(data) == infos["roc_curve.png"].size_bytes
+    assert chunks[0].info == infos["roc_curve.png"]
+    assert len(data) == infos["roc_curve.png"].size_bytes
     assert chunks[0].info.content_type == "image/png"
     assert_png(data)
     assert b"test_accuracy" in b"".join(c.data for c in get_artifact(stubs, classifier.id,
@@ -108,3 +109,15 @@ def test_plot_command_downloads_the_server_s_plots(cli, classifier, tmp_path):
     for path in tmp_path.iterdir():
         assert_png(path.read_bytes())
     assert str(tmp_path / "roc_curve.png") in result.stdout
+
+
+def test_every_rank_s_lines_carry_the_rank(stubs):
+    spec = {"dataset": {"name": "xor"}, "model": {"mlp": {"hidden": [8]}},
+            "training": {"epochs": 2}, "scaling": {"num_workers": 2, "cpus_per_worker": 1}}
+    job = wait_job(stubs, submit(stubs, parse_spec(spec)).id, timeout=180)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    lines = list(stubs.jobs.StreamLogs(job_pb2.StreamLogsRequest(job_id=job.id), timeout=30))
+    for rank in (0, 1):
+        assert any(line.rank == rank and line.text.endswith(f"rank {rank} of 2 on cpu")
+                   for line in lines), [(line.rank, line.text) for line in lines]
+    assert all(line.rank == 0 for line in lines if line.source == "progress")

@@ -53,6 +53,20 @@ def test_a_succeeded_classifier_s_files(tmp_path):
     assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"] and float(rows[1][3]) == 1.0
 
 
+def test_a_search_shows_its_best_trial_s_evaluation(tmp_path):
+    from tests.unit.test_plots import search_job
+    job = search_job()
+    (tmp_path / "trials" / "t-2").mkdir(parents=True)
+    np.savez(tmp_path / "trials" / "t-2" / "evaluation.npz", **classification_arrays(3))
+    out = tmp_path / "out"
+    out.mkdir()
+    artifacts.write_files(job, [], tmp_path, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        plots.TRIAL_CURVES, plots.TRIAL_PARAMS, plots.CONFUSION, "metrics.json"])
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["best_trial"] == "t-2" and doc["trials"]["t-3"]["state"] == "stopped_early"
+
+
 def test_a_job_without_epochs_has_only_its_metrics(tmp_path):
     job = job_pb2.Job(id="j-2", state=job_pb2.JOB_STATE_QUEUED)
     artifacts.write_files(job, [], tmp_path, tmp_path)

@@ -102,18 +102,23 @@ def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
     """Every artifact file of `job` into `out` (its storage directory is `root`)."""
     from trainserve import plots
     title = job.spec.name or job.id
+    evaluation = root / EVALUATION_FILE
     if job.spec.HasField("search"):
         try:
             plots.search_plots(job, out)
         except plots.NoEpochs:
             pass
+        # The registered model is the best trial's: its plots are the search's.
+        best = job.best_trial
+        evaluation = root / "trials" / best / EVALUATION_FILE if _is_plain(best) else None
     else:
         epochs = plots.epoch_points(events)
         if epochs:
             plots.training_plots(job, epochs, out)
             (out / "curves.csv").write_text(curves_csv(epochs))
-        if (root / EVALUATION_FILE).is_file() and job.state == job_pb2.JOB_STATE_SUCCEEDED:
-            plots.evaluation_plots(plots.load_evaluation(root / EVALUATION_FILE), out, title)
+    if evaluation is not None and evaluation.is_file() \
+            and job.state == job_pb2.JOB_STATE_SUCCEEDED:
+        plots.evaluation_plots(plots.load_evaluation(evaluation), out, title)
     (out / "metrics.json").write_text(json.dumps(metrics_doc(job), indent=2, sort_keys=True))
 
 
@@ -138,6 +143,11 @@ def metrics_doc(job: job_pb2.Job) -> dict:
                                 "config": dict(t.config)}  # path -> JSON text
                          for t in job.trials}
     return doc
+
+
+def _is_plain(name: str) -> bool:
+    """A non-empty name that is no path (a trial id from the store, say)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
 
 
 def _stamp(job: job_pb2.Job, last_event: str) -> str:

@@ -225,6 +225,7 @@ def _train_worker(config: dict) -> None:
     with capture_logs(ctx, rank) as sink:
         reporter = _logged(CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag),
                            sink) if rank == 0 else NullReporter()
+        log.info("rank %d of %d on %s", rank, tc.get_world_size(), ray.train.torch.get_device())
         try:
             train(check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
                   world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
