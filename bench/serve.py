@@ -35,11 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, print_table, save  # noqa: E402
-from tests.ray_head import SERVE_MODES, RayHead  # noqa: E402
+from tests.ray_head import RayHead  # noqa: E402
 
 EPOCHS, SEED, N_SEQ, N_WARM, CLIENTS, LOAD_S = 3, 0, 300, 30, 32, 5.0
 BATCH_OPTS = (32, 2.0)  # max_batch_size, batch_wait_ms
-MODES = {"default": SERVE_MODES["default"], "haproxy": SERVE_MODES["throughput"]}
+MODES = {"default": "default", "haproxy": "throughput"}  # label: SERVE_MODES name
 ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
 
 
@@ -258,7 +258,7 @@ def one_mode(mode: str, artifact_dir: Path, out: Path) -> None:
     from trainserve.train.artifacts import load_artifact
 
     temp = Path(tempfile.mkdtemp(prefix="tsb"))  # short: Ray's socket paths < 108 chars
-    head = RayHead(temp, {**os.environ, **MODES[mode]})
+    head = RayHead(temp, os.environ, MODES[mode])
     redis_server = RedisServer(temp / "redis")
     rows: dict = {}
     try:

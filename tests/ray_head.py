@@ -2,34 +2,35 @@
 tests and benchmarks that drive Serve directly rather than through the whole local stack."""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
 import signal
+import tempfile
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from trainserve.local import free_port
+from trainserve.serve.config import SERVE_MODES, serve_mode_env
 
-# Serve's throughput-oriented settings (see FACTS.md), set in the Ray cluster's environment.
-SERVE_MODES = {
-    "default": {},
-    "throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
-}
+__all__ = ["RayHead", "SERVE_MODES"]
 
 
 class RayHead:
     """`ray start --head` in `temp` (keep the path short: Ray's sockets live there and must
-    stay under 108 characters) with `env`, plus free ports for every listener it opens."""
+    stay under 108 characters) with `env` and Serve in `serve_mode` (SERVE_MODES), plus free
+    ports for every listener it opens."""
 
-    def __init__(self, temp: Path, env: Mapping[str, str]):
+    def __init__(self, temp: Path, env: Mapping[str, str], serve_mode: str = "default"):
         self.temp, self.port = Path(temp), free_port()
         self.env = dict(env, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                         AUTOSCALER_METRIC_PORT=str(free_port()),
                         DASHBOARD_METRIC_PORT=str(free_port()),
-                        # HAProxy's metrics listener would take 0.0.0.0:9101, maybe in use.
-                        RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
+                        **serve_mode_env(serve_mode, self.temp, free_port))
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -77,3 +78,40 @@ class RayHead:
                 break
         if self._log is not None:
             self._log.close()
+
+
+@contextlib.contextmanager
+def connected_head(serve_mode: str = "default") -> Iterator[RayHead]:
+    """A `RayHead` with a token of its own (~/.ray/auth_token is shared by every cluster on
+    the machine) in Serve mode `serve_mode`, this process connected to it while inside."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="tsray")  # short: Ray's socket paths must stay < 108 chars
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {k: v for k, v in os.environ.items()
+           if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
+    head = RayHead(Path(temp), env | auth, serve_mode)
+    saved = {k: os.environ.get(k) for k in auth}
+    try:
+        address = head.start()
+        _use_token(auth)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        yield head
+    finally:
+        ray.shutdown()
+        _use_token(saved)
+        head.stop()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _use_token(env: dict) -> None:
+    """Make this process authenticate with `env`'s token (None values unset).
+
+    Ray reads the mode and the token once, so both caches are refreshed (private API).
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    for k, v in env.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

@@ -62,9 +62,35 @@ class Config:
     ready_timeout_s: float = 180.0
     # Bearer tokens on the inference endpoints, listed (as digests) in `inference_token_path`.
     inference_auth: bool = False
+    # How Ray Serve runs: "throughput" (HAProxy in front, gRPC inside Serve) or "default"
+    # (Serve's Python proxies); see trainserve.serve.config.SERVE_MODES.
+    serve_mode: str = "throughput"
+    # Replicas of the inference deployment (each runs any endpoint's models, loaded on
+    # demand). With `serve_max_replicas` > 0 Serve autoscales between `serve_replicas` and
+    # it, aiming at `serve_target_ongoing_requests` requests per replica.
+    serve_replicas: int = 1
+    serve_max_replicas: int = 0
+    serve_target_ongoing_requests: float = 16.0
+    # CPUs and GPUs each inference replica reserves (fractions share a device).
+    serve_num_cpus: float = 0.0
+    serve_num_gpus: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
+        from trainserve.serve.config import SERVE_MODES, ServeConfig
+        if self.serve_mode not in SERVE_MODES:
+            raise ValueError(f"serve_mode must be one of {', '.join(SERVE_MODES)}, "
+                             f"got {self.serve_mode!r}")
+        ServeConfig(**self.serve_options())  # raises ValueError on a bad combination
+
+    def serve_options(self) -> dict[str, Any]:
+        """The `ServeConfig` fields these settings stand for (the inference replicas)."""
+        scaled = self.serve_max_replicas > 0
+        return {"host_replicas": max(self.serve_replicas, 1),
+                "host_min_replicas": self.serve_replicas if scaled else 1,
+                "host_max_replicas": self.serve_max_replicas,
+                "host_target_ongoing_requests": self.serve_target_ongoing_requests,
+                "host_num_cpus": self.serve_num_cpus, "host_num_gpus": self.serve_num_gpus}
 
     # -- construction -----------------------------------------------------------------------
     @classmethod

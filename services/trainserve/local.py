@@ -380,7 +380,8 @@ class LocalStack:
         c = self.config
         return [sys.executable, "-m", "trainserve.dispatch", "--ray-address", c.ray_address,
                 *self._service_args(), "--metrics-port", str(c.dispatcher_metrics_port),
-                "--consumer", consumer, *self._inference_auth_args()]
+                "--consumer", consumer, *self._inference_auth_args(),
+                *(f"--serve-option={k}={v}" for k, v in c.serve_options().items())]
 
     def _inference_auth_args(self) -> list[str]:
         """With `inference_auth`, the token file the gateway checks (created empty, mode
@@ -417,6 +418,9 @@ class LocalStack:
         # Fixed by default (44217, 44227); free ones keep two stacks from colliding.
         env["AUTOSCALER_METRIC_PORT"] = str(free_port(self.config.host))
         env["DASHBOARD_METRIC_PORT"] = str(free_port(self.config.host))
+        from trainserve.serve.config import serve_mode_env
+        env.update(serve_mode_env(self.config.serve_mode, self.config.ray_temp_path,
+                                  lambda: free_port(self.config.host)))
         return env
 
     def _link_ray_logs(self) -> None:

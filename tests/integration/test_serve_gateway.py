@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +22,7 @@ import pytest
 import torch
 
 from tests.conftest import free_port
-from tests.ray_head import SERVE_MODES, RayHead
+from tests.ray_head import SERVE_MODES, connected_head
 
 pytestmark = pytest.mark.integration
 
@@ -38,41 +34,11 @@ IRIS_CLASSES = ("setosa", "versicolor", "virginica")
 
 # Both of Serve's modes (tests/ray_head.py): every test runs against each, so the
 # throughput-oriented one is known to be correct too, gRPC ingress included.
-@pytest.fixture(scope="module", params=list(SERVE_MODES))
+@pytest.fixture(scope="module", params=SERVE_MODES)
 def ray_head(request):
     """A one-node Ray cluster of 2 CPUs on loopback, on free ports; this process connects."""
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="tsray")  # short: Ray's socket paths must stay < 108 chars
-    # Our own token: ~/.ray/auth_token is shared with every other cluster on the machine.
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env = {k: v for k, v in os.environ.items()
-           if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
-    head = RayHead(Path(temp), env | auth | SERVE_MODES[request.param])
-    saved = {k: os.environ.get(k) for k in auth}
-    try:
-        address = head.start()
-        _use_token(auth)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    with connected_head(request.param):
         yield request.param
-    finally:
-        ray.shutdown()
-        _use_token(saved)
-        head.stop()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _use_token(env: dict) -> None:
-    """Make this process authenticate with `env`'s token (None values unset).
-
-    Ray reads the mode and the token once, so both caches are refreshed (private API).
-    """
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    for k, v in env.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _wait_for(check, timeout_s, what, alive=lambda: True):

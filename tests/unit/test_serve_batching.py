@@ -284,11 +284,15 @@ def test_the_application_applies_the_host_options():
     from trainserve.serve.app import build_app
     from trainserve.serve.config import ServeConfig
 
-    app = build_app(ServeConfig(host_max_replicas=3, host_num_gpus=0.5))
+    colocated = build_app(ServeConfig(host_max_replicas=3, host_num_gpus=0.5))
+    gateway = colocated._bound_deployment
+    assert gateway.init_args[0] is None  # no model host: the gateway runs the models
+    app = build_app(ServeConfig(host_max_replicas=3, host_num_gpus=0.5, colocate_models=False))
     host = app._bound_deployment.init_args[0]._bound_deployment  # the bound model host
-    assert host.max_ongoing_requests == 256
-    assert host._deployment_config.autoscaling_config.max_replicas == 3
-    assert host.ray_actor_options["num_gpus"] == 0.5
+    for runs_models in (gateway, host):
+        assert runs_models.max_ongoing_requests == 256
+        assert runs_models._deployment_config.autoscaling_config.max_replicas == 3
+        assert runs_models.ray_actor_options["num_gpus"] == 0.5
 
 
 def test_cli_deploy_sends_the_batching_options(fake_api, monkeypatch, tmp_path):  # noqa: F811

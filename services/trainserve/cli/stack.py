@@ -40,12 +40,37 @@ def up(
                                                  help="CPUs Ray offers (default: all).")] = None,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Seconds to wait for each component (default: 180).")] = None,
+    inference_auth: Annotated[bool | None, typer.Option(
+        "--inference-auth/--no-inference-auth",
+        help="Require bearer tokens (`trainserve token create`) on the inference endpoints "
+             "(default: open).", show_default=False)] = None,
+    serve_mode: Annotated[str | None, typer.Option(
+        "--serve-mode", help="How Ray Serve runs: throughput (HAProxy in front; the default) "
+                             "or default (Serve's own proxies).")] = None,
+    serve_replicas: Annotated[int | None, typer.Option(
+        "--serve-replicas", min=1, help="Inference replicas (the minimum when autoscaling; "
+                                        "default 1).")] = None,
+    serve_max_replicas: Annotated[int | None, typer.Option(
+        "--serve-max-replicas", min=0,
+        help="Autoscale inference replicas up to this many (default 0: fixed).")] = None,
+    serve_target_ongoing: Annotated[float | None, typer.Option(
+        "--serve-target-ongoing", min=0.001,
+        help="Autoscaling target: requests in flight per replica (default 16).")] = None,
+    serve_cpus: Annotated[float | None, typer.Option(
+        "--serve-cpus", min=0, help="CPUs each inference replica reserves (default 0).")] = None,
+    serve_gpus: Annotated[float | None, typer.Option(
+        "--serve-gpus", min=0,
+        help="GPUs each inference replica reserves, fractions share one (default 0).")] = None,
 ) -> None:
     """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine."""
     overrides = dict(api_port=api_port, redis_port=redis_port, ray_gcs_port=ray_port,
                      ray_dashboard_port=dashboard_port, serve_http_port=serve_http_port,
                      serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
-                     dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus)
+                     dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus,
+                     inference_auth=inference_auth, serve_mode=serve_mode,
+                     serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
+                     serve_target_ongoing_requests=serve_target_ongoing,
+                     serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus)
     config = _config(state_dir, overrides)
     console = render.stdout()
     stack = LocalStack(config, on_event=lambda name, msg: console.print(

@@ -7,6 +7,7 @@ import signal
 import threading
 
 from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
+from trainserve.serve.config import parse_option
 
 
 def main(argv=None) -> None:
@@ -25,13 +26,21 @@ def main(argv=None) -> None:
     p.add_argument("--inference-token-file", default=d.inference_token_file,
                    help="require bearer tokens whose SHA-256 digests this file lists on the "
                         "inference endpoints (default: open)")
+    p.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a ServeConfig field for the inference application (repeatable), "
+                        "e.g. host_replicas=2")
     args = p.parse_args(argv)
+    try:
+        serve_options = dict(parse_option(o) for o in args.serve_option)
+    except ValueError as exc:
+        p.error(f"--serve-option: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = DispatcherConfig(redis_url=args.redis_url, ray_address=args.ray_address,
                            storage_dir=args.storage_dir, serve_http=args.serve_http,
                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
                            consumer=args.consumer, start_serve=not args.no_serve,
-                           inference_token_file=args.inference_token_file)
+                           inference_token_file=args.inference_token_file,
+                           serve_options=serve_options)
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port, addr=args.metrics_host)

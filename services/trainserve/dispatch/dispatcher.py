@@ -39,6 +39,8 @@ class DispatcherConfig:
     start_serve: bool = True
     # Inference bearer-token authentication (ServeConfig.inference_token_file); "" = open.
     inference_token_file: str = ""
+    # More `ServeConfig` fields (replicas, autoscaling, resources), by name.
+    serve_options: dict = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -101,7 +103,8 @@ class Dispatcher:
         ensure_serve(ServeConfig(http_host=http_host, http_port=int(http_port),
                                  grpc_port=grpc_port, redis_url=self.cfg.redis_url,
                                  storage_dir=self.cfg.storage_dir,
-                                 inference_token_file=self.cfg.inference_token_file))
+                                 inference_token_file=self.cfg.inference_token_file,
+                                 **self.cfg.serve_options))
         self.serve_ready.set()
         log.info("Serve ready on http %s, grpc %s", self.cfg.serve_http, self.cfg.serve_grpc)
 

@@ -1,4 +1,5 @@
-"""The one Serve application, `trainserve`: the gateway in front of the model host.
+"""The one Serve application, `trainserve`: the gateway, which runs the models itself
+(`ServeConfig.colocate_models`, the default) or sits in front of the model host.
 
 One application on purpose: Serve's gRPC proxy needs an `application` metadata key once two
 exist, and standard OIP clients send none.
@@ -13,5 +14,7 @@ from trainserve.serve.host import ModelHost
 
 
 def build_app(cfg: ServeConfig) -> Application:
+    if cfg.colocate_models:
+        return Gateway.options(**cfg.host_options()).bind(None, cfg)
     host = ModelHost.options(**cfg.host_options()).bind(cfg.loader, cfg.torch_threads)
     return Gateway.bind(host, cfg)

@@ -1,7 +1,12 @@
 """Configuration of the serving layer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import random
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
 
 APP_NAME = "trainserve"
 # Serve's gRPC proxy imports this to learn the service's methods (see its docstring for why
@@ -20,6 +25,84 @@ def endpoint_addresses(http: str, grpc: str, name: str) -> tuple[str, str]:
     return f"http://{reachable(http)}/v2/models/{name}", reachable(grpc)
 
 
+# Ports per node for the replicas' own HTTP and gRPC listeners in "throughput" mode, and
+# where their ranges are placed: below Linux's ephemeral ports (32768-60999).
+INGRESS_PORTS = 64
+_BLOCK_RANGE = (20000, 32000)
+
+
+def free_port_block(size: int, attempts: int = 200) -> int:
+    """The first of `size` consecutive ports that nothing on this machine listens on now
+    (any address, IPv4 or IPv6), picked at random so that clusters started side by side get
+    different blocks."""
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        base = rng.randrange(_BLOCK_RANGE[0], _BLOCK_RANGE[1] - size)
+        if all(_port_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} consecutive free ports in {_BLOCK_RANGE}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families at once
+        try:
+            s.bind(("::", port))
+        except OSError:
+            return False
+    return True
+
+
+# How Ray Serve itself runs, set in the environment of the Ray cluster's processes (Serve reads
+# them when it starts). "throughput": HAProxy in front instead of Serve's Python proxies, and
+# gRPC between Serve's own components; several times the requests per second of "default"
+# on a small machine, at a fraction of its latency (bench/README.md).
+SERVE_MODES = ("throughput", "default")
+
+
+def serve_mode_env(mode: str, run_dir: str | Path, port: Callable[[], int]) -> dict[str, str]:
+    """The Ray head's environment for Serve `mode`. HAProxy's files go to a folder of its own
+    for `run_dir` and its metrics and stats listeners take ports from `port()` (its defaults,
+    /tmp/haproxy-serve and ports 9101 and 8404, would be shared by every cluster on the
+    machine)."""
+    if mode not in SERVE_MODES:
+        raise ValueError(f"serve mode must be one of {', '.join(SERVE_MODES)}, got {mode!r}")
+    if mode == "default":
+        return {}
+    # Short: Serve adds a 56-character node folder, and HAProxy refuses a socket path over
+    # 97 characters.
+    digest = hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:10]
+    base = Path("/tmp") / f"tsh-{digest}"
+    http, grpc = free_port_block(INGRESS_PORTS), free_port_block(INGRESS_PORTS)
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+            # HAProxy sends requests straight to the replicas, which take ports from these
+            # ranges; Serve's default ranges (30000, 40000) are the same for every cluster on
+            # the machine, and one cluster's proxy would reach another's replicas.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + INGRESS_PORTS - 1),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + INGRESS_PORTS - 1),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(port())}
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """`field=value` of a `ServeConfig` field, the value converted to the field's type."""
+    name, sep, raw = text.partition("=")
+    kinds = {f.name: str(f.type) for f in fields(ServeConfig)}
+    if not sep or name not in kinds:
+        raise ValueError(f"expected FIELD=VALUE with FIELD one of {', '.join(kinds)}, "
+                         f"got {text!r}")
+    kind = kinds[name]
+    if kind == "bool":
+        return name, raw.lower() in ("1", "true", "yes", "on")
+    return name, int(raw) if kind == "int" else float(raw) if kind == "float" else raw
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How Serve and the `trainserve` application run. Passed to the deployments as is."""
@@ -35,7 +118,14 @@ class ServeConfig:
     storage_dir: str = ""
     # `module:function` that loads an artifact directory -> LoadedModel(module, meta).
     loader: str = DEFAULT_LOADER
-    # Model-host replicas; each loads models on demand (multiplexed by `name:version`).
+    # Where models run. True: in the gateway replicas that take the requests (each loads
+    # models on demand and keeps the most recently used), so a request makes no second hop
+    # inside Serve. False: in a separate model-host deployment that the gateway calls through
+    # a handle multiplexed by `name:version` (a model's requests go to the replicas that hold
+    # it; worth it when models are large). The `host_*` settings below apply to whichever
+    # deployment runs the models.
+    colocate_models: bool = True
+    # Replicas of the deployment that runs the models; each loads models on demand.
     host_replicas: int = 1
     # Logical CPUs each model-host replica reserves. 0 by default: on a small machine a
     # reserved CPU would be taken from training jobs while the host mostly idles.

@@ -1,8 +1,10 @@
 """The ingress of the `trainserve` application: REST (a FastAPI app) and gRPC (methods named
-after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which asks the
-model host for outputs through a multiplexed deployment handle.
+after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which runs the
+models in the replica itself (the default: no second hop) or asks the model host for
+outputs through a multiplexed deployment handle.
 
-This module must not import torch or the model host: the gateway replica needs neither.
+This module does not import torch or the model host: with the models on a model host, the
+gateway replica needs neither.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from trainserve.errors import TrainserveError
 from trainserve.serve.auth import token_auth
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.grpc_api import GrpcInference
+from trainserve.serve.metrics import RayServingMetrics
 from trainserve.serve.resolver import Batching, EndpointResolver
 from trainserve.serve.rest import build_rest_app
 from trainserve.serve.service import InferenceService
@@ -80,20 +83,27 @@ class RedisReadiness:
         return self._ok
 
 
+def _colocated(cfg: ServeConfig, metrics: RayServingMetrics):
+    from trainserve.serve.host import colocated_backend  # imports torch
+    return colocated_backend(cfg.loader, cfg.torch_threads, metrics.batch)
+
+
 @serve.deployment(name="gateway", max_ongoing_requests=256,
                   ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class Gateway:
     """The ingress replica: endpoint resolution through Redis, validation, REST and gRPC."""
 
-    def __init__(self, host: DeploymentHandle, cfg: ServeConfig):
+    def __init__(self, host: DeploymentHandle | None, cfg: ServeConfig):
         self._cfg = cfg
         client = connect(cfg.redis_url)
         resolver = EndpointResolver(DeploymentStore(client), ModelStore(client),
                                     storage_dir=cfg.storage_dir, ttl_s=cfg.resolve_ttl_s,
                                     max_batch_size=cfg.max_batch_size)
-        self._backend = HandleBackend(host)
-        self._service = InferenceService(resolver, self._backend, RedisReadiness(client))
+        metrics = RayServingMetrics()
+        self._backend = HandleBackend(host) if host is not None else _colocated(cfg, metrics)
+        self._service = InferenceService(resolver, self._backend, RedisReadiness(client),
+                                         metrics)
         self._auth = token_auth(cfg.inference_token_file)
         self._grpc = GrpcInference(self._service, self._auth)
 
@@ -110,8 +120,8 @@ class Gateway:
         return await self._service.warm(name, canary)
 
     async def stats(self) -> dict:
-        """The model host's counters: {"batch_sizes": {model id: {requests merged into one
-        forward pass: how many passes}}} (one host replica's, when there are several)."""
+        """Where the models run, its counters: {"batch_sizes": {model id: {requests merged
+        into one forward pass: how many passes}}} (one replica's, when there are several)."""
         return await self._backend.stats()
 
     # gRPC: Serve's proxy calls the method named after the RPC, with the request's bytes

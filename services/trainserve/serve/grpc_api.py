@@ -207,9 +207,13 @@ class GrpcInference:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         async def call():
-            self._authorize(context)
-            resp = await self._service.infer(request.model_name, request.model_version,
-                                             infer_request_from_proto(request))
+            try:
+                self._authorize(context)
+                parsed = infer_request_from_proto(request)
+            except TrainserveError as exc:
+                self._service.refused(request.model_name, exc)
+                raise
+            resp = await self._service.infer(request.model_name, request.model_version, parsed)
             return infer_response_to_proto(resp)
         return await _answer(context, pb.ModelInferResponse, call)
 

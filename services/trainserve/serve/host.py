@@ -1,5 +1,6 @@
-"""Where models run: the multiplexed `ModelHost` Serve deployment, and `LocalBackend`, the
-same behaviour in-process (tests, tools).
+"""Where models run: `LocalBackend`, in the process that answers the request (the gateway
+replica by default, tests, tools), and the multiplexed `ModelHost` Serve deployment behind
+the gateway (`ServeConfig.colocate_models = False`).
 
 A model is keyed by `<model_name>:<version>`. The host loads it on first use and keeps up
 to `MAX_MODELS_PER_REPLICA` of them per replica (least recently used leave first), so fifty
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from ray import serve
 
-from trainserve.serve.batching import Batcher, batchable
+from trainserve.serve.batching import BatchObserver, Batcher, batchable
 from trainserve.serve.config import DEFAULT_LOADER
+from trainserve.serve.metrics import RayServingMetrics
 from trainserve.serve.predictor import Loader, Predictor, import_loader, load_predictor
 
 # Course-sized models weigh kilobytes to a few megabytes each.
@@ -53,7 +55,7 @@ class ModelHost:
         self._loader_path = loader
         # model id -> artifact dir, told by each call: the multiplexed loader sees only the id.
         self._dirs: dict[str, str] = {}
-        self._batcher = Batcher()
+        self._batcher = Batcher(RayServingMetrics().batch)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> Predictor:
@@ -85,32 +87,63 @@ class ModelHost:
 
 
 class LocalBackend:
-    """The model host's behaviour in this process, for tests and single-process tools."""
+    """The model host's behaviour in this process: the gateway replica's own models when
+    models are colocated with it (`ServeConfig.colocate_models`), and tests and tools.
 
-    def __init__(self, loader: Loader, max_models: int = MAX_MODELS_PER_REPLICA):
+    Up to `max_models` are kept, least recently used leave first. A model loads in a thread,
+    once however many requests for it arrive meanwhile, so the event loop keeps answering.
+    """
+
+    def __init__(self, loader: Loader, max_models: int = MAX_MODELS_PER_REPLICA,
+                 on_batch: BatchObserver | None = None):
         self._loader, self._max = loader, max_models
         self._models: OrderedDict[str, Predictor] = OrderedDict()
+        self._loading: dict[str, asyncio.Future] = {}
         self.loads = 0  # how many times a model was loaded (tests check the caching)
-        self.batcher = Batcher()
+        self.batcher = Batcher(on_batch)
 
-    def _get(self, model_id: str, artifact_dir: str) -> Predictor:
-        if model_id in self._models:
+    async def _get(self, model_id: str, artifact_dir: str) -> Predictor:
+        predictor = self._models.get(model_id)
+        if predictor is not None:
             self._models.move_to_end(model_id)
-        else:
-            self._models[model_id] = load_predictor(artifact_dir, self._loader)
-            self.loads += 1
-            if len(self._models) > self._max:
-                self._models.popitem(last=False)
-        return self._models[model_id]
+            return predictor
+        pending = self._loading.get(model_id)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(load_predictor, artifact_dir, self._loader))
+            self._loading[model_id] = pending
+            pending.add_done_callback(lambda f: self._loaded(model_id, f))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, model_id: str, future: asyncio.Future) -> None:
+        self._loading.pop(model_id, None)
+        if future.cancelled() or future.exception() is not None:
+            return
+        self._models[model_id] = future.result()
+        self.loads += 1
+        while len(self._models) > self._max:
+            self._models.popitem(last=False)
+
+    def loaded(self) -> list[str]:
+        """The model ids held now, least recently used first."""
+        return list(self._models)
 
     async def load(self, model_id: str, artifact_dir: str) -> None:
-        self._get(model_id, artifact_dir)
+        await self._get(model_id, artifact_dir)
 
     async def predict(self, model_id: str, artifact_dir: str, inputs: dict[str, np.ndarray],
                       parameters: dict[str, Any] | None = None, batching: Any = None
                       ) -> dict[str, np.ndarray]:
-        return await run_request(self.batcher, model_id, self._get(model_id, artifact_dir),
-                                 inputs, parameters, batching)
+        predictor = await self._get(model_id, artifact_dir)
+        return await run_request(self.batcher, model_id, predictor, inputs, parameters,
+                                 batching)
 
     async def stats(self) -> dict[str, dict[str, dict[int, int]]]:
         return {"batch_sizes": self.batcher.sizes()}
+
+
+def colocated_backend(loader_path: str, torch_threads: int,
+                      on_batch: BatchObserver | None = None) -> LocalBackend:
+    """The backend of a gateway replica that runs the models itself."""
+    torch.set_num_threads(torch_threads)
+    return LocalBackend(import_loader(loader_path), on_batch=on_batch)

@@ -273,9 +273,13 @@ def _add_v2_routes(app: FastAPI, service: InferenceService) -> None:
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str = "") -> Response:
-        body = decompress(await request.body(), request.headers.get("content-encoding"))
-        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-        req = infer_request_from_json(parse_json(header), binary)
+        try:
+            body = decompress(await request.body(), request.headers.get("content-encoding"))
+            header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+            req = infer_request_from_json(parse_json(header), binary)
+        except TrainserveError as exc:
+            service.refused(name, exc)
+            raise
         content, header_length = encode_infer_response(
             await service.infer(name, version, req), req)
         if header_length is None:

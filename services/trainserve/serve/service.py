@@ -7,6 +7,7 @@ builds the response. Transports only convert wire formats and map `errors` to st
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
@@ -15,6 +16,7 @@ import trainserve
 from trainserve.errors import ModelNotReady, NotFound, TrainserveError
 from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetadata,
                                         build_response)
+from trainserve.serve.metrics import OK, NullMetrics, ServingMetrics
 from trainserve.serve.resolver import Batching, Endpoint
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,19 @@ async def _always_ready() -> bool:
     return True
 
 
+def status_code(exc: BaseException | None) -> str:
+    """The gRPC status name a request ends with (`errors` map theirs; others are INTERNAL)."""
+    if exc is None:
+        return OK
+    return exc.grpc_code if isinstance(exc, TrainserveError) else "INTERNAL"
+
+
 class InferenceService:
     def __init__(self, resolver: Resolver, backend: Backend,
-                 ready_check: Callable[[], Awaitable[bool]] = _always_ready):
+                 ready_check: Callable[[], Awaitable[bool]] = _always_ready,
+                 metrics: ServingMetrics | None = None):
         self._resolver, self._backend, self._ready_check = resolver, backend, ready_check
+        self.metrics = metrics or NullMetrics()
 
     async def server_ready(self) -> bool:
         """Whether requests can be answered: the endpoint records are reachable."""
@@ -83,7 +94,25 @@ class InferenceService:
         return True
 
     async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
-        ep = await self.endpoint(name, version)
+        """The response to one request; counted and timed in `metrics`, errors included."""
+        started, model_id, error = time.perf_counter(), "", None
+        try:
+            ep = await self.endpoint(name, version)
+            model_id = ep.model_id
+            return await self._infer(ep, name, request)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.metrics.request(name, model_id, status_code(error),
+                                 time.perf_counter() - started)
+
+    def refused(self, name: str, exc: BaseException) -> None:
+        """Count a request for endpoint `name` that its transport refused before `infer`
+        (malformed JSON or protobuf)."""
+        self.metrics.request(name, "", status_code(exc), 0.0)
+
+    async def _infer(self, ep: Endpoint, name: str, request: InferRequest) -> InferResponse:
         inputs = ep.signature.validate_inputs(request)
         parameters = ep.signature.validate_parameters(request)
         specs = ep.signature.select_outputs(request.outputs, inputs)

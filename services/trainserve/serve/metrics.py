@@ -1,0 +1,69 @@
+"""Serving metrics, per endpoint, model and version, beside Ray Serve's own.
+
+`RayServingMetrics` records through Ray's metrics system (`ray.util.metrics`), which every
+node's metrics agent exports to Prometheus with a `ray_` prefix (a counter also gains
+`_total`): `ray_trainserve_inference_requests_total`,
+`ray_trainserve_inference_request_duration_seconds_*` and
+`ray_trainserve_inference_batch_size_*`. Labels are the endpoint, the model, its version and
+the status code name, all bounded by what is deployed. `NullMetrics` records nothing (tests,
+tools).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+# Seconds: a course model answers in about a millisecond; a generator or a big batch in more.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+# Requests merged into one forward pass.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+OK = "OK"
+
+
+class ServingMetrics(Protocol):
+    def request(self, endpoint: str, model_id: str, code: str, seconds: float) -> None:
+        """One inference request answered with gRPC status `code` (OK, INVALID_ARGUMENT, ...)
+        after `seconds`; `model_id` is `name:version`, or "" when it never resolved."""
+
+    def batch(self, model_id: str, requests: int) -> None:
+        """One forward pass of `model_id` that ran `requests` requests."""
+
+
+class NullMetrics:
+    def request(self, endpoint: str, model_id: str, code: str, seconds: float) -> None:
+        pass
+
+    def batch(self, model_id: str, requests: int) -> None:
+        pass
+
+
+def _model_tags(model_id: str) -> dict[str, str]:
+    name, _, version = model_id.rpartition(":")
+    return {"model": name, "version": version}
+
+
+class RayServingMetrics:
+    """`ServingMetrics` through `ray.util.metrics`; create it inside a Ray worker (a replica)."""
+
+    def __init__(self):
+        from ray.util import metrics
+
+        tags = ("endpoint", "model", "version")
+        self._requests = metrics.Counter(
+            "trainserve_inference_requests", "Inference requests by endpoint, model version and "
+            "status code.", tag_keys=(*tags, "code"))
+        self._latency = metrics.Histogram(
+            "trainserve_inference_request_duration_seconds", "Inference request latency inside "
+            "the replica, from the parsed request to the built response.",
+            boundaries=list(LATENCY_BUCKETS), tag_keys=tags)
+        self._batch = metrics.Histogram(
+            "trainserve_inference_batch_size", "Requests per forward pass.",
+            boundaries=list(BATCH_BUCKETS), tag_keys=("model", "version"))
+
+    def request(self, endpoint: str, model_id: str, code: str, seconds: float) -> None:
+        tags = {"endpoint": endpoint, **_model_tags(model_id)}
+        self._requests.inc(1, tags={**tags, "code": code})
+        self._latency.observe(seconds, tags=tags)
+
+    def batch(self, model_id: str, requests: int) -> None:
+        self._batch.observe(requests, tags=_model_tags(model_id))
