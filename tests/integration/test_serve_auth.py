@@ -112,6 +112,21 @@ def test_sdk_sends_the_configured_token(auth_stack):
             ts.predict("iris", X, stack.config.serve_http)
 
 
+def test_cli_predict_sends_the_token_flag(auth_stack):
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+    stack, token = auth_stack
+    args = ["--api", stack.config.api_address, "predict", "iris", "--input",
+            json.dumps(X.tolist()), "--http", stack.config.serve_http, "-o", "json"]
+    env = {"TRAINSERVE_INFERENCE_TOKEN": ""}
+    refused = CliRunner().invoke(app, args, env=env)
+    assert refused.exit_code != 0 and "token" in refused.output.lower(), refused.output
+    answered = CliRunner().invoke(app, [*args, "--token", token], env=env)
+    assert answered.exit_code == 0, answered.output
+    assert len(json.loads(answered.output)["outputs"]) >= 2
+
+
 _GRPC = r"""
 import json, sys
 import numpy as np

@@ -256,6 +256,10 @@ def predict(
     http: Annotated[str | None, typer.Option(
         "--http", envvar="TRAINSERVE_HTTP", metavar="HOST:PORT",
         help="Inference REST address (default: the endpoint's, from the job API).")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="TRAINSERVE_INFERENCE_TOKEN", show_envvar=True,
+        help="Bearer token for endpoints that require one (`trainserve token create`).")
+    ] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Query an endpoint over the Open Inference Protocol (REST)."""
@@ -265,6 +269,8 @@ def predict(
         raise errors.InvalidArgument("give one of --input, --text or --num-samples")
     params = parse_params(param or [])
     with client(ctx) as ts:
+        if token:
+            ts.inference_token = token
         base = http or ts.get_deployment(name).rest_url
         request = (samples_request(num_samples) if num_samples is not None
                    else _predict_request(ts, name, base, input, text))
