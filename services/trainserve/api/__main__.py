@@ -29,9 +29,11 @@ def main(argv=None) -> None:
     if args.metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 
-        from trainserve.api.metrics import JobStateCollector
+        from trainserve.api.metrics import JobStateCollector, TrainingCollector
         from trainserve.store.redis import connect
-        REGISTRY.register(JobStateCollector(connect(cfg.redis_url)))
+        client = connect(cfg.redis_url)
+        REGISTRY.register(JobStateCollector(client))
+        REGISTRY.register(TrainingCollector(client))
         start_http_server(args.metrics_port, addr=args.metrics_host)
     asyncio.run(_run(cfg))
 

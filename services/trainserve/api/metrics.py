@@ -1,5 +1,14 @@
-"""Control-plane metrics of the job API, in Prometheus naming conventions."""
+"""Control-plane and training metrics of the job API, in Prometheus naming conventions.
+
+The counters and histograms below are recorded by the API process itself (the interceptor,
+the servicers). Everything about jobs, the queue, the dispatchers and running trainings is
+read from Redis at scrape time by the collectors, so any API replica reports the same numbers,
+none keeps counts of its own, and the series of a job that finished disappear by themselves:
+the per-job label sets are bounded by the jobs running now. docs/monitoring.md lists them all.
+"""
 from __future__ import annotations
+
+import time
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -15,34 +24,234 @@ SUBMISSIONS = Counter("trainserve_job_submissions_total",
                       "SubmitJob calls that created a new job.")
 REDIS_ERRORS = Counter("trainserve_redis_errors_total", "Redis calls that failed.")
 
+TRAINING, SEARCH = "training", "search"
+KINDS = (TRAINING, SEARCH)
+# Epoch metrics named `<split>_<name>` (train_loss, val_accuracy, ...) get a `split` label.
+SPLITS = ("train", "val")
+# Epoch events are interleaved with log lines; look this far back for the latest epoch.
+_EVENTS_BACK = 200
+
+
+def job_kind(spec) -> str:
+    """"search" for a spec with a `search` section (a Ray Tune search), else "training"."""
+    return SEARCH if spec.HasField("search") else TRAINING
+
 
 class JobStateCollector(Collector):
-    """Jobs by state and queue depth, read from Redis at scrape time (any API replica
-    reports the same numbers, none keeps counts of its own)."""
+    """Jobs by state and kind, submissions waiting in the queue and their age, and whether a
+    dispatcher is alive, read from Redis at scrape time."""
+
+    def __init__(self, client):
+        self.r = client
+        # job id -> kind; a job's kind never changes, so each spec is read once. Pruned to
+        # the ids still indexed on every scrape.
+        self._kinds: dict[str, str] = {}
+
+    def collect(self):
+        try:
+            families = self._families()
+        except Exception:  # a scrape must not fail because Redis blinked
+            REDIS_ERRORS.inc()
+            return
+        yield from families
+
+    def _families(self) -> list:
+        from trainserve.jobs.state import JobState
+        from trainserve.store.jobs import index_key
+
+        jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by state and kind (training or "
+                                 "search).", labels=["state", "kind"])
+        pipe = self.r.pipeline(transaction=False)
+        for s in JobState:
+            pipe.zrange(index_key(s), 0, -1)
+        ids_by_state = [[i.decode() for i in ids] for ids in pipe.execute()]
+        kinds = self._kinds_of([i for ids in ids_by_state for i in ids])
+        for s, ids in zip(JobState, ids_by_state):
+            for kind in KINDS:
+                jobs.add_metric([s.name.lower(), kind], sum(kinds.get(i) == kind for i in ids))
+        return [jobs, *self._queue_families(), self._dispatcher_family()]
+
+    def _kinds_of(self, ids: list[str]) -> dict[str, str]:
+        from trainserve.pb import spec_pb2
+        from trainserve.store.jobs import job_key
+
+        self._kinds = {i: k for i, k in self._kinds.items() if i in set(ids)}
+        new = [i for i in ids if i not in self._kinds]
+        pipe = self.r.pipeline(transaction=False)
+        for i in new:
+            pipe.hget(job_key(i), "spec")
+        for i, raw in zip(new, pipe.execute()):
+            if raw is not None:
+                self._kinds[i] = job_kind(spec_pb2.JobSpec.FromString(raw))
+        return self._kinds
+
+    def _queue_families(self) -> list:
+        from trainserve.store.queue import GROUP, QUEUE
+
+        depth = GaugeMetricFamily("trainserve_queue_depth",
+                                  "Queue entries not yet finished (undelivered + pending).")
+        waiting = GaugeMetricFamily("trainserve_queue_waiting",
+                                    "Queue entries no dispatcher has taken yet.")
+        age = GaugeMetricFamily("trainserve_queue_oldest_waiting_age_seconds",
+                                "Age of the oldest queue entry no dispatcher has taken yet "
+                                "(0 when none waits).")
+        groups = self.r.xinfo_groups(QUEUE) if self.r.exists(QUEUE) else []
+        g = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), {})
+        last = g.get("last-delivered-id") or b"0-0"
+        last = last.decode() if isinstance(last, bytes) else str(last)
+        # Undelivered entries are those after the group's last delivered id; the stream id
+        # starts with the entry's creation time in ms.
+        first = self.r.xrange(QUEUE, f"({last}", "+", count=1) if groups else []
+        lag = g.get("lag")
+        if lag is None:  # Redis cannot tell after deletions: count them
+            lag = len(self.r.xrange(QUEUE, f"({last}", "+")) if groups else 0
+        depth.add_metric([], int(lag) + int(g.get("pending") or 0))
+        waiting.add_metric([], int(lag))
+        oldest = 0.0
+        if first:
+            created_ms = int(first[0][0].decode().split("-")[0])
+            oldest = max(0.0, time.time() - created_ms / 1000)
+        age.add_metric([], oldest)
+        return [depth, waiting, age]
+
+    def _dispatcher_family(self) -> GaugeMetricFamily:
+        from trainserve.local import DISPATCHER_READY_KEY
+
+        ready = GaugeMetricFamily("trainserve_dispatcher_ready", "1 while a dispatcher's "
+                                  "heartbeat key is fresh in Redis (it expires when no "
+                                  "dispatcher renews it), else 0.")
+        ready.add_metric([], 1.0 if self.r.exists(DISPATCHER_READY_KEY) else 0.0)
+        return ready
+
+
+class TrainingCollector(Collector):
+    """The latest epoch of every RUNNING job and the trials of every running search, labelled
+    by job id and name, read from Redis at scrape time."""
 
     def __init__(self, client):
         self.r = client
 
     def collect(self):
-        from trainserve.jobs.state import JobState
-        from trainserve.store.jobs import index_key
-        from trainserve.store.queue import GROUP, QUEUE
-
-        jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by state.", labels=["state"])
-        depth = GaugeMetricFamily("trainserve_queue_depth",
-                                  "Queue entries not yet finished (undelivered + pending).")
         try:
-            pipe = self.r.pipeline(transaction=False)
-            for s in JobState:
-                pipe.zcard(index_key(s))
-            counts = pipe.execute()
-            for s, n in zip(JobState, counts):
-                jobs.add_metric([s.name.lower()], n)
-            groups = self.r.xinfo_groups(QUEUE) if self.r.exists(QUEUE) else []
-            g = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), {})
-            depth.add_metric([], int(g.get("lag") or 0) + int(g.get("pending") or 0))
+            families = self._families()
         except Exception:  # a scrape must not fail because Redis blinked
             REDIS_ERRORS.inc()
             return
-        yield jobs
-        yield depth
+        yield from families
+
+    def _families(self) -> list:
+        from trainserve.jobs.state import JobState
+        from trainserve.pb import spec_pb2
+        from trainserve.store.jobs import index_key, job_key
+
+        fam = _TrainingFamilies()
+        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(job_key(i), "spec")
+        for job_id, raw in zip(ids, pipe.execute()):
+            if raw is None:
+                continue
+            spec = spec_pb2.JobSpec.FromString(raw)
+            labels = [job_id, spec.name]
+            if job_kind(spec) == SEARCH:
+                fam.add_search(labels, self._trials(job_id))
+            else:
+                event = self._latest_epoch(job_id)
+                if event is not None:
+                    fam.add_epoch(labels, event)
+        return fam.all()
+
+    def _latest_epoch(self, job_id: str):
+        from trainserve.pb import job_pb2
+        from trainserve.store.events import EventLog
+
+        for eid, fields in self.r.xrevrange(EventLog.key(job_id), "+", "-", count=_EVENTS_BACK):
+            event = job_pb2.JobEvent.FromString(fields[b"pb"])
+            if event.HasField("epoch"):
+                event.event_id = eid.decode()
+                return event
+        return None
+
+    def _trials(self, job_id: str) -> list:
+        from trainserve.store.trials import TrialStore
+        return TrialStore(self.r).list(job_id)
+
+
+class _TrainingFamilies:
+    """The gauge families of `TrainingCollector`, filled job by job."""
+
+    def __init__(self):
+        job = ["job_id", "job_name"]
+
+        def gauge(name, doc, extra=()):
+            return GaugeMetricFamily(name, doc, labels=[*job, *extra])
+        self.epoch = gauge("trainserve_training_epoch", "Latest finished epoch of a running "
+                           "training job (1-based).")
+        self.total = gauge("trainserve_training_planned_epochs",
+                           "Epochs a running training job will train at most.")
+        self.loss = gauge("trainserve_training_loss", "Latest epoch's mean loss of a running "
+                          "training job, by split (train, val).", ["split"])
+        self.metric = gauge("trainserve_training_metric", "Latest epoch's metrics of a running "
+                            "training job by split (train, val) and name (accuracy, ...); "
+                            "metrics of no split have split=\"\".", ["split", "metric"])
+        self.lr = gauge("trainserve_training_learning_rate", "Learning rate of the latest "
+                        "epoch of a running training job.")
+        self.sps = gauge("trainserve_training_samples_per_second", "Training samples per "
+                         "second in the latest epoch (all ranks together).")
+        self.elapsed = gauge("trainserve_training_elapsed_seconds", "Training time of the "
+                             "running attempt at the latest epoch.")
+        self.last = gauge("trainserve_training_last_epoch_timestamp_seconds",
+                          "When the latest epoch of a running training job ended.")
+        self.gpu_util = gauge("trainserve_training_gpu_utilization_ratio", "GPU utilization "
+                              "(0-1) at the latest epoch; only jobs that train on a GPU.")
+        self.gpu_mem = gauge("trainserve_training_gpu_memory_bytes", "GPU memory allocated by "
+                             "the training at the latest epoch; only jobs that train on a GPU.")
+        self.trials = gauge("trainserve_search_trials", "Trials of a running search by state "
+                            "(running, finished, stopped_early, failed, cancelled).", ["state"])
+        self.trial_epoch = gauge("trainserve_search_trial_epoch", "Epochs a trial of a running "
+                                 "search has reported.", ["trial"])
+        self.trial_metric = gauge("trainserve_search_trial_metric", "Latest reported metrics of "
+                                  "each trial of a running search (val_loss, val_accuracy, ...).",
+                                  ["trial", "metric"])
+
+    def add_epoch(self, labels: list[str], event) -> None:
+        e = event.epoch
+        self.epoch.add_metric(labels, e.epoch)
+        self.total.add_metric(labels, e.total_epochs)
+        self.sps.add_metric(labels, e.samples_per_second)
+        self.elapsed.add_metric(labels, e.elapsed_seconds)
+        self.last.add_metric(labels, event.time.ToNanoseconds() / 1e9)
+        for name, value in sorted(e.metrics.items()):
+            if name == "lr":
+                self.lr.add_metric(labels, value)
+            elif name == "gpu_utilization":
+                self.gpu_util.add_metric(labels, value)
+            elif name == "gpu_memory_bytes":
+                self.gpu_mem.add_metric(labels, value)
+            elif name == "fold":
+                continue  # cross-validation's fold number: a tag, not a measurement
+            else:
+                split, _, rest = name.partition("_")
+                if split in SPLITS and rest == "loss":
+                    self.loss.add_metric([*labels, split], value)
+                elif split in SPLITS and rest:
+                    self.metric.add_metric([*labels, split, rest], value)
+                else:
+                    self.metric.add_metric([*labels, "", name], value)
+
+    def add_search(self, labels: list[str], trials: list) -> None:
+        states: dict[str, int] = {}
+        for t in trials:
+            states[t.state] = states.get(t.state, 0) + 1
+            self.trial_epoch.add_metric([*labels, t.id], t.epochs)
+            for name, value in sorted(t.metrics.items()):
+                if name not in ("epoch", "trial_done", "fold"):
+                    self.trial_metric.add_metric([*labels, t.id, name], value)
+        for state, n in sorted(states.items()):
+            self.trials.add_metric([*labels, state], n)
+
+    def all(self) -> list:
+        return [self.epoch, self.total, self.loss, self.metric, self.lr, self.sps,
+                self.elapsed, self.last, self.gpu_util, self.gpu_mem, self.trials,
+                self.trial_epoch, self.trial_metric]
