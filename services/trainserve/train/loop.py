@@ -96,6 +96,20 @@ class Plan:
     extra_metrics: Mapping[str, float] = field(default_factory=dict)
 
 
+def gpu_figures(device: torch.device) -> dict[str, float]:
+    """This rank's GPU utilization (0-1, over the driver's last sample period) and the memory
+    the training holds, for the epoch's report; empty off CUDA. Utilization needs NVML
+    (pynvml); without it only the memory is reported."""
+    if device.type != "cuda":
+        return {}
+    figures = {"gpu_memory_bytes": float(torch.cuda.memory_allocated(device))}
+    try:
+        figures["gpu_utilization"] = torch.cuda.utilization(device) / 100.0
+    except Exception:  # noqa: BLE001 - NVML missing or unsupported: memory only
+        pass
+    return figures
+
+
 def run_training(spec, plan: Plan, *, reporter: Reporter, rank: int = 0, world_size: int = 1,
                  keep_checkpoints: int = 2,
                  device: torch.device = torch.device("cpu")) -> TrainResult:
@@ -333,7 +347,7 @@ class _Trainer:
             self._save_checkpoint(epoch)
         # Every rank reports (the metrics agree): a reporter that synchronizes the ranks, such
         # as Ray Train's, needs each of them; the others' reporters usually report nothing.
-        self.reporter.epoch(epoch, self.spec.training.epochs, metrics,
+        self.reporter.epoch(epoch, self.spec.training.epochs, metrics | gpu_figures(self.device),
                             float(sums[1]) / max(seconds, 1e-9), time.monotonic() - self.started)
         if self.rank == 0 and stop:
             self.reporter.log(self.stopper.message())
