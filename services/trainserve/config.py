@@ -74,6 +74,14 @@ class Config:
     # CPUs and GPUs each inference replica reserves (fractions share a device).
     serve_num_cpus: float = 0.0
     serve_num_gpus: float = 0.0
+    # How often Ray's processes hand their metrics to the node's metrics agent, in ms (Ray's
+    # own default is 10000): serving metrics then reach Prometheus within a few seconds.
+    ray_metrics_report_interval_ms: int = 2000
+    # A local Prometheus (`up --with-prometheus`, needs the `prometheus` binary) scraping the
+    # API, the dispatcher and Ray's metrics endpoints every `prometheus_scrape_interval_s`.
+    with_prometheus: bool = False
+    prometheus_port: int = 9090
+    prometheus_scrape_interval_s: float = 5.0
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
@@ -143,6 +151,11 @@ class Config:
         return f"http://{self.host}:{self.ray_dashboard_port}"
 
     @property
+    def prometheus_url(self) -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.prometheus_port}"
+
+    @property
     def loopback(self) -> bool:
         return self.host in LOOPBACK
 
@@ -158,6 +171,11 @@ class Config:
     @property
     def redis_dir(self) -> Path:
         return self.state_dir / "redis"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """The local Prometheus's config (`prometheus.yml`) and its TSDB (`data/`)."""
+        return self.state_dir / "prometheus"
 
     @property
     def storage_path(self) -> Path:

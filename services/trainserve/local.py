@@ -1,5 +1,6 @@
 """The one-machine stack: a real redis-server, a real Ray head, the job API and the dispatcher
-(which starts Ray Serve inside the Ray cluster), each a detached process of its own.
+(which starts Ray Serve inside the Ray cluster), each a detached process of its own; with
+`Config.with_prometheus` also a Prometheus scraping them all (trainserve.monitoring).
 
 `trainserve up/down/status` drive it, and so do the integration tests, which start it on
 free ports in a temporary folder and stop or SIGKILL single components to test recovery::
@@ -35,11 +36,15 @@ from typing import Callable, Iterable
 from trainserve.config import Config, stack_file
 
 COMPONENTS = ("redis", "ray", "api", "dispatcher")
+# Started only when asked for (`Config.with_prometheus`), after the others.
+OPTIONAL_COMPONENTS = ("prometheus",)
+ALL_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
 # The dispatcher refreshes this key (value: its queue consumer name) while it serves; see
 # trainserve.dispatch.dispatcher.READY_KEY (not imported: that module pulls in Ray).
 DISPATCHER_READY_KEY = "ts:dispatcher:ready"
 RAY_STARTED_LINE = "Ray runtime started"
-_STOP_GRACE_S = {"redis": 15.0, "ray": 30.0, "api": 15.0, "dispatcher": 30.0}
+_STOP_GRACE_S = {"redis": 15.0, "ray": 30.0, "api": 15.0, "dispatcher": 30.0,
+                 "prometheus": 15.0}
 
 
 class LocalStackError(RuntimeError):
@@ -108,15 +113,24 @@ class LocalStack:
         self.down()
 
     # -- the whole stack ----------------------------------------------------------------------
-    def up(self, components: Iterable[str] = COMPONENTS, timeout: float | None = None) -> list[str]:
-        """Start the given components in order and wait until each is ready.
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components this config runs: the core ones, plus Prometheus if asked for."""
+        return COMPONENTS + (("prometheus",) if self.config.with_prometheus else ())
+
+    def up(self, components: Iterable[str] | None = None,
+           timeout: float | None = None) -> list[str]:
+        """Start the given components (default: `components`) in order and wait until each
+        is ready.
 
         Components already running are left alone (an `up` of a running stack is a no-op);
         returns the names started. Every port is checked before anything starts. If one
         component fails, those started by this call are stopped again and the error raised.
         """
-        names = self._ordered(components)
+        names = self._ordered(self.components if components is None else components)
         todo = [n for n in names if not self.is_running(n)]
+        if "prometheus" in todo:
+            self._prometheus_binary()  # refuse before anything starts
         self.check_ports(todo)
         self._record_config()
         started: list[str] = []
@@ -130,7 +144,8 @@ class LocalStack:
             raise
         return started
 
-    def down(self, components: Iterable[str] = COMPONENTS, grace: float | None = None) -> list[str]:
+    def down(self, components: Iterable[str] = ALL_COMPONENTS,
+             grace: float | None = None) -> list[str]:
         """Stop the given components, last started first; returns the names that were running."""
         stopped = []
         for name in reversed(self._ordered(components)):
@@ -139,7 +154,9 @@ class LocalStack:
         return stopped
 
     def status(self) -> list[ComponentStatus]:
-        return [self.component_status(name) for name in COMPONENTS]
+        """Each component this config runs, and an optional one that runs anyway."""
+        return [self.component_status(name) for name in ALL_COMPONENTS
+                if name in self.components or self.is_running(name)]
 
     def component_status(self, name: str) -> ComponentStatus:
         pid = self.pid(name)
@@ -260,7 +277,8 @@ class LocalStack:
     def is_ready(self, name: str) -> bool:
         """Whether the component answers its readiness check right now."""
         check = {"redis": self._redis_ready, "ray": self._ray_ready, "api": self._api_ready,
-                 "dispatcher": self._dispatcher_ready}[name]
+                 "dispatcher": self._dispatcher_ready,
+                 "prometheus": self._prometheus_ready}[name]
         try:
             return check()
         except Exception:  # noqa: BLE001 - any failure of a probe means "not ready"
@@ -273,7 +291,8 @@ class LocalStack:
                 "ray": f"{c.ray_address}, dashboard :{c.ray_dashboard_port}",
                 "api": f"{c.api_address}, metrics :{c.api_metrics_port}",
                 "dispatcher": f"serve http :{c.serve_http_port} grpc :{c.serve_grpc_port}, "
-                              f"metrics :{c.dispatcher_metrics_port}"}[name]
+                              f"metrics :{c.dispatcher_metrics_port}",
+                "prometheus": c.prometheus_url}[name]
 
     def log_path(self, name: str) -> Path:
         return self.config.logs_dir / f"{name}.log"
@@ -324,6 +343,7 @@ class LocalStack:
                     PortUse(c.api_metrics_port, "job API metrics", "--metrics-port")],
             "dispatcher": [PortUse(c.dispatcher_metrics_port, "dispatcher metrics",
                                    "--dispatcher-metrics-port")],
+            "prometheus": [PortUse(c.prometheus_port, "Prometheus", "--prometheus-port")],
         }[name]
         if name == "dispatcher" and not self.is_running("ray"):
             uses += [PortUse(c.serve_http_port, "Serve HTTP", "--serve-http-port"),
@@ -351,6 +371,8 @@ class LocalStack:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if name == "redis":
             return [_redis_server(), str(self.write_redis_conf())], env, {}
+        if name == "prometheus":
+            return self._prometheus_command(), env, {}
         # Ray and the dispatcher (a Ray driver) must agree on the node address and auth.
         env.pop("RAY_ADDRESS", None)
         env.pop("RAY_AUTH_TOKEN", None)  # the token file of ray_env() is the one to use
@@ -391,6 +413,29 @@ class LocalStack:
         from trainserve.serve.auth import ensure_file
         return ["--inference-token-file", str(ensure_file(self.config.inference_token_path))]
 
+    def _prometheus_binary(self) -> str:
+        from trainserve.monitoring import PrometheusNotInstalled, prometheus_binary
+        try:
+            return prometheus_binary()
+        except PrometheusNotInstalled as exc:
+            raise LocalStackError(f"{exc}; or start the stack without --with-prometheus") \
+                from None
+
+    def _prometheus_command(self) -> list[str]:
+        from trainserve.monitoring import prometheus_command
+        self._prometheus_binary()
+        c = self.config
+        return prometheus_command(self.write_prometheus_config(), c.prometheus_dir / "data",
+                                  c.host, c.prometheus_port)
+
+    def write_prometheus_config(self) -> Path:
+        """Write `<state>/prometheus/prometheus.yml` (regenerated on every start)."""
+        from trainserve.monitoring import prometheus_config
+        self.config.prometheus_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config.prometheus_dir / "prometheus.yml"
+        path.write_text(prometheus_config(self.config))
+        return path
+
     def _ray_command(self) -> list[str]:
         c = self.config
         ray = Path(sys.executable).with_name("ray")
@@ -415,6 +460,8 @@ class LocalStack:
         # One node: draining on SIGTERM has nowhere to move work to and only delays `down`
         # by Ray's default 30 s whenever an actor (Serve) is alive.
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+        env.setdefault("RAY_metrics_report_interval_ms",
+                       str(self.config.ray_metrics_report_interval_ms))
         # Fixed by default (44217, 44227); free ones keep two stacks from colliding.
         env["AUTOSCALER_METRIC_PORT"] = str(free_port(self.config.host))
         env["DASHBOARD_METRIC_PORT"] = str(free_port(self.config.host))
@@ -464,6 +511,9 @@ class LocalStack:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=1)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _prometheus_ready(self) -> bool:
+        return _http_ok(f"{self.config.prometheus_url}/-/ready")
 
     def _dispatcher_ready(self) -> bool:
         import redis
@@ -534,7 +584,8 @@ class LocalStack:
     def _marker(self, name: str) -> str:
         """A string in the process's command line; guards against a reused pid."""
         return {"redis": "redis-server", "ray": str(self.config.ray_temp_path),
-                "api": "trainserve.api", "dispatcher": "trainserve.dispatch"}[name]
+                "api": "trainserve.api", "dispatcher": "trainserve.dispatch",
+                "prometheus": str(self.config.prometheus_dir)}[name]
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -573,14 +624,14 @@ class LocalStack:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if name not in COMPONENTS:
-            raise ValueError(f"unknown component {name!r}; known: {', '.join(COMPONENTS)}")
+        if name not in ALL_COMPONENTS:
+            raise ValueError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
     def _ordered(self, names: Iterable[str]) -> list[str]:
         names = list(names)
         for name in names:
             self._check_name(name)
-        return [n for n in COMPONENTS if n in names]
+        return [n for n in ALL_COMPONENTS if n in names]
 
 
 # -- module helpers (public ones are used by tests and the CLI) -------------------------------

@@ -11,7 +11,7 @@ from trainserve.cli import render
 from trainserve.cli.app import OutputOption, app
 from trainserve.cli.render import Output
 from trainserve.config import Config, default_state_dir, recorded_config
-from trainserve.local import COMPONENTS, LocalStack
+from trainserve.local import ALL_COMPONENTS, LocalStack
 
 StateDir = Annotated[Path | None, typer.Option(
     "--state-dir", envvar="TRAINSERVE_STATE_DIR", file_okay=False,
@@ -61,6 +61,12 @@ def up(
     serve_gpus: Annotated[float | None, typer.Option(
         "--serve-gpus", min=0,
         help="GPUs each inference replica reserves, fractions share one (default 0).")] = None,
+    with_prometheus: Annotated[bool | None, typer.Option(
+        "--with-prometheus/--without-prometheus",
+        help="Also run a local Prometheus (the `prometheus` binary) scraping the API, the "
+             "dispatcher and Ray (default: off).", show_default=False)] = None,
+    prometheus_port: Annotated[int | None, _port("--prometheus-port",
+                                                 "Prometheus")] = None,
 ) -> None:
     """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine."""
     overrides = dict(api_port=api_port, redis_port=redis_port, ray_gcs_port=ray_port,
@@ -70,20 +76,26 @@ def up(
                      inference_auth=inference_auth, serve_mode=serve_mode,
                      serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
                      serve_target_ongoing_requests=serve_target_ongoing,
-                     serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus)
+                     serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,
+                     with_prometheus=with_prometheus, prometheus_port=prometheus_port)
     config = _config(state_dir, overrides)
     console = render.stdout()
     stack = LocalStack(config, on_event=lambda name, msg: console.print(
         f"  {name}: {msg}", style="dim", highlight=False))
-    if all(stack.is_running(name) for name in COMPONENTS):
+    if all(stack.is_running(name) for name in stack.components):
         console.print(f"the stack in {config.state_dir} is already up", highlight=False)
     else:
         console.print(f"starting the local stack in {config.state_dir}", highlight=False)
         stack.up(timeout=timeout)
     console.print(render.stack_table(stack.status(), config.state_dir))
     console.print(f"\njob API {config.api_address} · inference http://{config.serve_http}/v2 "
-                  f"· Ray dashboard {config.dashboard_url}\n"
+                  f"· Ray dashboard {config.dashboard_url}"
+                  + (f" · Prometheus {config.prometheus_url}" if config.with_prometheus else "")
+                  + "\n"
                   "try: trainserve submit examples/xor_mlp.yaml --wait", highlight=False)
+
+
+_PROMETHEUS_FIELDS = ("with_prometheus", "prometheus_port", "prometheus_scrape_interval_s")
 
 
 def _config(state_dir: Path | None, overrides: dict) -> Config:
@@ -97,10 +109,14 @@ def _config(state_dir: Path | None, overrides: dict) -> Config:
     recorded = recorded_config(fresh.state_dir)
     if recorded is None:
         return fresh
-    running = [n for n in COMPONENTS if LocalStack(recorded).is_running(n)]
+    stack = LocalStack(recorded)
+    running = [n for n in ALL_COMPONENTS if stack.is_running(n)]
     if not running:
         return fresh
     wanted = recorded.replace(**{k: v for k, v in overrides.items() if v is not None})
+    # Prometheus can be added to (or its port chosen for) a running stack while it is down.
+    if not stack.is_running("prometheus"):
+        recorded = recorded.replace(**{k: getattr(wanted, k) for k in _PROMETHEUS_FIELDS})
     if wanted != recorded:
         raise errors.FailedPrecondition(
             f"the stack in {recorded.state_dir} is running ({', '.join(running)}) with other "
