@@ -96,20 +96,20 @@ def test_cancel_queued_job_is_immediate_and_running_job_is_flagged(redis_client)
         store.request_cancel(a.id)
 
 
-def test_queue_redelivers_until_acked(redis_client):
+def test_a_started_job_is_leased_once_and_orphaned_when_its_lease_lapses(redis_client):
     store = JobStore(redis_client)
     job, _ = store.submit(_spec(), "r")
-    q1 = JobQueue(redis_client, "dispatcher-1")
-    (entry,) = q1.read(block_ms=100)
-    assert entry.job_id == job.id
-    assert q1.read(block_ms=50) == []  # delivered once to the group
-    q2 = JobQueue(redis_client, "dispatcher-2")
-    assert [e.job_id for e in q2.pending()] == [job.id]  # unacked: still pending
-    assert q1.acquire_lease(job.id, "dispatcher-1")
-    assert not q2.acquire_lease(job.id, "dispatcher-2")
-    q2.claim(entry)
-    q2.ack(entry)
-    assert q2.pending() == []
+    q1, q2 = JobQueue(redis_client, "dispatcher-1"), JobQueue(redis_client, "dispatcher-2")
+    assert q1.waiting() == [job.id]
+    assert q1.start(job.id)
+    assert not q2.start(job.id)  # started once: it left the queue with q1's lease
+    assert q1.waiting() == [] and store.get(job.id).attempts == 1
+    assert JobState(store.get(job.id).state) == JobState.RUNNING
+    assert q2.orphans() == [] and not q2.acquire_lease(job.id)
+    redis_client.delete(f"ts:lease:{job.id}")  # its dispatcher died: the lease expired
+    assert q2.orphans() == [job.id]
+    assert q2.acquire_lease(job.id) and not q1.acquire_lease(job.id)
+    assert not q1.renew_lease(job.id) and q2.renew_lease(job.id)
 
 
 def test_model_versions_are_allocated_once_per_job(redis_client):

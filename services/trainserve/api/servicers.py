@@ -20,6 +20,18 @@ EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in the
 ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
 
 
+USER_METADATA = "x-trainserve-user"
+
+
+def caller_of(context) -> str:
+    """Who is calling: for now the `x-trainserve-user` metadata value ("" when absent), which
+    the caller asserts itself. The one place to bind callers to authenticated identities."""
+    for key, value in context.invocation_metadata() or ():
+        if key == USER_METADATA:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
 class _Blocking:
     """Runs blocking store calls off the event loop, in a pool sized for long polls."""
 
@@ -38,7 +50,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self.artifacts = JobArtifacts(core)
 
     async def SubmitJob(self, request, context):
-        job, created = await self.run(self.core.submit, request.spec, request.request_id)
+        user = caller_of(context) or request.user
+        job, created = await self.run(self.core.submit, request.spec, request.request_id, user)
         if created:
             SUBMISSIONS.inc()
         return job

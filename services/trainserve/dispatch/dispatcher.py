@@ -1,4 +1,4 @@
-"""The dispatcher process: queue consumer, crash recovery, leases, deploy reconciler.
+"""The dispatcher process: scheduler, crash recovery, leases, deploy reconciler.
 
 Every loop here is a daemon thread around blocking Redis and Ray calls; the state they act on
 lives in Redis, so killing this process loses nothing: a restarted (or another) dispatcher
@@ -20,7 +20,8 @@ from trainserve.jobs.service import CLUSTER_KEY
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
-from trainserve.store.queue import LEASE_SECONDS, JobQueue, QueueEntry
+from trainserve.jobs.scheduling import Quota, plan
+from trainserve.store.queue import LEASE_SECONDS, JobQueue, quota_of
 from trainserve.store.redis import PREFIX, connect
 
 log = logging.getLogger("trainserve.dispatch")
@@ -41,6 +42,14 @@ class DispatcherConfig:
     inference_token_file: str = ""
     # More `ServeConfig` fields (replicas, autoscaling, resources), by name.
     serve_options: dict = field(default_factory=dict)
+    # Default per-user quota (0 = unlimited): concurrent jobs, CPUs, GPUs. Published to
+    # `ts:quota:default`; `ts:quota:<user>` fields override it per user.
+    user_max_jobs: int = 0
+    user_max_cpus: float = 0.0
+    user_max_gpus: float = 0.0
+    # How often the scheduler looks at the queue, and how many queued jobs it ranks.
+    schedule_interval_s: float = 0.25
+    schedule_window: int = 1000
 
 
 class Dispatcher:
@@ -48,12 +57,13 @@ class Dispatcher:
         self.cfg = cfg
         self.r = connect(cfg.redis_url)
         self.store = JobStore(self.r)
-        self.queue = JobQueue(self.r, cfg.consumer)
+        self.queue = JobQueue(self.r, cfg.consumer, self.store)
         self.deployments = DeploymentsCore(self.r, cfg.serve_http, cfg.serve_grpc)
         self.runner = JobRunner(self.store, ModelStore(self.r), self.deployments, cfg.redis_url,
                                 cfg.storage_dir)
         self.metrics = DispatcherMetrics()
-        self.running: dict[str, QueueEntry] = {}
+        self.running: set[str] = set()
+        self._reasons: dict[str, str] = {}  # the waiting reasons last written
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.serve_ready = threading.Event()
@@ -66,7 +76,12 @@ class Dispatcher:
         ray.init(address=self.cfg.ray_address, namespace="trainserve", log_to_driver=False,
                  logging_level=logging.WARNING)
         self._publish_cluster()
-        loops = [self._queue_loop, self._recovery_loop, self._lease_loop, self._cluster_loop]
+        self.queue.publish_default_quota(Quota(self.cfg.user_max_jobs, self.cfg.user_max_cpus,
+                                               self.cfg.user_max_gpus))
+        migrated = self.queue.migrate_stream()
+        if migrated:
+            log.info("queued %d jobs from the stream of an earlier version", migrated)
+        loops = [self._schedule_loop, self._recovery_loop, self._lease_loop, self._cluster_loop]
         if self.cfg.start_serve:
             loops += [self._serve_start, self._deploy_loop]
         else:
@@ -109,57 +124,79 @@ class Dispatcher:
         log.info("Serve ready on http %s, grpc %s", self.cfg.serve_http, self.cfg.serve_grpc)
 
     # -- jobs --------------------------------------------------------------------------------
-    def _queue_loop(self) -> None:
-        while not self.stop.is_set():
+    def _schedule_loop(self) -> None:
+        while not self.stop.wait(self.cfg.schedule_interval_s):
             self.r.set(READY_KEY, self.cfg.consumer, ex=15)
             self.metrics.heartbeat.set_to_current_time()
-            free = self.cfg.max_concurrent_jobs - len(self.running)
-            if free <= 0:
-                time.sleep(0.2)
-                continue
-            for entry in self.queue.read(count=free, block_ms=500):
-                self._launch(entry)
+            if self.queue.depth() and self.queue.lock_scheduler():
+                try:
+                    self.schedule_once()
+                finally:
+                    self.queue.unlock_scheduler()
+
+    def schedule_once(self) -> list[str]:
+        """Start what the policy allows now (`jobs.scheduling.plan`) and record why the rest
+        waits. Returns the ids started."""
+        with self.lock:
+            slots = self.cfg.max_concurrent_jobs - len(self.running)
+        quotas: dict[str, Quota] = {}
+
+        def quota(user: str) -> Quota:
+            if user not in quotas:
+                quotas[user] = quota_of(self.r, user)
+            return quotas[user]
+
+        decided = plan(self.queue.candidates(self.cfg.schedule_window), self.queue.running(),
+                       self._cluster(), quota, max(0, slots))
+        started = [job_id for job_id in decided.start if self.queue.start(job_id)]
+        for job_id in started:
+            self._launch(job_id)
+        changed = {j: r for j, r in decided.reasons.items() if self._reasons.get(j) != r}
+        if changed:
+            self.queue.set_reasons(changed)
+        self._reasons = dict(decided.reasons)
+        return started
+
+    def _cluster(self) -> dict:
+        raw = self.r.hgetall(CLUSTER_KEY)
+        return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
 
     def _recovery_loop(self) -> None:
-        """Claim queue entries whose dispatcher died (no lease) and finish or resume them."""
+        """Resume RUNNING jobs whose dispatcher died (their lease expired)."""
         while not self.stop.wait(2.0):
-            for entry in self.queue.pending():
+            for job_id in self.queue.orphans():
                 with self.lock:
-                    if entry.job_id in self.running:
+                    if job_id in self.running:
                         continue
-                if not self.store.exists(entry.job_id):
-                    self.queue.ack(entry)
-                elif not self.r.exists(f"{PREFIX}lease:{entry.job_id}"):
-                    self.queue.claim(entry)
-                    self._launch(entry)
+                if self.queue.acquire_lease(job_id):
+                    log.warning("job %s: its dispatcher is gone; resuming it", job_id)
+                    self._launch(job_id, resume=True)
 
-    def _launch(self, entry: QueueEntry) -> None:
-        if not self.queue.acquire_lease(entry.job_id, self.cfg.consumer):
-            return  # another dispatcher runs it
+    def _launch(self, job_id: str, resume: bool = False) -> None:
+        """Run a job this dispatcher holds the lease of, in a thread of its own."""
         with self.lock:
-            self.running[entry.job_id] = entry
-        threading.Thread(target=self._run_one, args=(entry,), name=f"job-{entry.job_id}",
+            self.running.add(job_id)
+        threading.Thread(target=self._run_one, args=(job_id, resume), name=f"job-{job_id}",
                          daemon=True).start()
 
-    def _run_one(self, entry: QueueEntry) -> None:
+    def _run_one(self, job_id: str, resume: bool) -> None:
         start = time.time()
         try:
-            state = self.runner.run(entry.job_id)
-            self.queue.ack(entry)
+            state = self.runner.run(job_id, started=not resume)
             self.metrics.finished(state.name.lower(), time.time() - start)
-        except Exception:  # noqa: BLE001 - leave it pending: recovery retries it
-            log.exception("job %s: runner failed; it stays queued for recovery", entry.job_id)
+        except Exception:  # noqa: BLE001 - it stays RUNNING without a lease: recovery retries
+            log.exception("job %s: runner failed; recovery will resume it", job_id)
         finally:
-            self.queue.release_lease(entry.job_id, self.cfg.consumer)
+            self.queue.release_lease(job_id)
             with self.lock:
-                self.running.pop(entry.job_id, None)
+                self.running.discard(job_id)
 
     def _lease_loop(self) -> None:
         while not self.stop.wait(LEASE_SECONDS / 3):
             with self.lock:
                 ids = list(self.running)
             for job_id in ids:
-                self.queue.renew_lease(job_id, self.cfg.consumer)
+                self.queue.renew_lease(job_id)
             self.metrics.running.set(len(ids))
 
     def _cluster_loop(self) -> None:

@@ -17,6 +17,7 @@ from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.trials import ENDED, TrialStore
+from trainserve.faults import pause_point
 
 log = logging.getLogger("trainserve.dispatch")
 
@@ -32,13 +33,15 @@ class JobRunner:
         self.storage_dir = storage_dir
         self._run_job = run_job  # injectable for unit tests; the real one imports Ray
 
-    def run(self, job_id: str) -> JobState:
-        """Drive the job to a terminal state; returns that state."""
+    def run(self, job_id: str, started: bool = False) -> JobState:
+        """Drive the job to a terminal state; returns that state. `started`: the scheduler
+        has just moved it to RUNNING (and counted the attempt); otherwise a RUNNING job is
+        one whose dispatcher died, resumed here."""
         job = self.store.get(job_id)
         state = JobState(job.state)
         if state.is_terminal:
             return state
-        job = self._start(job, state)
+        job = job if started and state == JobState.RUNNING else self._start(job, state)
         if job is None:
             return JobState(self.store.get(job_id).state)
         try:
@@ -69,13 +72,17 @@ class JobRunner:
         run_job = self._run_job
         if run_job is None:
             from trainserve.train.launch import run_job
+        scaling = job.spec.scaling
         ctx = JobContext(job_id=job.id, spec=job.spec.SerializeToString(),
                          redis_url=self.redis_url, storage_dir=self.storage_dir,
-                         attempt=job.attempts)
+                         attempt=job.attempts,
+                         max_failures=(scaling.max_failures if scaling.HasField("max_failures")
+                                       else 1))
         return run_job(ctx)
 
     def _succeed(self, job: job_pb2.Job, result) -> JobState:
         mv = versions.register(self.models, self.storage_dir, job, result.artifact_dir)
+        pause_point("registered", job.id)
         fields = {"model_name": mv.name, "model_version": mv.version,
                   "metrics": dict(result.metrics)}
         if job.spec.HasField("deploy"):

@@ -10,6 +10,7 @@ from typing import Iterator
 import redis
 
 from trainserve.errors import InvalidArgument, NotFound
+from trainserve.jobs.scheduling import MAX_FAILURES_RANGE, PRIORITY_RANGE, check_fits, need_of
 from trainserve.jobs.spec import check_submission
 from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2, spec_pb2
@@ -18,10 +19,12 @@ from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import JobStore
 from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
+from trainserve.store.queue import quota_of
 from trainserve.store.redis import PREFIX
 from trainserve.store.trials import TrialStore
 
 MAX_PAGE = 1000
+USER_RE = re.compile(r"^[A-Za-z0-9._@-]*$")
 STREAM_ID = re.compile(r"^\d+-\d+$")
 CLUSTER_KEY = PREFIX + "cluster"
 
@@ -42,10 +45,17 @@ class JobsCore:
 
     def submit(self, spec: spec_pb2.JobSpec, request_id: str = "",
                owner: str = "") -> tuple[job_pb2.Job, bool]:
+        """Validate, admit and queue a job for `owner` (the user its quota counts against).
+        A job that could never start (more than the cluster or the user's quota holds) is
+        refused here; one that cannot start yet waits QUEUED with its `queue_reason`."""
         if len(request_id) > 128:
             raise InvalidArgument("at most 128 characters", field="request_id")
-        full = check_submission(spec, self.cluster_resources(), self.uploaded,
-                                self.model_artifact)
+        if len(owner) > 128 or not USER_RE.match(owner):
+            raise InvalidArgument("at most 128 letters, digits or . _ @ -", field="user")
+        _check_scheduling_fields(spec)
+        cluster = self.cluster_resources()
+        full = check_submission(spec, cluster, self.uploaded, self.model_artifact)
+        check_fits(need_of(full), cluster, quota_of(self.r, owner), owner)
         return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
 
     def uploaded(self, name: str) -> spec_pb2.UploadedContent | None:
@@ -101,3 +111,13 @@ class JobsCore:
             raise InvalidArgument("not a log line id this server issued", field="after_id")
         return self.worker_logs.follow(job_id, after_id, follow,
                                        is_done=lambda: self.is_terminal(job_id))
+
+
+def _check_scheduling_fields(spec: spec_pb2.JobSpec) -> None:
+    low, high = PRIORITY_RANGE
+    if not low <= spec.priority <= high:
+        raise InvalidArgument(f"must be in [{low}, {high}]", field="spec.priority")
+    low, high = MAX_FAILURES_RANGE
+    sc = spec.scaling
+    if sc.HasField("max_failures") and not low <= sc.max_failures <= high:
+        raise InvalidArgument(f"must be in [{low}, {high}]", field="spec.scaling.max_failures")

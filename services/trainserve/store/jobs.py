@@ -13,42 +13,61 @@ import time
 import redis
 
 from trainserve.errors import FailedPrecondition, NotFound
+from trainserve.jobs.scheduling import AGING_S, need_of
 from trainserve.jobs.state import JobState, sources_of
 from trainserve.pb import job_pb2, spec_pb2
 from trainserve.store.events import EventLog, state_event
 from trainserve.store.redis import PREFIX
 
+# Queued jobs waiting to start: a sorted set scored by `scheduling.queue_score` (submission ms
+# minus priority × aging), members the job ids (ties: the older id first).
+PENDING = PREFIX + "pending"
+# The stream the queue used to be (read once by `store.queue.migrate_stream`).
 QUEUE = PREFIX + "queue"
 
-# KEYS: request-id key. ARGV: id prefix (time), event pb, priority, then field/value pairs.
-# The id gets a sequence suffix here, so ids sort in submission order even within one ms.
+# KEYS: request-id key. ARGV: priority, aging (ms per priority level), event pb, then
+# field/value pairs. The id is `j-` + the server's time in ms + a sequence number, both taken
+# here, so ids (and FIFO order within a priority) follow the order submissions were accepted.
 _SUBMIT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {existing, 0} end
-local id = ARGV[1] .. string.format('%08x', redis.call('INCR', 'ts:job-seq') % 4294967296)
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = redis.call('INCR', 'ts:job-seq') % 4294967296
+local id = 'j-' .. string.format('%011x', ms) .. string.format('%08x', seq)
 redis.call('SET', KEYS[1], id)
 local job = 'ts:job:' .. id
 for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', 'ts:jobs', 0, id)
 redis.call('ZADD', 'ts:jobs:' .. redis.call('HGET', job, 'state'), 0, id)
-redis.call('XADD', 'ts:events:' .. id, '*', 'pb', ARGV[2])
-redis.call('XADD', 'ts:queue', '*', 'job_id', id, 'priority', ARGV[3])
+redis.call('XADD', 'ts:events:' .. id, '*', 'pb', ARGV[3])
+redis.call('ZADD', 'ts:pending', ms - tonumber(ARGV[1]) * tonumber(ARGV[2]), id)
 return {id, 1}
 """
 
-# KEYS: job hash, events stream. ARGV: id, target state, allowed sources (comma list),
-# event pb, then field/value pairs. Returns {1, old} on success, {0, old} if refused, {-1} if
-# the job does not exist.
+# KEYS: job hash, events stream, lease key (or ''). ARGV: id, target state, allowed sources
+# (comma list), event pb, lease owner, lease seconds, then field/value pairs. Returns
+# {1, old} on success, {0, old} if refused, {-1} if the job does not exist, {-2, old} if the
+# lease is held by someone else. Leaving QUEUED removes the job from the pending set; with a
+# lease key, the lease is taken in the same step (a job never runs without one).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {-1, ''} end
 local ok = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then ok = true end end
 if not ok then return {0, cur} end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if KEYS[3] ~= '' then
+  if not redis.call('SET', KEYS[3], ARGV[5], 'NX', 'EX', tonumber(ARGV[6])) then
+    return {-2, cur}
+  end
+end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 redis.call('ZREM', 'ts:jobs:' .. cur, ARGV[1])
 redis.call('ZADD', 'ts:jobs:' .. ARGV[2], 0, ARGV[1])
+if redis.call('ZREM', 'ts:pending', ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[1], 'queue_reason')
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 20000, '*', 'pb', ARGV[4])
 return {1, cur}
 """
@@ -62,40 +81,46 @@ def index_key(state: JobState | None = None) -> str:
     return f"{PREFIX}jobs" if state is None else f"{PREFIX}jobs:{int(state)}"
 
 
-def new_job_id(now: float | None = None) -> str:
-    """The id prefix: `j-` + creation time in ms (hex, fixed width, so ids sort by time); the
-    submit script appends a sequence number."""
-    ms = int((now if now is not None else time.time()) * 1000)
-    return f"j-{ms:011x}"
+def lease_key(job_id: str) -> str:
+    """Who runs the job now (a dispatcher's consumer name, with a TTL it keeps renewing)."""
+    return f"{PREFIX}lease:{job_id}"
 
 
 class JobStore:
     """Create, read, list and move jobs through the state machine."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, aging_s: float = AGING_S):
         self.r = client
+        self.aging_s = aging_s
         self.events = EventLog(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
 
-    def submit(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
-               priority: int = 0) -> tuple[job_pb2.Job, bool]:
-        """Record and enqueue a job atomically. Returns (job, created); a known request id
-        returns the job it created before and `created=False`."""
+    def submit(self, spec: spec_pb2.JobSpec, request_id: str,
+               owner: str = "") -> tuple[job_pb2.Job, bool]:
+        """Record and enqueue a job atomically (priority: `spec.priority`; `owner`: the user
+        its quota counts against). Returns (job, created); a known request id returns the job
+        it created before and `created=False`."""
+        job, created = self.submit_raw(spec, request_id, owner)
+        return self.get(job), created
+
+    def submit_raw(self, spec: spec_pb2.JobSpec, request_id: str,
+                   owner: str = "") -> tuple[str, bool]:
+        """`submit` without reading the job back: (job id, created)."""
         now = time.time()
-        prefix = new_job_id(now)
-        total = spec.training.epochs
+        need = need_of(spec)
         fields = {"spec": spec.SerializeToString(), "request_id": request_id,
                   "created_at": repr(now), "state": str(int(JobState.QUEUED)),
-                  "owner": owner, "total_epochs": str(total), "attempts": "0"}
-        # The event's job_id is filled in when read back, so the prefix is enough here.
+                  "owner": owner, "total_epochs": str(spec.training.epochs), "attempts": "0",
+                  "priority": str(spec.priority), "cpus": repr(need.cpus),
+                  "gpus": repr(need.gpus), "message": "queued"}
+        # The event's job_id is filled in when read back, so it can stay empty here.
         event = state_event("", JobState.QUEUED, "queued", now)
-        args = [prefix, event.SerializeToString(), str(priority)]
+        args = [str(spec.priority), repr(self.aging_s * 1000.0), event.SerializeToString()]
         for k, v in fields.items():
             args += [k, v]
-        keys = [f"{PREFIX}reqid:{request_id}"]
-        got_id, created = self._submit(keys=keys, args=args)
-        return self.get(got_id.decode()), bool(created)
+        got_id, created = self._submit(keys=[f"{PREFIX}reqid:{request_id}"], args=args)
+        return got_id.decode(), bool(created)
 
     def get(self, job_id: str) -> job_pb2.Job:
         raw = self.r.hgetall(job_key(job_id)) if job_id else {}
@@ -120,9 +145,11 @@ class JobStore:
         return jobs, (ids[-1] if more and ids else "")
 
     def transition(self, job_id: str, target: JobState, message: str = "",
-                   **fields) -> job_pb2.Job:
+                   lease_owner: str = "", lease_s: int = 0, **fields) -> job_pb2.Job:
         """Move a job to `target` if the state machine allows it from its current state;
-        otherwise `FailedPrecondition` naming both states."""
+        otherwise `FailedPrecondition` naming both states. With `lease_owner`, also take the
+        job's lease for `lease_s` seconds in the same step (`FailedPrecondition` if another
+        holds it)."""
         now = time.time()
         if target == JobState.RUNNING:
             fields.setdefault("started_at", repr(now))
@@ -131,12 +158,16 @@ class JobStore:
         fields["message"] = message
         event = state_event(job_id, target, message, now)
         allowed = ",".join(str(int(s)) for s in sources_of(target))
-        args = [job_id, str(int(target)), allowed, event.SerializeToString()]
+        args = [job_id, str(int(target)), allowed, event.SerializeToString(), lease_owner,
+                str(int(lease_s))]
         for k, v in fields.items():
             args += [k, _encode(v)]
-        ok, cur = self._transition(keys=[job_key(job_id), self.events.key(job_id)], args=args)
+        keys = [job_key(job_id), self.events.key(job_id), lease_key(job_id) if lease_owner else ""]
+        ok, cur = self._transition(keys=keys, args=args)
         if ok == -1:
             raise NotFound(f"job {job_id!r} not found")
+        if ok == -2:
+            raise FailedPrecondition(f"job {job_id} is leased by another dispatcher")
         if ok == 0:
             cur_name = JobState(int(cur)).name
             raise FailedPrecondition(f"job {job_id} is {cur_name}; cannot become {target.name}")
@@ -194,7 +225,8 @@ def _to_job(job_id: str, raw: dict) -> job_pb2.Job:
         message=get("message"), epoch=int(get("epoch", "0")),
         total_epochs=int(get("total_epochs", "0")), model_name=get("model_name"),
         model_version=int(get("model_version", "0")), cancel_requested=get("cancel_requested") == "1",
-        attempts=int(get("attempts", "0")), deployment=get("deployment"))
+        attempts=int(get("attempts", "0")), deployment=get("deployment"), user=get("owner"),
+        priority=int(get("priority", "0")), queue_reason=get("queue_reason"))
     job.spec.ParseFromString(raw.get(b"spec", b""))
     job.metrics.update(json.loads(get("metrics", "{}")))
     _ts(raw, b"created_at", job.created_at)

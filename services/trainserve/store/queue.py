@@ -1,84 +1,174 @@
-"""The job queue: a Redis stream read by the consumer group `dispatchers` (at-least-once).
+"""The job queue: queued jobs in the sorted set `ts:pending`, ranked by priority with aging and
+FIFO within a priority (`jobs.scheduling`); leases on running jobs; per-user quotas.
 
-An entry stays pending until the dispatcher that runs the job acknowledges it at a terminal
-state. While a job runs, its dispatcher renews a lease key; an entry whose job has no lease
-belongs to a dead dispatcher and is claimed by whichever dispatcher notices first.
+A job leaves the queue only by the atomic transition out of QUEUED (`JobStore.transition`),
+which for a start also takes the job's lease. While a job runs, its dispatcher renews the
+lease; a RUNNING job without a lease belongs to a dead dispatcher and is resumed by whichever
+dispatcher notices first (`orphans`). Nothing about the queue lives in a process's memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 
 import redis
 
-from trainserve.store.jobs import QUEUE
-from trainserve.store.redis import PREFIX, ensure_group
+from trainserve.errors import FailedPrecondition
+from trainserve.jobs.scheduling import Candidate, Need, Quota, Running
+from trainserve.jobs.state import JobState
+from trainserve.store.jobs import PENDING, QUEUE, JobStore, index_key, job_key, lease_key
+from trainserve.store.redis import PREFIX
 
-GROUP = "dispatchers"
+GROUP = "dispatchers"  # the consumer group of the stream the queue used to be
 LEASE_SECONDS = 15
+SCHEDULER_LOCK = PREFIX + "scheduler"
+QUOTA_DEFAULT = "default"
+
+# Set the waiting reason only while the job is still queued (it may have started meanwhile).
+_SET_REASON = """
+if redis.call('HGET', KEYS[1], 'state') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'queue_reason', ARGV[2], 'message', ARGV[2])
+  return 1
+end
+return 0
+"""
+_IF_OWNER = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({op}) "
+             "else return 0 end")
+
+__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "JobQueue", "lease_key", "quota_key",
+           "quota_of", "waiting_count", "oldest_waiting_age"]
 
 
-@dataclass(frozen=True)
-class QueueEntry:
-    entry_id: str
-    job_id: str
+def quota_key(user: str) -> str:
+    return f"{PREFIX}quota:{user}"
 
 
-def lease_key(job_id: str) -> str:
-    return f"{PREFIX}lease:{job_id}"
+def quota_of(client: redis.Redis, user: str) -> Quota:
+    """The user's quota: `ts:quota:default` (the dispatcher publishes its flags there) with
+    the non-zero fields of `ts:quota:<user>` (set by an operator) on top."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(quota_key(QUOTA_DEFAULT))
+    pipe.hgetall(quota_key(user or "-"))
+    default, own = pipe.execute()
+    return Quota.from_fields(default).merged(Quota.from_fields(own) if own else None)
+
+
+def waiting_count(client: redis.Redis) -> int:
+    """Jobs queued and not started."""
+    return int(client.zcard(PENDING))
+
+
+def oldest_waiting_age(client: redis.Redis, now: float | None = None) -> float:
+    """Seconds the longest-waiting queued job has waited (0 when none waits)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrange(index_key(JobState.QUEUED), 0, 0)  # ids sort by creation time
+    (first,) = pipe.execute()
+    if not first:
+        return 0.0
+    ms = int(first[0].decode()[2:13], 16)
+    return max(0.0, (now if now is not None else time.time()) - ms / 1000)
 
 
 class JobQueue:
-    def __init__(self, client: redis.Redis, consumer: str):
+    def __init__(self, client: redis.Redis, consumer: str, store: JobStore | None = None):
         self.r = client
         self.consumer = consumer
-        ensure_group(client, QUEUE, GROUP)
+        self.store = store or JobStore(client)
+        self._set_reason = client.register_script(_SET_REASON)
+        self._renew = client.register_script(_IF_OWNER.format(
+            op="'EXPIRE', KEYS[1], ARGV[2]"))
+        self._release = client.register_script(_IF_OWNER.format(op="'DEL', KEYS[1]"))
 
-    def read(self, count: int = 1, block_ms: int = 1000) -> list[QueueEntry]:
-        """New entries for this consumer (they become pending until `ack`)."""
-        got = self.r.xreadgroup(GROUP, self.consumer, {QUEUE: ">"}, count=count, block=block_ms)
-        return [_entry(eid, f) for eid, f in got[0][1]] if got else []
-
-    def pending(self, count: int = 100) -> list[QueueEntry]:
-        """Every pending entry, of any consumer, oldest first."""
-        rows = self.r.xpending_range(QUEUE, GROUP, min="-", max="+", count=count)
-        ids = [row["message_id"] for row in rows]
-        entries = []
-        for eid in ids:
-            got = self.r.xrange(QUEUE, eid, eid)
-            if got:
-                entries.append(_entry(*got[0]))
-            else:  # trimmed away: nothing to run, drop it
-                self.r.xack(QUEUE, GROUP, eid)
-        return entries
-
-    def claim(self, entry: QueueEntry) -> None:
-        self.r.xclaim(QUEUE, GROUP, self.consumer, min_idle_time=0, message_ids=[entry.entry_id])
-
-    def ack(self, entry: QueueEntry) -> None:
-        self.r.xack(QUEUE, GROUP, entry.entry_id)
+    # -- what waits, in order --------------------------------------------------------------
+    def waiting(self, limit: int = 1000, offset: int = 0) -> list[str]:
+        """Queued job ids in the order they are to start (before quotas and resources)."""
+        return [i.decode() for i in self.r.zrange(PENDING, offset, offset + limit - 1)]
 
     def depth(self) -> int:
-        """Entries not yet delivered plus those delivered and not acknowledged."""
-        info = self.r.xinfo_groups(QUEUE)
-        group = next((g for g in info if g["name"] in (GROUP, GROUP.encode())), None)
-        lag = (group or {}).get("lag") or 0
-        return int(lag) + int((group or {}).get("pending") or 0)
+        return waiting_count(self.r)
 
-    # Leases: who runs a job right now.
-    def acquire_lease(self, job_id: str, owner: str) -> bool:
-        return bool(self.r.set(lease_key(job_id), owner, nx=True, ex=LEASE_SECONDS))
+    def candidates(self, limit: int = 1000) -> list[Candidate]:
+        ids = self.waiting(limit)
+        return [Candidate(i, user, need) for i, user, need in zip(ids, *self._needs(ids))]
 
-    def renew_lease(self, job_id: str, owner: str) -> bool:
+    def running(self) -> list[Running]:
+        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        return [Running(i, user, need) for i, user, need in zip(ids, *self._needs(ids))]
+
+    def _needs(self, ids: list[str]) -> tuple[list[str], list[Need]]:
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "owner", "cpus", "gpus")
+        users, needs = [], []
+        for owner, cpus, gpus in pipe.execute():
+            users.append((owner or b"").decode())
+            needs.append(Need(float(cpus or 1.0), float(gpus or 0.0)))
+        return users, needs
+
+    def set_reasons(self, reasons: dict[str, str]) -> None:
+        """Record why each of these queued jobs waits (GetJob's `queue_reason`)."""
+        pipe = self.r.pipeline(transaction=False)
+        queued = str(int(JobState.QUEUED))
+        for job_id, reason in reasons.items():
+            self._set_reason(keys=[job_key(job_id)], args=[queued, reason], client=pipe)
+        pipe.execute()
+
+    # -- starting and resuming ---------------------------------------------------------------
+    def start(self, job_id: str) -> bool:
+        """QUEUED -> RUNNING with this consumer's lease, atomically; False if the job is no
+        longer queued (cancelled, or another dispatcher started it)."""
+        attempts = int(self.r.hget(job_key(job_id), "attempts") or 0)
+        try:
+            self.store.transition(job_id, JobState.RUNNING, "running",
+                                  lease_owner=self.consumer, lease_s=LEASE_SECONDS,
+                                  attempts=attempts + 1)
+            return True
+        except FailedPrecondition:
+            return False
+
+    def orphans(self) -> list[str]:
+        """RUNNING jobs that no dispatcher holds a lease on (theirs died)."""
+        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(lease_key(job_id))
+        return [i for i, held in zip(ids, pipe.execute()) if not held]
+
+    def migrate_stream(self) -> int:
+        """Queue the QUEUED jobs of the stream the queue used to be (an upgrade from a
+        version before priorities); idempotent. Returns how many it added."""
+        if not self.r.exists(QUEUE):
+            return 0
+        added = 0
+        for _, fields in self.r.xrange(QUEUE):
+            job_id = fields.get(b"job_id", b"").decode()
+            state = self.r.hget(job_key(job_id), "state")
+            if state is not None and int(state) == JobState.QUEUED:
+                ms = int(job_id[2:13], 16)
+                added += self.r.zadd(PENDING, {job_id: float(ms)}, nx=True)
+        return added
+
+    # -- leases and the scheduler lock -------------------------------------------------------
+    def acquire_lease(self, job_id: str, owner: str | None = None) -> bool:
+        return bool(self.r.set(lease_key(job_id), owner or self.consumer, nx=True,
+                               ex=LEASE_SECONDS))
+
+    def renew_lease(self, job_id: str, owner: str | None = None) -> bool:
         # Renew only our own lease; a stale owner must not extend someone else's.
-        script = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                  "return redis.call('EXPIRE', KEYS[1], ARGV[2]) else return 0 end")
-        return bool(self.r.eval(script, 1, lease_key(job_id), owner, LEASE_SECONDS))
+        return bool(self._renew(keys=[lease_key(job_id)],
+                                args=[owner or self.consumer, LEASE_SECONDS]))
 
-    def release_lease(self, job_id: str, owner: str) -> None:
-        script = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                  "return redis.call('DEL', KEYS[1]) else return 0 end")
-        self.r.eval(script, 1, lease_key(job_id), owner)
+    def release_lease(self, job_id: str, owner: str | None = None) -> None:
+        self._release(keys=[lease_key(job_id)], args=[owner or self.consumer])
 
+    def lock_scheduler(self, ttl_s: int = 10) -> bool:
+        """One dispatcher schedules at a time, so two never both fill the same free CPUs."""
+        return bool(self.r.set(SCHEDULER_LOCK, self.consumer, nx=True, ex=ttl_s))
 
-def _entry(eid: bytes, fields: dict) -> QueueEntry:
-    return QueueEntry(eid.decode(), fields[b"job_id"].decode())
+    def unlock_scheduler(self) -> None:
+        self._release(keys=[SCHEDULER_LOCK], args=[self.consumer])
+
+    def publish_default_quota(self, quota: Quota) -> None:
+        self.r.hset(quota_key(QUOTA_DEFAULT), mapping={
+            "jobs": str(quota.jobs), "cpus": repr(quota.cpus), "gpus": repr(quota.gpus)})

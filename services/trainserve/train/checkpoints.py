@@ -6,6 +6,7 @@ epoch's RNG from (seed, epoch, rank), so a resumed run matches an uninterrupted 
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -13,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import torch
+
+from trainserve.faults import pause_point
 
 STATE_FILE = "state.pt"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
@@ -37,8 +40,9 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(directory: Path, epoch: int, state: dict, keep: int = 2) -> Path:
     """Write `state` as epoch `epoch`'s checkpoint, then delete all but the newest `keep`.
 
-    Written into a temp dir that is renamed into place, so a crash mid-write leaves either no
-    checkpoint for this epoch or a complete one, never a torn one.
+    Written into a temp dir (the file fsynced), renamed into place, then the parent dir
+    fsynced: a crash mid-write leaves either no checkpoint for this epoch or a complete one,
+    never a torn one (the loader ignores temp dirs; `remove_temp_dirs` clears them).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,19 +50,42 @@ def save_checkpoint(directory: Path, epoch: int, state: dict, keep: int = 2) -> 
     tmp = directory / f".tmp-{checkpoint_name(epoch)}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        with open(tmp / STATE_FILE, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(tmp / STATE_FILE, state, pause_key=directory.parent.name,
+                      point=f"checkpoint-write-{epoch}")
         if final.exists():  # left by an earlier attempt that got this far
             shutil.rmtree(final)
         os.rename(tmp, final)
+        _fsync_dir(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for _, old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_synced(path: Path, state: dict, pause_key: str, point: str) -> None:
+    """torch.save into `path`, flushed to disk. The fault point sits mid-write (half the
+    bytes written) so crash tests can kill a writer there (`trainserve.faults`)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+    half = len(data) // 2
+    with open(path, "wb") as f:
+        f.write(data[:half])
+        f.flush()
+        pause_point(point, pause_key)
+        f.write(data[half:])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: Path) -> dict:
