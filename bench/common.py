@@ -42,13 +42,15 @@ def median(xs):
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7}")
+    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>7} met")
     for r in rows:
         base = r.get("baseline")
         ratio = r.get("ratio")
+        met = {True: "yes", False: "NO"}.get(r.get("met"), "")
         print(f"{r['figure']:58} {r['ours']:>12.4g} "
               f"{(f'{base:.4g}' if base is not None else '-'):>12} "
-              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7}")
+              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7} "
+              f"{r.get('target', ''):>7} {met}")
 
 
 def save(name: str, rows: list[dict], meta: dict) -> Path:

@@ -45,19 +45,21 @@ ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
 
 # ------------------------------------------------------------------------------- training
 
-def train_model(work: Path) -> Path:
-    """Train the digits LeNet-5 for EPOCHS epochs; its artifact folder."""
+def train_model(work: Path, example: str = "lenet5_digits", seed: int = SEED,
+                epochs: int = EPOCHS) -> Path:
+    """Train `examples/<example>.yaml` for `epochs` epochs; its artifact folder."""
     from trainserve.jobs.spec import load_spec_file
     from trainserve.train.loop import train
     from trainserve.train.reporting import NullReporter
     from trainserve.train.validate import check_spec
 
-    spec = load_spec_file(Path(__file__).resolve().parent.parent / "examples/lenet5_digits.yaml")
-    spec.name, spec.training.epochs, spec.training.seed = "bench-lenet5", EPOCHS, SEED
+    spec = load_spec_file(Path(__file__).resolve().parent.parent / f"examples/{example}.yaml")
+    spec.name, spec.training.epochs, spec.training.seed = f"bench-{example}", epochs, seed
     t = time.perf_counter()
-    result = train(check_spec(spec), work / "job", NullReporter(), num_threads=1)
-    print(f"trained {EPOCHS} epochs in {time.perf_counter() - t:.1f} s, "
-          f"test accuracy {result.metrics.get('test_accuracy', float('nan')):.3f}",
+    result = train(check_spec(spec), work / f"job-{example}-{seed}", NullReporter(),
+                   num_threads=1)
+    print(f"{example} (seed {seed}): trained {epochs} epochs in {time.perf_counter() - t:.1f} s,"
+          f" test accuracy {result.metrics.get('test_accuracy', float('nan')):.3f}",
           file=sys.stderr)
     return Path(result.artifact_dir)
 
@@ -159,23 +161,31 @@ async def _load(one_call, clients: int, seconds: float) -> dict:
 
 
 def concurrent_rest(url: str, body: dict) -> dict:
-    import httpx
+    """CLIENTS asyncio clients on aiohttp (lighter than httpx: the load generator shares the
+    machine's cores with Serve)."""
+    import aiohttp
+
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
 
     async def run():
-        limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+        conn = aiohttp.TCPConnector(limit=CLIENTS)
+        async with aiohttp.ClientSession(connector=conn,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as c:
             async def call():
-                (await c.post(url, json=body)).raise_for_status()
+                async with c.post(url, data=payload, headers=headers) as r:
+                    await r.read()
+                    r.raise_for_status()
             return await _load(call, CLIENTS, LOAD_S)
     return asyncio.run(run())
 
 
-def _grpc_request(x):
+def _grpc_request(x, endpoint: str = ENDPOINT):
     from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
     t = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
                                               shape=list(x.shape))
     t.contents.fp32_contents.extend(x.ravel().tolist())
-    return pb.ModelInferRequest(model_name=ENDPOINT, inputs=[t])
+    return pb.ModelInferRequest(model_name=endpoint, inputs=[t])
 
 
 _GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -198,10 +208,12 @@ def grpc_sequential(target: str, x) -> dict:
     return _summ(times)
 
 
-def grpc_concurrent(target: str, x) -> dict:
+def grpc_concurrent(target: str, x, endpoint: str = ENDPOINT, during=None) -> dict:
+    """CLIENTS gRPC clients for LOAD_S; `during(loop)`, if given, runs in a thread meanwhile
+    (a rollout) and the load lasts until it returns."""
     import grpc
     from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-    req = _grpc_request(x)
+    req = _grpc_request(x, endpoint)
 
     async def run():
         async with grpc.aio.insecure_channel(target) as ch:
@@ -211,21 +223,73 @@ def grpc_concurrent(target: str, x) -> dict:
 
             async def call():
                 await stub(req, metadata=_GRPC_MD, timeout=60)
-            return await _load(call, CLIENTS, LOAD_S)
+            if during is None:
+                return await _load(call, CLIENTS, LOAD_S)
+            return await _load_during(call, CLIENTS, during)
     return asyncio.run(run())
+
+
+async def _load_during(one_call, clients: int, action) -> dict:
+    """`clients` loops calling `one_call()` from 1 s before `action()` (run in a thread) to
+    1 s after it returns; every call counted, failures included."""
+    times, errors, done = [], [], asyncio.Event()
+
+    async def worker():
+        while not done.is_set():
+            t = time.perf_counter()
+            try:
+                await one_call()
+                times.append(time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                errors.append(repr(exc)[:200])
+
+    async def drive():
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(action)
+        await asyncio.sleep(1.0)
+        done.set()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(drive(), *(worker() for _ in range(clients)))
+    seconds = time.perf_counter() - t0
+    return {"rps": len(times) / seconds, "errors": len(errors), "error_samples": errors[:5],
+            "requests": len(times) + len(errors), **_summ(times)}
 
 
 # ------------------------------------------------------------------------ one Serve mode
 
-def _set_batching(client, mv, on: bool, ttl_s: float) -> None:
+def _set_batching(client, mv, on: bool, ttl_s: float, endpoint: str = ENDPOINT) -> None:
     from trainserve.pb import deployment_pb2
     from trainserve.store.deployments import DeploymentStore
-    dep = deployment_pb2.Deployment(name=ENDPOINT, model_name=mv.name, model_version=mv.version,
+    dep = deployment_pb2.Deployment(name=endpoint, model_name=mv.name, model_version=mv.version,
                                     state=deployment_pb2.DEPLOYMENT_STATE_PENDING)
     if on:
         dep.options.max_batch_size, dep.options.batch_wait_ms = BATCH_OPTS
     DeploymentStore(client).put(dep)
     time.sleep(ttl_s + 0.3)  # the gateway's resolution cache
+
+
+def _rollout(client, mv1, mv2, ttl_s: float) -> None:
+    """What `trainserve rollout` (50 %) then `promote` do to the endpoint: the canary record,
+    the dispatcher's `Deployer` loading it, its share of traffic, then the promotion."""
+    from trainserve.dispatch.deployer import Deployer
+    from trainserve.pb import deployment_pb2
+    from trainserve.store.deployments import DeploymentStore
+
+    store = DeploymentStore(client)
+    dep = store.get(ENDPOINT)
+    assert (dep.model_name, dep.model_version) == (mv1.name, mv1.version)
+    dep.canary_version, dep.canary_percent = mv2.version, 50
+    dep.canary_state = deployment_pb2.DEPLOYMENT_STATE_PENDING
+    store.put(dep)
+    Deployer(client, store, "bench").reconcile(ENDPOINT)
+    assert store.get(ENDPOINT).canary_state == deployment_pb2.DEPLOYMENT_STATE_READY
+    time.sleep(ttl_s + 2.0)  # both versions answer
+    dep = store.get(ENDPOINT)
+    dep.model_version, dep.canary_version, dep.canary_percent = mv2.version, 0, 0
+    dep.canary_state = deployment_pb2.DEPLOYMENT_STATE_UNSPECIFIED
+    store.put(dep)
+    time.sleep(ttl_s + 1.0)
 
 
 def _batch_sizes() -> dict[str, int]:
@@ -243,86 +307,44 @@ def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: n for k, n in sorted(d.items(), key=lambda kv: int(kv[0])) if n}
 
 
-def one_mode(mode: str, artifact_dir: Path, out: Path) -> None:
-    """Runs in a child process whose environment holds the Ray head's token (and mode)."""
-    import numpy as np
-    import ray
-    from ray import serve
-
-    from tests.conftest import RedisServer
+def _registered(client, storage: Path, artifact_dir: Path, job_id: str):
     from trainserve.pb import job_pb2
     from trainserve.registry.versions import register
-    from trainserve.serve import control
     from trainserve.store.models import ModelStore
-    from trainserve.store.redis import connect
     from trainserve.train.artifacts import load_artifact
+    spec = load_artifact(artifact_dir).spec
+    return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec),
+                    artifact_dir)
+
+
+def one_mode(mode: str, artifacts: dict[str, str], out: Path) -> None:
+    """Runs in a child process whose environment holds the Ray head's token (and mode)."""
+    import ray
+
+    from tests.conftest import RedisServer
+    from trainserve.serve import control
+    from trainserve.store.redis import connect
 
     temp = Path(tempfile.mkdtemp(prefix="tsb"))  # short: Ray's socket paths < 108 chars
     head = RayHead(temp, os.environ, MODES[mode])
     redis_server = RedisServer(temp / "redis")
-    rows: dict = {}
     try:
         address = head.start()
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         redis_server.start()
         client = connect(redis_server.url)
         storage = temp / "storage"
-        meta = json.loads((artifact_dir / "meta.json").read_text())
-        spec = load_artifact(artifact_dir).spec
-        mv = register(ModelStore(client), storage, job_pb2.Job(id="job-bench", spec=spec),
-                      artifact_dir)
+        mv = _registered(client, storage, Path(artifacts["lenet"]), "job-bench-1")
+        mv2 = _registered(client, storage, Path(artifacts["lenet_v2"]), "job-bench-2")
+        resnet = _registered(client, storage, Path(artifacts["resnet"]), "job-bench-3")
         cfg = control.ServeConfig(http_port=free_port(), grpc_port=free_port(),
                                   redis_url=redis_server.url, storage_dir=str(storage))
         _set_batching(client, mv, False, 0)
-        t = time.monotonic()
-        control.ensure_serve(cfg)
-        control.warm(ENDPOINT)
-        serve.run(_baseline_app(str(artifact_dir)), name="minimal", route_prefix=BASE_PREFIX,
-                  blocking=False)
-        while str(getattr(serve.status().applications["minimal"].status, "value", "")) \
-                != "RUNNING":
-            time.sleep(0.3)
-        print(f"[{mode}] Serve + both applications up in {time.monotonic() - t:.1f} s",
-              file=sys.stderr)
-
-        shape = tuple(meta["input_shape"])
-        rng = np.random.default_rng(0)
-        x1 = rng.uniform(0, 16, size=(1, *shape)).astype(np.float32)
-        x32 = rng.uniform(0, 16, size=(32, *shape)).astype(np.float32)
-
-        def body(x):
-            return {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                                "data": x.ravel().tolist()}]}
-
-        ours = f"http://127.0.0.1:{cfg.http_port}/v2/models/{ENDPOINT}/infer"
-        base = f"http://127.0.0.1:{cfg.http_port}{BASE_PREFIX}"
-        grpc_target = f"127.0.0.1:{cfg.grpc_port}"
-        # Both answer the same probabilities.
-        import httpx
-        a = httpx.post(ours, json=body(x1), timeout=30).json()
-        b = httpx.post(base, json=body(x1), timeout=30).json()
-        pa = next(o["data"] for o in a["outputs"] if o["name"] == "probabilities")
-        np.testing.assert_allclose(pa, b["outputs"][0]["data"], rtol=1e-4, atol=1e-6)
-
-        rows["forward"] = forward_floor(artifact_dir, x1)
-        rows["seq_rest_base"] = sequential_rest(base, body(x1))
-        rows["seq_rest_ours"] = sequential_rest(ours, body(x1))
-        rows["seq_grpc_ours"] = grpc_sequential(grpc_target, x1)
-        rows["seq32_rest_base"] = sequential_rest(base, body(x32))
-        rows["seq32_rest_ours"] = sequential_rest(ours, body(x32))
-        rows["conc_rest_base"] = concurrent_rest(base, body(x1))
-        rows["conc_rest_ours"] = concurrent_rest(ours, body(x1))
-        rows["conc_grpc_ours"] = grpc_concurrent(grpc_target, x1)
-        _set_batching(client, mv, True, cfg.resolve_ttl_s)
-        before = _batch_sizes()
-        rows["conc_rest_ours_batch"] = concurrent_rest(ours, body(x1))
-        mid = _batch_sizes()
-        rows["conc_grpc_ours_batch"] = grpc_concurrent(grpc_target, x1)
-        # Forward passes per merged size while batching was on (warm-ups included).
-        rows["batch_sizes_rest"] = _diff(mid, before)
-        rows["batch_sizes_grpc"] = _diff(_batch_sizes(), mid)
+        _set_batching(client, resnet, False, 0, "resnet")
+        rows = _measure(mode, cfg, client, Path(artifacts["lenet"]), (mv, mv2, resnet))
     finally:
         try:
+            from ray import serve
             serve.shutdown()
         except Exception:
             pass
@@ -333,22 +355,103 @@ def one_mode(mode: str, artifact_dir: Path, out: Path) -> None:
     out.write_text(json.dumps(rows, default=str))
 
 
+def _start(mode: str, cfg, artifact_dir: Path) -> None:
+    from ray import serve
+
+    from trainserve.serve import control
+    t = time.monotonic()
+    control.ensure_serve(cfg)
+    control.warm(ENDPOINT)
+    control.warm("resnet")
+    serve.run(_baseline_app(str(artifact_dir)), name="minimal", route_prefix=BASE_PREFIX,
+              blocking=False)
+    while str(getattr(serve.status().applications["minimal"].status, "value", "")) \
+            != "RUNNING":
+        time.sleep(0.3)
+    print(f"[{mode}] Serve + both applications up in {time.monotonic() - t:.1f} s",
+          file=sys.stderr)
+
+
+def _body(x) -> dict:
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                        "data": x.ravel().tolist()}]}
+
+
+def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
+    import httpx
+    import numpy as np
+
+    mv, mv2, resnet = versions
+    _start(mode, cfg, artifact_dir)
+    meta = json.loads((artifact_dir / "meta.json").read_text())
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(0, 16, size=(1, *meta["input_shape"])).astype(np.float32)
+    x32 = rng.uniform(0, 16, size=(32, *meta["input_shape"])).astype(np.float32)
+    ours = f"http://127.0.0.1:{cfg.http_port}/v2/models/{ENDPOINT}/infer"
+    base = f"http://127.0.0.1:{cfg.http_port}{BASE_PREFIX}"
+    grpc_target = f"127.0.0.1:{cfg.grpc_port}"
+    # Both answer the same probabilities.
+    a = httpx.post(ours, json=_body(x1), timeout=30).json()
+    b = httpx.post(base, json=_body(x1), timeout=30).json()
+    pa = next(o["data"] for o in a["outputs"] if o["name"] == "probabilities")
+    np.testing.assert_allclose(pa, b["outputs"][0]["data"], rtol=1e-4, atol=1e-6)
+
+    rows = {"forward": forward_floor(artifact_dir, x1),
+            "seq_rest_base": sequential_rest(base, _body(x1)),
+            "seq_rest_ours": sequential_rest(ours, _body(x1)),
+            "seq_grpc_ours": grpc_sequential(grpc_target, x1),
+            "seq32_rest_base": sequential_rest(base, _body(x32)),
+            "seq32_rest_ours": sequential_rest(ours, _body(x32)),
+            "seq32_grpc_ours": grpc_sequential(grpc_target, x32),
+            "conc_rest_base": concurrent_rest(base, _body(x1)),
+            "conc_rest_ours": concurrent_rest(ours, _body(x1)),
+            "conc_grpc_ours": grpc_concurrent(grpc_target, x1),
+            "resnet_grpc": grpc_concurrent(grpc_target, x1, "resnet")}
+    _set_batching(client, mv, True, cfg.resolve_ttl_s)
+    _set_batching(client, resnet, True, cfg.resolve_ttl_s, "resnet")
+    before = _batch_sizes()
+    rows["conc_rest_ours_batch"] = concurrent_rest(ours, _body(x1))
+    mid = _batch_sizes()
+    rows["conc_grpc_ours_batch"] = grpc_concurrent(grpc_target, x1)
+    rows["resnet_grpc_batch"] = grpc_concurrent(grpc_target, x1, "resnet")
+    # Forward passes per merged size while batching was on (warm-ups included).
+    rows["batch_sizes_rest"] = _diff(mid, before)
+    rows["batch_sizes_grpc"] = _diff(_batch_sizes(), mid)
+    # A rollout (v1 -> 50 % canary v2 -> promoted) under the same gRPC load, batching on.
+    rows["rollout_grpc"] = grpc_concurrent(
+        grpc_target, x1, during=lambda: _rollout(client, mv, mv2, cfg.resolve_ttl_s))
+    return rows
+
+
 # ---------------------------------------------------------------------------------- main
 
+def _row(fig: str, ours: float, base: float | None = None, target: str | None = None) -> dict:
+    """A table row; `target` like "<= 1.2" or ">= 3" applies to the ratio ours/baseline."""
+    ratio = (ours / base) if base else None
+    row = {"figure": fig, "ours": ours, "baseline": base, "ratio": ratio}
+    if target is not None and ratio is not None:
+        op, bound = target.split()
+        row.update(target=target, met=ratio <= float(bound) if op == "<=" else
+                   ratio >= float(bound))
+    return row
+
+
 def _table_rows(mode: str, r: dict) -> list[dict]:
-    def row(fig, ours, base=None):
-        return {"figure": f"[{mode}] {fig}", "ours": ours, "baseline": base,
-                "ratio": (ours / base) if base else None}
-    fw = r["forward"]
-    out = [row("forward batch 1, p50 ms (floor)", fw["p50_ms"])]
+    def row(fig, ours, base=None, target=None):
+        return _row(f"[{mode}] {fig}", ours, base, target)
+    out = [row("forward batch 1, p50 ms (floor)", r["forward"]["p50_ms"])]
     for k, label in (("seq_rest", "REST sequential batch 1"),
                      ("seq32_rest", "REST sequential 32 instances")):
         for q in ("p50_ms", "p99_ms"):
+            target = "<= 1.2" if k == "seq_rest" and q == "p50_ms" else None
             out.append(row(f"{label}, {q.replace('_ms', '')} ms",
-                           r[f"{k}_ours"][q], r[f"{k}_base"][q]))
-    for q in ("p50_ms", "p99_ms"):
-        out.append(row(f"gRPC sequential batch 1 (ours), {q.replace('_ms', '')} ms",
-                       r["seq_grpc_ours"][q], r["seq_rest_base"][q]))
+                           r[f"{k}_ours"][q], r[f"{k}_base"][q], target))
+    for k, label, base in (("seq_grpc_ours", "gRPC sequential batch 1 (ours)", "seq_rest_base"),
+                           ("seq32_grpc_ours", "gRPC sequential 32 instances (ours)",
+                            "seq32_rest_base")):
+        for q in ("p50_ms", "p99_ms"):
+            target = "<= 1.2" if k == "seq_grpc_ours" and q == "p50_ms" else None
+            out.append(row(f"{label}, {q.replace('_ms', '')} ms", r[k][q], r[base][q], target))
     cb = r["conc_rest_base"]
     for k, label in (("conc_rest_ours", "REST 32 clients, batching off"),
                      ("conc_rest_ours_batch", "REST 32 clients, batching 32/2ms"),
@@ -356,15 +459,36 @@ def _table_rows(mode: str, r: dict) -> list[dict]:
                      ("conc_grpc_ours_batch", "gRPC 32 clients, batching 32/2ms")):
         c = r[k]
         out.append(row(f"{label}, req/s", c["rps"], cb["rps"]))
-        out.append(row(f"{label}, p50 ms", c["p50_ms"], cb["p50_ms"]))
-        out.append(row(f"{label}, p99 ms", c["p99_ms"], cb["p99_ms"]))
+        out.append(row(f"{label}, p50 / p99 ms", c["p50_ms"], cb["p50_ms"]))
+        out[-1]["figure"] += f" (p99 {c['p99_ms']:.0f} vs {cb['p99_ms']:.0f})"
     for proto in ("rest", "grpc"):
         sizes = {int(k): n for k, n in r[f"batch_sizes_{proto}"].items()}
         passes = sum(sizes.values())
         if passes:
             out.append(row(f"{proto.upper()} batching on: mean requests per forward",
                            sum(k * n for k, n in sizes.items()) / passes))
+    on, off = r["resnet_grpc_batch"], r["resnet_grpc"]
+    out.append(row("ResNet gRPC 32 clients req/s, batching on vs off", on["rps"], off["rps"]))
+    ro, steady = r["rollout_grpc"], r["conc_grpc_ours_batch"]
+    out.append(row(f"gRPC 32 clients during a rollout, p99 ms (vs steady; {ro['requests']} "
+                   f"requests, {ro['errors']} failed)", ro["p99_ms"], steady["p99_ms"]))
+    out.append(row("gRPC 32 clients during a rollout, failed requests", ro["errors"]))
     return out
+
+
+def _cross_mode_rows(raw: dict) -> list[dict]:
+    """The throughput targets: ours in the stack's mode (HAProxy) against the minimal
+    deployment with Serve's default settings."""
+    if not {"default", "haproxy"} <= set(raw):
+        return []
+    base = raw["default"]["conc_rest_base"]["rps"]
+    ours = raw["haproxy"]
+    return [_row(f"ours (HAProxy mode) {label} req/s vs minimal REST (default mode)",
+                 ours[k]["rps"], base, ">= 3")
+            for k, label in (("conc_rest_ours", "REST 32 clients"),
+                             ("conc_rest_ours_batch", "REST 32 clients, batching"),
+                             ("conc_grpc_ours", "gRPC 32 clients"),
+                             ("conc_grpc_ours_batch", "gRPC 32 clients, batching"))]
 
 
 def main(modes: list[str] | None = None) -> None:
@@ -372,7 +496,9 @@ def main(modes: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="ts-bench-serve-"))
     all_rows, raw = [], {}
     try:
-        artifact = train_model(work)
+        artifacts = {"lenet": str(train_model(work)),
+                     "lenet_v2": str(train_model(work, seed=SEED + 1)),
+                     "resnet": str(train_model(work, "resnet_digits", epochs=2))}
         for mode in modes:
             out = work / f"{mode}.json"
             # Our own Ray token: ~/.ray/auth_token is shared with other clusters here.
@@ -383,14 +509,16 @@ def main(modes: list[str] | None = None) -> None:
                            [str(Path(__file__).resolve().parent.parent),
                             env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
             t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, APP_ARG, mode, str(artifact), str(out)],
+            subprocess.run([sys.executable, __file__, APP_ARG, mode, json.dumps(artifacts),
+                            str(out)],
                            env=env, check=True, timeout=600)
             print(f"[{mode}] done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
             raw[mode] = json.loads(out.read_text())
             all_rows += _table_rows(mode, raw[mode])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table("serve: ours (trainserve gateway + model host) vs a minimal Serve deployment; "
+    all_rows += _cross_mode_rows(raw)
+    print_table("serve: ours (the trainserve application) vs a minimal Serve deployment; "
                 "ratio ours/minimal", all_rows)
     meta = {"raw": raw, "epochs": EPOCHS, "clients": CLIENTS, "load_s": LOAD_S}
     print(f"\nresults: {save('serve', all_rows, meta)}")
@@ -398,6 +526,6 @@ def main(modes: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == APP_ARG:
-        one_mode(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        one_mode(sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4]))
     else:
         main(sys.argv[1:] or None)
