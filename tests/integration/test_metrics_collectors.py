@@ -1,5 +1,5 @@
 """The job API's scrape-time collectors against a real redis-server: jobs by state and kind,
-the queue's depth and age, dispatcher liveness, running trainings' latest epoch and running
+the queue's depth and its oldest job's age, dispatcher liveness, running trainings' latest epoch and running
 searches' trials — written by the store's own writers, read back through a real registry."""
 from __future__ import annotations
 
@@ -43,12 +43,12 @@ def _named(samples: dict, name: str) -> dict[tuple, float]:
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
-def test_jobs_by_state_and_kind_queue_and_dispatcher(redis_client, redis_server):
+def test_jobs_by_state_and_kind_queue_and_dispatcher(redis_client):
     store = JobStore(redis_client)
     queue = JobQueue(redis_client, "c1")
     before = time.time()
     a = store.submit(_spec("a"), "r-a")[0]
-    store.submit(_spec("b"), "r-b")
+    b = store.submit(_spec("b"), "r-b")[0]
     s = store.submit(_spec("s", search=True), "r-s")[0]
     collector = JobStateCollector(redis_client)
 
@@ -58,15 +58,12 @@ def test_jobs_by_state_and_kind_queue_and_dispatcher(redis_client, redis_server)
     assert jobs[(("kind", "search"), ("state", "queued"))] == 1
     assert jobs[(("kind", "search"), ("state", "running"))] == 0
     assert got[("trainserve_queue_depth", ())] == 3
-    assert got[("trainserve_queue_waiting", ())] == 3
     age = got[("trainserve_queue_oldest_waiting_age_seconds", ())]
     assert 0 <= age <= time.time() - before + 1
     assert got[("trainserve_dispatcher_ready", ())] == 0
 
-    # A dispatcher takes the first entry (pending now, no longer waiting) and runs it.
-    entry = queue.read(count=1, block_ms=100)[0]
-    assert entry.job_id == a.id
-    store.transition(a.id, JobState.RUNNING)
+    # A dispatcher starts the first job (it leaves the queue); the search is cancelled.
+    assert queue.start(a.id)
     store.transition(s.id, JobState.CANCELLED)
     redis_client.set(DISPATCHER_READY_KEY, "c1", ex=10)
     got = _scrape(collector)
@@ -74,17 +71,14 @@ def test_jobs_by_state_and_kind_queue_and_dispatcher(redis_client, redis_server)
     assert jobs[(("kind", "training"), ("state", "queued"))] == 1
     assert jobs[(("kind", "training"), ("state", "running"))] == 1
     assert jobs[(("kind", "search"), ("state", "cancelled"))] == 1
-    assert got[("trainserve_queue_depth", ())] == 3
-    assert got[("trainserve_queue_waiting", ())] == 2
+    assert got[("trainserve_queue_depth", ())] == 1
     assert got[("trainserve_dispatcher_ready", ())] == 1
 
-    # Everything delivered: nothing waits, the age is 0.
-    for e in queue.read(count=10, block_ms=100):
-        queue.ack(e)
+    # Nothing waits: the age is 0.
+    assert queue.start(b.id)
     got = _scrape(collector)
-    assert got[("trainserve_queue_waiting", ())] == 0
+    assert got[("trainserve_queue_depth", ())] == 0
     assert got[("trainserve_queue_oldest_waiting_age_seconds", ())] == 0
-    assert got[("trainserve_queue_depth", ())] == 1  # a's entry, still pending
 
 
 def test_running_training_exports_its_latest_epoch_until_it_ends(redis_client, redis_server):

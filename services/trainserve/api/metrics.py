@@ -8,8 +8,6 @@ the per-job label sets are bounded by the jobs running now. docs/monitoring.md l
 """
 from __future__ import annotations
 
-import time
-
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -38,7 +36,7 @@ def job_kind(spec) -> str:
 
 
 class JobStateCollector(Collector):
-    """Jobs by state and kind, submissions waiting in the queue and their age, and whether a
+    """Jobs by state and kind, the queue's depth and the age of its oldest job, and whether a
     dispatcher is alive, read from Redis at scrape time."""
 
     def __init__(self, client):
@@ -46,6 +44,13 @@ class JobStateCollector(Collector):
         # job id -> kind; a job's kind never changes, so each spec is read once. Pruned to
         # the ids still indexed on every scrape.
         self._kinds: dict[str, str] = {}
+
+    def describe(self):
+        """The families without samples (so registering reads nothing from Redis)."""
+        return [GaugeMetricFamily("trainserve_jobs", "", labels=["state", "kind"]),
+                *(GaugeMetricFamily(n, "") for n in (
+                    "trainserve_queue_depth", "trainserve_queue_oldest_waiting_age_seconds",
+                    "trainserve_dispatcher_ready"))]
 
     def collect(self):
         try:
@@ -86,33 +91,16 @@ class JobStateCollector(Collector):
         return self._kinds
 
     def _queue_families(self) -> list:
-        from trainserve.store.queue import GROUP, QUEUE
+        from trainserve.store.queue import oldest_waiting_age, waiting_count
 
         depth = GaugeMetricFamily("trainserve_queue_depth",
-                                  "Queue entries not yet finished (undelivered + pending).")
-        waiting = GaugeMetricFamily("trainserve_queue_waiting",
-                                    "Queue entries no dispatcher has taken yet.")
+                                  "Jobs in the queue: queued and not started.")
         age = GaugeMetricFamily("trainserve_queue_oldest_waiting_age_seconds",
-                                "Age of the oldest queue entry no dispatcher has taken yet "
-                                "(0 when none waits).")
-        groups = self.r.xinfo_groups(QUEUE) if self.r.exists(QUEUE) else []
-        g = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), {})
-        last = g.get("last-delivered-id") or b"0-0"
-        last = last.decode() if isinstance(last, bytes) else str(last)
-        # Undelivered entries are those after the group's last delivered id; the stream id
-        # starts with the entry's creation time in ms.
-        first = self.r.xrange(QUEUE, f"({last}", "+", count=1) if groups else []
-        lag = g.get("lag")
-        if lag is None:  # Redis cannot tell after deletions: count them
-            lag = len(self.r.xrange(QUEUE, f"({last}", "+")) if groups else 0
-        depth.add_metric([], int(lag) + int(g.get("pending") or 0))
-        waiting.add_metric([], int(lag))
-        oldest = 0.0
-        if first:
-            created_ms = int(first[0][0].decode().split("-")[0])
-            oldest = max(0.0, time.time() - created_ms / 1000)
-        age.add_metric([], oldest)
-        return [depth, waiting, age]
+                                "How long the longest-waiting queued job has waited (0 when "
+                                "none waits).")
+        depth.add_metric([], waiting_count(self.r))
+        age.add_metric([], oldest_waiting_age(self.r))
+        return [depth, age]
 
     def _dispatcher_family(self) -> GaugeMetricFamily:
         from trainserve.local import DISPATCHER_READY_KEY
@@ -130,6 +118,10 @@ class TrainingCollector(Collector):
 
     def __init__(self, client):
         self.r = client
+
+    def describe(self):
+        """The families without samples (so registering reads nothing from Redis)."""
+        return _TrainingFamilies().all()
 
     def collect(self):
         try:

@@ -4,9 +4,13 @@
 node's metrics agent exports to Prometheus with a `ray_` prefix (a counter also gains
 `_total`): `ray_trainserve_inference_requests_total`,
 `ray_trainserve_inference_request_duration_seconds_*` and
-`ray_trainserve_inference_batch_size_*`. Labels are the endpoint, the model, its version and
-the status code name, all bounded by what is deployed. `NullMetrics` records nothing (tests,
-tools).
+`ray_trainserve_inference_batch_size_*` (checked against a live scrape by
+tests/integration/test_metrics.py). Labels are the endpoint, the model, its version and the
+status code name (the batch size: the model and its version only, since the model host
+batches per model version whatever the endpoint), all bounded by what is deployed. Ray's
+agent adds its own labels: `Component`, `NodeAddress`, `SessionName`, `WorkerId` (the
+replica's worker) and `Version` (Ray's version; not the model's `version`). `NullMetrics`
+records nothing (tests, tools).
 """
 from __future__ import annotations
 
@@ -18,6 +22,17 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 # Requests merged into one forward pass.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 OK = "OK"
+
+REQUESTS, LATENCY, BATCH = ("trainserve_inference_requests",
+                            "trainserve_inference_request_duration_seconds",
+                            "trainserve_inference_batch_size")
+MODEL_TAGS = ("endpoint", "model", "version")
+# What Prometheus sees (Ray's prefix; a counter's `_total`), with the labels we set.
+EXPORTED: dict[str, tuple[str, ...]] = {
+    f"ray_{REQUESTS}_total": (*MODEL_TAGS, "code"),
+    f"ray_{LATENCY}": MODEL_TAGS,
+    f"ray_{BATCH}": ("model", "version"),
+}
 
 
 class ServingMetrics(Protocol):
@@ -48,17 +63,16 @@ class RayServingMetrics:
     def __init__(self):
         from ray.util import metrics
 
-        tags = ("endpoint", "model", "version")
         self._requests = metrics.Counter(
-            "trainserve_inference_requests", "Inference requests by endpoint, model version and "
-            "status code.", tag_keys=(*tags, "code"))
+            REQUESTS, "Inference requests by endpoint, model version and status code.",
+            tag_keys=EXPORTED[f"ray_{REQUESTS}_total"])
         self._latency = metrics.Histogram(
-            "trainserve_inference_request_duration_seconds", "Inference request latency inside "
-            "the replica, from the parsed request to the built response.",
-            boundaries=list(LATENCY_BUCKETS), tag_keys=tags)
+            LATENCY, "Inference request latency inside the replica, from the parsed request to "
+            "the built response.", boundaries=list(LATENCY_BUCKETS),
+            tag_keys=EXPORTED[f"ray_{LATENCY}"])
         self._batch = metrics.Histogram(
-            "trainserve_inference_batch_size", "Requests per forward pass.",
-            boundaries=list(BATCH_BUCKETS), tag_keys=("model", "version"))
+            BATCH, "Requests per forward pass.", boundaries=list(BATCH_BUCKETS),
+            tag_keys=EXPORTED[f"ray_{BATCH}"])
 
     def request(self, endpoint: str, model_id: str, code: str, seconds: float) -> None:
         tags = {"endpoint": endpoint, **_model_tags(model_id)}
