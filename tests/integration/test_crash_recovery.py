@@ -1,0 +1,169 @@
+"""Crashes of real processes (SIGKILL) on a stack of their own: the dispatcher at several
+points of a job (mid checkpoint write, after registering the model, while jobs wait), and a
+training worker mid checkpoint write. Every job still ends exactly once: resumed from its last
+complete checkpoint, one model version, no duplicate. Kill points are reached through
+`trainserve.faults` (armed by files in TRAINSERVE_FAULT_DIR), so each kill lands exactly there.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import free_port
+from tests.integration.helpers import submit, wait_job, watch
+from trainserve.faults import ANY, ENV, arm
+from trainserve.jobs.spec import parse_spec
+from trainserve.jobs.state import JobState
+from trainserve.store.models import ModelStore
+from trainserve.store.redis import connect
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def crash_stack():
+    """The full local stack (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR."""
+    from trainserve.config import Config
+    from trainserve.local import LocalStack
+    from trainserve.pb import job_pb2_grpc, model_pb2_grpc
+
+    root = Path(tempfile.mkdtemp(prefix="ts-cr-"))
+    faults = root / "faults"
+    faults.mkdir()
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(faults)  # inherited by every process the stack starts
+    cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
+                 **{f: free_port() for f in (
+                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
+                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
+                     "dispatcher_metrics_port")})
+    stack = LocalStack(cfg)
+    try:
+        stack.up(timeout=240)
+        channel = grpc.insecure_channel(cfg.api_address)
+
+        class Stubs:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            models = model_pb2_grpc.ModelServiceStub(channel)
+        stack.stubs, stack.faults = Stubs, faults
+        stack.redis = connect(cfg.redis_url)
+        yield stack
+    finally:
+        stack.down()
+        if old is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old
+        if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _digits_mlp(name: str, epochs: int = 8, **scaling):
+    return parse_spec({
+        "name": name, "dataset": {"name": "digits"},
+        "model": {"mlp": {"hidden": [64], "activation": "relu"}},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"epochs": epochs, "batch_size": 32, "seed": 3},
+        "scaling": {"num_workers": 1, **scaling}})
+
+
+def _wait_paused(paused: Path, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if paused.exists() and paused.read_text().strip():
+            return int(paused.read_text())
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing paused at {paused.name}")
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in "ZX":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _logs(stack, job_id: str) -> list[str]:
+    return [e.log.text for e in watch(stack.stubs, job_id, timeout=30) if e.HasField("log")]
+
+
+def _versions(stack, name: str) -> list:
+    return ModelStore(stack.redis).versions(name)
+
+
+def test_dispatcher_killed_mid_checkpoint_write_resumes_from_the_last_complete_one(crash_stack):
+    stack = crash_stack
+    paused = arm(stack.faults, ANY, "checkpoint-write-3")
+    job = submit(stack.stubs, _digits_mlp("crash-ckpt"))
+    worker = _wait_paused(paused)  # the worker has written half of epoch 3's checkpoint
+    ckpts = stack.config.storage_path / "jobs" / job.id / "checkpoints"
+    assert [p.name for p in ckpts.iterdir() if p.name.startswith(".tmp-epoch-000003")]
+    assert stack.kill("dispatcher")
+    assert _gone(worker), "the dead dispatcher's training task kept running"
+    stack.start("dispatcher", timeout=180)
+    done = wait_job(stack.stubs, job.id, timeout=240)
+    assert JobState(done.state) == JobState.SUCCEEDED, done.message
+    assert done.attempts == 2
+    assert "resumed from the checkpoint of epoch 2" in _logs(stack, job.id)
+    assert not [p for p in ckpts.iterdir() if p.name.startswith(".tmp-")]
+    assert [(v.version, v.job_id) for v in _versions(stack, "crash-ckpt")] == [(1, job.id)]
+    assert done.metrics["test_accuracy"] > 0.85
+
+
+def test_dispatcher_killed_after_registering_and_while_jobs_wait(crash_stack):
+    stack = crash_stack
+    paused = arm(stack.faults, ANY, "registered")
+    job = submit(stack.stubs, _digits_mlp("crash-reg", epochs=3))
+    dispatcher_pid = _wait_paused(paused)  # model registered, SUCCEEDED not yet recorded
+    assert dispatcher_pid == stack.pid("dispatcher")
+    assert stack.kill("dispatcher")
+    waiting = submit(stack.stubs, _digits_mlp("crash-wait", epochs=3))  # no dispatcher now
+    time.sleep(1)
+    stack.start("dispatcher", timeout=180)
+    done = wait_job(stack.stubs, job.id, timeout=240)
+    assert JobState(done.state) == JobState.SUCCEEDED, done.message
+    assert (done.model_name, done.model_version, done.attempts) == ("crash-reg", 1, 2)
+    assert [v.job_id for v in _versions(stack, "crash-reg")] == [job.id]
+    later = wait_job(stack.stubs, waiting.id, timeout=240)
+    assert JobState(later.state) == JobState.SUCCEEDED and later.attempts == 1
+    assert [v.job_id for v in _versions(stack, "crash-wait")] == [waiting.id]
+
+
+def test_a_killed_training_worker_is_restarted_from_its_checkpoint(crash_stack):
+    stack = crash_stack
+    paused = arm(stack.faults, ANY, "checkpoint-write-4")
+    hit = submit(stack.stubs, _digits_mlp("worker-kill", epochs=10, max_failures=2))
+    worker = _wait_paused(paused)
+    calm = submit(stack.stubs, _digits_mlp("worker-calm", epochs=10))  # undisturbed twin
+    os.kill(worker, signal.SIGKILL)
+    done = wait_job(stack.stubs, hit.id, timeout=240)
+    twin = wait_job(stack.stubs, calm.id, timeout=240)
+    assert JobState(done.state) == JobState.SUCCEEDED, done.message
+    assert done.attempts == 1  # restarted by Ray in place, not by a dispatcher recovery
+    assert "resumed from the checkpoint of epoch 3" in _logs(stack, hit.id)
+    assert JobState(twin.state) == JobState.SUCCEEDED, twin.message
+    assert abs(done.metrics["test_accuracy"] - twin.metrics["test_accuracy"]) <= 0.02
+    assert [v.job_id for v in _versions(stack, "worker-kill")] == [hit.id]
+
+
+def test_a_killed_worker_fails_the_job_when_no_restart_is_allowed(crash_stack):
+    stack = crash_stack
+    paused = arm(stack.faults, ANY, "checkpoint-write-2")
+    job = submit(stack.stubs, _digits_mlp("worker-kill-0", epochs=4, max_failures=0))
+    os.kill(_wait_paused(paused), signal.SIGKILL)
+    done = wait_job(stack.stubs, job.id, timeout=120)
+    assert JobState(done.state) == JobState.FAILED
+    assert "worker died" in done.message, done.message
