@@ -167,3 +167,19 @@ def test_a_killed_worker_fails_the_job_when_no_restart_is_allowed(crash_stack):
     done = wait_job(stack.stubs, job.id, timeout=120)
     assert JobState(done.state) == JobState.FAILED
     assert "worker died" in done.message, done.message
+
+
+def test_a_killed_ddp_worker_restarts_the_worker_group_from_its_checkpoint(crash_stack):
+    stack = crash_stack
+    paused = arm(stack.faults, ANY, "checkpoint-write-3")
+    spec = _digits_mlp("ddp-kill", epochs=6, num_workers=2, max_failures=1)
+    hit = submit(stack.stubs, spec)
+    os.kill(_wait_paused(paused, timeout=180), signal.SIGKILL)  # rank 0, mid write
+    done = wait_job(stack.stubs, hit.id, timeout=300)
+    assert JobState(done.state) == JobState.SUCCEEDED, done.message
+    assert done.attempts == 1  # Ray Train restarted the group; no dispatcher recovery
+    assert "resumed from the checkpoint of epoch 2" in _logs(stack, hit.id)
+    spec.name = "ddp-calm"
+    twin = wait_job(stack.stubs, submit(stack.stubs, spec).id, timeout=300)
+    assert JobState(twin.state) == JobState.SUCCEEDED, twin.message
+    assert abs(done.metrics["test_accuracy"] - twin.metrics["test_accuracy"]) <= 0.02
