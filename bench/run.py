@@ -6,9 +6,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import serve, spine, tune  # noqa: E402
+from bench import serve, spine, submit, tune  # noqa: E402
 
-BENCHES = {"spine": spine.main, "tune": tune.main, "serve": serve.main}
+BENCHES = {"spine": spine.main, "tune": tune.main, "serve": serve.main, "submit": submit.main}
 
 
 def main(argv: list[str]) -> None:

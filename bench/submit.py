@@ -1,0 +1,114 @@
+"""Submission throughput and ListJobs latency of the job API (redis-server + the API only, no
+dispatcher, so nothing consumes the queue).
+
+- 1000 SubmitJob calls from 20 concurrent clients (threads, one channel each), after a
+  warm-up of 100: submissions/s. Baseline: the same 1000 through the store (`JobStore.submit`,
+  the Lua script), 20 threads, in this process: the cost without gRPC and validation.
+- ListJobs (one page of the default 50, and of 1000) with 10 000 jobs stored: p50 of 200
+  calls. Baseline: `JobStore.list` in this process.
+Targets: >= 500 submissions/s; ListJobs p50 <= 50 ms.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port, median, print_table, save  # noqa: E402
+
+CLIENTS = 20
+BURST = 1000
+STORED = 10_000
+CALLS = 200
+
+
+def _spec():
+    from trainserve.jobs.spec import parse_spec
+    return parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
+                       "training": {"epochs": 1}})
+
+
+def _rate(fn, n: int, clients: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(fn, range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+def _p50_ms(fn, calls: int = CALLS) -> float:
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return median(times)
+
+
+def _measure(stack) -> list[dict]:
+    import grpc
+
+    from trainserve.jobs.service import JobsCore
+    from trainserve.pb import job_pb2, job_pb2_grpc
+    from trainserve.store.jobs import JobStore
+    from trainserve.store.redis import connect
+
+    spec = _spec()
+    stubs = [job_pb2_grpc.JobServiceStub(grpc.insecure_channel(stack.config.api_address))
+             for _ in range(CLIENTS)]
+
+    def api_submit(i):
+        stubs[i % CLIENTS].SubmitJob(job_pb2.SubmitJobRequest(
+            spec=spec, request_id=uuid.uuid4().hex), timeout=30)
+
+    r = connect(stack.config.redis_url)
+    store = JobStore(r)
+    full = JobsCore(r).submit(spec, "probe")[0].spec  # the spec with defaults, as stored
+    _rate(api_submit, 100, CLIENTS)
+    api_rate = _rate(api_submit, BURST, CLIENTS)
+    store_rate = _rate(lambda i: store.submit(full, uuid.uuid4().hex), BURST, CLIENTS)
+    have = r.zcard("ts:jobs")
+    _rate(lambda i: store.submit_raw(full, uuid.uuid4().hex), max(0, STORED - have), CLIENTS)
+    rows = [{"figure": f"SubmitJob/s, {CLIENTS} clients, {BURST} calls", "ours": api_rate,
+             "baseline": store_rate, "ratio": api_rate / store_rate, "target": ">=500",
+             "met": api_rate >= 500}]
+    for size in (50, 1000):
+        ours = _p50_ms(lambda: stubs[0].ListJobs(job_pb2.ListJobsRequest(page_size=size),
+                                                 timeout=30), CALLS if size == 50 else 50)
+        base = _p50_ms(lambda: store.list(page_size=size), CALLS if size == 50 else 50)
+        rows.append({"figure": f"ListJobs p50 ms, page of {size}, {r.zcard('ts:jobs')} jobs",
+                     "ours": ours, "baseline": base, "ratio": ours / base,
+                     "target": "<=50" if size == 50 else "", "met": ours <= 50
+                     if size == 50 else None})
+    return rows
+
+
+def main() -> list[dict]:
+    from trainserve.config import Config
+    from trainserve.local import LocalStack
+
+    root = Path(tempfile.mkdtemp(prefix="ts-bench-"))
+    stack = LocalStack(Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"),
+                              **{k: free_port() for k in (
+                                  "api_port", "serve_http_port", "serve_grpc_port",
+                                  "api_metrics_port", "dispatcher_metrics_port",
+                                  "ray_dashboard_port", "redis_port", "ray_gcs_port")}))
+    try:
+        stack.up(["redis", "api"])
+        rows = _measure(stack)
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+    print_table("job API: submissions and listing", rows)
+    print("results:", save("submit", rows, {"clients": CLIENTS, "burst": BURST,
+                                            "stored": STORED}))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
