@@ -168,3 +168,32 @@ def test_redis_killed_mid_burst_loses_no_acknowledged_write(api_stack):
     assert JobState(listed[first.request_id].state) == JobState.CANCELLED
     queued = set(JobQueue(r, "probe").waiting(10000))
     assert {j.id for j in acked.values()} <= queued and first.id not in queued
+
+
+def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_stack):
+    stack = api_stack
+    meta = (("x-trainserve-user", "alice"),)
+    job = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(3), request_id="u1"),
+                               metadata=meta, timeout=10)
+    assert (job.user, job.priority, job.message) == ("alice", 3, "queued")
+    other = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(0), request_id="u2",
+                                                          user="bob"), timeout=10)
+    assert other.user == "bob"
+    stack.redis.hset("ts:quota:alice", mapping={"cpus": "1"})
+    try:
+        big = _spec(0)
+        big.scaling.num_workers = 2
+        with pytest.raises(grpc.RpcError) as err:
+            stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=big, request_id="u3"),
+                                 metadata=meta, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "spec.scaling.num_workers" in err.value.details()
+        assert "user 'alice' may hold at most 1" in err.value.details()
+        big.priority = 500
+        with pytest.raises(grpc.RpcError) as err:
+            stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=big, request_id="u4"),
+                                 timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("spec.priority")
+    finally:
+        stack.redis.delete("ts:quota:alice")
