@@ -20,6 +20,8 @@ from trainserve.store.datasets import DatasetStore
 
 FORMATS = ("csv", "npz")
 DEFAULT_MAX_BYTES = 256 << 20
+# Columns of a CSV dataset: course data has tens to hundreds of features.
+MAX_COLUMNS = 10_000
 
 
 def dataset_path(storage_dir: str | Path, sha256: str, fmt: str) -> Path:
@@ -88,6 +90,9 @@ def _inspect_csv(path: Path) -> tuple[list[str], int]:
             header = next(reader, None)
             if not header or any(not h.strip() for h in header):
                 raise InvalidArgument("the first row must name every column", field="chunk")
+            if len(header) > MAX_COLUMNS:
+                raise InvalidArgument(f"has {len(header)} columns; at most {MAX_COLUMNS}",
+                                      field="chunk")
             if len(set(header)) != len(header):
                 raise InvalidArgument("column names must be unique", field="chunk")
             rows = 0

@@ -60,7 +60,14 @@ def _read_npz(path: Path, features, target) -> tuple[np.ndarray, np.ndarray]:
         if "y" not in npz.files:
             raise InvalidArgument("this NPZ dataset has no array 'y' to train on",
                                   field="spec.dataset.name")
-        return npz["x"].astype(np.float32), npz["y"]
+        x, y = npz["x"].astype(np.float32), npz["y"]
+    if not np.isfinite(x).all():
+        raise InvalidArgument("array 'x' holds NaN or infinite values; fill or drop those "
+                              "samples", field="spec.dataset.name")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise InvalidArgument("array 'y' holds NaN or infinite values; fill or drop those "
+                              "samples", field="spec.dataset.name")
+    return x, y
 
 
 def _read_csv(text: str, features, target) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +95,24 @@ def _read_csv(text: str, features, target) -> tuple[np.ndarray, np.ndarray]:
             raise InvalidArgument(f"column {bad!r} is not numeric (row {r + 2}); list only "
                                   "numeric feature columns", field="spec.dataset.feature_columns"
                                   ) from None
-    y = np.array([row[header.index(target)].strip() for row in body])
-    return x, _numeric_if_possible(y)
+    _check_finite(x, features)
+    y = _numeric_if_possible(np.array([row[header.index(target)].strip() for row in body]))
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        row = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise InvalidArgument(f"column {target!r} has a missing or non-finite value (row "
+                              f"{row + 2}: {body[row][header.index(target)]!r}); fill or drop "
+                              "such rows", field="spec.dataset.target_column")
+    return x, y
+
+
+def _check_finite(x: np.ndarray, features: list[str]) -> None:
+    """NaN or infinity in a feature would make every loss NaN: refused, naming the place."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise InvalidArgument(f"column {features[c]!r} has a missing or non-finite value "
+                              f"(row {r + 2}: {x[r, c]}); fill or drop such rows",
+                              field="spec.dataset.feature_columns")
 
 
 def _is_number(text: str) -> bool:
