@@ -29,6 +29,13 @@ def main(argv=None) -> None:
     p.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
                    help="a ServeConfig field for the inference application (repeatable), "
                         "e.g. host_replicas=2")
+    p.add_argument("--user-max-jobs", type=int, default=d.user_max_jobs,
+                   help="default per-user limit of running jobs (0: none); "
+                        "ts:quota:<user> overrides it per user")
+    p.add_argument("--user-max-cpus", type=float, default=d.user_max_cpus,
+                   help="default per-user limit of CPUs held by running jobs (0: none)")
+    p.add_argument("--user-max-gpus", type=float, default=d.user_max_gpus,
+                   help="default per-user limit of GPUs held by running jobs (0: none)")
     args = p.parse_args(argv)
     try:
         serve_options = dict(parse_option(o) for o in args.serve_option)
@@ -40,7 +47,8 @@ def main(argv=None) -> None:
                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
                            consumer=args.consumer, start_serve=not args.no_serve,
                            inference_token_file=args.inference_token_file,
-                           serve_options=serve_options)
+                           serve_options=serve_options, user_max_jobs=args.user_max_jobs,
+                           user_max_cpus=args.user_max_cpus, user_max_gpus=args.user_max_gpus)
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port, addr=args.metrics_host)
