@@ -136,3 +136,13 @@ def test_jobs_that_could_never_start_are_refused_at_submission(sched, redis_clie
         core.submit(_spec(), "c", owner="carol/../x")
     assert err.value.field == "user"
     assert d.queue.waiting() == []
+
+
+def test_jobs_queued_in_the_old_stream_are_moved_into_the_queue(sched, redis_client):
+    d, core, gate = sched
+    job = core.submit(_spec(), "old")[0]
+    redis_client.zrem("ts:pending", job.id)  # as a version with the stream queue left it
+    redis_client.xadd("ts:queue", {"job_id": job.id, "priority": "0"})
+    assert d.queue.waiting() == []
+    assert d.queue.migrate_stream() == 1 and d.queue.migrate_stream() == 0
+    assert d.queue.waiting() == [job.id]
