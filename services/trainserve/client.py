@@ -14,6 +14,7 @@ Every error the server reports is raised as the matching `trainserve.errors` exc
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -31,7 +33,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from trainserve import errors
-from trainserve.config import LOOPBACK, api_address
+from trainserve.config import LOOPBACK, api_address, api_token
 from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, spec_pb2)
 
@@ -91,18 +93,22 @@ class Client:
     so a retried submission never creates a second job.
     `inference_token` (default `$TRAINSERVE_INFERENCE_TOKEN`) is sent as a bearer token to
     the inference endpoints (`predict`, `infer`, `model_metadata`) when set.
+    `token` (default `$TRAINSERVE_TOKEN`, else the admin token of the local stack when
+    `address` is its API) is the job API's bearer token. `tls` (default from
+    `$TRAINSERVE_TLS_CA`, `$TRAINSERVE_TLS_CERT`, `$TRAINSERVE_TLS_KEY`) makes the channel TLS:
+    a CA bundle to trust, and a client certificate and key for mutual TLS.
     """
 
     def __init__(self, address: str | None = None, timeout: float = 30.0,
                  retry_for: float = 15.0, channel: grpc.Channel | None = None,
-                 inference_token: str | None = None):
+                 inference_token: str | None = None, token: str | None = None,
+                 tls: TlsFiles | None = None):
         self.address = api_address(address)
         self.inference_token = (inference_token if inference_token is not None
                                 else os.environ.get(INFERENCE_TOKEN_ENV) or None)
         self.timeout = timeout
         self.retry_for = retry_for
-        self._channel = channel or grpc.insecure_channel(self.address, options=_options(
-            self.address))
+        self._channel = channel or api_channel(self.address, token, tls)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
@@ -502,6 +508,69 @@ def to_json(message, **kwargs) -> dict[str, Any]:
     to `submit`) and every field, set or not."""
     return json_format.MessageToDict(message, preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS connection to the job API: the CA to trust (empty: the system's),
+    and for mutual TLS the client's certificate and key."""
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "TlsFiles | None":
+        env = os.environ if env is None else env
+        files = cls(*(env.get(f"TRAINSERVE_TLS_{k}", "") for k in ("CA", "CERT", "KEY")))
+        return files if any((files.ca, files.cert, files.key)) else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+
+
+def api_channel(address: str, token: str | None = None,
+                tls: TlsFiles | None = None) -> grpc.Channel:
+    """A channel to the job API at `address` that sends the bearer token with every call
+    (`token`, else `$TRAINSERVE_TOKEN`, else the local stack's admin token when `address`
+    is its API), over TLS when `tls` (or the environment's TRAINSERVE_TLS_*) says so."""
+    tls = tls or TlsFiles.from_env()
+    channel = (grpc.secure_channel(address, tls.credentials(), options=_options(address))
+               if tls else grpc.insecure_channel(address, options=_options(address)))
+    token = token if token is not None else api_token(address)
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call's metadata."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):
+        metadata = [*(details.metadata or ()), self._header]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
 
 
 def _options(address: str) -> list[tuple[str, Any]]:

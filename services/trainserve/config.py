@@ -62,6 +62,9 @@ class Config:
     ready_timeout_s: float = 180.0
     # Bearer tokens on the inference endpoints, listed (as digests) in `inference_token_path`.
     inference_auth: bool = False
+    # Bearer tokens on the job API (every RPC but health checks); the CLI on this machine
+    # uses the admin token in `admin_token_path`. Off: anyone who reaches the port is admin.
+    api_auth: bool = False
     # How Ray Serve runs: "throughput" (HAProxy in front, gRPC inside Serve) or "default"
     # (Serve's Python proxies); see trainserve.serve.config.SERVE_MODES.
     serve_mode: str = "throughput"
@@ -184,6 +187,11 @@ class Config:
         return self.state_dir / "storage"
 
     @property
+    def admin_token_path(self) -> Path:
+        """The local admin's job API token (mode 0600), made by the API on its first start."""
+        return self.run_dir / "admin-token"
+
+    @property
     def inference_token_path(self) -> Path:
         """The SHA-256 digests of the inference tokens (`trainserve token create`)."""
         return self.run_dir / "inference-tokens"
@@ -226,6 +234,21 @@ def recorded_config(state_dir: Path | None = None) -> Config | None:
     try:
         return Config.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
+        return None
+
+
+def api_token(address: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The job API bearer token for `address`: `$TRAINSERVE_TOKEN`, else the admin token of
+    the local stack recorded in the state dir when `address` is its API, else None."""
+    env = os.environ if env is None else env
+    if env.get(ENV_PREFIX + "TOKEN"):
+        return env[ENV_PREFIX + "TOKEN"]
+    recorded = recorded_config(default_state_dir(env))
+    if recorded is None or recorded.api_address != address:
+        return None
+    try:
+        return recorded.admin_token_path.read_text().strip() or None
+    except OSError:
         return None
 
 

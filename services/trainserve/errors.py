@@ -30,6 +30,12 @@ class Unauthenticated(TrainserveError):
     http_status = 401
 
 
+class PermissionDenied(TrainserveError):
+    """The caller is known but may not do this (e.g. manage tokens without the admin role)."""
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+
+
 class NotFound(TrainserveError):
     grpc_code = "NOT_FOUND"
     http_status = 404

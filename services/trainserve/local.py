@@ -395,8 +395,9 @@ class LocalStack:
 
     def _api_command(self) -> list[str]:
         c = self.config
+        auth = ["--auth", "--admin-token-file", str(c.admin_token_path)] if c.api_auth else []
         return [sys.executable, "-m", "trainserve.api", "--listen", c.api_address,
-                *self._service_args(), "--metrics-port", str(c.api_metrics_port)]
+                *self._service_args(), "--metrics-port", str(c.api_metrics_port), *auth]
 
     def _dispatcher_command(self, consumer: str) -> list[str]:
         c = self.config
@@ -502,6 +503,13 @@ class LocalStack:
 
     def _ray_ready(self) -> bool:
         return _http_ok(f"{self.config.dashboard_url}/api/gcs_healthz")
+
+    def api_channel(self):
+        """A gRPC channel to this stack's job API that carries its admin token when the API
+        requires tokens (`api_auth`)."""
+        from trainserve.client import api_channel
+        token = self.config.admin_token_path.read_text().strip() if self.config.api_auth else ""
+        return api_channel(self.config.api_address, token)
 
     def _api_ready(self) -> bool:
         import grpc

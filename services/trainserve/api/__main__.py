@@ -19,13 +19,23 @@ def main(argv=None) -> None:
     p.add_argument("--max-dataset-bytes", type=int, default=ApiConfig.max_dataset_bytes)
     p.add_argument("--serve-http", default=ApiConfig.serve_http)
     p.add_argument("--serve-grpc", default=ApiConfig.serve_grpc)
+    p.add_argument("--auth", action="store_true",
+                   help="require bearer tokens on every RPC but health checks")
+    p.add_argument("--admin-token-file", default="",
+                   help="with --auth: the local admin token (created, mode 0600, if missing)")
+    p.add_argument("--tls-cert", default="", help="PEM certificate chain: serve TLS")
+    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", default="",
+                   help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     p.add_argument("--metrics-port", type=int, default=9100)
     p.add_argument("--metrics-host", default="127.0.0.1")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = ApiConfig(listen=args.listen, redis_url=args.redis_url, serve_http=args.serve_http,
                     serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
-                    max_dataset_bytes=args.max_dataset_bytes)
+                    max_dataset_bytes=args.max_dataset_bytes, auth=args.auth,
+                    admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
+                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     if args.metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 

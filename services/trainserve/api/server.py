@@ -3,27 +3,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trainserve.config import Config
+from trainserve.api.auth import AuthInterceptor, AuthServicer
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
 from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobServicer,
                                       ModelServicer, _Blocking)
 from trainserve.jobs.service import JobsCore
-from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
 from trainserve.store.redis import check, connect
+from trainserve.store.tokens import TokenStore, digest
 
 log = logging.getLogger("trainserve.api")
 SERVICES = ("trainserve.v1.JobService", "trainserve.v1.ModelService",
-            "trainserve.v1.DeploymentService", "trainserve.v1.DatasetService")
+            "trainserve.v1.DeploymentService", "trainserve.v1.DatasetService",
+            "trainserve.v1.AuthService")
 
 
 @dataclass
@@ -37,6 +43,22 @@ class ApiConfig:
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64
+    # Bearer tokens on every RPC but health checks (api/auth.py). Off: anyone is an admin.
+    auth: bool = False
+    # With `auth`: a file holding the admin token the local CLI uses; created (mode 0600)
+    # with a new token when missing, and its token registered as the admin "admin".
+    admin_token_file: str = ""
+    # TLS: the server's certificate chain and key (PEM files); with `tls_client_ca` too,
+    # clients must present a certificate that CA signed (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    def __post_init__(self):
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
 
 
 def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
@@ -45,7 +67,9 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     check(client)
     run = _Blocking(ThreadPoolExecutor(cfg.threads, thread_name_prefix="api-redis"))
     # Upload chunks are at most 1 MiB; leave room for the framing.
-    server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor()],
+    tokens = _token_store(client, cfg)
+    server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor(),
+                                           AuthInterceptor(tokens)],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", 4 << 20)])
     jobs = JobsCore(client, cfg.storage_dir)
@@ -57,18 +81,51 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
                                                                 server)
     datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes)
     dataset_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets, run), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(tokens, run), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
              model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
              deployment_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
              dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+             auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(cfg.listen)
+    port = (server.add_secure_port(cfg.listen, _tls_credentials(cfg)) if cfg.tls_cert
+            else server.add_insecure_port(cfg.listen))
     if port == 0:
         raise OSError(f"cannot listen on {cfg.listen}: address in use or not available")
     return server, port, health_servicer
+
+
+def _token_store(client, cfg: ApiConfig) -> TokenStore | None:
+    if not cfg.auth:
+        return None
+    tokens = TokenStore(client)
+    if cfg.admin_token_file:
+        token = ensure_token_file(Path(cfg.admin_token_file))
+        tokens.add(digest(token), "admin", "admin", "local admin (admin_token_file)")
+    return tokens
+
+
+def ensure_token_file(path: Path) -> str:
+    """The token in `path`, written first (a new one, mode 0600) if the file is missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("tsk_" + secrets.token_urlsafe(32) + "\n")
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"{path} is empty; delete it to have a new admin token made")
+    return token
+
+
+def _tls_credentials(cfg: ApiConfig) -> grpc.ServerCredentials:
+    key, cert = Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes()
+    ca = Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
 
 
 async def serve(cfg: ApiConfig, stop: asyncio.Event | None = None) -> None:

@@ -1,0 +1,122 @@
+"""Authentication of the job API: bearer tokens on every RPC but the health checks and
+reflection, and the `AuthService` (who am I; tokens, for admins).
+
+`AuthInterceptor` resolves the call's token to a `Principal` before the servicer runs and
+keeps it in a context variable for the call (`principal()`); without a token store (auth
+off) every caller is an admin named by its `x-trainserve-user` metadata, if any.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from trainserve import errors
+from trainserve.pb import auth_pb2, auth_pb2_grpc
+from trainserve.store.tokens import Principal, TokenRecord, TokenStore
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# A caller's self-asserted name, honoured only while authentication is off.
+USER_METADATA = "x-trainserve-user"
+NO_TOKEN = "missing or invalid bearer token (metadata `authorization: Bearer <token>`)"
+ANONYMOUS_ADMIN = Principal("", "admin")
+
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "trainserve_principal", default=ANONYMOUS_ADMIN)
+
+
+def principal() -> Principal:
+    """Who the running RPC acts for."""
+    return _current.get()
+
+
+def require_admin() -> Principal:
+    p = principal()
+    if not p.is_admin:
+        raise errors.PermissionDenied("only an admin may do this")
+    return p
+
+
+def _metadata(context, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode()
+    return ""
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tokens: TokenStore | None):
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._stream(handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary))
+        return handler
+
+    async def authenticate(self, context) -> Principal:
+        if self.tokens is None:
+            return Principal(_metadata(context, USER_METADATA), "admin")
+        scheme, _, token = _metadata(context, "authorization").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated(NO_TOKEN)
+        found = await asyncio.to_thread(self.tokens.lookup, token.strip())
+        if found is None:
+            raise errors.Unauthenticated(NO_TOKEN)
+        return found
+
+    def _unary(self, fn):
+        async def wrapper(request, context):
+            _current.set(await self.authenticate(context))
+            return await fn(request, context)
+        return wrapper
+
+    def _stream(self, fn):
+        async def wrapper(request, context):
+            _current.set(await self.authenticate(context))
+            async for item in fn(request, context):
+                yield item
+        return wrapper
+
+
+def _info(t: TokenRecord) -> auth_pb2.TokenInfo:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(t.created_at * 1e9))
+    return auth_pb2.TokenInfo(id=t.id, user=t.user, role=t.role, label=t.label, created_at=ts)
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, tokens: TokenStore | None, run):
+        self.tokens, self.run = tokens, run
+
+    async def WhoAmI(self, request, context):
+        p = principal()
+        return auth_pb2.Principal(user=p.user, role=p.role, auth_enabled=self.tokens is not None)
+
+    def _store(self) -> TokenStore:
+        require_admin()
+        if self.tokens is None:
+            raise errors.FailedPrecondition("authentication is off on this server: there are "
+                                            "no tokens to manage")
+        return self.tokens
+
+    async def CreateToken(self, request, context):
+        store = self._store()
+        token, record = await self.run(store.create, request.user, request.role or "user",
+                                       request.label)
+        return auth_pb2.CreateTokenResponse(token=token, info=_info(record))
+
+    async def ListTokens(self, request, context):
+        records = await self.run(self._store().list)
+        return auth_pb2.ListTokensResponse(tokens=[_info(t) for t in records])
+
+    async def RevokeToken(self, request, context):
+        return _info(await self.run(self._store().revoke, request.id))
