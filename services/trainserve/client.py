@@ -34,7 +34,7 @@ from google.protobuf import json_format
 
 from trainserve import errors
 from trainserve.config import LOOPBACK, api_address, api_token
-from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, spec_pb2)
 
 T = TypeVar("T")
@@ -62,6 +62,8 @@ _ERRORS: dict[grpc.StatusCode, type[errors.TrainserveError]] = {
     grpc.StatusCode.ABORTED: errors.TrainingError,
     grpc.StatusCode.CANCELLED: errors.Cancelled,
     grpc.StatusCode.UNIMPLEMENTED: NotSupported,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 _HTTP_ERRORS: dict[int, type[errors.TrainserveError]] = {
     400: errors.InvalidArgument, 401: errors.Unauthenticated, 404: errors.NotFound,
@@ -113,9 +115,18 @@ class Client:
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
         self._datasets = dataset_pb2_grpc.DatasetServiceStub(self._channel)
+        self._auth = auth_pb2_grpc.AuthServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
+
+    def whoami(self) -> "auth_pb2.Principal":
+        """The user and role the API sees for this client's token."""
+        return self.call_auth("WhoAmI", auth_pb2.WhoAmIRequest())
+
+    def call_auth(self, method: str, request):
+        """One `AuthService` call (`WhoAmI`, `CreateToken`, `ListTokens`, `RevokeToken`)."""
+        return self._call(getattr(self._auth, method), request, retry=method != "CreateToken")
 
     def __enter__(self) -> "Client":
         return self
@@ -595,6 +606,10 @@ def _error(exc: grpc.RpcError, address: str) -> errors.TrainserveError:
         match = _FIELD_MESSAGE.match(details)
         return (errors.InvalidArgument(match.group(2), field=match.group(1)) if match
                 else errors.InvalidArgument(details))
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.Unauthenticated(f"{details} (the SDK and the CLI send $TRAINSERVE_TOKEN "
+                                      "or --token; on the machine that ran `trainserve up`, "
+                                      "its admin token)")
     cls = _ERRORS.get(code, errors.TrainserveError)
     return cls(details or code.name.lower())
 

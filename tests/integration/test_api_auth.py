@@ -125,6 +125,29 @@ def test_tokens_are_stored_hashed_and_managed_by_admins_only(auth_server, redis_
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_cli_whoami_and_api_tokens(auth_server):
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+
+    def cli(*args, token=auth_server.admin_token):
+        return CliRunner().invoke(app, ["--api", auth_server.address, "--token", token, *args],
+                                  env={"TRAINSERVE_TOKEN": ""})
+    assert cli("whoami").output.strip() == "admin (admin)"
+    made = cli("api-token", "create", "bob", "--label", "course")
+    assert made.exit_code == 0, made.output
+    bob = made.stdout.strip().splitlines()[-1]
+    assert cli("whoami", token=bob).output.strip() == "bob (user)"
+    refused = cli("api-token", "list", token=bob)
+    assert refused.exit_code == 1 and "admin" in refused.output
+    listed = cli("api-token", "list")
+    assert "bob" in listed.output and "course" in listed.output
+    token_id = next(line.split()[0] for line in listed.output.splitlines() if " bob " in line)
+    assert cli("api-token", "revoke", token_id).exit_code == 0
+    gone = cli("whoami", token=bob)
+    assert gone.exit_code == 1 and "TRAINSERVE_TOKEN" in gone.output
+
+
 def test_without_auth_everyone_is_admin(redis_server, redis_client, tmp_path):
     with Server(_cfg(redis_server, tmp_path)) as server:
         with _channel(server.address, None) as ch:

@@ -64,6 +64,7 @@ app = typer.Typer(
 @dataclass
 class Settings:
     api: str | None = None
+    token: str | None = None
 
 
 @app.callback()
@@ -72,15 +73,19 @@ def _options(
     api: Annotated[str | None, typer.Option(
         "--api", envvar="TRAINSERVE_API", metavar="HOST:PORT",
         help="Job API address (default: the local stack's, else 127.0.0.1:50051).")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="TRAINSERVE_TOKEN", show_envvar=True,
+        help="Job API bearer token (default: the local stack's admin token). TLS: "
+             "TRAINSERVE_TLS_CA, and TRAINSERVE_TLS_CERT/KEY for mutual TLS.")] = None,
 ) -> None:
-    ctx.obj = Settings(api=api)
+    ctx.obj = Settings(api=api, token=token)
 
 
 def client(ctx: typer.Context):
     """The SDK client for this invocation (short retries: a person is waiting)."""
     from trainserve.client import Client
     settings = ctx.find_object(Settings) or Settings()
-    return Client(settings.api, timeout=30.0, retry_for=3.0)
+    return Client(settings.api, timeout=30.0, retry_for=3.0, token=settings.token)
 
 
 OutputOption = Annotated[Output, typer.Option(

@@ -40,6 +40,10 @@ def up(
                                                  help="CPUs Ray offers (default: all).")] = None,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Seconds to wait for each component (default: 180).")] = None,
+    api_auth: Annotated[bool | None, typer.Option(
+        "--api-auth/--no-api-auth",
+        help="Require bearer tokens on the job API; this machine's CLI uses the admin token "
+             "in <state-dir>/run/admin-token (default: on).", show_default=False)] = None,
     inference_auth: Annotated[bool | None, typer.Option(
         "--inference-auth/--no-inference-auth",
         help="Require bearer tokens (`trainserve token create`) on the inference endpoints "
@@ -73,7 +77,7 @@ def up(
                      ray_dashboard_port=dashboard_port, serve_http_port=serve_http_port,
                      serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
                      dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus,
-                     inference_auth=inference_auth, serve_mode=serve_mode,
+                     inference_auth=inference_auth, api_auth=api_auth, serve_mode=serve_mode,
                      serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
                      serve_target_ongoing_requests=serve_target_ongoing,
                      serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,
