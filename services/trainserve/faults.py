@@ -42,5 +42,7 @@ def pause_point(point: str, key: str) -> None:
 def arm(folder: Path, key: str, point: str) -> Path:
     """Arm `point` for `key`; returns the file that appears (with the pid) once paused."""
     Path(folder).mkdir(parents=True, exist_ok=True)
+    paused = Path(folder) / f"{key}.{point}.paused"
+    paused.unlink(missing_ok=True)  # left by an earlier pause at the same point
     (Path(folder) / f"{key}.{point}").touch()
-    return Path(folder) / f"{key}.{point}.paused"
+    return paused
