@@ -15,7 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from trainserve import errors
 from trainserve.pb import auth_pb2, auth_pb2_grpc
-from trainserve.store.tokens import Principal, TokenRecord, TokenStore
+from trainserve.store.tokens import TokenRecord, TokenStore
+from trainserve.tenancy import Principal
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # A caller's self-asserted name, honoured only while authentication is off.

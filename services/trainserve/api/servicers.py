@@ -9,27 +9,29 @@ from concurrent.futures import ThreadPoolExecutor
 from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.artifacts import JobArtifacts
 from trainserve.jobs.service import JobsCore
-from trainserve.errors import InvalidArgument
+from trainserve.api.auth import principal
+from trainserve.errors import InvalidArgument, PermissionDenied
 from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
+from trainserve.tenancy import Principal
 
 
 EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these
 ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
 
 
-USER_METADATA = "x-trainserve-user"
-
-
-def caller_of(context) -> str:
-    """Who is calling: for now the `x-trainserve-user` metadata value ("" when absent), which
-    the caller asserts itself. The one place to bind callers to authenticated identities."""
-    for key, value in context.invocation_metadata() or ():
-        if key == USER_METADATA:
-            return value if isinstance(value, str) else value.decode()
-    return ""
+def submitter(request_user: str) -> tuple[str, Principal]:
+    """(the owner of a submitted job, the principal its names and inputs are checked for):
+    the caller, or for an admin the user named in the request (submitting on their behalf).
+    Anyone else naming another user is refused."""
+    me = principal()
+    if not request_user or request_user == me.user:
+        return me.user, me
+    if not me.is_admin:
+        raise PermissionDenied("only an admin may submit a job as another user")
+    return request_user, Principal(request_user, "user")
 
 
 class _Blocking:
@@ -50,25 +52,26 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self.artifacts = JobArtifacts(core)
 
     async def SubmitJob(self, request, context):
-        user = caller_of(context) or request.user
-        job, created = await self.run(self.core.submit, request.spec, request.request_id, user)
+        owner, caller = submitter(request.user)
+        job, created = await self.run(self.core.submit, request.spec, request.request_id, owner,
+                                      caller)
         if created:
             SUBMISSIONS.inc()
         return job
 
     async def GetJob(self, request, context):
-        return await self.run(self.core.get, request.job_id)
+        return await self.run(self.core.get, request.job_id, principal())
 
     async def ListJobs(self, request, context):
         jobs, token = await self.run(self.core.list, request.state, request.page_size,
-                                     request.page_token)
+                                     request.page_token, principal())
         return job_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     async def CancelJob(self, request, context):
-        return await self.run(self.core.cancel, request.job_id)
+        return await self.run(self.core.cancel, request.job_id, principal())
 
     async def WatchJob(self, request, context):
-        await self.run(self.core.get, request.job_id)  # NOT_FOUND before the stream starts
+        await self.run(self.core.get, request.job_id, principal())  # NOT_FOUND: before
         # The store's follow() blocks at most a second a step, on the pool's threads.
         events = self.core.store.events.follow(
             request.job_id, request.after_event_id,
@@ -77,11 +80,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             yield event
 
     async def ListArtifacts(self, request, context):
-        infos = await self.run(self.artifacts.list, request.job_id)
+        infos = await self.run(self.artifacts.list, request.job_id, principal())
         return job_pb2.ListArtifactsResponse(artifacts=infos)
 
     async def GetArtifact(self, request, context):
-        info, data = await self.run(self.artifacts.read, request.job_id, request.name)
+        info, data = await self.run(self.artifacts.read, request.job_id, request.name,
+                                    principal())
         for start in range(0, max(len(data), 1), ARTIFACT_CHUNK_BYTES):
             chunk = job_pb2.ArtifactChunk(data=data[start:start + ARTIFACT_CHUNK_BYTES])
             if start == 0:
@@ -89,7 +93,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             yield chunk
 
     async def StreamLogs(self, request, context):
-        lines = await self.run(self.core.logs, request.job_id, request.after_id, request.follow)
+        lines = await self.run(self.core.logs, request.job_id, request.after_id, request.follow,
+                               principal())
         while (line := await self.run(next, lines, None)) is not None:
             yield line
 
@@ -100,16 +105,16 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self.run = run
 
     async def ListModels(self, request, context):
-        models = await self.run(self.core.list, request.name)
+        models = await self.run(self.core.list, request.name, principal())
         return model_pb2.ListModelsResponse(models=models)
 
     async def GetModel(self, request, context):
-        return await self.run(self.core.get, request.name, request.version)
+        return await self.run(self.core.get, request.name, request.version, principal())
 
     async def ExportModel(self, request, context):
         from trainserve.registry import export  # torch is loaded on the first export only
         fmt = export.check_format(request.format)
-        mv = await self.run(self.core.get, request.name, request.version)
+        mv = await self.run(self.core.get, request.name, request.version, principal())
         data = await self.run(export.export_artifact, mv.artifact_uri, fmt, mv.name,
                               mv.version)
         for start in range(0, max(len(data), 1), EXPORT_CHUNK_BYTES):
@@ -127,28 +132,28 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
 
     async def Deploy(self, request, context):
         return await self.run(self.core.deploy, request.name, request.model_name,
-                              request.model_version, request.options)
+                              request.model_version, request.options, principal())
 
     async def Undeploy(self, request, context):
-        return await self.run(self.core.undeploy, request.name)
+        return await self.run(self.core.undeploy, request.name, principal())
 
     async def GetDeployment(self, request, context):
-        return await self.run(self.core.get, request.name)
+        return await self.run(self.core.get, request.name, principal())
 
     async def ListDeployments(self, request, context):
-        deps = await self.run(self.core.list)
+        deps = await self.run(self.core.list, principal())
         return deployment_pb2.ListDeploymentsResponse(deployments=deps)
 
     async def Rollout(self, request, context):
         percent = request.canary_percent if request.HasField("canary_percent") else None
         return await self.run(self.core.rollout, request.name, request.model_name,
-                              request.model_version, percent)
+                              request.model_version, percent, principal())
 
     async def Promote(self, request, context):
-        return await self.run(self.core.promote, request.name)
+        return await self.run(self.core.promote, request.name, principal())
 
     async def Rollback(self, request, context):
-        return await self.run(self.core.rollback, request.name)
+        return await self.run(self.core.rollback, request.name, principal())
 
 
 class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
@@ -165,7 +170,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                     if part != "header":
                         raise InvalidArgument("the first message must be the header",
                                               field="header")
-                    upload = await self.run(self.core.begin, req.header)
+                    upload = await self.run(self.core.begin, req.header, principal())
                 elif part == "chunk":
                     await self.run(upload.write, req.chunk)
                 else:
@@ -179,10 +184,11 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             raise
 
     async def GetDataset(self, request, context):
-        return await self.run(self.core.get, request.name)
+        return await self.run(self.core.get, request.name, principal())
 
     async def ListDatasets(self, request, context):
-        return dataset_pb2.ListDatasetsResponse(datasets=await self.run(self.core.list))
+        return dataset_pb2.ListDatasetsResponse(
+            datasets=await self.run(self.core.list, principal()))
 
     async def DeleteDataset(self, request, context):
-        return await self.run(self.core.delete, request.name)
+        return await self.run(self.core.delete, request.name, principal())

@@ -54,13 +54,14 @@ class JobArtifacts:
     def __init__(self, core):
         self.core = core
 
-    def list(self, job_id: str) -> list[job_pb2.ArtifactInfo]:
-        return [_info(path) for path in self._files(self.core.get(job_id))]
+    def list(self, job_id: str, caller=None) -> list[job_pb2.ArtifactInfo]:
+        return [_info(path) for path in self._files(self.core.get(job_id, caller))]
 
-    def read(self, job_id: str, name: str) -> tuple[job_pb2.ArtifactInfo, bytes]:
-        """The info and bytes of artifact `name` of the job; NOT_FOUND if it has none such."""
+    def read(self, job_id: str, name: str, caller=None) -> tuple[job_pb2.ArtifactInfo, bytes]:
+        """The info and bytes of artifact `name` of the job; NOT_FOUND if it has none such
+        (or the job is another user's: `caller`, a `tenancy.Principal`)."""
         check_name(name)
-        files = {p.name: p for p in self._files(self.core.get(job_id))}
+        files = {p.name: p for p in self._files(self.core.get(job_id, caller))}
         if name not in files:
             raise errors.NotFound(f"job {job_id} has no artifact {name!r}; it has: "
                                   f"{', '.join(sorted(files)) or 'none yet'}")

@@ -13,10 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-from trainserve.errors import InvalidArgument, ResourceExhausted
+from trainserve.errors import InvalidArgument, NotFound, ResourceExhausted
 from trainserve.jobs.spec import check_name
 from trainserve.pb import dataset_pb2
 from trainserve.store.datasets import DatasetStore
+from trainserve.tenancy import Principal, check_claim, check_visible, owner_of, visible
 
 FORMATS = ("csv", "npz")
 DEFAULT_MAX_BYTES = 256 << 20
@@ -31,11 +32,14 @@ def dataset_path(storage_dir: str | Path, sha256: str, fmt: str) -> Path:
 class Upload:
     """One upload in progress: bytes are hashed and spooled to a temporary file."""
 
-    def __init__(self, core: "DatasetsCore", header: dataset_pb2.DatasetUploadHeader):
+    def __init__(self, core: "DatasetsCore", header: dataset_pb2.DatasetUploadHeader,
+                 caller: Principal | None = None):
         check_name(header.name, "header.name")
         if header.format not in FORMATS:
             raise InvalidArgument(f"must be one of {', '.join(FORMATS)}", field="header.format")
-        self.core, self.header = core, header
+        check_claim(core.owner(header.name), caller, f"dataset name {header.name!r}",
+                    "header.name")
+        self.core, self.header, self.user = core, header, owner_of(caller)
         self.hash = hashlib.sha256()
         self.size = 0
         folder = Path(core.storage_dir) / "datasets"
@@ -67,7 +71,7 @@ class Upload:
             os.replace(self.tmp, target)
         ds = dataset_pb2.Dataset(name=self.header.name, format=self.header.format, sha256=sha,
                                  size_bytes=self.size, columns=columns, num_rows=rows,
-                                 description=self.header.description)
+                                 description=self.header.description, user=self.user)
         ds.created_at.FromNanoseconds(int(time.time() * 1e9))
         self.core.store.put(ds)
         return ds
@@ -137,18 +141,27 @@ class DatasetsCore:
         self.storage_dir = storage_dir
         self.max_bytes = max_bytes
 
-    def begin(self, header: dataset_pb2.DatasetUploadHeader) -> Upload:
-        return Upload(self, header)
+    def begin(self, header: dataset_pb2.DatasetUploadHeader,
+              caller: Principal | None = None) -> Upload:
+        return Upload(self, header, caller)
 
-    def get(self, name: str) -> dataset_pb2.Dataset:
+    def owner(self, name: str) -> str | None:
+        """Who holds dataset name `name` (None: nobody)."""
+        try:
+            return self.store.get(name).user
+        except NotFound:
+            return None
+
+    def get(self, name: str, caller: Principal | None = None) -> dataset_pb2.Dataset:
         if not name:
             raise InvalidArgument("required", field="name")
-        return self.store.get(name)
+        ds = self.store.get(name)
+        check_visible(ds.user, caller, f"dataset {name!r} not found")
+        return ds
 
-    def list(self) -> list[dataset_pb2.Dataset]:
-        return self.store.list()
+    def list(self, caller: Principal | None = None) -> list[dataset_pb2.Dataset]:
+        return [d for d in self.store.list() if visible(d.user, caller)]
 
-    def delete(self, name: str) -> dataset_pb2.Dataset:
-        if not name:
-            raise InvalidArgument("required", field="name")
+    def delete(self, name: str, caller: Principal | None = None) -> dataset_pb2.Dataset:
+        self.get(name, caller)
         return self.store.delete(name)

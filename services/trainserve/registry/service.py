@@ -5,12 +5,13 @@ import time
 
 import redis
 
-from trainserve.errors import FailedPrecondition, InvalidArgument
+from trainserve.errors import FailedPrecondition, InvalidArgument, NotFound
 from trainserve.jobs.spec import check_name
 from trainserve.pb import deployment_pb2, model_pb2
 from trainserve.serve.config import endpoint_addresses
 from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
+from trainserve.tenancy import Principal, check_claim, check_visible, visible
 
 PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
 READY = deployment_pb2.DEPLOYMENT_STATE_READY
@@ -42,19 +43,32 @@ def check_serving_options(options: deployment_pb2.ServingOptions) -> None:
 
 
 class ModelsCore:
+    """Model versions; a caller sees those of its own jobs (`tenancy`)."""
+
     def __init__(self, client: redis.Redis):
         self.store = ModelStore(client)
 
-    def list(self, name: str = "") -> list[model_pb2.ModelVersion]:
+    def list(self, name: str = "", caller: Principal | None = None
+             ) -> list[model_pb2.ModelVersion]:
         names = [name] if name else self.store.names()
-        return [mv for n in names for mv in self.store.versions(n)]
+        return [mv for n in names for mv in self.store.versions(n) if visible(mv.user, caller)]
 
-    def get(self, name: str, version: int = 0) -> model_pb2.ModelVersion:
+    def get(self, name: str, version: int = 0, caller: Principal | None = None
+            ) -> model_pb2.ModelVersion:
         if not name:
             raise InvalidArgument("required", field="name")
         if version < 0:
             raise InvalidArgument("must be >= 0 (0 is the latest)", field="version")
-        return self.store.get(name, version)
+        return visible_model(self.store, name, version, caller)
+
+
+def visible_model(store: ModelStore, name: str, version: int, caller: Principal | None
+                  ) -> model_pb2.ModelVersion:
+    """`name:version` (0: the latest) as `store.get` answers it, NotFound for a model of
+    another user."""
+    mv = store.get(name, version)
+    check_visible(mv.user, caller, f"model {name!r} not found")
+    return mv
 
 
 class DeploymentsCore:
@@ -67,10 +81,11 @@ class DeploymentsCore:
         self.serve_http, self.serve_grpc = serve_http, serve_grpc
 
     def deploy(self, name: str, model_name: str, version: int = 0,
-               options: deployment_pb2.ServingOptions | None = None
-               ) -> deployment_pb2.Deployment:
+               options: deployment_pb2.ServingOptions | None = None,
+               caller: Principal | None = None) -> deployment_pb2.Deployment:
         """Record endpoint `name` -> `model_name:version` (0: the latest) with its serving
-        `options` (dynamic batching) and queue its loading."""
+        `options` (dynamic batching) and queue its loading. The endpoint belongs to the
+        model's owner; a name held by another user's endpoint is refused."""
         if not model_name:
             raise InvalidArgument("required", field="model_name")
         name = name or model_name
@@ -79,36 +94,46 @@ class DeploymentsCore:
             raise InvalidArgument("must be >= 0 (0 is the latest)", field="model_version")
         if options is not None:
             check_serving_options(options)
-        mv = self.models.get(model_name, version)
+        mv = visible_model(self.models, model_name, version, caller)
+        check_claim(self._owner(name), caller, f"endpoint name {name!r}", "name")
         rest_url, grpc_target = endpoint_addresses(self.serve_http, self.serve_grpc, name)
         dep = deployment_pb2.Deployment(
             name=name, model_name=mv.name, model_version=mv.version, state=PENDING,
-            message="loading", rest_url=rest_url, grpc_target=grpc_target, options=options)
+            message="loading", rest_url=rest_url, grpc_target=grpc_target, options=options,
+            user=mv.user)
         dep.created_at.FromNanoseconds(int(time.time() * 1e9))
         self.store.put(dep, enqueue=True)
         return dep
 
-    def undeploy(self, name: str) -> deployment_pb2.Deployment:
-        if not name:
-            raise InvalidArgument("required", field="name")
+    def _owner(self, name: str) -> str | None:
+        try:
+            return self.store.get(name).user
+        except NotFound:
+            return None
+
+    def undeploy(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
+        self.get(name, caller)
         return self.store.delete(name)
 
-    def get(self, name: str) -> deployment_pb2.Deployment:
+    def get(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
         if not name:
             raise InvalidArgument("required", field="name")
-        return self.store.get(name)
+        dep = self.store.get(name)
+        check_visible(dep.user, caller, f"deployment {name!r} not found")
+        return dep
 
-    def list(self) -> list[deployment_pb2.Deployment]:
-        return self.store.list()
+    def list(self, caller: Principal | None = None) -> list[deployment_pb2.Deployment]:
+        return [d for d in self.store.list() if visible(d.user, caller)]
 
     # --- rollouts: a canary version takes a share of the traffic until promoted or dropped --
 
     def rollout(self, name: str, model_name: str = "", version: int = 0,
-                percent: int | None = None) -> deployment_pb2.Deployment:
+                percent: int | None = None, caller: Principal | None = None
+                ) -> deployment_pb2.Deployment:
         """Start a rollout of `model_name:version` (default: the endpoint's model, its latest
         version) on endpoint `name`, or re-weight the one in progress. The canary takes no
         traffic until the dispatcher has loaded it (`canary_state` READY)."""
-        dep = self.get(name)
+        dep = self.get(name, caller)
         if model_name and model_name != dep.model_name:
             raise InvalidArgument(f"endpoint {name!r} serves model {dep.model_name!r}; a rollout "
                                   f"moves it between versions of that model (deploy "
@@ -129,9 +154,9 @@ class DeploymentsCore:
         self.store.put(dep, enqueue=fresh)
         return dep
 
-    def promote(self, name: str) -> deployment_pb2.Deployment:
+    def promote(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
         """The canary becomes the endpoint's version (it is loaded: the switch is instant)."""
-        dep = self._in_rollout(name)
+        dep = self._in_rollout(name, caller)
         if dep.canary_state != READY:
             raise FailedPrecondition(f"the canary {dep.model_name}:{dep.canary_version} of "
                                      f"{name!r} is not loaded yet ({dep.message or 'pending'}); "
@@ -139,12 +164,12 @@ class DeploymentsCore:
         dep.model_version, dep.state, dep.message = dep.canary_version, READY, "ready"
         return self._end_rollout(dep)
 
-    def rollback(self, name: str) -> deployment_pb2.Deployment:
+    def rollback(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
         """Drop the canary: every request goes to the endpoint's version again."""
-        return self._end_rollout(self._in_rollout(name))
+        return self._end_rollout(self._in_rollout(name, caller))
 
-    def _in_rollout(self, name: str) -> deployment_pb2.Deployment:
-        dep = self.get(name)
+    def _in_rollout(self, name: str, caller: Principal | None) -> deployment_pb2.Deployment:
+        dep = self.get(name, caller)
         if not dep.canary_version:
             raise FailedPrecondition(f"endpoint {name!r} has no rollout in progress")
         return dep

@@ -103,7 +103,8 @@ def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
         spec = json_format.ParseDict(meta["spec"], spec_pb2.JobSpec(), ignore_unknown_fields=True)
         spec.name = job.spec.name
     mv = model_pb2.ModelVersion(
-        name=name, version=version, job_id=job.id, dataset_hash=meta.get("dataset_hash", ""),
+        name=name, version=version, job_id=job.id, user=job.user,
+        dataset_hash=meta.get("dataset_hash", ""),
         seed=job.spec.training.seed, spec=spec, task=meta["task"],
         trial_id=search.get("trial_id", ""), search_config=search.get("config", {}),
         class_names=[str(c) for c in meta.get("class_names") or []], inputs=inputs,

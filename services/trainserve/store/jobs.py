@@ -40,6 +40,7 @@ local job = 'ts:job:' .. id
 for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', 'ts:jobs', 0, id)
 redis.call('ZADD', 'ts:jobs:' .. redis.call('HGET', job, 'state'), 0, id)
+redis.call('ZADD', 'ts:jobs-of:' .. redis.call('HGET', job, 'owner'), 0, id)
 redis.call('XADD', 'ts:events:' .. id, '*', 'pb', ARGV[3])
 redis.call('ZADD', 'ts:pending', ms - tonumber(ARGV[1]) * tonumber(ARGV[2]), id)
 return {id, 1}
@@ -79,6 +80,11 @@ def job_key(job_id: str) -> str:
 
 def index_key(state: JobState | None = None) -> str:
     return f"{PREFIX}jobs" if state is None else f"{PREFIX}jobs:{int(state)}"
+
+
+def owner_index_key(owner: str) -> str:
+    """The ids of one user's jobs (score 0, ordered by id: by submission)."""
+    return f"{PREFIX}jobs-of:{owner}"
 
 
 def lease_key(job_id: str) -> str:
@@ -132,17 +138,33 @@ class JobStore:
         return bool(self.r.exists(job_key(job_id)))
 
     def list(self, state: JobState | None = None, page_size: int = 50,
-             page_token: str = "") -> tuple[list[job_pb2.Job], str]:
-        """Newest first; `page_token` is the last id of the previous page."""
+             page_token: str = "", owner: str | None = None
+             ) -> tuple[list[job_pb2.Job], str]:
+        """Newest first; `page_token` is the last id of the previous page. With `owner`, only
+        that user's jobs (read from the user's own index, filtered by state)."""
+        if owner is None:
+            return self._page(index_key(state), page_size, page_token, lambda j: True)
+        return self._page(owner_index_key(owner), page_size, page_token,
+                          lambda j: state is None or j.state == int(state))
+
+    def _page(self, index: str, page_size: int, page_token: str, keep
+              ) -> tuple[list[job_pb2.Job], str]:
+        jobs: list[job_pb2.Job] = []
         upper = f"({page_token}" if page_token else "+"
-        ids = self.r.zrevrangebylex(index_key(state), upper, "-", start=0, num=page_size + 1)
-        more = len(ids) > page_size
-        ids = [i.decode() for i in ids[:page_size]]
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(job_key(job_id))
-        jobs = [_to_job(i, raw) for i, raw in zip(ids, pipe.execute()) if raw]
-        return jobs, (ids[-1] if more and ids else "")
+        while True:
+            ids = [i.decode() for i in self.r.zrevrangebylex(index, upper, "-", start=0,
+                                                             num=page_size + 1)]
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(job_key(job_id))
+            for job_id, raw in zip(ids, pipe.execute()):
+                if raw and keep(job := _to_job(job_id, raw)):
+                    jobs.append(job)
+                    if len(jobs) == page_size + 1:
+                        return jobs[:page_size], jobs[page_size - 1].id
+            if len(ids) <= page_size:
+                return jobs, ""
+            upper = f"({ids[-1]}"
 
     def transition(self, job_id: str, target: JobState, message: str = "",
                    lease_owner: str = "", lease_s: int = 0, **fields) -> job_pb2.Job:

@@ -13,22 +13,12 @@ import time
 from dataclasses import dataclass
 
 from trainserve import errors
+from trainserve.tenancy import Principal
 
 KEY = "ts:tokens"
 ROLES = ("user", "admin")
 ID_LEN = 12
 _USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a call acts for."""
-    user: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,12 @@ def _check_dataset(spec) -> DatasetInfo:
         fail("spec.dataset.name", "required")
     if ds.HasField("uploaded"):  # a user dataset, pinned by the server (jobs/spec.py)
         return _check_uploaded(ds)
+    if ds.name not in DATASETS.names():
+        fail("spec.dataset.name", f"no built-in or uploaded dataset {ds.name!r}; known: "
+             f"{', '.join(DATASETS.names())} (`trainserve dataset upload` adds your own)")
     for name in ("feature_columns", "target_column", "task"):
         if getattr(ds, name):
             fail(f"spec.dataset.{name}", "only uploaded datasets take it")
-    check_choice(ds.name, DATASETS, "spec.dataset.name", "dataset")
     defaults = getattr(_datasets, "apply_dataset_defaults", None)  # sequence length, horizon
     if defaults is not None:
         defaults(ds)
