@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import grpc
 
 from bench.common import local_stack, median, print_table, save
 
@@ -111,7 +110,7 @@ def main() -> list[dict]:
     from trainserve.pb import job_pb2_grpc
 
     with local_stack() as stack:
-        channel = grpc.insecure_channel(stack.config.api_address)
+        channel = stack.api_channel()
         stubs = job_pb2_grpc.JobServiceStub(channel)
         rows = job_latency(stubs) + lenet_throughput(stubs)
     print_table("spine (warm local stack, 2 CPUs)", rows)

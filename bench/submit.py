@@ -51,7 +51,6 @@ def _p50_ms(fn, calls: int = CALLS) -> float:
 
 
 def _measure(stack) -> list[dict]:
-    import grpc
 
     from trainserve.jobs.service import JobsCore
     from trainserve.pb import job_pb2, job_pb2_grpc
@@ -59,7 +58,7 @@ def _measure(stack) -> list[dict]:
     from trainserve.store.redis import connect
 
     spec = _spec()
-    stubs = [job_pb2_grpc.JobServiceStub(grpc.insecure_channel(stack.config.api_address))
+    stubs = [job_pb2_grpc.JobServiceStub(stack.api_channel())
              for _ in range(CLIENTS)]
 
     def api_submit(i):

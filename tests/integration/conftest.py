@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.helpers import admin_token
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,12 @@ def stack():
         _dump_logs(cfg)
         s.down()
         raise
+    # The SDK and the CLI in the tests find the token as a user's shell would.
+    saved = os.environ.get("TRAINSERVE_TOKEN")
+    os.environ["TRAINSERVE_TOKEN"] = admin_token(cfg)
     yield s
+    os.environ.pop("TRAINSERVE_TOKEN") if saved is None else \
+        os.environ.__setitem__("TRAINSERVE_TOKEN", saved)
     s.down()
     if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
         shutil.rmtree(root, ignore_errors=True)
@@ -45,7 +51,7 @@ def _dump_logs(cfg) -> None:
 
 @pytest.fixture(scope="session")
 def channel(stack):
-    ch = grpc.insecure_channel(stack.config.api_address)
+    ch = stack.api_channel()  # with the stack's admin token when its API checks tokens
     grpc.channel_ready_future(ch).result(timeout=30)
     yield ch
     ch.close()

@@ -13,6 +13,12 @@ from trainserve.pb import deployment_pb2, job_pb2, model_pb2
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 
 
+def admin_token(cfg) -> str:
+    """The local admin's job API token of the stack with config `cfg` ("" when its API does
+    not check tokens)."""
+    return cfg.admin_token_path.read_text().strip() if cfg.api_auth else ""
+
+
 def example(example_name: str, **overrides):
     """An example spec with top-level sections replaced/merged from `overrides`."""
     spec = load_spec_file(EXAMPLES / f"{example_name}.yaml")

@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from tests.conftest import free_port
@@ -47,7 +46,7 @@ def crash_stack():
     stack = LocalStack(cfg)
     try:
         stack.up(timeout=240)
-        channel = grpc.insecure_channel(cfg.api_address)
+        channel = stack.api_channel()
 
         class Stubs:
             jobs = job_pb2_grpc.JobServiceStub(channel)

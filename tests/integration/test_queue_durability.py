@@ -43,7 +43,7 @@ def api_stack():
     stack = LocalStack(cfg)
     try:
         stack.up(["redis", "api"], timeout=120)
-        channel = grpc.insecure_channel(cfg.api_address)
+        channel = stack.api_channel()
         stack.jobs = job_pb2_grpc.JobServiceStub(channel)
         stack.redis = connect(cfg.redis_url)
         yield stack

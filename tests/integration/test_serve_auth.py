@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.conftest import _dump_logs
+from tests.integration.helpers import admin_token
 from tests.integration.test_serve_gateway import IRIS_CLASSES, _register
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ def auth_stack(tmp_path_factory):
         mv, _ = _register(redis, cfg.storage_path, tmp_path_factory.mktemp("artifacts"),
                           "iris-mlp", "iris", "classification", IRIS_CLASSES, 4, 1, "job-auth")
         redis.close()
-        with Client(cfg.api_address, inference_token=token) as ts:
+        with Client(cfg.api_address, inference_token=token, token=admin_token(cfg)) as ts:
             ts.deploy(mv.name, mv.version, name="iris", wait=True)
     except BaseException:
         _dump_logs(cfg)
