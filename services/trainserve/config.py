@@ -51,6 +51,13 @@ class Config:
     ray_gcs_port: int = 6379
     # CPUs the Ray head offers; None lets Ray count them.
     ray_num_cpus: int | None = None
+    # HOST:PORT (the GCS) of a running Ray cluster to use instead of starting a head of our
+    # own (`up --ray-address`), e.g. cluster/local_cluster.py or one of docs/deploy-cluster.md;
+    # the dispatcher joins it. Empty: the stack starts its own one-node Ray head.
+    ray_external_address: str = ""
+    # That cluster's Ray auth token file (with `ray_token_auth`); empty: Ray's own default,
+    # ~/.ray/auth_token. The stack's own head always uses a token of its own instead.
+    ray_token_file: str = ""
     # Ray token authentication with a token of this stack's own (in `<state_dir>/run/`).
     ray_token_auth: bool = True
     # Ray's temporary folder. Ray puts unix sockets in it and a socket path may not exceed
@@ -93,6 +100,8 @@ class Config:
             raise ValueError(f"serve_mode must be one of {', '.join(SERVE_MODES)}, "
                              f"got {self.serve_mode!r}")
         ServeConfig(**self.serve_options())  # raises ValueError on a bad combination
+        if self.ray_external_address:
+            _check_host_port(self.ray_external_address, "ray_external_address")
 
     def serve_options(self) -> dict[str, Any]:
         """The `ServeConfig` fields these settings stand for (the inference replicas)."""
@@ -139,7 +148,13 @@ class Config:
 
     @property
     def ray_address(self) -> str:
-        return f"{self.host}:{self.ray_gcs_port}"
+        """The Ray cluster the dispatcher joins: the external one, else our own head."""
+        return self.ray_external_address or f"{self.host}:{self.ray_gcs_port}"
+
+    @property
+    def external_ray(self) -> bool:
+        """Whether the stack uses a Ray cluster it did not start (and starts no head)."""
+        return bool(self.ray_external_address)
 
     @property
     def serve_http(self) -> str:
@@ -202,6 +217,13 @@ class Config:
             return Path(self.ray_temp_dir)
         digest = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]
         return Path("/tmp") / f"ts-{digest}"
+
+
+def _check_host_port(address: str, name: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be HOST:PORT (a Ray cluster's GCS address), "
+                         f"got {address!r}")
 
 
 def _convert(f: dataclasses.Field, raw: str, name: str) -> Any:

@@ -115,8 +115,10 @@ class LocalStack:
     # -- the whole stack ----------------------------------------------------------------------
     @property
     def components(self) -> tuple[str, ...]:
-        """The components this config runs: the core ones, plus Prometheus if asked for."""
-        return COMPONENTS + (("prometheus",) if self.config.with_prometheus else ())
+        """The components this config runs: the core ones (without Ray when the stack uses an
+        external Ray cluster), plus Prometheus if asked for."""
+        core = tuple(n for n in COMPONENTS if n != "ray" or not self.config.external_ray)
+        return core + (("prometheus",) if self.config.with_prometheus else ())
 
     def up(self, components: Iterable[str] | None = None,
            timeout: float | None = None) -> list[str]:
@@ -154,11 +156,16 @@ class LocalStack:
         return stopped
 
     def status(self) -> list[ComponentStatus]:
-        """Each component this config runs, and an optional one that runs anyway."""
+        """Each component this config runs, and an optional one that runs anyway; an external
+        Ray cluster is listed as "ray" too (running and ready: its GCS answers)."""
         return [self.component_status(name) for name in ALL_COMPONENTS
-                if name in self.components or self.is_running(name)]
+                if name in self.components or self.is_running(name)
+                or (name == "ray" and self.config.external_ray)]
 
     def component_status(self, name: str) -> ComponentStatus:
+        if name == "ray" and self.config.external_ray and not self.is_running(name):
+            up = self.is_ready(name)
+            return ComponentStatus(name, up, None, self.address(name), up, self.log_path(name))
         pid = self.pid(name)
         running = pid is not None
         return ComponentStatus(name, running, pid, self.address(name),
@@ -174,6 +181,9 @@ class LocalStack:
         self._check_name(name)
         if self.is_running(name):
             return False
+        if name == "ray" and self.config.external_ray:
+            raise LocalStackError(f"this stack uses the Ray cluster at "
+                                  f"{self.config.ray_address}; it starts no Ray head")
         if check:
             self.check_ports([name])
         self._record_config()
@@ -287,8 +297,10 @@ class LocalStack:
     def address(self, name: str) -> str:
         """Where the component listens, in one short line."""
         c = self.config
+        ray = (f"{c.ray_address} (external)" if c.external_ray
+               else f"{c.ray_address}, dashboard :{c.ray_dashboard_port}")
         return {"redis": f"{c.host}:{c.redis_port}",
-                "ray": f"{c.ray_address}, dashboard :{c.ray_dashboard_port}",
+                "ray": ray,
                 "api": f"{c.api_address}, metrics :{c.api_metrics_port}",
                 "dispatcher": f"serve http :{c.serve_http_port} grpc :{c.serve_grpc_port}, "
                               f"metrics :{c.dispatcher_metrics_port}",
@@ -311,12 +323,29 @@ class LocalStack:
         - The auth mode is explicit: left unset, Ray 2.60 turns token auth on for a head only
           if ~/.ray/auth_token happens to exist, and a driver may decide differently from
           the head. With token auth the token is this stack's own, in `<state>/run/`.
+        - An external cluster (`ray_external_address`) has nodes of its own: the one-node
+          switch would keep the driver from finding them; its token is `ray_token_file`
+          (else Ray's default, ~/.ray/auth_token).
         """
+        if self.config.external_ray:
+            return self._external_ray_env()
         env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} if self.config.loopback else {}
         if self.config.ray_token_auth:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self._ray_token()))
         else:
             env["RAY_AUTH_MODE"] = "disabled"
+        return env
+
+    def _external_ray_env(self) -> dict[str, str]:
+        if not self.config.ray_token_auth:
+            return {"RAY_AUTH_MODE": "disabled"}
+        env = {"RAY_AUTH_MODE": "token"}
+        if self.config.ray_token_file:
+            path = Path(self.config.ray_token_file).expanduser().absolute()
+            if not path.is_file():
+                raise LocalStackError(f"the Ray token file {path} does not exist (the token "
+                                      f"of the cluster at {self.config.ray_address})")
+            env["RAY_AUTH_TOKEN_PATH"] = str(path)
         return env
 
     def _ray_token(self) -> Path:
@@ -333,7 +362,8 @@ class LocalStack:
     # -- ports ----------------------------------------------------------------------------------
     def ports(self, name: str) -> list[PortUse]:
         """The fixed ports `name` binds. Serve's ports count as the dispatcher's only while our
-        Ray head is down: once it runs, Serve's proxies inside it hold them."""
+        Ray head is down: once it runs, Serve's proxies inside it hold them (and with an
+        external Ray cluster they are that cluster's)."""
         c = self.config
         uses = {
             "redis": [PortUse(c.redis_port, "redis", "--redis-port")],
@@ -345,7 +375,8 @@ class LocalStack:
                                    "--dispatcher-metrics-port")],
             "prometheus": [PortUse(c.prometheus_port, "Prometheus", "--prometheus-port")],
         }[name]
-        if name == "dispatcher" and not self.is_running("ray"):
+        if name == "dispatcher" and not self.config.external_ray \
+                and not self.is_running("ray"):
             uses += [PortUse(c.serve_http_port, "Serve HTTP", "--serve-http-port"),
                      PortUse(c.serve_grpc_port, "Serve gRPC", "--serve-grpc-port")]
         return [u for u in uses if u.port]  # 0 disables a metrics endpoint
@@ -502,6 +533,10 @@ class LocalStack:
             client.close()
 
     def _ray_ready(self) -> bool:
+        if self.config.external_ray:  # its dashboard may be elsewhere or off: ask the GCS
+            host, port = self.config.ray_address.rsplit(":", 1)
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return True
         return _http_ok(f"{self.config.dashboard_url}/api/gcs_healthz")
 
     def api_channel(self):

@@ -71,6 +71,13 @@ def up(
              "dispatcher and Ray (default: off).", show_default=False)] = None,
     prometheus_port: Annotated[int | None, _port("--prometheus-port",
                                                  "Prometheus")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="HOST:PORT",
+        help="Use this running Ray cluster (its GCS address) instead of starting a Ray head; "
+             "e.g. one of cluster/local_cluster.py.")] = None,
+    ray_token_file: Annotated[Path | None, typer.Option(
+        "--ray-token-file", dir_okay=False,
+        help="That cluster's Ray auth token (default: ~/.ray/auth_token).")] = None,
 ) -> None:
     """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine."""
     overrides = dict(api_port=api_port, redis_port=redis_port, ray_gcs_port=ray_port,
@@ -81,7 +88,10 @@ def up(
                      serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
                      serve_target_ongoing_requests=serve_target_ongoing,
                      serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,
-                     with_prometheus=with_prometheus, prometheus_port=prometheus_port)
+                     with_prometheus=with_prometheus, prometheus_port=prometheus_port,
+                     ray_external_address=ray_address,
+                     ray_token_file=str(ray_token_file.expanduser().absolute())
+                     if ray_token_file else None)
     config = _config(state_dir, overrides)
     console = render.stdout()
     stack = LocalStack(config, on_event=lambda name, msg: console.print(
@@ -92,8 +102,10 @@ def up(
         console.print(f"starting the local stack in {config.state_dir}", highlight=False)
         stack.up(timeout=timeout)
     console.print(render.stack_table(stack.status(), config.state_dir))
+    ray = (f"Ray cluster {config.ray_address}" if config.external_ray
+           else f"Ray dashboard {config.dashboard_url}")
     console.print(f"\njob API {config.api_address} · inference http://{config.serve_http}/v2 "
-                  f"· Ray dashboard {config.dashboard_url}"
+                  f"· {ray}"
                   + (f" · Prometheus {config.prometheus_url}" if config.with_prometheus else "")
                   + "\n"
                   "try: trainserve submit examples/xor_mlp.yaml --wait", highlight=False)
