@@ -119,3 +119,65 @@ def test_full_stack_restart_and_crash_of_single_components(own_stack):
     assert stack.down() == ["dispatcher", "api", "ray", "redis"]
     assert _alive(pids) == []
     assert _pgrep(str(stack.config.ray_temp_path)) == []
+
+
+def _listening_sockets() -> dict[int, tuple[str, int]]:
+    """inode -> (address, port) of every listening TCP socket (/proc/net/tcp and tcp6)."""
+    import ipaddress
+    found = {}
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in Path(path).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A":  # LISTEN
+                continue
+            addr_hex, port_hex = f[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.IPv6Address(raw) if v6 else ipaddress.IPv4Address(raw)
+            ip = ip.ipv4_mapped or ip if v6 else ip
+            found[int(f[9])] = (str(ip), int(port_hex, 16))
+    return found
+
+
+def _listeners(sessions: set[int]) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP listener of the processes in `sessions`."""
+    sockets, found = _listening_sockets(), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) not in sessions:
+                continue
+            name = (proc / "comm").read_text().strip()
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inode = int(target[8:-1])
+                    if inode in sockets:
+                        found.append((*sockets[inode], name))
+        except OSError:
+            continue
+    return sorted(set(found))
+
+
+# Ray Serve's gRPC servers (its gRPC proxy; in throughput mode each replica's ingress and
+# internal gRPC) bind "[::]" in Ray's code, and HAProxy's metrics and stats listeners bind
+# all interfaces; none is configurable (docs/operations.md, "Network exposure").
+SERVE_WIDE = ("ray::ServeRepli", "ray::ProxyActor", "haproxy")
+
+
+def test_the_local_stack_listens_on_loopback_only(stack):
+    """Redis, Ray's GCS, dashboard and agents, the workers, the job API and the dispatcher
+    bind 127.0.0.1; only Serve's own gRPC servers and HAProxy's counters bind wider."""
+    sessions = {os.getsid(pid) for name in ("redis", "ray", "api", "dispatcher")
+                if (pid := stack.pid(name))}
+    listeners = _listeners(sessions)
+    assert len(listeners) >= 6, listeners
+    c = stack.config
+    on_loopback = {port for ip, port, _ in listeners if ip in ("127.0.0.1", "::1")}
+    assert {c.redis_port, c.ray_gcs_port, c.ray_dashboard_port, c.api_port,
+            c.api_metrics_port, c.dispatcher_metrics_port, c.serve_http_port} <= on_loopback
+    wide = [(ip, port, proc) for ip, port, proc in listeners
+            if ip not in ("127.0.0.1", "::1") and proc not in SERVE_WIDE]
+    assert wide == [], wide
