@@ -258,3 +258,32 @@ def test_inference_tokens_and_existing_secrets(render):
         if name.startswith("ray"):  # the gateway runs in Serve, on the Ray nodes
             mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
             assert token_file.rsplit("/", 1)[0] in mounts
+
+
+def test_api_checks_tokens_by_default_with_the_admin_token_from_a_secret(default):
+    api = one(default["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
+    args = api["containers"][0]["args"]
+    assert "--auth" in args
+    token_file = next(a.split("=", 1)[1] for a in args if a.startswith("--admin-token-file="))
+    mounts = {m["name"]: m["mountPath"] for m in api["containers"][0]["volumeMounts"]}
+    assert token_file.startswith(mounts["admin-token"] + "/")
+    secret_name = next(v["secret"]["secretName"] for v in api["volumes"]
+                       if v["name"] == "admin-token")
+    secret = by_kind(default["docs"], "Secret")[secret_name]
+    assert token_file.rsplit("/", 1)[1] in secret["data"]
+
+
+def test_api_serves_tls_and_mutual_tls(render):
+    result = render(values={"tls": {"enabled": True, "existingSecret": "api-cert",
+                                    "mutual": True},
+                            "api": {"auth": {"enabled": False}}})
+    assert result["ok"], result.get("error")
+    assert result["errors"] == []
+    api = one(result["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
+    [container] = api["containers"]
+    assert {"--tls-cert=/etc/trainserve/tls/tls.crt", "--tls-key=/etc/trainserve/tls/tls.key",
+            "--tls-client-ca=/etc/trainserve/tls/ca.crt"} <= set(container["args"])
+    assert "--auth" not in container["args"]
+    # Kubernetes' gRPC probes speak no TLS: the port is probed instead.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == 50051 and "grpc" not in container[probe]

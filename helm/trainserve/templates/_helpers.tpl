@@ -75,6 +75,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-inference-tokens" (include "trainserve.fullname" .)) .Values.inference.auth.existingSecret -}}
 {{- end -}}
 
+{{- define "trainserve.apiAdminSecret" -}}
+{{- default (printf "%s-api-admin" (include "trainserve.fullname" .)) .Values.api.auth.existingSecret -}}
+{{- end -}}
+
 {{- define "trainserve.tlsSecret" -}}
 {{- default (printf "%s-tls" (include "trainserve.fullname" .)) .Values.tls.existingSecret -}}
 {{- end -}}
