@@ -260,6 +260,16 @@ def test_inference_tokens_and_existing_secrets(render):
             assert token_file.rsplit("/", 1)[0] in mounts
 
 
+def test_dispatcher_records_the_public_inference_addresses(default):
+    api = one(default["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
+    dispatcher = one(default["docs"], "Deployment", "-dispatcher")["spec"]["template"]["spec"]
+    api_args = dict(a.split("=", 1) for a in api["containers"][0]["args"] if "=" in a)
+    args = dict(a.split("=", 1) for a in dispatcher["containers"][0]["args"] if "=" in a)
+    assert args["--serve-http"].startswith("0.0.0.0:")  # where Serve binds, in the head pod
+    assert args["--public-http"] == api_args["--serve-http"]  # what deployments record
+    assert args["--public-grpc"] == api_args["--serve-grpc"]
+
+
 def test_api_checks_tokens_by_default_with_the_admin_token_from_a_secret(default):
     api = one(default["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
     args = api["containers"][0]["args"]

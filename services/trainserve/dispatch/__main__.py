@@ -17,6 +17,10 @@ def main(argv=None) -> None:
     p.add_argument("--ray-address", default=d.ray_address)
     p.add_argument("--storage-dir", default=d.storage_dir)
     p.add_argument("--serve-http", default=d.serve_http)
+    p.add_argument("--public-http", default="", help="HOST:PORT clients use for Serve's "
+                   "REST (recorded in deployments; default: --serve-http)")
+    p.add_argument("--public-grpc", default="", help="the same for Serve's gRPC "
+                   "(default: --serve-grpc)")
     p.add_argument("--serve-grpc", default=d.serve_grpc)
     p.add_argument("--max-concurrent-jobs", type=int, default=d.max_concurrent_jobs)
     p.add_argument("--consumer", default=d.consumer, help="this dispatcher's name in the queue")
@@ -44,6 +48,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = DispatcherConfig(redis_url=args.redis_url, ray_address=args.ray_address,
                            storage_dir=args.storage_dir, serve_http=args.serve_http,
+                           public_http=args.public_http, public_grpc=args.public_grpc,
                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
                            consumer=args.consumer, start_serve=not args.no_serve,
                            inference_token_file=args.inference_token_file,

@@ -34,6 +34,10 @@ class DispatcherConfig:
     ray_address: str = "127.0.0.1:6379"
     storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
     serve_http: str = "127.0.0.1:8000"
+    # Where clients reach Serve (recorded in each Deployment's rest_url / grpc_target);
+    # default: serve_http / serve_grpc. In a cluster Serve binds 0.0.0.0 behind a Service.
+    public_http: str = ""
+    public_grpc: str = ""
     serve_grpc: str = "127.0.0.1:9000"
     max_concurrent_jobs: int = 4
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -58,7 +62,8 @@ class Dispatcher:
         self.r = connect(cfg.redis_url)
         self.store = JobStore(self.r)
         self.queue = JobQueue(self.r, cfg.consumer, self.store)
-        self.deployments = DeploymentsCore(self.r, cfg.serve_http, cfg.serve_grpc)
+        self.deployments = DeploymentsCore(self.r, cfg.public_http or cfg.serve_http,
+                                           cfg.public_grpc or cfg.serve_grpc)
         self.runner = JobRunner(self.store, ModelStore(self.r), self.deployments, cfg.redis_url,
                                 cfg.storage_dir)
         self.metrics = DispatcherMetrics()
