@@ -29,11 +29,34 @@ def local_stack(num_cpus: int = 2):
                               ray_temp_dir=str(root / "ray"), **ports))
     t0 = time.perf_counter()
     stack.up()
-    print(f"stack up in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    stack.bench_up_s = time.perf_counter() - t0  # what `trainserve up` takes to ready
+    print(f"stack up in {stack.bench_up_s:.1f} s", file=sys.stderr)
     try:
         yield stack
     finally:
         stack.down()
+
+
+def meets(value: float | None, target: str | None) -> bool | None:
+    """Whether `value` meets `target`, a string like "<= 1.2" or ">= 500" (None: no verdict)."""
+    if value is None or not target:
+        return None
+    op, bound = target.split()
+    return value <= float(bound) if op == "<=" else value >= float(bound)
+
+
+def row(fig: str, ours: float, base: float | None = None, target: str | None = None, *,
+        on: str = "ratio", note: str | None = None) -> dict:
+    """A table row. `target` like "<= 0.25" applies to the ratio ours/baseline, or with
+    `on="ours"` to the figure itself (e.g. "<= 2" seconds)."""
+    ratio = (ours / base) if base else None
+    out = {"figure": fig, "ours": ours, "baseline": base, "ratio": ratio}
+    if target:
+        shown = target if on == "ratio" else f"{target} abs"
+        out.update(target=shown, met=meets(ratio if on == "ratio" else ours, target))
+    if note:
+        out["note"] = note
+    return out
 
 
 def median(xs):
@@ -42,7 +65,7 @@ def median(xs):
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>7} met")
+    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>10} met")
     for r in rows:
         base = r.get("baseline")
         ratio = r.get("ratio")
@@ -50,7 +73,7 @@ def print_table(title: str, rows: list[dict]) -> None:
         print(f"{r['figure']:58} {r['ours']:>12.4g} "
               f"{(f'{base:.4g}' if base is not None else '-'):>12} "
               f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7} "
-              f"{r.get('target', ''):>7} {met}")
+              f"{r.get('target') or '':>10} {met}")
 
 
 def save(name: str, rows: list[dict], meta: dict) -> Path:

@@ -1,23 +1,74 @@
-"""Run every benchmark in bench/ and print its table (results also land in bench/results/)."""
+"""Run the benchmarks in bench/ (all by default, or those named) and print ONE table of every
+figure — ours, baseline, ratio, target, met — also written to bench/results/all.json (each
+bench still writes its own bench/results/<name>.json).
+
+    .venv/bin/python bench/run.py                # spine, train, tune, serve, submit (+ gpu with CUDA)
+    .venv/bin/python bench/run.py train submit   # some of them
+"""
 from __future__ import annotations
 
+import json
 import sys
+import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import serve, spine, submit, tune  # noqa: E402
+from bench import gpu, serve, spine, submit, train, tune  # noqa: E402
+from bench.common import RESULTS, print_table  # noqa: E402
 
-BENCHES = {"spine": spine.main, "tune": tune.main, "serve": serve.main, "submit": submit.main}
+BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
+           "submit": submit.main, "gpu": gpu.main}
 
 
-def main(argv: list[str]) -> None:
-    names = argv or list(BENCHES)
+def default_benches() -> list[str]:
+    """Every bench; gpu only where CUDA is (its CPU smoke run is `bench/gpu.py --device cpu`)."""
+    return [n for n in BENCHES if n != "gpu" or gpu.cuda_available()]
+
+
+def summary_rows(results: dict[str, list[dict] | None]) -> list[dict]:
+    """One list of rows, each figure prefixed with its bench's name; a bench that failed
+    gives one row saying so."""
+    out = []
+    for name, rows in results.items():
+        if rows is None:
+            out.append({"figure": f"{name}: FAILED (see the log above)", "ours": float("nan"),
+                        "met": False})
+            continue
+        out += [r | {"figure": f"{name}: {r['figure']}", "bench": name} for r in rows]
+    return out
+
+
+def write_all(rows: list[dict], names: list[str], seconds: float) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "all.json"
+    targets = [r for r in rows if r.get("met") is not None]
+    path.write_text(json.dumps({
+        "benches": names, "time": time.time(), "seconds": round(seconds, 1),
+        "targets": len(targets), "met": sum(bool(r["met"]) for r in targets),
+        "rows": rows}, indent=2, default=str))
+    return path
+
+
+def main(argv: list[str]) -> list[dict]:
+    names = argv or default_benches()
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         raise SystemExit(f"unknown bench {unknown}; known: {', '.join(BENCHES)}")
+    t0, results = time.perf_counter(), {}
     for name in names:
-        BENCHES[name]()
+        try:
+            results[name] = BENCHES[name]()
+        except Exception:  # noqa: BLE001 - one failed bench must not lose the others' rows
+            traceback.print_exc()
+            results[name] = None
+    rows = summary_rows(results)
+    targets = [r for r in rows if r.get("met") is not None]
+    print_table(f"ALL: {len(targets)} targets, {sum(bool(r['met']) for r in targets)} met "
+                f"({', '.join(names)})", rows)
+    print("results:", write_all(rows, names, time.perf_counter() - t0))
+    return rows
 
 
 if __name__ == "__main__":

@@ -491,7 +491,7 @@ def _cross_mode_rows(raw: dict) -> list[dict]:
                              ("conc_grpc_ours_batch", "gRPC 32 clients, batching"))]
 
 
-def main(modes: list[str] | None = None) -> None:
+def main(modes: list[str] | None = None) -> list[dict]:
     modes = modes or list(MODES)
     work = Path(tempfile.mkdtemp(prefix="ts-bench-serve-"))
     all_rows, raw = [], {}
@@ -522,6 +522,7 @@ def main(modes: list[str] | None = None) -> None:
                 "ratio ours/minimal", all_rows)
     meta = {"raw": raw, "epochs": EPOCHS, "clients": CLIENTS, "load_s": LOAD_S}
     print(f"\nresults: {save('serve', all_rows, meta)}")
+    return all_rows
 
 
 if __name__ == "__main__":

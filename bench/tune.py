@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import print_table, save
+from bench.common import meets, print_table, row, save
 
 TRIALS, EPOCHS, TRIAL_CPUS, RAY_CPUS, SEED = 16, 20, 0.5, 2, 0
 # ASHA's rungs are at grace_period * reduction_factor**k epochs (k >= 0) below epochs + 1.
@@ -158,6 +158,10 @@ def main() -> list[dict]:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
     rows = compare(asha, fifo)
+    rows[0].update(target="<= 0.333", met=meets(rows[0]["ratio"], "<= 0.333"))
+    gap_pt = 100 * (fifo["best_val_accuracy"] - asha["best_val_accuracy"])
+    rows.insert(3, row("best val accuracy gap, FIFO - ASHA (points)", gap_pt, target="<= 0.5",
+                       on="ours"))
     title = (f"tune: ASHA (grace {GRACE_PERIOD}, reduction {REDUCTION_FACTOR}) vs FIFO, "
              f"{TRIALS} trials x {EPOCHS} epochs, digits MLP, {RAY_CPUS} CPUs")
     print_table(title, rows)

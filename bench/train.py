@@ -1,0 +1,151 @@
+"""Steady-state training throughput of the loop (`train.loop.train`, the code a worker runs)
+against two plain PyTorch loops, in one process, same model, data, batch size, optimizer,
+loss and thread count:
+
+- the ceiling: a hand-tuned loop over pre-batched tensors (one gather of the shuffled split
+  per epoch, then batches are views), nothing else per step;
+- the course loop: `DataLoader(TensorDataset(x, y), batch_size, shuffle=True)`, as a student
+  writes it.
+
+MLP (64-128-64-10) and LeNet-5 on digits, batch 64, 1 thread. A digits epoch is 20 steps
+(5-50 ms), so one descheduling of the process by a neighbour halves an epoch's rate: each
+round takes the best of its epochs 2.. (interference only ever slows an epoch down), and a
+figure is the median of that over several rounds, interleaved so that all three loops see
+the same machine.
+"""
+from __future__ import annotations
+
+import time
+
+from bench.common import median, print_table, row, save
+
+THREADS = 1
+BATCH = 64
+EPOCHS = 10     # per round; the first of each round is dropped
+ROUNDS = 5
+
+MODELS = {
+    "MLP": {"model": {"mlp": {"hidden": [128, 64], "activation": "relu"}},
+            "optimizer": {"name": "sgd", "lr": 0.05}, "dataset": {"name": "digits"}},
+    "LeNet-5": {"model": {"lenet5": {"activation": "relu", "pooling": "max", "dropout": 0.3}},
+                "optimizer": {"name": "adam", "lr": 0.001},
+                "dataset": {"name": "digits", "normalize": "none"}},
+}
+
+
+def digits_spec(name: str, epochs: int = EPOCHS, **extra):
+    """The checked JobSpec of one of `MODELS` (1 worker, batch 64)."""
+    from trainserve.jobs.spec import parse_spec
+    from trainserve.train.validate import check_spec
+
+    fields = dict(MODELS[name]) | {"training": {"epochs": epochs, "batch_size": BATCH, "seed": 0},
+                                   "scaling": {"num_workers": 1}} | extra
+    return check_spec(parse_spec(fields))
+
+
+def ours(spec, threads: int = THREADS) -> list[float]:
+    """samples/s of every epoch but the first, from the loop's own epoch events."""
+    import tempfile
+
+    from trainserve.train.loop import train
+    from trainserve.train.reporting import ListReporter
+
+    rep = ListReporter()
+    with tempfile.TemporaryDirectory(prefix="ts-bench-train-") as tmp:
+        train(spec, tmp, rep, num_threads=threads)
+    return [e.samples_per_second for e in rep.epochs[1:]]
+
+
+def _setup(spec, device="cpu"):
+    import torch
+
+    from trainserve.train.data import prepare_data
+    from trainserve.train.optimizers import build_optimizer
+    from trainserve.train.zoo import build_model
+
+    data = prepare_data(spec)
+    torch.manual_seed(0)
+    model = build_model(spec, data.info).to(device)
+    opt = build_optimizer(list(model.parameters()), spec.optimizer)
+    x = torch.from_numpy(data.x_train).to(device)
+    y = torch.from_numpy(data.y_train).long().to(device)
+    return model, opt, x, y
+
+
+def ceiling(spec, epochs: int = EPOCHS, threads: int = THREADS) -> list[float]:
+    """The hand-tuned raw loop: shuffle once per epoch, batches are views."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    model, opt, x, y = _setup(spec)
+    bs, n = spec.training.batch_size, len(x)
+    model.train()
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n)
+        xs, ys = x[perm], y[perm]
+        for i in range(0, n, bs):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xs[i:i + bs]), ys[i:i + bs]).backward()
+            opt.step()
+        rates.append(n / (time.perf_counter() - t0))
+    return rates[1:]
+
+
+def course_loop(spec, epochs: int = EPOCHS, threads: int = THREADS) -> list[float]:
+    """What a course student writes: DataLoader over a TensorDataset, shuffle=True."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(threads)
+    model, opt, x, y = _setup(spec)
+    loader = DataLoader(TensorDataset(x, y), batch_size=spec.training.batch_size, shuffle=True)
+    model.train()
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+        rates.append(len(x) / (time.perf_counter() - t0))
+    return rates[1:]
+
+
+def measure(name: str, rounds: int = ROUNDS) -> dict[str, float]:
+    spec = digits_spec(name)
+    got = {"ours": [], "ceiling": [], "course": []}
+    for _ in range(rounds):  # interleaved, so a noisy neighbour hits all three alike
+        got["ours"].append(max(ours(spec)))
+        got["ceiling"].append(max(ceiling(spec)))
+        got["course"].append(max(course_loop(spec)))
+    return {k: median(v) for k, v in got.items()}
+
+
+def rows() -> list[dict]:
+    out = []
+    for name, course_target in (("MLP", "1.5"), ("LeNet-5", "1.1")):
+        m = measure(name)
+        fig = f"{name} digits train samples/s, 1 worker, {THREADS} thread"
+        out.append(row(f"{fig} vs raw ceiling", m["ours"], m["ceiling"], ">= 0.95",
+                       note="baseline: hand-tuned loop over pre-batched tensors, same run"))
+        out.append(row(f"{fig} vs DataLoader loop", m["ours"], m["course"],
+                       f">= {course_target}",
+                       note=f"baseline: DataLoader(TensorDataset) loop; ceiling/DataLoader "
+                            f"= {m['ceiling'] / m['course']:.2f} in this run"))
+    return out
+
+
+def main() -> list[dict]:
+    result = rows()
+    print_table(f"train (in-process, {THREADS} thread, batch {BATCH})", result)
+    print("results:", save("train", result, {"rounds": ROUNDS, "epochs": EPOCHS}))
+    return result
+
+
+if __name__ == "__main__":
+    main()
