@@ -195,7 +195,7 @@ def _trainer_task(ctx: JobContext) -> TrainResult:
     from ray.train.torch import TorchTrainer
     workers, cpus, use_gpu = ctx.scaling()
     trainer = TorchTrainer(
-        _train_worker, train_loop_config={"ctx": ctx},
+        _train_worker, train_loop_config={"ctx": ctx, "data": _shared_data(ctx)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(storage_path=str(Path(ctx.storage_dir) / "ray_train"),
@@ -205,6 +205,21 @@ def _trainer_task(ctx: JobContext) -> TrainResult:
     if ctx.paths.failure.exists():
         raise errors.TrainingError(json.loads(ctx.paths.failure.read_text())["message"])
     return TrainResult.read(ctx.paths.result)
+
+
+def _shared_data(ctx: JobContext):
+    """The job's prepared data in Ray's object store, for every rank; None with
+    cross-validation (each fold prepares its own).
+
+    Prepared once here, in a (pooled, pre-warmed) worker that has scikit-learn imported
+    already, rather than in each fresh Ray Train worker: importing scikit-learn and loading
+    the dataset there costs seconds of start-up per rank on a small machine."""
+    import ray
+
+    from trainserve.train.data import prepare_data
+    from trainserve.train.validate import check_spec
+    spec = check_spec(ctx.job_spec())
+    return None if spec.split.folds >= 2 else ray.put(prepare_data(spec))
 
 
 def _train_worker(config: dict) -> None:
@@ -227,9 +242,11 @@ def _train_worker(config: dict) -> None:
                            sink) if rank == 0 else NullReporter()
         log.info("rank %d of %d on %s", rank, tc.get_world_size(), ray.train.torch.get_device())
         try:
+            data = config.get("data")
             train(check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
                   world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
-                  device=ray.train.torch.get_device())
+                  device=ray.train.torch.get_device(),
+                  data=None if data is None else ray.get(data))
         except errors.TrainingError as exc:
             log.error("training failed: %s", exc.message)
             if rank == 0:

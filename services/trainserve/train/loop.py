@@ -62,7 +62,7 @@ SUMS_FLUSH = 1 << 22  # output values kept before the deferred training sums are
 
 def train(spec, job_dir: str | Path, reporter: Reporter, *, rank: int = 0, world_size: int = 1,
           num_threads: int = 1, keep_checkpoints: int = 2,
-          device: str | torch.device = "cpu") -> TrainResult:
+          device: str | torch.device = "cpu", data: PreparedData | None = None) -> TrainResult:
     """Train a checked `JobSpec` (see `validate.check_spec`) as rank `rank` of `world_size`.
 
     With `world_size > 1`, torch.distributed must already be initialized (Ray Train does it).
@@ -72,6 +72,7 @@ def train(spec, job_dir: str | Path, reporter: Reporter, *, rank: int = 0, world
     Raises `errors.TrainingError` when training diverges or cannot run. `device` is where the
     model and data live (e.g. "cuda:0"; collectives then need a backend for that device).
     With `spec.split.folds` >= 2, runs k-fold cross-validation first (`cv.cross_validate`).
+    `data`: `prepare_data(spec)` done already (e.g. once for all DDP ranks; unused with folds).
     """
     torch.set_num_threads(max(1, int(num_threads)))  # pooled workers keep stale thread counts
     paths = JobPaths(Path(job_dir))
@@ -80,7 +81,7 @@ def train(spec, job_dir: str | Path, reporter: Reporter, *, rank: int = 0, world
     if spec.split.folds >= 2:
         from trainserve.train.cv import cross_validate
         return cross_validate(spec, paths, reporter, run, rank=rank)
-    return run(spec, Plan(prepare_data(spec), paths))
+    return run(spec, Plan(prepare_data(spec) if data is None else data, paths))
 
 
 @dataclass(frozen=True)
@@ -361,8 +362,8 @@ class _Trainer:
         sums = self._train_epoch(epoch)
         if sums is None:
             return None
+        metrics = self._train_metrics(sums, epoch)  # reads the sums: waits for the device
         seconds = time.monotonic() - t0
-        metrics = self._train_metrics(sums, epoch)
         if self.has_val:
             metrics.update(self._evaluate("val"))
         metrics = self._agree(metrics | {"lr": lr})
