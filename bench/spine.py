@@ -1,20 +1,30 @@
 """The spine on a warm local stack, against baselines measured in the same run.
 
+- `trainserve up` to ready (`LocalStack.up()`, every component) against `ray start --head`
+  alone with the same flags, timed until it reports the head started;
 - submit → first epoch event, and submit → SUCCEEDED, for examples/xor_mlp.yaml
-  (median of 5, after one warm-up job): the single-worker fast path;
-- the same job forced through Ray Train (2 DDP workers), to show what the fast path saves;
-- steady-state training samples/s of LeNet-5 on digits (1 worker, 1 thread) against a plain
-  PyTorch loop over the same data, model, batch size and thread count, in this process.
+  (median of 5, after one warm-up job): the single-worker fast path, against Ray Train's own
+  start-up, `TorchTrainer.fit` of an empty loop (1 worker) on the same Ray cluster;
+- the same job with 2 DDP workers (through Ray Train) against `TorchTrainer.fit` of an empty
+  2-worker loop, interleaved;
+- steady-state training samples/s of LeNet-5 on digits (1 worker, 1 thread) through the stack
+  against a plain PyTorch loop over the same data, model, batch size and thread count, in this
+  process (bench/train.py measures the loop itself against its baselines).
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 
-
-from bench.common import local_stack, median, print_table, save
+from bench.common import local_stack, median, print_table, row, save
 
 REPEATS = 5
+DDP_REPEATS = 2
 
 
 def _timed_job(stubs, spec) -> tuple[float, float, object]:
@@ -45,21 +55,105 @@ def _spec(name: str, **overrides):
     return spec
 
 
-def job_latency(stubs) -> list[dict]:
+def ray_start_seconds(stack) -> float:
+    """`ray start --head` with the stack's own flags (fresh ports and temp folder), timed until
+    it prints that the head started; then stopped through its own process group."""
+    from trainserve.local import free_port
+
+    c = stack.config
+    cmd = [a for a in stack._ray_command() if not a.startswith(("--port=", "--temp-dir=",
+                                                                 "--dashboard-port="))]
+    tmp = tempfile.mkdtemp(prefix="ts-bench-ray-")
+    cmd += [f"--port={free_port()}", f"--temp-dir={tmp}", f"--dashboard-port={free_port()}"]
+    env = os.environ | stack.ray_env()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if "Ray runtime started" in line:
+                return time.perf_counter() - t0
+        raise RuntimeError(f"ray start exited with {proc.wait()}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+_FIT_PROBE = """
+import json, sys, tempfile, time, uuid
+import ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+ray.init(address=sys.argv[1], log_to_driver=False)
+storage = tempfile.mkdtemp(prefix="ts-bench-train-")
+
+def empty_loop(config=None):
+    pass
+
+for line in sys.stdin:
+    t0 = time.perf_counter()
+    TorchTrainer(empty_loop, scaling_config=ScalingConfig(
+        num_workers=int(line), resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=storage, name=uuid.uuid4().hex)).fit()
+    print(json.dumps(time.perf_counter() - t0), flush=True)
+"""
+
+
+class RayTrainBaseline:
+    """`TorchTrainer.fit` of an empty loop on the stack's Ray cluster, from a driver process
+    of its own (started with the stack's Ray environment, which Ray reads at import), kept
+    alive between fits as the dispatcher is."""
+
+    def __init__(self, stack):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _FIT_PROBE, stack.config.ray_address],
+            env=os.environ | stack.ray_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True)
+
+    def fit_seconds(self, workers: int) -> float:
+        self.proc.stdin.write(f"{workers}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the TorchTrainer probe exited with {self.proc.wait()}")
+        return float(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def job_latency(stubs, baseline: RayTrainBaseline) -> list[dict]:
     xor = _spec("xor_mlp")
     _timed_job(stubs, xor)  # warm-up: pooled workers import torch once
     runs = [_timed_job(stubs, xor)[:2] for _ in range(REPEATS)]
+    fit1 = [baseline.fit_seconds(1) for _ in range(DDP_REPEATS)]
     ddp = _spec("xor_mlp", scaling={"num_workers": 2})
-    ddp_runs = [_timed_job(stubs, ddp)[:2] for _ in range(2)]
-    fast_done, train_done = median([r[1] for r in runs]), median([r[1] for r in ddp_runs])
+    ddp_runs, fit2 = [], []
+    for _ in range(DDP_REPEATS):  # interleaved with its baseline
+        ddp_runs.append(_timed_job(stubs, ddp)[:2])
+        fit2.append(baseline.fit_seconds(2))
+    first, done = median([r[0] for r in runs]), median([r[1] for r in runs])
+    base1, base2 = median(fit1), median(fit2)
+    note1 = "baseline: TorchTrainer.fit of an empty 1-worker loop, same cluster and run"
     return [
-        {"figure": "xor_mlp submit → first epoch event (s, fast path)",
-         "ours": median([r[0] for r in runs])},
-        {"figure": "xor_mlp submit → SUCCEEDED (s, fast path)", "ours": fast_done,
-         "baseline": train_done, "ratio": fast_done / train_done,
-         "note": "baseline: the same job through Ray Train TorchTrainer (2 workers)"},
-        {"figure": "xor_mlp submit → first epoch event (s, Ray Train, 2 workers)",
-         "ours": median([r[0] for r in ddp_runs])},
+        row("xor_mlp submit -> first epoch event (s), 1 worker", first, base1, "<= 2",
+            on="ours", note=note1),
+        row("xor_mlp submit -> first epoch event / Ray Train start-up", first, base1, "<= 0.25",
+            note=note1),
+        row("xor_mlp submit -> SUCCEEDED (s), 1 worker", done, base1, "<= 3", on="ours",
+            note=note1),
+        row("xor_mlp 2-worker DDP submit -> first epoch event (s)",
+            median([r[0] for r in ddp_runs]), base2, "<= 1.1",
+            note="baseline: TorchTrainer.fit of an empty 2-worker loop, interleaved"),
+        row("xor_mlp 2-worker DDP submit -> SUCCEEDED (s)", median([r[1] for r in ddp_runs]),
+            base2),
     ]
 
 
@@ -101,20 +195,27 @@ def lenet_throughput(stubs) -> list[dict]:
     rates = [e.epoch.samples_per_second for e in events if e.HasField("epoch")]
     ours = median(rates[1:])
     base = plain_loop_samples_per_second(spec)
-    return [{"figure": "LeNet-5 digits training samples/s (1 worker, 1 thread)", "ours": ours,
-             "baseline": base, "ratio": ours / base,
-             "note": "baseline: plain PyTorch loop over pre-batched tensors, same run"}]
+    return [row("LeNet-5 digits train samples/s via the stack (median epoch)", ours, base,
+                note="baseline: plain PyTorch loop, in the bench process, same run")]
 
 
 def main() -> list[dict]:
     from trainserve.pb import job_pb2_grpc
 
     with local_stack() as stack:
+        up_s = stack.bench_up_s
+        ray_s = median([ray_start_seconds(stack) for _ in range(2)])
         channel = stack.api_channel()
         stubs = job_pb2_grpc.JobServiceStub(channel)
-        rows = job_latency(stubs) + lenet_throughput(stubs)
+        baseline = RayTrainBaseline(stack)
+        try:
+            rows = job_latency(stubs, baseline) + lenet_throughput(stubs)
+        finally:
+            baseline.close()
+    rows.insert(0, row("trainserve up -> ready (s)", up_s, ray_s, "<= 2",
+                       note="baseline: ray start --head alone, same flags, same run"))
     print_table("spine (warm local stack, 2 CPUs)", rows)
-    print("results:", save("spine", rows, {"repeats": REPEATS}))
+    print("results:", save("spine", rows, {"repeats": REPEATS, "ddp_repeats": DDP_REPEATS}))
     return rows
 
 
