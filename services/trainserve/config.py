@@ -71,7 +71,7 @@ class Config:
     inference_auth: bool = False
     # Bearer tokens on the job API (every RPC but health checks); the CLI on this machine
     # uses the admin token in `admin_token_path`. Off: anyone who reaches the port is admin.
-    api_auth: bool = False
+    api_auth: bool = True
     # How Ray Serve runs: "throughput" (HAProxy in front, gRPC inside Serve) or "default"
     # (Serve's Python proxies); see trainserve.serve.config.SERVE_MODES.
     serve_mode: str = "throughput"

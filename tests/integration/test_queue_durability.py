@@ -171,10 +171,9 @@ def test_redis_killed_mid_burst_loses_no_acknowledged_write(api_stack):
 
 
 def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_stack):
-    stack = api_stack
-    meta = (("x-trainserve-user", "alice"),)
-    job = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(3), request_id="u1"),
-                               metadata=meta, timeout=10)
+    stack = api_stack  # the API checks tokens: these calls are the admin's, for a user
+    job = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(3), request_id="u1",
+                                                        user="alice"), timeout=10)
     assert (job.user, job.priority, job.message) == ("alice", 3, "queued")
     other = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(0), request_id="u2",
                                                           user="bob"), timeout=10)
@@ -184,8 +183,8 @@ def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_
         big = _spec(0)
         big.scaling.num_workers = 2
         with pytest.raises(grpc.RpcError) as err:
-            stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=big, request_id="u3"),
-                                 metadata=meta, timeout=10)
+            stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=big, request_id="u3",
+                                                          user="alice"), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "spec.scaling.num_workers" in err.value.details()
         assert "user 'alice' may hold at most 1" in err.value.details()
