@@ -256,6 +256,9 @@ def _train_worker(config: dict) -> None:
 def _prewarm_task(hold_s: float) -> None:
     started = time.monotonic()
     _tiny_run()
+    # A multi-worker job's trainer task (Ray Train's driver) also lands in a pooled worker;
+    # importing Ray Train here, inside the hold below, spares that job a second or two.
+    import ray.train.torch  # noqa: F401
     # Stay busy until every prewarm task has started, or Ray would hand the next task to this
     # (now idle) worker instead of warming another one.
     time.sleep(max(0.0, hold_s - (time.monotonic() - started)))

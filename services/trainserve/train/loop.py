@@ -393,6 +393,7 @@ class _Trainer:
         augment_rng = torch.Generator().manual_seed(derive_seed(seed, 3, epoch, self.rank))
         self.model.train()
         sums = _EpochSums(self.task, self.device)
+        grad_clip = self.spec.optimizer.grad_clip
         for start, stop in self._global_batches(len(perm)):
             local = slice(start + self.rank, stop, self.world_size)
             xb, yb = self._batch_input(xs[local]), ys[local]
@@ -400,14 +401,15 @@ class _Trainer:
                 xb = self.augment(xb, augment_rng)
             with self.autocast():
                 per_sample = sums.step(self.forward, xb, yb)
-            loss = per_sample.sum() * (self.world_size / (stop - start))
+            # The global batch's mean; one op fewer on a single worker (small steps feel it).
+            loss = per_sample.mean() if self.world_size == 1 else \
+                per_sample.sum() * (self.world_size / (stop - start))
             if self.penalized:
                 loss = loss + self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.spec.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(),
-                                               self.spec.optimizer.grad_clip)
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), grad_clip)
             self.optimizer.step()
             if self.poll.step():
                 return None
