@@ -4,6 +4,7 @@ bench still writes its own bench/results/<name>.json).
 
     .venv/bin/python bench/run.py                # spine, train, tune, serve, submit (+ gpu with CUDA)
     .venv/bin/python bench/run.py train submit   # some of them
+    .venv/bin/python bench/run.py --markdown     # the last all.json as a Markdown table
 """
 from __future__ import annotations
 
@@ -51,7 +52,30 @@ def write_all(rows: list[dict], names: list[str], seconds: float) -> Path:
     return path
 
 
+def _fmt(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    return str(x)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The summary rows as a Markdown table (for bench/README.md)."""
+    lines = ["| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        met = {True: "yes", False: "**no**"}.get(r.get("met"), "")
+        lines.append(f"| {r['figure']} | {_fmt(r.get('ours'))} | {_fmt(r.get('baseline'))} | "
+                     f"{ratio} | {r.get('target') or ''} | {met} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> list[dict]:
+    if argv == ["--markdown"]:
+        rows = json.loads((RESULTS / "all.json").read_text())["rows"]
+        print(markdown_table(rows))
+        return rows
     names = argv or default_benches()
     unknown = [n for n in names if n not in BENCHES]
     if unknown:

@@ -72,3 +72,10 @@ def test_gpu_bench_on_cuda():
         "ResNet": gpu.WORKLOADS["ResNet small, synthetic 28x28"]}, images=1024)
     mem = [r for r in rows if r["figure"].endswith("peak GPU MiB")]
     assert mem and all(r["ours"] > 0 for r in mem)
+
+
+def test_markdown_table_marks_misses():
+    md = bench_run.markdown_table([common.row("a", 1234.5, 2000.0, ">= 0.9"),
+                                   common.row("b", 0.17)])
+    assert "| a | 1,234 | 2,000 | 0.62 | >= 0.9 | **no** |" in md
+    assert md.count("\n") == 3
