@@ -166,17 +166,24 @@ def run(device_name: str, epochs: int, workloads: dict, images: int = 8192) -> l
     device = torch.device(device_name)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the loop sets it on CUDA
+    from trainserve.train.datasets import DATASETS
+
     _register_images28(images)
     out = []
-    for name, workload in workloads.items():
-        for bf16 in (False, True):
-            spec = make_spec(workload, epochs, bf16)
-            o, o_mem = ours(spec, device)
-            r, r_mem = raw(spec, device, epochs)
-            label = f"{name}, batch {workload['batch']}, bf16 {'on' if bf16 else 'off'}"
-            out.append(row(f"{label}: samples/s", o, r, TARGET,
-                           note=f"baseline: raw PyTorch loop on {device_name}"))
-            out.append(row(f"{label}: peak GPU MiB", o_mem, r_mem))
+    try:
+        for name, workload in workloads.items():
+            for bf16 in (False, True):
+                spec = make_spec(workload, epochs, bf16)
+                o, o_mem = ours(spec, device)
+                r, r_mem = raw(spec, device, epochs)
+                label = f"{name}, batch {workload['batch']}, bf16 {'on' if bf16 else 'off'}"
+                out.append(row(f"{label}: samples/s", o, r, TARGET,
+                               note=f"baseline: raw PyTorch loop on {device_name}"))
+                out.append(row(f"{label}: peak GPU MiB", o_mem, r_mem))
+    finally:
+        # The registry has no removal: the bench's set must not outlive the run (it would
+        # show in every "known datasets" list of the process, e.g. in tests).
+        DATASETS._entries.pop(IMAGES28, None)
     return out
 
 

@@ -79,3 +79,9 @@ def test_markdown_table_marks_misses():
                                    common.row("b", 0.17)])
     assert "| a | 1,234 | 2,000 | 0.62 | >= 0.9 | **no** |" in md
     assert md.count("\n") == 3
+
+
+def test_gpu_bench_leaves_no_dataset_registered():
+    from trainserve.train.datasets import DATASETS
+    gpu.run("cpu", 2, {}, images=16)
+    assert gpu.IMAGES28 not in DATASETS.names()
