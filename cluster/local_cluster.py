@@ -37,7 +37,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -386,9 +385,9 @@ def _spec_dict(spec: NodeSpec) -> dict:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on every address, outside the ephemeral range (`trainserve.ports`)."""
+    from trainserve.ports import free_port
+    return free_port()
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from trainserve import ports
 from trainserve.config import Config, stack_file
 
 COMPONENTS = ("redis", "ray", "api", "dispatcher")
@@ -724,11 +725,9 @@ def _port_stays_in_use(host: str, port: int, settle: float) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now (another process may still take it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, outside the ephemeral range (`trainserve.ports`);
+    `host` is where it will be bound (the port is free on every address)."""
+    return ports.free_port()
 
 
 def _redis_server() -> str:

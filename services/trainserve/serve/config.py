@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import random
-import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
+
+from trainserve.ports import free_port_block
 
 APP_NAME = "trainserve"
 # Serve's gRPC proxy imports this to learn the service's methods (see its docstring for why
@@ -25,32 +25,8 @@ def endpoint_addresses(http: str, grpc: str, name: str) -> tuple[str, str]:
     return f"http://{reachable(http)}/v2/models/{name}", reachable(grpc)
 
 
-# Ports per node for the replicas' own HTTP and gRPC listeners in "throughput" mode, and
-# where their ranges are placed: below Linux's ephemeral ports (32768-60999).
+# Ports per node for the replicas' own HTTP and gRPC listeners in "throughput" mode.
 INGRESS_PORTS = 64
-_BLOCK_RANGE = (20000, 32000)
-
-
-def free_port_block(size: int, attempts: int = 200) -> int:
-    """The first of `size` consecutive ports that nothing on this machine listens on now
-    (any address, IPv4 or IPv6), picked at random so that clusters started side by side get
-    different blocks."""
-    rng = random.SystemRandom()
-    for _ in range(attempts):
-        base = rng.randrange(_BLOCK_RANGE[0], _BLOCK_RANGE[1] - size)
-        if all(_port_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError(f"no {size} consecutive free ports in {_BLOCK_RANGE}")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # both families at once
-        try:
-            s.bind(("::", port))
-        except OSError:
-            return False
-    return True
 
 
 # How Ray Serve itself runs, set in the environment of the Ray cluster's processes (Serve reads
