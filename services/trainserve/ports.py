@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 import socket
 
-# free_port's single ports and free_port_block's blocks come from ranges of their own.
-SINGLE_RANGE = (10000, 20000)
-BLOCK_RANGE = (20000, 32000)
+# free_port's single ports and free_port_block's blocks come from ranges of their own, both
+# above Ray's default worker port range (10002-19999), which `ray start` refuses to overlap.
+SINGLE_RANGE = (20000, 26000)
+BLOCK_RANGE = (26000, 32700)
 _rng = random.SystemRandom()
 
 
