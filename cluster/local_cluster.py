@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from trainserve.local import proc_stat, signal_quietly
+
 RAY_STARTED_LINE = "Ray runtime started"
 # The label every node carries with its name, so that Ray's node list says which is which.
 NODE_LABEL = "trainserve.io/node"
@@ -216,7 +218,7 @@ class LocalCluster:
         pid = self.pid(name)
         if pid is None:
             return False
-        _signal(pid, signal.SIGTERM)
+        signal_quietly(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _session_members(pid) and time.monotonic() < deadline:
             self._reap()
@@ -243,7 +245,7 @@ class LocalCluster:
             pid = int(self._pid_path(name).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        stat = _proc_stat(pid)
+        stat = proc_stat(pid)
         if stat is None or stat[0] in "ZX" or stat[1] != pid:
             return None
         return pid if str(self.temp_dir(name)) in _cmdline(pid) else None
@@ -258,7 +260,7 @@ class LocalCluster:
 
     def node_of_pid(self, pid: int) -> str | None:
         """The name of the node whose session `pid` belongs to, if any."""
-        stat = _proc_stat(pid)
+        stat = proc_stat(pid)
         for spec in self.nodes:
             if stat is not None and stat[1] == self.pid(spec.name):
                 return spec.name
@@ -370,7 +372,7 @@ class LocalCluster:
             if not members:
                 return
             for member in members:
-                _signal(member, signal.SIGKILL)
+                signal_quietly(member, signal.SIGKILL)
             time.sleep(0.1)
             self._reap()
         raise ClusterError(f"processes of session {sid} survive SIGKILL: "
@@ -390,21 +392,6 @@ def _free_port(host: str) -> int:
     return free_port()
 
 
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, session id) of a process."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[0], int(fields[3])
 
 
 def _cmdline(pid: int) -> str:
@@ -419,7 +406,7 @@ def _session_members(sid: int) -> list[int]:
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _proc_stat(int(entry))
+            stat = proc_stat(int(entry))
             if stat and stat[1] == sid and stat[0] not in "ZX":
                 members.append(int(entry))
     return members

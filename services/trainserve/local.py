@@ -226,7 +226,7 @@ class LocalStack:
             return False
         grace = _STOP_GRACE_S[name] if grace is None else grace
         self.on_event(name, f"stopping (pid {pid})")
-        _signal(pid, signal.SIGTERM)
+        signal_quietly(pid, signal.SIGTERM)
         if not self._wait_gone(pid, grace):
             self.on_event(name, f"still running after {grace:g}s; killing")
             self._kill_session(pid)
@@ -661,7 +661,7 @@ class LocalStack:
             if not members:
                 return
             for member in members:
-                _signal(member, signal.SIGKILL)
+                signal_quietly(member, signal.SIGKILL)
             self._wait_gone(pid, 0.2)
         raise LocalStackError(f"processes of session {pid} survive SIGKILL: "
                               f"{_session_members(pid)}")
@@ -753,14 +753,14 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _signal(pid: int, sig: int) -> None:
+def signal_quietly(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
+def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, session id) of a process, from /proc."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
@@ -779,7 +779,7 @@ def _is_our_process(pid: int, marker: str) -> bool:
             return True
         except OSError:
             return False
-    stat = _proc_stat(pid)
+    stat = proc_stat(pid)
     if stat is None or stat[0] in "ZX" or stat[1] != pid:
         return False
     return marker in _cmdline(pid)
@@ -803,7 +803,7 @@ def _session_members(sid: int) -> list[int]:
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _proc_stat(int(entry))
+            stat = proc_stat(int(entry))
             if stat and stat[1] == sid and stat[0] not in "ZX":
                 members.append(int(entry))
     return members

@@ -246,5 +246,5 @@ def test_unknown_component(config):
 
 
 def test_signal_helper_ignores_gone_processes():
-    from trainserve.local import _signal
-    _signal(2 ** 22 + 12345, signal.SIGTERM)  # no such pid: no exception
+    from trainserve.local import signal_quietly
+    signal_quietly(2 ** 22 + 12345, signal.SIGTERM)  # no such pid: no exception
