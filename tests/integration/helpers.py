@@ -69,3 +69,51 @@ def rpc_error(fn, *args, **kwargs) -> grpc.RpcError:
     except grpc.RpcError as err:
         return err
     raise AssertionError("the call succeeded")
+
+
+class Load:
+    """`clients` threads posting `body` to `url` until stopped, each request recorded as
+    (time, ok, why, model version). `check(response)` decides ok beyond HTTP 200."""
+
+    def __init__(self, url: str, body: dict, clients: int = 4, check=None):
+        import threading
+        self.url, self.body, self.check = url, body, check or (lambda r: True)
+        self.stop = threading.Event()
+        self.results: list[tuple[float, bool, str, str]] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    @property
+    def versions(self):
+        """Successful requests by the model version that answered."""
+        import collections
+        return collections.Counter(v for _, ok, _, v in list(self.results) if ok)
+
+    @property
+    def failures(self) -> list[str]:
+        return [why for _, ok, why, _ in list(self.results) if not ok]
+
+    def _run(self):
+        import httpx
+        with httpx.Client(timeout=30) as h:
+            while not self.stop.is_set():
+                version = ""
+                try:
+                    r = h.post(self.url, json=self.body)
+                    why = f"{r.status_code} {r.text[:200]}"
+                    ok = r.status_code == 200 and bool(self.check(r))
+                    version = r.json().get("model_version", "") if ok else ""
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    ok, why = False, repr(exc)[:200]
+                with self._lock:
+                    self.results.append((time.monotonic(), ok, why, version))

@@ -3,14 +3,12 @@ loaded, is promoted or rolled back, and no request fails while any of it happens
 from __future__ import annotations
 
 import collections
-import threading
 import time
 
 import grpc
-import httpx
 import pytest
 
-from tests.integration.helpers import deploy, example, rpc_error, submit, wait_job
+from tests.integration.helpers import Load, deploy, example, rpc_error, submit, wait_job
 from trainserve.jobs.state import JobState
 from trainserve.pb import deployment_pb2
 
@@ -31,41 +29,14 @@ def versions(stubs):
     return "xor-rollout"
 
 
-class Load:
-    """Clients sending the XOR corners to an endpoint until stopped; counts versions and
-    failures."""
+def _labels_right(r) -> bool:
+    outputs = r.json()["outputs"]
+    return [o for o in outputs if o["name"] == "label"][0]["data"] == [0, 1, 1, 0]
 
-    def __init__(self, url: str, clients: int = 4):
-        self.url, self.stop = url, threading.Event()
-        self.versions: collections.Counter = collections.Counter()
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _run(self):
-        with httpx.Client(timeout=30) as h:
-            while not self.stop.is_set():
-                try:
-                    r = h.post(self.url, json=CORNERS)
-                    doc = r.json()
-                    ok = r.status_code == 200 and doc["outputs"] and \
-                        [o for o in doc["outputs"] if o["name"] == "label"][0]["data"] == \
-                        [0, 1, 1, 0]
-                    if ok:
-                        self.versions[doc["model_version"]] += 1
-                    else:
-                        self.failures.append(f"{r.status_code} {r.text[:200]}")
-                except Exception as exc:  # noqa: BLE001 - every failure counts
-                    self.failures.append(repr(exc))
+def xor_load(url: str) -> Load:
+    """Clients sending the XOR corners until stopped; a wrong label counts as a failure."""
+    return Load(url, CORNERS, clients=4, check=_labels_right)
 
 
 def _rollout(stubs, name, version, percent):
@@ -96,7 +67,7 @@ def _counts_for(load: Load, seconds: float) -> collections.Counter:
 def test_rollout_split_promote_and_rollback_under_load_fail_nothing(stack, stubs, versions):
     assert deploy(stubs, versions, "xor-live", 1).state == READY
     url = f"http://{stack.config.serve_http}/v2/models/xor-live/infer"
-    with Load(url) as load:
+    with xor_load(url) as load:
         _wait(lambda: sum(load.versions.values()) > 20)
         dep = _rollout(stubs, "xor-live", 2, 50)
         assert dep.canary_version == 2 and dep.canary_state == deployment_pb2.DEPLOYMENT_STATE_PENDING

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.helpers import Load
 from tests.integration.test_serve_gateway import _deploy, _register
 from tests.ray_head import connected_head
 
@@ -54,37 +53,6 @@ def running_replicas() -> int:
     return app.deployments["gateway"].replica_states.get("RUNNING", 0)
 
 
-class Load:
-    """`clients` threads posting BODY until stopped; (time, ok) of every request."""
-
-    def __init__(self, url: str, clients: int = 8):
-        self.url, self.stop = url, threading.Event()
-        self.results: list[tuple[float, bool, str]] = []
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _run(self):
-        with httpx.Client(timeout=30) as h:
-            while not self.stop.is_set():
-                try:
-                    r = h.post(self.url, json=BODY)
-                    ok, why = r.status_code == 200, f"{r.status_code} {r.text[:120]}"
-                except Exception as exc:  # noqa: BLE001 - every failure counts
-                    ok, why = False, repr(exc)[:120]
-                with self._lock:
-                    self.results.append((time.monotonic(), ok, why))
-
-
 @pytest.fixture(scope="module")
 def two_replicas(redis_server, tmp_path_factory):
     from trainserve.serve import control
@@ -113,7 +81,7 @@ def test_a_replica_killed_under_load_costs_under_half_a_percent(two_replicas):
         time.sleep(0.5)
     pids = replica_pids(session)
     assert len(pids) == 2, pids
-    with Load(url) as load:
+    with Load(url, BODY, clients=8) as load:
         time.sleep(5)
         killed_at = time.monotonic()
         os.kill(pids[0], signal.SIGKILL)
@@ -126,7 +94,7 @@ def test_a_replica_killed_under_load_costs_under_half_a_percent(two_replicas):
             time.sleep(0.25)
         time.sleep(5)  # traffic on the replaced set
     total = len(load.results)
-    failures = [(t - killed_at, why) for t, ok, why in load.results if not ok]
+    failures = [(t - killed_at, why) for t, ok, why, _ in load.results if not ok]
     last_failure_s = max((t for t, _ in failures), default=0.0)
     print(f"\n{total} requests, {len(failures)} failed, last failure {last_failure_s:.1f} s "
           f"after the kill; replica replaced after {replaced_s} s")
@@ -134,5 +102,5 @@ def test_a_replica_killed_under_load_costs_under_half_a_percent(two_replicas):
     assert len(failures) <= 0.005 * total, failures[:10]
     assert last_failure_s <= 10, failures[:10]
     assert replaced_s is not None, "Serve did not replace the killed replica within 60 s"
-    ok_after = [ok for t, ok, _ in load.results if t > killed_at + replaced_s]
+    ok_after = [ok for t, ok, _, _ in load.results if t > killed_at + replaced_s]
     assert ok_after and all(ok_after)

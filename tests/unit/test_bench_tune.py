@@ -13,16 +13,10 @@ def test_max_concurrent_counts_overlaps():
 
 
 def test_measure_and_compare_on_a_tiny_search(tmp_path):
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
+    from tests.ray_head import connected_head  # a head of its own: free ports, own token
+    with connected_head():
         m = bench_tune.measure("asha", tmp_path, trials=2, epochs=2, grace_period=1,
                                reduction_factor=2)
-    finally:
-        if started:
-            ray.shutdown()
     assert m["trials"] == 2 and 1 <= m["trials_finished"] <= 2
     assert 2 + 1 <= m["epochs"] <= 2 * 2 and len(m["epochs_per_trial"]) == 2
     assert 0.0 <= m["best_val_accuracy"] <= 1.0
