@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from trainserve.local import proc_stat, signal_quietly
+from trainserve.local import cmdline, proc_stat, session_members, signal_quietly
+from trainserve.ports import free_port
 
 RAY_STARTED_LINE = "Ray runtime started"
 # The label every node carries with its name, so that Ray's node list says which is which.
@@ -100,8 +101,8 @@ class LocalCluster:
         self.workers = list(workers if workers is not None else worker_nodes(2))
         self.head = head or NodeSpec(self.HEAD, num_cpus=0)
         self.host = host
-        self.port = port or _free_port(host)
-        self.dashboard_port = dashboard_port or _free_port(host)
+        self.port = port or free_port()
+        self.dashboard_port = dashboard_port or free_port()
         # A dead raylet is declared dead after ~3 s instead of Ray's default ~15 s (its
         # health checks); nodes on one machine have no network to be patient with.
         self.fast_failure_detection = fast_failure_detection
@@ -220,7 +221,7 @@ class LocalCluster:
             return False
         signal_quietly(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _session_members(pid) and time.monotonic() < deadline:
+        while session_members(pid) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
         self._kill_session(pid)
@@ -248,7 +249,7 @@ class LocalCluster:
         stat = proc_stat(pid)
         if stat is None or stat[0] in "ZX" or stat[1] != pid:
             return None
-        return pid if str(self.temp_dir(name)) in _cmdline(pid) else None
+        return pid if str(self.temp_dir(name)) in cmdline(pid) else None
 
     def is_running(self, name: str) -> bool:
         return self.pid(name) is not None
@@ -256,7 +257,7 @@ class LocalCluster:
     def session_pids(self, name: str) -> list[int]:
         """Every live process of the node: `ray start`, raylet, agents, Ray workers."""
         pid = self.pid(name)
-        return _session_members(pid) if pid else []
+        return session_members(pid) if pid else []
 
     def node_of_pid(self, pid: int) -> str | None:
         """The name of the node whose session `pid` belongs to, if any."""
@@ -302,7 +303,7 @@ class LocalCluster:
         ray = Path(sys.executable).with_name("ray")
         is_head = spec is self.head
         labels = spec.all_labels("head" if is_head else "worker")
-        port = lambda: str(_free_port(self.host))  # noqa: E731
+        port = lambda: str(free_port())  # noqa: E731
         cmd = [str(ray) if ray.exists() else (shutil.which("ray") or "ray"), "start",
                "--block", "--disable-usage-stats", f"--node-ip-address={self.host}",
                f"--temp-dir={self.temp_dir(spec.name)}", f"--num-cpus={spec.num_cpus}",
@@ -331,8 +332,8 @@ class LocalCluster:
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         if spec is self.head:
             # Fixed by default (44217, 44227): a second cluster or stack would collide.
-            env["AUTOSCALER_METRIC_PORT"] = str(_free_port(self.host))
-            env["DASHBOARD_METRIC_PORT"] = str(_free_port(self.host))
+            env["AUTOSCALER_METRIC_PORT"] = str(free_port())
+            env["DASHBOARD_METRIC_PORT"] = str(free_port())
             if self.fast_failure_detection:
                 env.setdefault("RAY_health_check_period_ms", "1000")
                 env.setdefault("RAY_health_check_timeout_ms", "1000")
@@ -368,7 +369,7 @@ class LocalCluster:
 
     def _kill_session(self, sid: int) -> None:
         for _ in range(50):  # a dying parent may still fork; repeat until the session is empty
-            members = _session_members(sid)
+            members = session_members(sid)
             if not members:
                 return
             for member in members:
@@ -376,7 +377,7 @@ class LocalCluster:
             time.sleep(0.1)
             self._reap()
         raise ClusterError(f"processes of session {sid} survive SIGKILL: "
-                           f"{_session_members(sid)}")
+                           f"{session_members(sid)}")
 
 
 # -- process helpers (Linux /proc) ------------------------------------------------------------
@@ -384,32 +385,6 @@ class LocalCluster:
 def _spec_dict(spec: NodeSpec) -> dict:
     return {"name": spec.name, "num_cpus": spec.num_cpus, "resources": dict(spec.resources),
             "labels": dict(spec.labels)}
-
-
-def _free_port(host: str) -> int:
-    """A port free on every address, outside the ephemeral range (`trainserve.ports`)."""
-    from trainserve.ports import free_port
-    return free_port()
-
-
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            "utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _session_members(sid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat and stat[1] == sid and stat[0] not in "ZX":
-                members.append(int(entry))
-    return members
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -313,7 +313,7 @@ class LocalStack:
     def session_pids(self, name: str) -> list[int]:
         """Every live process of the component (its session), e.g. for tests."""
         pid = self.pid(name)
-        return _session_members(pid) if pid else []
+        return session_members(pid) if pid else []
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray driver needs to join this stack's Ray head (`ray.init(address=
@@ -636,7 +636,7 @@ class LocalStack:
         while True:
             for proc in self._procs.values():
                 proc.poll()
-            if not _session_members(pid):
+            if not session_members(pid):
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -650,21 +650,21 @@ class LocalStack:
             sid = int(self._pid_path(name).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return
-        members = _session_members(sid)
-        if any(self._marker(name) in _cmdline(m) for m in members):
+        members = session_members(sid)
+        if any(self._marker(name) in cmdline(m) for m in members):
             self.on_event(name, f"killing {len(members)} leftover processes")
             self._kill_session(sid)
 
     def _kill_session(self, pid: int) -> None:
         for _ in range(50):  # a dying parent may still fork; repeat until the session is empty
-            members = _session_members(pid)
+            members = session_members(pid)
             if not members:
                 return
             for member in members:
                 signal_quietly(member, signal.SIGKILL)
             self._wait_gone(pid, 0.2)
         raise LocalStackError(f"processes of session {pid} survive SIGKILL: "
-                              f"{_session_members(pid)}")
+                              f"{session_members(pid)}")
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -782,10 +782,10 @@ def _is_our_process(pid: int, marker: str) -> bool:
     stat = proc_stat(pid)
     if stat is None or stat[0] in "ZX" or stat[1] != pid:
         return False
-    return marker in _cmdline(pid)
+    return marker in cmdline(pid)
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             "utf-8", "replace")
@@ -793,7 +793,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _session_members(sid: int) -> list[int]:
+def session_members(sid: int) -> list[int]:
     """Live processes whose session id is `sid`."""
     if not Path("/proc").is_dir():
         out = subprocess.run(["ps", "-A", "-o", "pid=,sess=,stat="], capture_output=True,
