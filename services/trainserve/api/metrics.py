@@ -35,7 +35,23 @@ def job_kind(spec) -> str:
     return SEARCH if spec.HasField("search") else TRAINING
 
 
-class JobStateCollector(Collector):
+class _RedisCollector(Collector):
+    """Reads its families from Redis at scrape time (`_families`); a Redis error counts in
+    `trainserve_redis_errors_total` and that scrape yields nothing from it."""
+
+    def collect(self):
+        try:
+            families = self._families()
+        except Exception:  # a scrape must not fail because Redis blinked
+            REDIS_ERRORS.inc()
+            return
+        yield from families
+
+    def _families(self) -> list:
+        raise NotImplementedError
+
+
+class JobStateCollector(_RedisCollector):
     """Jobs by state and kind, the queue's depth and the age of its oldest job, and whether a
     dispatcher is alive, read from Redis at scrape time."""
 
@@ -51,14 +67,6 @@ class JobStateCollector(Collector):
                 *(GaugeMetricFamily(n, "") for n in (
                     "trainserve_queue_depth", "trainserve_queue_oldest_waiting_age_seconds",
                     "trainserve_dispatcher_ready"))]
-
-    def collect(self):
-        try:
-            families = self._families()
-        except Exception:  # a scrape must not fail because Redis blinked
-            REDIS_ERRORS.inc()
-            return
-        yield from families
 
     def _families(self) -> list:
         from trainserve.jobs.state import JobState
@@ -112,7 +120,7 @@ class JobStateCollector(Collector):
         return ready
 
 
-class TrainingCollector(Collector):
+class TrainingCollector(_RedisCollector):
     """The latest epoch of every RUNNING job and the trials of every running search, labelled
     by job id and name, read from Redis at scrape time."""
 
@@ -122,14 +130,6 @@ class TrainingCollector(Collector):
     def describe(self):
         """The families without samples (so registering reads nothing from Redis)."""
         return _TrainingFamilies().all()
-
-    def collect(self):
-        try:
-            families = self._families()
-        except Exception:  # a scrape must not fail because Redis blinked
-            REDIS_ERRORS.inc()
-            return
-        yield from families
 
     def _families(self) -> list:
         from trainserve.jobs.state import JobState
