@@ -117,3 +117,14 @@ class Load:
                     ok, why = False, repr(exc)[:200]
                 with self._lock:
                     self.results.append((time.monotonic(), ok, why, version))
+
+
+def wait_paused(paused, timeout: float = 120) -> int:
+    """The pid a `trainserve.faults` pause point wrote to the file `paused` (a Path) once it
+    holds there; TimeoutError if nothing pauses within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if paused.exists() and paused.read_text().strip():
+            return int(paused.read_text())
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing paused at {paused.name}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.helpers import submit, wait_job, watch
+from tests.integration.helpers import submit, wait_job, wait_paused, watch
 from trainserve.faults import ANY, ENV, arm
 from trainserve.jobs.spec import parse_spec
 from trainserve.jobs.state import JobState
@@ -73,14 +73,6 @@ def _digits_mlp(name: str, epochs: int = 8, **scaling):
         "scaling": {"num_workers": 1, **scaling}})
 
 
-def _wait_paused(paused: Path, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if paused.exists() and paused.read_text().strip():
-            return int(paused.read_text())
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing paused at {paused.name}")
-
 
 def _gone(pid: int, timeout: float = 30) -> bool:
     deadline = time.time() + timeout
@@ -107,7 +99,7 @@ def test_dispatcher_killed_mid_checkpoint_write_resumes_from_the_last_complete_o
     stack = crash_stack
     paused = arm(stack.faults, ANY, "checkpoint-write-3")
     job = submit(stack.stubs, _digits_mlp("crash-ckpt"))
-    worker = _wait_paused(paused)  # the worker has written half of epoch 3's checkpoint
+    worker = wait_paused(paused)  # the worker has written half of epoch 3's checkpoint
     ckpts = stack.config.storage_path / "jobs" / job.id / "checkpoints"
     assert [p.name for p in ckpts.iterdir() if p.name.startswith(".tmp-epoch-000003")]
     assert stack.kill("dispatcher")
@@ -126,7 +118,7 @@ def test_dispatcher_killed_after_registering_and_while_jobs_wait(crash_stack):
     stack = crash_stack
     paused = arm(stack.faults, ANY, "registered")
     job = submit(stack.stubs, _digits_mlp("crash-reg", epochs=3))
-    dispatcher_pid = _wait_paused(paused)  # model registered, SUCCEEDED not yet recorded
+    dispatcher_pid = wait_paused(paused)  # model registered, SUCCEEDED not yet recorded
     assert dispatcher_pid == stack.pid("dispatcher")
     assert stack.kill("dispatcher")
     waiting = submit(stack.stubs, _digits_mlp("crash-wait", epochs=3))  # no dispatcher now
@@ -145,7 +137,7 @@ def test_a_killed_training_worker_is_restarted_from_its_checkpoint(crash_stack):
     stack = crash_stack
     paused = arm(stack.faults, ANY, "checkpoint-write-4")
     hit = submit(stack.stubs, _digits_mlp("worker-kill", epochs=10, max_failures=2))
-    worker = _wait_paused(paused)
+    worker = wait_paused(paused)
     calm = submit(stack.stubs, _digits_mlp("worker-calm", epochs=10))  # undisturbed twin
     os.kill(worker, signal.SIGKILL)
     done = wait_job(stack.stubs, hit.id, timeout=240)
@@ -162,7 +154,7 @@ def test_a_killed_worker_fails_the_job_when_no_restart_is_allowed(crash_stack):
     stack = crash_stack
     paused = arm(stack.faults, ANY, "checkpoint-write-2")
     job = submit(stack.stubs, _digits_mlp("worker-kill-0", epochs=4, max_failures=0))
-    os.kill(_wait_paused(paused), signal.SIGKILL)
+    os.kill(wait_paused(paused), signal.SIGKILL)
     done = wait_job(stack.stubs, job.id, timeout=120)
     assert JobState(done.state) == JobState.FAILED
     assert "worker died" in done.message, done.message
@@ -173,7 +165,7 @@ def test_a_killed_ddp_worker_restarts_the_worker_group_from_its_checkpoint(crash
     paused = arm(stack.faults, ANY, "checkpoint-write-3")
     spec = _digits_mlp("ddp-kill", epochs=6, num_workers=2, max_failures=1)
     hit = submit(stack.stubs, spec)
-    os.kill(_wait_paused(paused, timeout=180), signal.SIGKILL)  # rank 0, mid write
+    os.kill(wait_paused(paused, timeout=180), signal.SIGKILL)  # rank 0, mid write
     done = wait_job(stack.stubs, hit.id, timeout=300)
     assert JobState(done.state) == JobState.SUCCEEDED, done.message
     assert done.attempts == 1  # Ray Train restarted the group; no dispatcher recovery

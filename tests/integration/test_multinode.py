@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.helpers import submit, wait_job, watch
+from tests.integration.helpers import submit, wait_job, wait_paused, watch
 from trainserve.faults import ANY, ENV, arm
 from trainserve.jobs.spec import parse_spec
 from trainserve.jobs.state import JobState
@@ -138,7 +138,7 @@ def test_ddp_job_survives_losing_a_worker_node(multinode):
     paused = arm(stack.faults, ANY, "checkpoint-write-3")
     job = submit(stack.stubs, _ddp_digits("mn-failover", epochs=5, max_failures=1))
     before = _wait_workers(cluster, job.id, stack.stubs)
-    pid = _wait_paused(paused)  # rank 0 is half-way through writing epoch 3's checkpoint
+    pid = wait_paused(paused, timeout=180)  # rank 0 is half-way through writing epoch 3's checkpoint
     lost = cluster.node_of_pid(pid)
     assert lost in {node for node, _ in before.values()}, (lost, before)
     ckpts = stack.config.storage_path / "jobs" / job.id / "checkpoints"
@@ -165,11 +165,3 @@ def test_ddp_job_survives_losing_a_worker_node(multinode):
                  if n["actor_id"] not in before and n["actor_id"] not in earlier}
     assert restarted and set(restarted.values()) <= survivors, (restarted, lost)
 
-
-def _wait_paused(paused: Path, timeout: float = 180) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if paused.exists() and paused.read_text().strip():
-            return int(paused.read_text())
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing paused at {paused.name}")
