@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from trainserve import client as sdk

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 from google.protobuf import json_format
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb

@@ -1,5 +1,5 @@
 """The REST binding (OIP v2 with the binary extension, KServe v1) over in-memory serving,
-through FastAPI's test client; the binary bodies are made and read by tritonclient.http."""
+through Starlette's test client; the binary bodies are made and read by tritonclient.http."""
 import gzip
 import json
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as httpclient
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
@@ -229,3 +229,11 @@ def test_unexpected_errors_are_a_generic_500(local):
     r = TestClient(app, raise_server_exceptions=False).post("/v2/models/iris/infer",
                                                              json=v2_body())
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
+
+
+def test_routing_refusals_answer_in_the_error_shape(client):
+    r = client.get("/v2/nowhere")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+    r = client.get("/v2/models/iris/infer")
+    assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"}
+    assert r.headers["allow"] == "POST"

@@ -1,4 +1,4 @@
-"""The ingress of the `trainserve` application: REST (a FastAPI app) and gRPC (methods named
+"""The ingress of the `trainserve` application: REST (a Starlette app) and gRPC (methods named
 after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which runs the
 models in the replica itself (the default: no second hop) or asks the model host for
 outputs through a multiplexed deployment handle.
@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
+from starlette.applications import Starlette
 
 from trainserve.errors import TrainserveError
 from trainserve.serve.auth import token_auth
@@ -107,7 +107,7 @@ class Gateway:
         self._auth = token_auth(cfg.inference_token_file)
         self._grpc = GrpcInference(self._service, self._auth)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    def __serve_build_asgi_app__(self) -> Starlette:
         return build_rest_app(self._service, self._auth)
 
     async def config(self) -> ServeConfig:

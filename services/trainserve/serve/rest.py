@@ -1,5 +1,5 @@
 """The REST binding of the inference protocol: OIP v2 (with Triton's binary tensor extension)
-and KServe's v1 `:predict`, as a FastAPI app over `InferenceService`.
+and KServe's v1 `:predict`, as a Starlette app over `InferenceService`.
 
 Binary tensor extension: the body is a JSON header of `Inference-Header-Content-Length`
 bytes followed by raw tensors; an input whose `parameters.binary_data_size` is set takes its
@@ -12,11 +12,13 @@ import gzip
 import json
 import logging
 import zlib
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from trainserve.errors import InvalidArgument, TrainserveError, Unauthenticated
 from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, TokenFile
@@ -160,8 +162,9 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def json_response(doc: Any, status: int = 200) -> Response:
-    return Response(_dumps(doc), status_code=status, media_type="application/json")
+def json_response(doc: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(_dumps(doc), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 # ------------------------------------------------------------------------------ v1 predict
@@ -203,97 +206,111 @@ def _item(x: Any) -> Any:
 
 # ----------------------------------------------------------------------------------- app
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> FastAPI:
+
+def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> Starlette:
     """The REST routes over `service`; errors answer `{"error": message}` (OIP).
 
     With `auth`, every route but the server health probes needs `Authorization: Bearer
-    <token>`; without, every route is open."""
-    dependencies = [Depends(_authorizer(auth))] if auth is not None else []
-    app = FastAPI(title="trainserve inference", docs_url=None, redoc_url=None,
-                  openapi_url=None, dependencies=dependencies)
-    _add_error_handlers(app)
-    _add_v2_routes(app, service)
-    _add_v1_routes(app, service)
-    return app
+    <token>`; without, every route is open. Plain Starlette routes: the request path is
+    the latency users see, and a framework's per-request validation would cost more than
+    the protocol work itself."""
+    routes = [Route(path, _guarded(endpoint, None if path in OPEN_PATHS else auth),
+                    methods=[method])
+              for method, path, endpoint in (*_v2_routes(service), *_v1_routes(service))]
+    return Starlette(routes=routes, exception_handlers={StarletteHTTPException: _http_error})
 
 
-def _authorizer(auth: TokenFile):
-    """A dependency of every route: checks the bearer token, except on `OPEN_PATHS`."""
-    async def authorize(request: Request) -> None:
-        route = request.scope.get("route")  # the matched route (any mount prefix aside)
-        if getattr(route, "path", request.url.path) not in OPEN_PATHS:
-            auth.check(request.headers.get("authorization"))
-    return authorize
+def _guarded(endpoint: Endpoint, auth: TokenFile | None) -> Endpoint:
+    """`endpoint` behind the token check (when `auth`), domain errors as their HTTP answer
+    and anything else as a generic 500."""
+    async def handle(request: Request) -> Response:
+        try:
+            if auth is not None:
+                auth.check(request.headers.get("authorization"))
+            return await endpoint(request)
+        except TrainserveError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.url.path)
+            return json_response({"error": "internal error"}, 500)
+    return handle
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TrainserveError)
-    async def _domain(_: Request, exc: TrainserveError) -> Response:
-        response = json_response({"error": exc.message}, exc.http_status)
-        if isinstance(exc, Unauthenticated):
-            response.headers["WWW-Authenticate"] = CHALLENGE
-        return response
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return json_response({"error": str(exc.detail)}, exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unknown(request: Request, exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return json_response({"error": "internal error"}, 500)
+def error_response(exc: TrainserveError) -> Response:
+    response = json_response({"error": exc.message}, exc.http_status)
+    if isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
-def _add_v2_routes(app: FastAPI, service: InferenceService) -> None:
-    @app.get("/v2/health/live")
-    async def live() -> Response:
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Routing's own refusals (404 unknown path, 405 wrong method), in the OIP error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    return json_response({"error": str(exc.detail)}, exc.status_code, exc.headers)
+
+
+def _name_version(request: Request) -> tuple[str, str]:
+    params = request.path_params
+    return params["name"], params.get("version", "")
+
+
+def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
+    async def live(_: Request) -> Response:
         return json_response({"live": True})
 
-    @app.get("/v2/health/ready")
-    async def ready() -> Response:
+    async def ready(_: Request) -> Response:
         ok = await service.server_ready()
         return json_response({"ready": ok}, 200 if ok else 503)
 
-    @app.get("/v2")
-    async def server_metadata() -> Response:
+    async def server_metadata(_: Request) -> Response:
         return json_response(service.server_metadata())
 
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str = "") -> Response:
-        return json_response(metadata_json(await service.model_metadata(name, version)))
+    async def model_metadata(request: Request) -> Response:
+        return json_response(metadata_json(await service.model_metadata(
+            *_name_version(request))))
 
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str = "") -> Response:
+    async def model_ready(request: Request) -> Response:
+        name, version = _name_version(request)
         ok = await service.model_ready(name, version)
         return json_response({"name": name, "ready": ok}, 200 if ok else 503)
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str = "") -> Response:
-        try:
-            body = decompress(await request.body(), request.headers.get("content-encoding"))
-            header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-            req = infer_request_from_json(parse_json(header), binary)
-        except TrainserveError as exc:
-            service.refused(name, exc)
-            raise
-        content, header_length = encode_infer_response(
-            await service.infer(name, version, req), req)
-        if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream",
-                        headers={HEADER_LENGTH: str(header_length)})
+    async def infer(request: Request) -> Response:
+        return await _infer(service, request)
+
+    model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+    return [("GET", "/v2/health/live", live), ("GET", "/v2/health/ready", ready),
+            ("GET", "/v2", server_metadata),
+            ("GET", model, model_metadata), ("GET", version, model_metadata),
+            ("GET", f"{model}/ready", model_ready), ("GET", f"{version}/ready", model_ready),
+            ("POST", f"{model}/infer", infer), ("POST", f"{version}/infer", infer)]
 
 
-def _add_v1_routes(app: FastAPI, service: InferenceService) -> None:
-    @app.get("/v1/models/{name}")
-    async def model_status(name: str) -> Response:
+async def _infer(service: InferenceService, request: Request) -> Response:
+    name, version = _name_version(request)
+    try:
+        body = decompress(await request.body(), request.headers.get("content-encoding"))
+        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        req = infer_request_from_json(parse_json(header), binary)
+    except TrainserveError as exc:
+        service.refused(name, exc)
+        raise
+    content, header_length = encode_infer_response(await service.infer(name, version, req), req)
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(header_length)})
+
+
+def _v1_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
+    async def model_status(request: Request) -> Response:
+        name = request.path_params["name"]
         return json_response({"name": name, "ready": await service.model_ready(name)})
 
-    @app.post("/v1/models/{name}:predict")
-    async def predict(name: str, request: Request) -> Response:
+    async def predict(request: Request) -> Response:
         doc = parse_json(await request.body())
-        return json_response(await predict_v1(service, name, doc))
+        return json_response(await predict_v1(service, request.path_params["name"], doc))
+
+    return [("GET", "/v1/models/{name}", model_status),
+            ("POST", "/v1/models/{name}:predict", predict)]
