@@ -10,8 +10,10 @@ softmax (same module, same preprocessing, 1 torch thread, 0 CPUs reserved, 256 r
 once, like our model host). Measured:
 
 - the model's own forward at batch 1 (preprocess + forward + softmax, 1 thread): the floor;
-- sequential REST latency (httpx, JSON, 1 instance), p50/p99, ours and the baseline;
-- 32 concurrent clients (asyncio + httpx.AsyncClient) for a fixed time: requests/s and
+- sequential REST latency (httpx, JSON, 1 instance), p50/p99, ours and the baseline, in
+  rounds interleaved between the two (p50: the median of the rounds'), since a request is
+  about a millisecond and a neighbour's burst moves a single run's p50 by 10-20 %;
+- 32 concurrent clients (asyncio + aiohttp) for a fixed time: requests/s and
   p50/p99, ours with the endpoint's dynamic batching off and on (max_batch_size 32,
   batch_wait_ms 2), against the baseline (no batching);
 - ours over OIP gRPC (raw stubs), sequential and 32 concurrent;
@@ -26,18 +28,21 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, print_table, save  # noqa: E402
 from tests.ray_head import RayHead  # noqa: E402
 
-EPOCHS, SEED, N_SEQ, N_WARM, CLIENTS, LOAD_S = 3, 0, 300, 30, 32, 5.0
+EPOCHS, SEED, CLIENTS, LOAD_S = 3, 0, 32, 5.0
+N_WARM, N_SEQ, SEQ_ROUNDS = 30, 1000, 5  # sequential figures: requests each, rounds
 BATCH_OPTS = (32, 2.0)  # max_batch_size, batch_wait_ms
 MODES = {"default": "default", "haproxy": "throughput"}  # label: SERVE_MODES name
 ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
@@ -122,18 +127,41 @@ def forward_floor(artifact_dir: Path, x) -> dict:
     return _summ(times)
 
 
-def sequential_rest(url: str, body: dict) -> dict:
-    import httpx
-    times = []
-    with httpx.Client(timeout=30) as h:
-        for i in range(N_WARM + N_SEQ):
-            t = time.perf_counter()
-            r = h.post(url, json=body)
-            dt = time.perf_counter() - t
-            r.raise_for_status()
-            if i >= N_WARM:
-                times.append(dt)
-    return _summ(times)
+def sequential(calls: dict[str, Callable[[], Any]]) -> dict[str, dict]:
+    """Each of `calls` (one request each) N_WARM times, then N_SEQ times in SEQ_ROUNDS
+    rounds interleaved between them, so that a noisy neighbour slows all alike. Per call:
+    the median of the rounds' p50 and the p99 over every round."""
+    for call in calls.values():
+        for _ in range(N_WARM):
+            call()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    p50s: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(SEQ_ROUNDS):
+        for name, call in calls.items():
+            round_times = []
+            for _ in range(N_SEQ // SEQ_ROUNDS):
+                t = time.perf_counter()
+                call()
+                round_times.append(time.perf_counter() - t)
+            p50s[name].append(_pct(round_times, 0.5))
+            times[name] += round_times
+    return {k: {"p50_ms": statistics.median(p50s[k]) * 1e3,
+                "p99_ms": _pct(times[k], 0.99) * 1e3,
+                "round_p50_ms": [round(v * 1e3, 4) for v in p50s[k]]} for k in calls}
+
+
+def rest_caller(client, url: str, body: dict) -> Callable[[], Any]:
+    payload, headers = json.dumps(body).encode(), {"content-type": "application/json"}
+    return lambda: client.post(url, content=payload, headers=headers).raise_for_status()
+
+
+def grpc_caller(channel, x) -> Callable[[], Any]:
+    from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
+    call = channel.unary_unary(_GRPC_METHOD,
+                               request_serializer=pb.ModelInferRequest.SerializeToString,
+                               response_deserializer=pb.ModelInferResponse.FromString)
+    req = _grpc_request(x)
+    return lambda: call(req, metadata=_GRPC_MD, timeout=30)
 
 
 async def _load(one_call, clients: int, seconds: float) -> dict:
@@ -190,22 +218,6 @@ def _grpc_request(x, endpoint: str = ENDPOINT):
 
 _GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 _GRPC_MD = (("application", "trainserve"),)  # two Serve applications: the proxy needs it
-
-
-def grpc_sequential(target: str, x) -> dict:
-    import grpc
-    from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-    req, times = _grpc_request(x), []
-    with grpc.insecure_channel(target) as ch:
-        call = ch.unary_unary(_GRPC_METHOD,
-                              request_serializer=pb.ModelInferRequest.SerializeToString,
-                              response_deserializer=pb.ModelInferResponse.FromString)
-        for i in range(N_WARM + N_SEQ):
-            t = time.perf_counter()
-            call(req, metadata=_GRPC_MD, timeout=30)
-            if i >= N_WARM:
-                times.append(time.perf_counter() - t)
-    return _summ(times)
 
 
 def grpc_concurrent(target: str, x, endpoint: str = ENDPOINT, during=None) -> dict:
@@ -378,6 +390,7 @@ def _body(x) -> dict:
 
 
 def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
+    import grpc
     import httpx
     import numpy as np
 
@@ -396,17 +409,18 @@ def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
     pa = next(o["data"] for o in a["outputs"] if o["name"] == "probabilities")
     np.testing.assert_allclose(pa, b["outputs"][0]["data"], rtol=1e-4, atol=1e-6)
 
-    rows = {"forward": forward_floor(artifact_dir, x1),
-            "seq_rest_base": sequential_rest(base, _body(x1)),
-            "seq_rest_ours": sequential_rest(ours, _body(x1)),
-            "seq_grpc_ours": grpc_sequential(grpc_target, x1),
-            "seq32_rest_base": sequential_rest(base, _body(x32)),
-            "seq32_rest_ours": sequential_rest(ours, _body(x32)),
-            "seq32_grpc_ours": grpc_sequential(grpc_target, x32),
-            "conc_rest_base": concurrent_rest(base, _body(x1)),
-            "conc_rest_ours": concurrent_rest(ours, _body(x1)),
-            "conc_grpc_ours": grpc_concurrent(grpc_target, x1),
-            "resnet_grpc": grpc_concurrent(grpc_target, x1, "resnet")}
+    with httpx.Client(timeout=30) as h, grpc.insecure_channel(grpc_target) as ch:
+        rows = {"forward": forward_floor(artifact_dir, x1), **sequential({
+            "seq_rest_base": rest_caller(h, base, _body(x1)),
+            "seq_rest_ours": rest_caller(h, ours, _body(x1)),
+            "seq_grpc_ours": grpc_caller(ch, x1),
+            "seq32_rest_base": rest_caller(h, base, _body(x32)),
+            "seq32_rest_ours": rest_caller(h, ours, _body(x32)),
+            "seq32_grpc_ours": grpc_caller(ch, x32)})}
+    rows |= {"conc_rest_base": concurrent_rest(base, _body(x1)),
+             "conc_rest_ours": concurrent_rest(ours, _body(x1)),
+             "conc_grpc_ours": grpc_concurrent(grpc_target, x1),
+             "resnet_grpc": grpc_concurrent(grpc_target, x1, "resnet")}
     _set_batching(client, mv, True, cfg.resolve_ttl_s)
     _set_batching(client, resnet, True, cfg.resolve_ttl_s, "resnet")
     before = _batch_sizes()

@@ -1,4 +1,4 @@
-"""The ingress of the `trainserve` application: REST (a Starlette app) and gRPC (methods named
+"""The ingress of the `trainserve` application: REST (`rest.RestApp`, which Serve calls with each HTTP request) and gRPC (methods named
 after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which runs the
 models in the replica itself (the default: no second hop) or asks the model host for
 outputs through a multiplexed deployment handle.
@@ -16,7 +16,8 @@ import numpy as np
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
-from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 
 from trainserve.errors import TrainserveError
 from trainserve.serve.auth import token_auth
@@ -90,7 +91,6 @@ def _colocated(cfg: ServeConfig, metrics: RayServingMetrics):
 
 @serve.deployment(name="gateway", max_ongoing_requests=256,
                   ray_actor_options={"num_cpus": 0})
-@serve.ingress()
 class Gateway:
     """The ingress replica: endpoint resolution through Redis, validation, REST and gRPC."""
 
@@ -106,9 +106,11 @@ class Gateway:
                                          metrics)
         self._auth = token_auth(cfg.inference_token_file)
         self._grpc = GrpcInference(self._service, self._auth)
+        self._rest = build_rest_app(self._service, self._auth)
 
-    def __serve_build_asgi_app__(self) -> Starlette:
-        return build_rest_app(self._service, self._auth)
+    async def __call__(self, request: Request) -> Response:
+        """Every HTTP request (Serve's own `__call__` path: no ASGI app on top of it)."""
+        return await self._rest.handle(request)
 
     async def config(self) -> ServeConfig:
         """The configuration this application was deployed with (`ensure_serve` compares)."""

@@ -1,5 +1,5 @@
 """The REST binding of the inference protocol: OIP v2 (with Triton's binary tensor extension)
-and KServe's v1 `:predict`, as a Starlette app over `InferenceService`.
+and KServe's v1 `:predict`, as plain Starlette routes over `InferenceService`.
 
 Binary tensor extension: the body is a JSON header of `Inference-Header-Content-Length`
 bytes followed by raw tensors; an input whose `parameters.binary_data_size` is set takes its
@@ -14,11 +14,9 @@ import logging
 import zlib
 from typing import Any, Awaitable, Callable
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from trainserve.errors import InvalidArgument, TrainserveError, Unauthenticated
 from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, TokenFile
@@ -209,17 +207,49 @@ def _item(x: Any) -> Any:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> Starlette:
-    """The REST routes over `service`; errors answer `{"error": message}` (OIP).
+class RestApp:
+    """The REST routes over an `InferenceService`; errors answer `{"error": message}` (OIP).
 
-    With `auth`, every route but the server health probes needs `Authorization: Bearer
-    <token>`; without, every route is open. Plain Starlette routes: the request path is
-    the latency users see, and a framework's per-request validation would cost more than
-    the protocol work itself."""
-    routes = [Route(path, _guarded(endpoint, None if path in OPEN_PATHS else auth),
-                    methods=[method])
-              for method, path, endpoint in (*_v2_routes(service), *_v1_routes(service))]
-    return Starlette(routes=routes, exception_handlers={StarletteHTTPException: _http_error})
+    `handle(request)` answers one request: the gateway's HTTP entry point, which Serve calls
+    with each request. The object itself is the same routes as an ASGI app (tests, tools).
+    Plain routes, no framework: the request path is the latency users see, and a
+    framework's per-request machinery costs about as much as the protocol work itself."""
+
+    def __init__(self, routes: list[Route]):
+        self.routes = routes
+
+    async def handle(self, request: Request) -> Response:
+        allowed: list[str] = []
+        for route in self.routes:
+            match, child_scope = route.matches(request.scope)
+            if match is Match.FULL:
+                request.scope.update(child_scope)
+                return await route.endpoint(request)
+            if match is Match.PARTIAL:
+                allowed += sorted(route.methods or ())
+        if allowed:
+            return json_response({"error": "Method Not Allowed"}, 405,
+                                 {"Allow": ", ".join(dict.fromkeys(allowed))})
+        return json_response({"error": "Not Found"}, 404)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":  # nothing to start or stop
+            while True:
+                kind = (await receive())["type"]  # lifespan.startup or lifespan.shutdown
+                await send({"type": f"{kind}.complete"})
+                if kind == "lifespan.shutdown":
+                    return
+        response = await self.handle(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> RestApp:
+    """The REST routes over `service`. With `auth`, every route but the server health
+    probes needs `Authorization: Bearer <token>`; without, every route is open."""
+    return RestApp([Route(path, _guarded(endpoint, None if path in OPEN_PATHS else auth),
+                          methods=[method])
+                    for method, path, endpoint in (*_v2_routes(service),
+                                                   *_v1_routes(service))])
 
 
 def _guarded(endpoint: Endpoint, auth: TokenFile | None) -> Endpoint:
@@ -243,12 +273,6 @@ def error_response(exc: TrainserveError) -> Response:
     if isinstance(exc, Unauthenticated):
         response.headers["WWW-Authenticate"] = CHALLENGE
     return response
-
-
-async def _http_error(_: Request, exc: Exception) -> Response:
-    """Routing's own refusals (404 unknown path, 405 wrong method), in the OIP error shape."""
-    assert isinstance(exc, StarletteHTTPException)
-    return json_response({"error": str(exc.detail)}, exc.status_code, exc.headers)
 
 
 def _name_version(request: Request) -> tuple[str, str]:
@@ -280,11 +304,12 @@ def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
         return await _infer(service, request)
 
     model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
-    return [("GET", "/v2/health/live", live), ("GET", "/v2/health/ready", ready),
+    # Inference first: routes are tried in order.
+    return [("POST", f"{model}/infer", infer), ("POST", f"{version}/infer", infer),
+            ("GET", "/v2/health/live", live), ("GET", "/v2/health/ready", ready),
             ("GET", "/v2", server_metadata),
             ("GET", model, model_metadata), ("GET", version, model_metadata),
-            ("GET", f"{model}/ready", model_ready), ("GET", f"{version}/ready", model_ready),
-            ("POST", f"{model}/infer", infer), ("POST", f"{version}/infer", infer)]
+            ("GET", f"{model}/ready", model_ready), ("GET", f"{version}/ready", model_ready)]
 
 
 async def _infer(service: InferenceService, request: Request) -> Response:
