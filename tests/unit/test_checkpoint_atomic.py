@@ -50,3 +50,19 @@ def test_the_fault_point_is_inert_without_its_environment(tmp_path, monkeypatch)
     checkpoints.save_checkpoint(tmp_path / "checkpoints", 1, {"epoch": 1})
     assert not armed.exists()
     assert [e for e, _ in checkpoints.list_checkpoints(tmp_path / "checkpoints")] == [1]
+
+
+def test_resume_skips_a_checkpoint_that_never_reached_the_disk(tmp_path):
+    """A checkpoint written without an fsync and then torn by a machine crash (here: its file
+    truncated) is removed, and the one before it is used."""
+    d = tmp_path / "checkpoints"
+    for epoch in (1, 2, 3):
+        checkpoints.save_checkpoint(d, epoch, {"epoch": epoch, "w": torch.full((1000,), 1.0)},
+                                    keep=3, durable=epoch == 1)
+    state_file = d / checkpoints.checkpoint_name(3) / checkpoints.STATE_FILE
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    epoch, state, unreadable = checkpoints.newest_readable(d)
+    assert epoch == 2 and state["epoch"] == 2
+    assert [e for e, _ in unreadable] == [3]
+    assert [e for e, _ in checkpoints.list_checkpoints(d)] == [1, 2]
+    assert checkpoints.newest_readable(tmp_path / "none") == (0, None, [])

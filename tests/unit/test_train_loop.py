@@ -97,6 +97,28 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_after_a_machine_crash_tore_the_newest_checkpoint(tmp_path):
+    """Checkpoints between the fsynced ones may not reach the disk before the machine goes
+    down: a torn newest one is removed and training resumes from the one before, matching
+    an uninterrupted run all the same."""
+    straight = tmp_path / "straight"
+    train(_spec(IRIS), straight, ListReporter())
+    crashed = tmp_path / "crashed"
+    boom = ListReporter()
+    boom.epoch = lambda epoch, *a: (_ for _ in ()).throw(_Crash()) if epoch == 3 else None
+    with pytest.raises(_Crash):
+        train(_spec(IRIS), crashed, boom)
+    torn = crashed / "checkpoints" / checkpoints.checkpoint_name(3) / checkpoints.STATE_FILE
+    torn.write_bytes(b"")
+    rep = ListReporter()
+    assert train(_spec(IRIS), crashed, rep).status == "succeeded"
+    assert [e.epoch for e in rep.epochs] == [3, 4, 5, 6]
+    assert ("info", "resumed from the checkpoint of epoch 2") in rep.logs
+    assert any(level == "warning" and "epoch 3 is unreadable" in text for level, text in rep.logs)
+    a, b = _weights(straight), _weights(crashed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_rerun_of_a_finished_job_trains_no_more(tmp_path):
     first = train(_spec(IRIS), tmp_path, ListReporter())
     rep = ListReporter()

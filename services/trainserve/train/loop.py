@@ -41,7 +41,7 @@ from trainserve.train.artifacts import save_artifact, unwrap
 from trainserve.train.augment import Augmenter, enabled as augmentation_enabled
 from trainserve.train.data import PreparedData, prepare_data
 from trainserve.train.evaluation import EVALUATION_FILE, save_evaluation
-from trainserve.train.losses import build_loss
+from trainserve.train.losses import build_loss, build_mean_loss
 from trainserve.train.optimizers import build_optimizer, get_optimizer, step_size
 from trainserve.train.paths import JobPaths
 from trainserve.train.reporting import Reporter
@@ -191,6 +191,7 @@ class _Trainer:
         self.step_samples = step_size(spec.optimizer, spec.training.batch_size,
                                       len(self.tensors["x_train"]))
         self.poll = _CancelPoll(reporter, rank, world_size, device)
+        self.durable_at = float("-inf")  # when a checkpoint was last fsynced
         self._check_batch_geometry()
 
     def run(self) -> TrainResult:
@@ -248,6 +249,7 @@ class _Trainer:
         self.optimizer = build_optimizer(  # frozen (transfer) parameters are not optimized
             [p for p in self.module.parameters() if p.requires_grad], spec.optimizer)
         self.loss_fn = build_loss(spec.loss, self.data.info)
+        self.mean_loss = build_mean_loss(spec.loss, self.data.info)
         self.task = make_task(spec, self.data.info, self.loss_fn)
         # Without a validation split, plateau watches the training loss instead.
         self.schedule = LRSchedule(spec.optimizer, spec.training.epochs,
@@ -318,17 +320,20 @@ class _Trainer:
 
     def _resume(self) -> int:
         """Load the newest checkpoint (chosen by rank 0, loaded by all). Returns its epoch."""
-        epoch = torch.zeros(1, dtype=torch.int64, device=self.device)
+        epoch, state = torch.zeros(1, dtype=torch.int64, device=self.device), None
         if self.rank == 0:
             checkpoints.remove_temp_dirs(self.paths.checkpoints)
-            found = checkpoints.list_checkpoints(self.paths.checkpoints)
-            epoch[0] = found[-1][0] if found else 0
+            epoch[0], state, unreadable = checkpoints.newest_readable(self.paths.checkpoints)
+            for bad, error in unreadable:
+                self.reporter.log(f"the checkpoint of epoch {bad} is unreadable and was "
+                                  f"removed ({error})", level="warning")
         if self.world_size > 1:
             dist.broadcast(epoch, src=0)
         if epoch.item() == 0:
             return 0
-        state = checkpoints.load_checkpoint(
-            self.paths.checkpoints / checkpoints.checkpoint_name(epoch.item()))
+        if state is None:  # the other ranks load what rank 0 chose
+            state = checkpoints.load_checkpoint(
+                self.paths.checkpoints / checkpoints.checkpoint_name(epoch.item()))
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state.get("schedule") or {})
@@ -392,18 +397,18 @@ class _Trainer:
         seed_device_rng(derive_seed(seed, 2, epoch, self.rank), self.device)  # dropout
         augment_rng = torch.Generator().manual_seed(derive_seed(seed, 3, epoch, self.rank))
         self.model.train()
-        sums = _EpochSums(self.task, self.device)
+        sums = _EpochSums(self.task, self.device, self.mean_loss)
         grad_clip = self.spec.optimizer.grad_clip
         for start, stop in self._global_batches(len(perm)):
             local = slice(start + self.rank, stop, self.world_size)
             xb, yb = self._batch_input(xs[local]), ys[local]
             if self.augment is not None:
                 xb = self.augment(xb, augment_rng)
+            # The global batch's mean: on one worker the batch mean itself, with DDP each rank's
+            # sum scaled so that the ranks' averaged gradients are the global batch mean's.
+            scale = None if self.world_size == 1 else self.world_size / (stop - start)
             with self.autocast():
-                per_sample = sums.step(self.forward, xb, yb)
-            # The global batch's mean; one op fewer on a single worker (small steps feel it).
-            loss = per_sample.mean() if self.world_size == 1 else \
-                per_sample.sum() * (self.world_size / (stop - start))
+                loss = sums.step(self.forward, xb, yb, scale)
             if self.penalized:
                 loss = loss + self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
@@ -519,6 +524,11 @@ class _Trainer:
         return t
 
     def _save_checkpoint(self, epoch: int) -> None:
+        now = time.monotonic()
+        durable = now - self.durable_at >= checkpoints.DURABLE_EVERY_S or \
+            epoch == self.spec.training.epochs
+        if durable:
+            self.durable_at = now
         checkpoints.save_checkpoint(self.paths.checkpoints, epoch, {
             "epoch": epoch,
             "model": self.module.state_dict(),
@@ -526,7 +536,7 @@ class _Trainer:
             "schedule": self.schedule.state_dict(),
             "early_stopping": None if self.stopper is None else self.stopper.state_dict(),
             "dataset_hash": self.data.dataset_hash,
-        }, keep=self.keep)
+        }, keep=self.keep, durable=durable)
 
     def _complete(self) -> TrainResult:
         """Restore the best weights if asked, evaluate the final split with every metric."""
@@ -562,42 +572,67 @@ class _Trainer:
         return result
 
 
-class _EpochSums:
-    """An epoch's float64 training sums `[loss, samples, third]` (see `train_step`).
+def _reduce(per_sample: torch.Tensor, scale: float | None) -> torch.Tensor:
+    return per_sample.mean() if scale is None else per_sample.sum() * scale
 
-    For the supervised task they are reduced from the kept outputs every `SUMS_FLUSH` values
-    (and at the end) rather than every step: on a small model the handful of tiny ops per
-    step that `train_step`'s sums take cost as much as 20 % of the step. Other tasks sum
-    per step through their `train_step`.
+
+class _EpochSums:
+    """An epoch's float64 training sums `[loss, samples, third]` (see `metrics.train_sums`).
+
+    For the supervised task they are reduced from what the steps kept (outputs, targets and
+    each batch's loss) every `SUMS_FLUSH` output values and at the end, rather than every
+    step: on a small model the handful of tiny ops per step that the sums take cost as much
+    as 20 % of the step. With `mean_loss` (one worker, a loss with a fused batch-mean form),
+    a step backpropagates that one op and keeps its value; recomputing per-sample losses
+    for the sums would cost a few percent of a small model's epoch. Other tasks sum per step
+    through their `train_step`.
     """
 
-    def __init__(self, task, device: torch.device):
+    def __init__(self, task, device: torch.device, mean_loss=None):
         self.task, self.device = task, device
         self.deferred = type(task) is SupervisedTask
+        self.mean_loss = mean_loss if self.deferred else None
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
-        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Each step's loss: its batch mean (with `mean_loss`) or its per-sample losses.
+        self.losses: list[torch.Tensor] = []
         self.held = 0
 
-    def step(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The batch's per-sample losses (with grad); its sums are counted."""
+    def step(self, model, x: torch.Tensor, y: torch.Tensor, scale: float | None
+             ) -> torch.Tensor:
+        """The batch's loss to backpropagate: the batch mean (`scale` None) or the sum of
+        its per-sample losses times `scale` (a DDP rank's share); its sums are counted."""
         if not self.deferred:
             per_sample, batch_sums = self.task.train_step(model, x, y)
             self.sums += batch_sums
-            return per_sample
+            return _reduce(per_sample, scale)
         out = model(x)  # the same math as SupervisedTask.train_step
-        per_sample = self.task.loss_fn(out, y)
-        self.kept.append((out.detach(), y, per_sample.detach()))
+        if self.mean_loss is not None and scale is None:
+            loss = self.mean_loss(out, y)
+            self.losses.append(loss.detach())
+        else:
+            per_sample = self.task.loss_fn(out, y)
+            loss = _reduce(per_sample, scale)
+            self.losses.append(per_sample.detach())
+        self.outputs.append((out.detach(), y))
         self.held += out.numel()
         if self.held >= SUMS_FLUSH:
             self._flush()
-        return per_sample
+        return loss
 
     def _flush(self) -> None:
-        if self.kept:
-            out, y, per_sample = (torch.cat(parts) for parts in zip(*self.kept))
-            self.sums += M.train_sums(out.float(), y, per_sample.float(),
-                                      self.task.classification)
-        self.kept, self.held = [], 0
+        if not self.outputs:
+            return
+        out = torch.cat([o for o, _ in self.outputs]).float()
+        y = torch.cat([t for _, t in self.outputs])
+        if self.losses[0].dim() == 0:  # batch means: weigh each by its batch's size
+            counts = torch.tensor([len(t) for _, t in self.outputs], dtype=torch.float64,
+                                  device=out.device)
+            loss_sum = torch.stack(self.losses).double() @ counts
+        else:
+            loss_sum = torch.cat(self.losses).double().sum()
+        self.sums += M.train_sums(out, y, loss_sum, self.task.classification)
+        self.outputs, self.losses, self.held = [], [], 0
 
     def total(self) -> torch.Tensor:
         self._flush()

@@ -14,16 +14,17 @@ import numpy as np
 import torch
 
 
-def train_sums(out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor,
+def train_sums(out: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor,
                classification: bool) -> torch.Tensor:
     """float64 `[sum of losses, samples, correct | sum of per-sample MAE]` of one batch, to be
-    summed over batches and ranks (an all-reduce of sums is exact, unlike one of means)."""
+    summed over batches and ranks (an all-reduce of sums is exact, unlike one of means);
+    `loss_sum` is the sum of the batch's per-sample losses."""
     if classification:
         third = (out.argmax(dim=1) == y).sum()
     else:
         third = (out - y.reshape(out.shape)).abs().mean(dim=1).sum()
     count = torch.tensor(len(y), dtype=torch.float64, device=out.device)
-    return torch.stack([per_sample.sum().double(), count, third.double()])
+    return torch.stack([loss_sum.double(), count, third.double()])
 
 
 def train_metrics(sums: list[float], classification: bool) -> dict[str, float]:

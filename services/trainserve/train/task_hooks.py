@@ -41,7 +41,7 @@ class SupervisedTask:
     def train_step(self, model, x, y):
         out = model(x)
         per_sample = self.loss_fn(out, y)
-        return per_sample, M.train_sums(out.detach(), y, per_sample.detach(),
+        return per_sample, M.train_sums(out.detach(), y, per_sample.detach().sum(),
                                         self.classification)
 
     def evaluate(self, module, x, y):
