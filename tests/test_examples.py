@@ -50,7 +50,6 @@ CASES = [
     ("mlp_moons", "test_accuracy", lambda v: v >= 0.97),
     ("rbf_circles", "test_accuracy", lambda v: v >= 0.97),
     ("cnn_digits", "test_accuracy", lambda v: v >= 0.98),
-    ("digits_lenet5", "test_accuracy", lambda v: v >= 0.97),
     ("lenet5_digits", "test_accuracy", lambda v: v >= 0.98),
     ("resnet_digits", "test_accuracy", lambda v: v >= 0.98),
     ("mlp_breast_cancer_cv", "cv_auc_mean", lambda v: v >= 0.98),
@@ -62,6 +61,29 @@ CASES = [
 def test_example_reaches_its_result(name, metric, ok, tmp_path):
     metrics = _run(name, tmp_path)
     assert ok(metrics[metric]), f"{name}: {metric} = {metrics[metric]}"
+
+
+def _ddp_example_worker(rank, port, dirs, queue):
+    import os
+
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        spec = check_spec(load_spec_file(EXAMPLES / "digits_lenet5.yaml"))
+        result = train(spec, dirs[0], NullReporter(), rank=rank, world_size=2)
+        queue.put((rank, dict(result.metrics)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_digits_lenet5_reaches_97_percent_on_two_ddp_workers(tmp_path):
+    """The data-parallel example as its spec runs it: two ranks (gloo, CPU)."""
+    from tests.unit.ddp import run_two_ranks
+    spec = load_spec_file(EXAMPLES / "digits_lenet5.yaml")
+    assert spec.scaling.num_workers == 2
+    (_, m0), (_, m1) = run_two_ranks(_ddp_example_worker, [str(tmp_path / "job")], timeout=600)
+    assert m0 == m1 and m0["test_accuracy"] >= 0.97, m0
 
 
 @pytest.mark.parametrize("name", ["lstm_sine", "gru_sine", "transformer_sine"])

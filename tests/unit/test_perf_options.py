@@ -71,9 +71,25 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
 
 
 def test_channels_last_trains_the_same_model(tmp_path):
-    base, _ = _train(_spec(epochs=2), tmp_path / "a")
+    base, _ = _train(_spec(epochs=2, channels_last=False), tmp_path / "a")
     cl, _ = _train(_spec(epochs=2, channels_last=True), tmp_path / "b")
     assert cl.metrics["test_loss"] == pytest.approx(base.metrics["test_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("dataset,model,perf,device,expected", [
+    ("digits", None, {}, "cpu", True),  # unset: image inputs on a CPU
+    ("digits", None, {"channels_last": False}, "cpu", False),  # asked off
+    ("iris", {"mlp": {}}, {}, "cpu", False),  # not an image
+    ("digits", None, {}, "cuda", False),  # float32 on a GPU: left as it was
+    ("digits", None, {"autocast": "bf16"}, "cuda", True),
+])
+def test_channels_last_unset_is_chosen_by_input_and_device(dataset, model, perf, device,
+                                                           expected):
+    from trainserve.train.data import prepare_data
+    spec = check_spec(_spec(dataset, model, **perf))
+    info = prepare_data(spec).info
+    assert loop.use_channels_last(spec.training.performance, info,
+                                  torch.device(device)) is expected
 
 
 def test_compile_wraps_the_training_forward_only(tmp_path, monkeypatch):

@@ -115,6 +115,14 @@ def gpu_figures(device: torch.device) -> dict[str, float]:
     return figures
 
 
+def use_channels_last(perf, info, device: torch.device) -> bool:
+    """`spec.training.performance.channels_last`, or when unset: image inputs on a CPU
+    (oneDNN's NHWC convolutions) or on a GPU with bf16 autocast (tensor cores)."""
+    if perf.HasField("channels_last"):
+        return perf.channels_last
+    return info.is_image and (device.type == "cpu" or perf.autocast == "bf16")
+
+
 def run_training(spec, plan: Plan, *, reporter: Reporter, rank: int = 0, world_size: int = 1,
                  keep_checkpoints: int = 2,
                  device: torch.device = torch.device("cpu")) -> TrainResult:
@@ -178,7 +186,7 @@ class _Trainer:
         self.rank, self.world_size, self.keep = rank, world_size, keep_checkpoints
         self.device = device
         perf = spec.training.performance
-        self.channels_last = perf.channels_last
+        self.channels_last = use_channels_last(perf, plan.data.info, device)
         self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) \
             if perf.autocast == "bf16" else contextlib.nullcontext
         if device.type == "cuda":

@@ -201,12 +201,13 @@ AUTOCAST_MODES = ("none", "bf16")
 
 def _check_performance(perf, info: DatasetInfo) -> None:
     """`spec.training.performance`: autocast "" means "none" (left unset, so specs that do
-    not ask for speed options stay as they were); channels_last needs image inputs; compile is
+    not ask for speed options stay as they were); channels_last (unset: chosen by the loop)
+    needs image inputs; compile is
     refused for GANs, whose steps call their sub-networks directly."""
     field = "spec.training.performance"
     if perf.autocast:
         check_choice(perf.autocast, AUTOCAST_MODES, f"{field}.autocast", "autocast mode")
-    if perf.channels_last and not info.is_image:
+    if perf.HasField("channels_last") and perf.channels_last and not info.is_image:
         fail(f"{field}.channels_last", f"needs image inputs (C, H, W); dataset {info.name!r} "
                                        f"has {info.input_kind} inputs of shape {info.input_shape}")
     if perf.compile and info.task == "generation":
