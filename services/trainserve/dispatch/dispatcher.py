@@ -26,6 +26,7 @@ from trainserve.store.redis import PREFIX, connect
 
 log = logging.getLogger("trainserve.dispatch")
 READY_KEY = PREFIX + "dispatcher:ready"
+PREWARM_AFTER_SERVE_S = 60.0  # the longest the worker warming waits for Serve
 
 
 @dataclass
@@ -109,6 +110,9 @@ class Dispatcher:
         return loop
 
     def _prewarm(self) -> None:
+        # After Serve is up: warming imports torch in one worker per CPU, which on a small
+        # machine would slow Serve's start-up (and so the stack's readiness) by seconds.
+        self.serve_ready.wait(PREWARM_AFTER_SERVE_S)
         try:
             from trainserve.train.launch import prewarm
             prewarm()
