@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trainserve.config import Config
-from trainserve.api.auth import AuthInterceptor, AuthServicer
+from trainserve.api.auth import AuthInterceptor, AuthServicer, TokenCache
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
 from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobServicer,
                                       ModelServicer, _Blocking)
@@ -68,8 +68,9 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     run = _Blocking(ThreadPoolExecutor(cfg.threads, thread_name_prefix="api-redis"))
     # Upload chunks are at most 1 MiB; leave room for the framing.
     tokens = _token_store(client, cfg)
+    token_cache = TokenCache()
     server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor(),
-                                           AuthInterceptor(tokens)],
+                                           AuthInterceptor(tokens, token_cache)],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", 4 << 20)])
     jobs = JobsCore(client, cfg.storage_dir)
@@ -81,7 +82,8 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
                                                                 server)
     datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes)
     dataset_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets, run), server)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(tokens, run), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(tokens, run, token_cache),
+                                                  server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
