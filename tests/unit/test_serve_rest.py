@@ -237,3 +237,9 @@ def test_routing_refusals_answer_in_the_error_shape(client):
     r = client.get("/v2/models/iris/infer")
     assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"}
     assert r.headers["allow"] == "POST"
+
+
+def test_a_trailing_slash_reaches_the_same_route(client):
+    assert client.get("/v2/health/live/").json() == {"live": True}
+    r = client.post("/v2/models/iris/infer/", json=v2_body())
+    assert r.status_code == 200 and r.json()["model_name"] == "iris"

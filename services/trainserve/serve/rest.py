@@ -220,13 +220,16 @@ class RestApp:
 
     async def handle(self, request: Request) -> Response:
         allowed: list[str] = []
-        for route in self.routes:
-            match, child_scope = route.matches(request.scope)
-            if match is Match.FULL:
-                request.scope.update(child_scope)
-                return await route.endpoint(request)
-            if match is Match.PARTIAL:
-                allowed += sorted(route.methods or ())
+        for scope in _scopes_to_try(request.scope):
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    request.scope.update(child_scope)
+                    return await route.endpoint(request)
+                if match is Match.PARTIAL:
+                    allowed += sorted(route.methods or ())
+            if allowed:
+                break
         if allowed:
             return json_response({"error": "Method Not Allowed"}, 405,
                                  {"Allow": ", ".join(dict.fromkeys(allowed))})
@@ -241,6 +244,15 @@ class RestApp:
                     return
         response = await self.handle(Request(scope, receive, send))
         await response(scope, receive, send)
+
+
+def _scopes_to_try(scope: dict):
+    """The request's scope, then (a trailing slash aside, e.g. `/v2/models/x/`) the same
+    path without it."""
+    yield scope
+    path = scope.get("path", "")
+    if len(path) > 1 and path.endswith("/"):
+        yield {**scope, "path": path.rstrip("/") or "/"}
 
 
 def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> RestApp:
