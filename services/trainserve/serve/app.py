@@ -10,11 +10,13 @@ from ray.serve import Application
 
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.gateway import Gateway
-from trainserve.serve.host import ModelHost
 
 
 def build_app(cfg: ServeConfig) -> Application:
     if cfg.colocate_models:
         return Gateway.options(**cfg.host_options()).bind(None, cfg)
+    # Imported here: the model host imports torch (a second or more), which the process
+    # that deploys the default application (the dispatcher, starting up) does not need.
+    from trainserve.serve.host import ModelHost
     host = ModelHost.options(**cfg.host_options()).bind(cfg.loader, cfg.torch_threads)
     return Gateway.bind(host, cfg)

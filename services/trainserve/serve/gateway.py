@@ -9,8 +9,9 @@ gateway replica needs neither.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from ray import serve
@@ -84,9 +85,33 @@ class RedisReadiness:
         return self._ok
 
 
-def _colocated(cfg: ServeConfig, metrics: RayServingMetrics):
-    from trainserve.serve.host import colocated_backend  # imports torch
-    return colocated_backend(cfg.loader, cfg.torch_threads, metrics.batch)
+class DeferredBackend:
+    """A backend built in a thread that starts with the replica: the colocated one imports
+    torch (about a second), which the replica's start-up, and so the stack's readiness,
+    need not wait for. Calls wait for it."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._future = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="backend-build").submit(build)
+
+    async def backend(self) -> Any:
+        return await asyncio.wrap_future(self._future)
+
+    async def load(self, model_id: str, artifact_dir: str) -> None:
+        await (await self.backend()).load(model_id, artifact_dir)
+
+    async def predict(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        return await (await self.backend()).predict(*args, **kwargs)
+
+    async def stats(self) -> dict:
+        return await (await self.backend()).stats()
+
+
+def _colocated(cfg: ServeConfig, metrics: RayServingMetrics) -> DeferredBackend:
+    def build():
+        from trainserve.serve.host import colocated_backend  # imports torch
+        return colocated_backend(cfg.loader, cfg.torch_threads, metrics.batch)
+    return DeferredBackend(build)
 
 
 @serve.deployment(name="gateway", max_ongoing_requests=256,
