@@ -37,6 +37,8 @@ from trainserve import ports
 from trainserve.config import Config, stack_file
 
 COMPONENTS = ("redis", "ray", "api", "dispatcher")
+# What a component needs ready before it starts; `up` starts the rest alongside.
+_NEEDS = {"api": ("redis",), "dispatcher": ("redis", "ray")}
 # Started only when asked for (`Config.with_prometheus`), after the others.
 OPTIONAL_COMPONENTS = ("prometheus",)
 ALL_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
@@ -123,8 +125,8 @@ class LocalStack:
 
     def up(self, components: Iterable[str] | None = None,
            timeout: float | None = None) -> list[str]:
-        """Start the given components (default: `components`) in order and wait until each
-        is ready.
+        """Start the given components (default: `components`) in order, each once what it
+        needs (`_NEEDS`) is ready, and wait until all are ready.
 
         Components already running are left alone (an `up` of a running stack is a no-op);
         returns the names started. Every port is checked before anything starts. If one
@@ -137,10 +139,19 @@ class LocalStack:
         self.check_ports(todo)
         self._record_config()
         started: list[str] = []
+        waiting: list[str] = []  # started, readiness not yet seen
         try:
             for name in todo:
-                self.start(name, timeout=timeout, check=False)
+                # Each starts once what it needs is ready, alongside what it does not need
+                # (the API's start overlaps the Ray head's).
+                for need in [n for n in waiting if n in _NEEDS.get(name, ())]:
+                    self.wait_ready(need, timeout)
+                    waiting.remove(need)
+                self.start(name, wait=False, check=False)
                 started.append(name)
+                waiting.append(name)
+            for name in waiting:
+                self.wait_ready(name, timeout)
         except BaseException:
             for name in reversed(started):
                 self.stop(name)

@@ -228,16 +228,31 @@ def test_up_rolls_back_what_it_started(config, monkeypatch):
     stack = LocalStack(config)
     started = []
 
-    def fake_start(name, timeout=None, check=True):
+    def fake_start(name, wait=True, timeout=None, check=True):
         if name == "api":
             raise LocalStackError("api broke")
         started.append(name)
     monkeypatch.setattr(stack, "start", fake_start)
+    monkeypatch.setattr(stack, "wait_ready", lambda name, timeout=None: None)
     stopped = []
     monkeypatch.setattr(stack, "stop", lambda name, grace=None: stopped.append(name))
     with pytest.raises(LocalStackError, match="api broke"):
         stack.up()
     assert started == ["redis", "ray"] and stopped == ["ray", "redis"]
+
+
+def test_up_starts_each_component_once_what_it_needs_is_ready(config, monkeypatch):
+    stack = LocalStack(config)
+    steps = []
+    monkeypatch.setattr(stack, "start", lambda name, wait=True, timeout=None, check=True:
+                        steps.append(("start", name)))
+    monkeypatch.setattr(stack, "wait_ready", lambda name, timeout=None:
+                        steps.append(("ready", name)))
+    stack.up()
+    # The API starts while the Ray head is still coming up; the dispatcher needs Ray.
+    assert steps == [("start", "redis"), ("start", "ray"), ("ready", "redis"),
+                     ("start", "api"), ("ready", "ray"), ("start", "dispatcher"),
+                     ("ready", "api"), ("ready", "dispatcher")]
 
 
 def test_unknown_component(config):
