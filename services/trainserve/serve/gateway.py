@@ -93,9 +93,12 @@ class DeferredBackend:
     def __init__(self, build: Callable[[], Any]):
         self._future = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="backend-build").submit(build)
+        self._built: Any = None
 
     async def backend(self) -> Any:
-        return await asyncio.wrap_future(self._future)
+        if self._built is None:  # once built, no trip through the event loop per call
+            self._built = await asyncio.wrap_future(self._future)
+        return self._built
 
     async def load(self, model_id: str, artifact_dir: str) -> None:
         await (await self.backend()).load(model_id, artifact_dir)
