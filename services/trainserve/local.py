@@ -507,12 +507,22 @@ class LocalStack:
         env.setdefault("RAY_metrics_report_interval_ms",
                        str(self.config.ray_metrics_report_interval_ms))
         # Fixed by default (44217, 44227); free ones keep two stacks from colliding.
-        env["AUTOSCALER_METRIC_PORT"] = str(free_port(self.config.host))
-        env["DASHBOARD_METRIC_PORT"] = str(free_port(self.config.host))
+        env["AUTOSCALER_METRIC_PORT"] = str(self._spare_port())
+        env["DASHBOARD_METRIC_PORT"] = str(self._spare_port())
         from trainserve.serve.config import serve_mode_env
         env.update(serve_mode_env(self.config.serve_mode, self.config.ray_temp_path,
-                                  lambda: free_port(self.config.host)))
+                                  self._spare_port))
         return env
+
+    def _spare_port(self) -> int:
+        """A free port that is none of this stack's configured ports: those may be free
+        still, their components not started yet (the API starts alongside the Ray head)."""
+        c = self.config
+        configured = {u.port for name in ALL_COMPONENTS for u in self.ports(name)}
+        configured |= {c.serve_http_port, c.serve_grpc_port}
+        while (port := free_port(c.host)) in configured:
+            pass
+        return port
 
     def _link_ray_logs(self) -> None:
         """`<state>/logs/ray-session` -> Ray's own logs, which live in its short temp dir."""

@@ -255,6 +255,25 @@ def test_up_starts_each_component_once_what_it_needs_is_ready(config, monkeypatc
                      ("ready", "api"), ("ready", "dispatcher")]
 
 
+def test_ports_the_stack_draws_for_ray_avoid_its_configured_ones(config, monkeypatch):
+    """HAProxy's and Ray's metrics ports are drawn when the head starts, when the API (started
+    alongside) may not have bound its own ports yet: a draw equal to one of them is redrawn."""
+    import itertools
+
+    from trainserve import local
+    stack = LocalStack(config)
+    configured = [u.port for name in ("redis", "api", "dispatcher") for u in stack.ports(name)]
+    spare = itertools.count(config.api_port + 1000)
+    draws = iter(configured + [next(spare) for _ in range(20)])
+    monkeypatch.setattr(local, "free_port", lambda host="127.0.0.1": next(draws))
+    assert stack._spare_port() not in configured
+    env = stack._ray_head_env({})
+    drawn = {int(env[k]) for k in ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")}
+    drawn |= {int(v) for k, v in env.items() if k.startswith("RAY_SERVE_HAPROXY_") and
+              k.endswith("_PORT")}
+    assert drawn and not drawn & set(configured)
+
+
 def test_unknown_component(config):
     with pytest.raises(ValueError, match="unknown component 'redis2'"):
         LocalStack(config).start("redis2")
