@@ -1,7 +1,7 @@
-"""The ingress of the `trainserve` application: REST (`rest.RestApp`, which Serve calls with each HTTP request) and gRPC (methods named
-after the RPCs, which Serve's gRPC proxy calls) over one `InferenceService`, which runs the
-models in the replica itself (the default: no second hop) or asks the model host for
-outputs through a multiplexed deployment handle.
+"""The ingress of the `trainserve` application: REST (`rest.RestApp`, which Serve calls with
+each HTTP request) and gRPC (methods named after the RPCs, which Serve's gRPC proxy calls)
+over one `InferenceService`, which runs the models in the replica itself (the default: no
+second hop) or asks the model host for outputs through a multiplexed deployment handle.
 
 This module does not import torch or the model host: with the models on a model host, the
 gateway replica needs neither.
@@ -91,8 +91,9 @@ class DeferredBackend:
     need not wait for. Calls wait for it."""
 
     def __init__(self, build: Callable[[], Any]):
-        self._future = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="backend-build").submit(build)
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="backend-build")
+        self._future = pool.submit(build)
+        pool.shutdown(wait=False)  # its thread ends with the build
         self._built: Any = None
 
     async def backend(self) -> Any:

@@ -8,6 +8,7 @@ bytes from there, in input order. Outputs are sent the same way when requested w
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -219,21 +220,31 @@ class RestApp:
         self.routes = routes
 
     async def handle(self, request: Request) -> Response:
-        allowed: list[str] = []
-        for scope in _scopes_to_try(request.scope):
-            for route in self.routes:
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    request.scope.update(child_scope)
-                    return await route.endpoint(request)
-                if match is Match.PARTIAL:
-                    allowed += sorted(route.methods or ())
-            if allowed:
-                break
+        route, child_scope, allowed = self._match(request.scope)
+        path = request.scope.get("path", "")
+        if route is None and not allowed and len(path) > 1 and path.endswith("/"):
+            # `/v2/models/x/infer/` reaches the route of `/v2/models/x/infer`
+            route, child_scope, allowed = self._match({**request.scope,
+                                                       "path": path.rstrip("/") or "/"})
+        if route is not None:
+            request.scope.update(child_scope)
+            return await route.endpoint(request)
         if allowed:
             return json_response({"error": "Method Not Allowed"}, 405,
                                  {"Allow": ", ".join(dict.fromkeys(allowed))})
         return json_response({"error": "Not Found"}, 404)
+
+    def _match(self, scope: dict) -> tuple[Route | None, dict, list[str]]:
+        """The first route that takes `scope` and its path parameters' scope, or None and
+        the methods of the routes whose path matches."""
+        allowed: list[str] = []
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                return route, child_scope, allowed
+            if match is Match.PARTIAL:
+                allowed += sorted(route.methods or ())
+        return None, {}, allowed
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":  # nothing to start or stop
@@ -244,15 +255,6 @@ class RestApp:
                     return
         response = await self.handle(Request(scope, receive, send))
         await response(scope, receive, send)
-
-
-def _scopes_to_try(scope: dict):
-    """The request's scope, then (a trailing slash aside, e.g. `/v2/models/x/`) the same
-    path without it."""
-    yield scope
-    path = scope.get("path", "")
-    if len(path) > 1 and path.endswith("/"):
-        yield {**scope, "path": path.rstrip("/") or "/"}
 
 
 def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> RestApp:
@@ -312,9 +314,7 @@ def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
         ok = await service.model_ready(name, version)
         return json_response({"name": name, "ready": ok}, 200 if ok else 503)
 
-    async def infer(request: Request) -> Response:
-        return await _infer(service, request)
-
+    infer = functools.partial(_infer, service)
     model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
     # Inference first: routes are tried in order.
     return [("POST", f"{model}/infer", infer), ("POST", f"{version}/infer", infer),
