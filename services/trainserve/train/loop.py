@@ -187,9 +187,9 @@ class _Trainer:
         self.device = device
         perf = spec.training.performance
         self.channels_last = use_channels_last(perf, plan.data.info, device)
-        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) \
-            if perf.autocast == "bf16" else contextlib.nullcontext
         self.autocasting = perf.autocast == "bf16"
+        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) \
+            if self.autocasting else contextlib.nullcontext
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest kernels
         self.started = time.monotonic()
@@ -412,9 +412,7 @@ class _Trainer:
         rank, world = self.rank, self.world_size
         grad_clip = self.spec.optimizer.grad_clip
         for start, stop in self._global_batches(len(perm)):
-            xb, yb = xs[start + rank:stop:world], ys[start + rank:stop:world]
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb, yb = self._batch_input(xs[start + rank:stop:world]), ys[start + rank:stop:world]
             if self.augment is not None:
                 xb = self.augment(xb, augment_rng)
             # The global batch's mean: on one worker the batch mean itself, with DDP each rank's
