@@ -8,6 +8,8 @@ the per-job label sets are bounded by the jobs running now. docs/monitoring.md l
 """
 from __future__ import annotations
 
+import abc
+
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -47,8 +49,9 @@ class _RedisCollector(Collector):
             return
         yield from families
 
+    @abc.abstractmethod
     def _families(self) -> list:
-        raise NotImplementedError
+        """This scrape's metric families, read from Redis."""
 
 
 class JobStateCollector(_RedisCollector):
