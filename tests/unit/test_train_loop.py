@@ -79,15 +79,20 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path):
+def _straight_and_crashed_at_epoch_3(tmp_path):
+    """(job dir of an uninterrupted IRIS run, job dir of one that died reporting epoch 3)."""
     straight = tmp_path / "straight"
     train(_spec(IRIS), straight, ListReporter())
-
     crashed = tmp_path / "crashed"
     boom = ListReporter()
     boom.epoch = lambda epoch, *a: (_ for _ in ()).throw(_Crash()) if epoch == 3 else None
     with pytest.raises(_Crash):
         train(_spec(IRIS), crashed, boom)
+    return straight, crashed
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    straight, crashed = _straight_and_crashed_at_epoch_3(tmp_path)
     rep = ListReporter()
     result = train(_spec(IRIS), crashed, rep)
     assert result.status == "succeeded"
@@ -101,13 +106,7 @@ def test_resume_after_a_machine_crash_tore_the_newest_checkpoint(tmp_path):
     """Checkpoints between the fsynced ones may not reach the disk before the machine goes
     down: a torn newest one is removed and training resumes from the one before, matching
     an uninterrupted run all the same."""
-    straight = tmp_path / "straight"
-    train(_spec(IRIS), straight, ListReporter())
-    crashed = tmp_path / "crashed"
-    boom = ListReporter()
-    boom.epoch = lambda epoch, *a: (_ for _ in ()).throw(_Crash()) if epoch == 3 else None
-    with pytest.raises(_Crash):
-        train(_spec(IRIS), crashed, boom)
+    straight, crashed = _straight_and_crashed_at_epoch_3(tmp_path)
     torn = crashed / "checkpoints" / checkpoints.checkpoint_name(3) / checkpoints.STATE_FILE
     torn.write_bytes(b"")
     rep = ListReporter()
