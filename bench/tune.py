@@ -6,14 +6,14 @@ is run in-process on Ray Tune (2 CPUs, 0.5 CPU per trial: up to 4 trials at once
 `run_job`, one after the other. Per search:
 
 - epochs consumed: the sum over trials of the last epoch each trained, read from Tune's
-  per-trial result.json and checked against the highest checkpoint in the trial's folder;
+  per-trial result.json and checked against the last epoch report in the trial's folder;
 - wall time of `run_job`, and trials per minute from it;
 - best val accuracy: the job's `best_val_accuracy` (the last-epoch val_accuracy of the best
   trial that ran to its end, which is what the search ranks by);
 - trials running at once: each trial's interval runs from the start of its trainable to
-  its last result, anchored on the trial's own clock: the newest checkpoint's file time
-  (written by the trial right before it reports that epoch) minus the trial's time_total_s
-  in that epoch's result is its start; its end adds the time_total_s of its last result.
+  its last result, anchored on the trial's own clock: the file time of its last epoch
+  report on disk (written by the trial right before it reports that epoch) minus the
+  trial's time_total_s in that epoch's result is its start; its end adds the time_total_s of its last result.
   The maximum is the largest number of intervals covering one instant (millisecond
   timing; Tune's own `timestamp` is whole seconds), the mean the sum of the intervals over
   the wall time.
@@ -63,14 +63,15 @@ def _trial_rows(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _newest_checkpoint(job_dir: Path, trial_id: str) -> tuple[int, float]:
-    """(epoch, mtime) of the newest checkpoint in the trial's folder ((0, 0) if none)."""
-    ckpts = [(int(p.name.split("-")[1]), p)
-             for p in (job_dir / "trials" / trial_id / "checkpoints").glob("epoch-*")]
-    if not ckpts:
+def _last_epoch(job_dir: Path, trial_id: str) -> tuple[int, float]:
+    """(epoch, mtime) of the trial's last epoch report on disk (`tune.trial.LAST_EPOCH`,
+    written right before each epoch's report to Tune); (0, 0) if none."""
+    from trainserve.tune.algorithms import EPOCH
+    from trainserve.tune.trial import LAST_EPOCH
+    path = job_dir / "trials" / trial_id / LAST_EPOCH
+    if not path.exists():
         return 0, 0.0
-    epoch, path = max(ckpts)
-    return epoch, (path / "state.pt").stat().st_mtime
+    return int(json.loads(path.read_text())[EPOCH]), path.stat().st_mtime
 
 
 def trials_of(job_dir: Path) -> list[dict]:
@@ -83,12 +84,12 @@ def trials_of(job_dir: Path) -> list[dict]:
         last = rows[-1]
         trial_id = last["trial_id"]
         epochs = int(max(r.get("epoch", 0) for r in rows))
-        on_disk, saved_at = _newest_checkpoint(job_dir, trial_id)
+        on_disk, saved_at = _last_epoch(job_dir, trial_id)
         if on_disk != epochs:
-            raise RuntimeError(f"trial {trial_id}: Tune saw {epochs} epochs, the newest "
-                               f"checkpoint is epoch {on_disk}")
-        # The trial's clock when it reported its last epoch, just after saving that
-        # checkpoint: the trial started that long before the save; it ended at its clock's
+            raise RuntimeError(f"trial {trial_id}: Tune saw {epochs} epochs, the trial's "
+                               f"last epoch report on disk is epoch {on_disk}")
+        # The trial's clock when it reported its last epoch, just after writing that
+        # report: the trial started that long before the write; it ended at its clock's
         # last reading (a finished trial's final report follows the test evaluation).
         at_save = next(float(r["time_total_s"]) for r in rows if r.get("epoch") == epochs)
         start = saved_at - at_save

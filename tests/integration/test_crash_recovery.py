@@ -69,7 +69,8 @@ def _digits_mlp(name: str, epochs: int = 8, **scaling):
         "name": name, "dataset": {"name": "digits"},
         "model": {"mlp": {"hidden": [64], "activation": "relu"}},
         "optimizer": {"name": "adam", "lr": 0.01},
-        "training": {"epochs": epochs, "batch_size": 32, "seed": 3},
+        # A checkpoint every epoch: the tests kill workers in chosen epochs' checkpoints.
+        "training": {"epochs": epochs, "batch_size": 32, "seed": 3, "checkpoint_every_s": 0},
         "scaling": {"num_workers": 1, **scaling}})
 
 

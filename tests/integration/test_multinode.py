@@ -87,7 +87,8 @@ def _ddp_digits(name: str, epochs: int, max_failures: int = 0):
         "split": {"test_fraction": 0.2, "stratify": True},
         "model": {"lenet5": {"activation": "relu", "pooling": "max"}},
         "optimizer": {"name": "adam", "lr": 0.003},
-        "training": {"epochs": epochs, "batch_size": 64, "seed": 0},
+        # A checkpoint every epoch: the failover test kills rank 0 in epoch 3's.
+        "training": {"epochs": epochs, "batch_size": 64, "seed": 0, "checkpoint_every_s": 0},
         "scaling": {"num_workers": 2, "cpus_per_worker": 1, "max_failures": max_failures}})
 
 

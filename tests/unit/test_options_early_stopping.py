@@ -1,11 +1,13 @@
 """Early stopping: when it stops, which weights become the artifact, resume, the controller."""
+import types
+
 import pytest
 import torch
 from google.protobuf import json_format
 from safetensors.torch import load_file
 
 from trainserve.pb import spec_pb2
-from trainserve.train import checkpoints
+from trainserve.train import checkpoints, loop
 from trainserve.train.artifacts import MODEL_FILE, load_artifact
 from trainserve.train.data import prepare_data
 from trainserve.train.loop import train
@@ -16,7 +18,9 @@ from trainserve.train.validate import check_spec
 # An over-parameterized MLP on a small noisy set: val_loss bottoms out early, then rises.
 NOISY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},
          "model": {"mlp": {"hidden": [128, 128]}}, "optimizer": {"lr": 0.01},
-         "split": {"val_fraction": 0.25}, "training": {"epochs": 150, "batch_size": 16}}
+         "split": {"val_fraction": 0.25},
+         # A checkpoint every epoch: the tests compare the artifact with given epochs'.
+         "training": {"epochs": 150, "batch_size": 16, "checkpoint_every_s": 0}}
 
 
 def _spec(**early_stopping) -> spec_pb2.JobSpec:
@@ -59,6 +63,20 @@ def test_restore_best_false_keeps_the_last_epoch(tmp_path):
     stopped = int(result.metrics["stopped_epoch"])
     artifact = load_file(str(tmp_path / "artifact" / MODEL_FILE))
     assert stopped < 150 and _same(artifact, _checkpoint_model(tmp_path, stopped))
+
+
+def test_the_epoch_early_stopping_ends_on_is_checkpointed(tmp_path, monkeypatch):
+    # A frozen clock: the interval never passes, so only a final checkpoint is written.
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(monotonic=lambda: 1000.0))
+    spec = _spec(patience=4)
+    spec.training.checkpoint_every_s = 5
+    result = train(spec, tmp_path, ListReporter(), keep_checkpoints=1000)
+    stopped = int(result.metrics["stopped_epoch"])
+    assert stopped < 150
+    found = checkpoints.list_checkpoints(tmp_path / "checkpoints")
+    assert [epoch for epoch, _ in found] == [stopped]
+    rep = ListReporter()
+    assert train(spec, tmp_path, rep).metrics == result.metrics and rep.epochs == []
 
 
 def test_a_rerun_after_stopping_trains_no_more(tmp_path):

@@ -15,7 +15,7 @@ from trainserve.train.validate import check_spec
 from trainserve.train.zoo import build_model
 
 IRIS = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16]}},
-        "training": {"epochs": 8, "batch_size": 16}}
+        "training": {"epochs": 8, "batch_size": 16, "checkpoint_every_s": 0}}  # read per epoch
 
 
 def _spec(optimizer: dict, **training) -> spec_pb2.JobSpec:

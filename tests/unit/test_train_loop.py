@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from trainserve import errors
 from trainserve.pb import spec_pb2
-from trainserve.train import checkpoints
+from trainserve.train import checkpoints, loop
 from trainserve.train.artifacts import MODEL_FILE, load_artifact
 from trainserve.train.loop import train
 from trainserve.train.reporting import ListReporter
@@ -23,7 +23,7 @@ XOR = {"dataset": {"name": "xor", "normalize": "none"},
        "optimizer": {"lr": 0.05}, "training": {"epochs": 30, "batch_size": 16}}
 # Dropout makes the result depend on the RNG, which resume must reproduce.
 IRIS = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16], "dropout": 0.2}},
-        "training": {"epochs": 6, "batch_size": 16, "seed": 3}}
+        "training": {"epochs": 6, "batch_size": 16, "seed": 3, "checkpoint_every_s": 0}}
 
 
 def _spec(d, **training):
@@ -114,6 +114,56 @@ def test_resume_after_a_machine_crash_tore_the_newest_checkpoint(tmp_path):
     assert [e.epoch for e in rep.epochs] == [3, 4, 5, 6]
     assert ("info", "resumed from the checkpoint of epoch 2") in rep.logs
     assert any(level == "warning" and "epoch 3 is unreadable" in text for level, text in rep.logs)
+    a, b = _weights(straight), _weights(crashed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Clock:
+    """Stands in for the loop's `time` module: `monotonic` moves only when a test moves it."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _timed_reporter(clock: _Clock, seconds_per_epoch: float) -> ListReporter:
+    rep = ListReporter()
+    record = rep.epoch
+
+    def epoch(*args):
+        clock.now += seconds_per_epoch
+        record(*args)
+    rep.epoch = epoch
+    return rep
+
+
+def test_checkpoints_once_the_interval_has_passed_and_after_the_last_epoch(tmp_path,
+                                                                           monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    spec = _spec(IRIS, epochs=8, checkpoint_every_s=2.5)
+    train(spec, tmp_path, _timed_reporter(clock, 1.0), keep_checkpoints=100)
+    # Epoch e ends e - 1 s after the start: due at 3 s (epoch 4), then 3 s later (epoch 7).
+    found = checkpoints.list_checkpoints(tmp_path / "checkpoints")
+    assert [epoch for epoch, _ in found] == [4, 7, 8]
+
+
+def test_a_crash_before_the_first_checkpoint_resumes_from_the_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "time", _Clock())  # frozen: no interval ever passes
+    spec = _spec(IRIS, checkpoint_every_s=5)
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train(spec, straight, ListReporter())
+    assert [e for e, _ in checkpoints.list_checkpoints(straight / "checkpoints")] == [6]
+    boom = ListReporter()
+    boom.epoch = lambda epoch, *a: (_ for _ in ()).throw(_Crash()) if epoch == 3 else None
+    with pytest.raises(_Crash):
+        train(spec, crashed, boom)
+    assert checkpoints.list_checkpoints(crashed / "checkpoints") == []
+    rep = ListReporter()
+    assert train(spec, crashed, rep).status == "succeeded"
+    assert [e.epoch for e in rep.epochs] == [1, 2, 3, 4, 5, 6]
     a, b = _weights(straight), _weights(crashed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

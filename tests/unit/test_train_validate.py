@@ -37,7 +37,7 @@ def test_classification_defaults():
     assert spec.loss.name == "cross_entropy"
     assert spec.optimizer.name == "adam" and spec.optimizer.lr == pytest.approx(1e-3)
     assert spec.training.epochs == 10 and spec.training.batch_size == 32
-    assert spec.training.seed == 0
+    assert spec.training.seed == 0 and spec.training.checkpoint_every_s == 5
 
 
 def test_regression_defaults():
@@ -60,7 +60,7 @@ def test_explicit_values_are_kept():
          "split": {"test_fraction": 0.25, "val_fraction": 0.0, "stratify": False},
          "model": {"mlp": {"hidden": [8, 4], "activation": "tanh", "dropout": 0.2}},
          "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": True},
-         "training": {"epochs": 3, "batch_size": 7, "seed": 42}}
+         "training": {"epochs": 3, "batch_size": 7, "seed": 42, "checkpoint_every_s": 0.5}}
     got = json_format.MessageToDict(check_spec(_parse(d)))
     for key in ("init", "initStd", "leakyReluSlope", "eluAlpha"):  # the zoo's model-wide fields
         got["model"].pop(key, None)
@@ -108,6 +108,10 @@ INVALID = [
     ({"training": {"epochs": 0}}, "spec.training.epochs", "must be in [1,"),
     ({"training": {"epochs": -5}}, "spec.training.epochs", "must be in [1,"),
     ({"training": {"batch_size": 0}}, "spec.training.batch_size", "must be in [1,"),
+    ({"training": {"checkpoint_every_s": -1}}, "spec.training.checkpoint_every_s",
+     "must be in [0, 86400]"),
+    ({"training": {"checkpoint_every_s": "NaN"}}, "spec.training.checkpoint_every_s",
+     "must be in [0, 86400]"),
     ({"model": {"mlp": {"hidden": [8, 0]}}}, "spec.model.mlp.hidden[1]", "width"),
     ({"model": {"mlp": {"hidden": [-3]}}}, "spec.model.mlp.hidden[0]", "width"),
     ({"model": {"mlp": {"activation": "swish"}}}, "spec.model.mlp.activation",

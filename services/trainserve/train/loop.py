@@ -200,7 +200,8 @@ class _Trainer:
         self.step_samples = step_size(spec.optimizer, spec.training.batch_size,
                                       len(self.tensors["x_train"]))
         self.poll = _CancelPoll(reporter, rank, world_size, device)
-        self.durable_at = float("-inf")  # when a checkpoint was last fsynced
+        # When a checkpoint was last written and last fsynced.
+        self.checkpointed_at, self.durable_at = self.started, float("-inf")
         self._check_batch_geometry()
 
     def run(self) -> TrainResult:
@@ -384,7 +385,7 @@ class _Trainer:
         self.schedule.observe(epoch, metrics)
         stop = self.stopper is not None and self.stopper.update(epoch, metrics, self.module)
         if self.rank == 0:
-            self._save_checkpoint(epoch)
+            self._checkpoint(epoch, final=stop or epoch == self.spec.training.epochs)
         # Every rank reports (the metrics agree): a reporter that synchronizes the ranks, such
         # as Ray Train's, needs each of them; the others' reporters usually report nothing.
         self.reporter.epoch(epoch, self.spec.training.epochs, metrics | gpu_figures(self.device),
@@ -537,10 +538,15 @@ class _Trainer:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
-    def _save_checkpoint(self, epoch: int) -> None:
+    def _checkpoint(self, epoch: int, final: bool) -> None:
+        """Write the checkpoint of `epoch` when it is the `final` one (the last epoch, or the
+        one early stopping ends on) or `spec.training.checkpoint_every_s` have passed since
+        the last; fsync it when final or `checkpoints.DURABLE_EVERY_S` have passed."""
         now = time.monotonic()
-        durable = now - self.durable_at >= checkpoints.DURABLE_EVERY_S or \
-            epoch == self.spec.training.epochs
+        if not final and now - self.checkpointed_at < self.spec.training.checkpoint_every_s:
+            return
+        durable = final or now - self.durable_at >= checkpoints.DURABLE_EVERY_S
+        self.checkpointed_at = now
         if durable:
             self.durable_at = now
         checkpoints.save_checkpoint(self.paths.checkpoints, epoch, {

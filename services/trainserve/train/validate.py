@@ -7,11 +7,13 @@ only read, to refuse the perceptron rule on several workers).
 
 Defaults applied here (so the stored spec shows the effective values): normalize standard,
 test_fraction 0.2, val_fraction 0.1 (0 with folds >= 2), stratify for classification,
-epochs 10, batch_size 32, early stopping (when present) metric val_loss / mode by metric /
-patience 5 / restore_best true, loss cross_entropy | mse (regression, and autoencoders,
-whose task is reconstruction whatever the dataset's; perceptron with the perceptron optimizer), huber_delta 1.0 (huber only), optimizer adam with its default lr, scheduler
-"none" (step: step_size 10, gamma 0.1; plateau: gamma 0.1, patience 5). Unset numeric
-fields whose default is 0 (folds, warmup_epochs, grad_clip, l1, l2, augmentation) stay 0.
+epochs 10, batch_size 32, checkpoint_every_s 5, early stopping (when present) metric
+val_loss / mode by metric / patience 5 / restore_best true, loss cross_entropy | mse
+(regression, and autoencoders, whose task is reconstruction whatever the dataset's;
+perceptron with the perceptron optimizer), huber_delta 1.0 (huber only), optimizer adam with
+its default lr, scheduler "none" (step: step_size 10, gamma 0.1; plateau: gamma 0.1,
+patience 5). Unset numeric fields whose default is 0 (folds, warmup_epochs, grad_clip, l1,
+l2, augmentation) stay 0.
 """
 from __future__ import annotations
 
@@ -38,11 +40,13 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse",
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_CHECKPOINT_EVERY_S = 5.0
 # Bounds that keep one job within reason on a small cluster; far above the course's needs.
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 20
 MIN_SYNTHETIC_SAMPLES, MAX_SYNTHETIC_SAMPLES = 8, 10_000_000
 MAX_FOLDS = 50  # each fold is a whole training
+MAX_CHECKPOINT_EVERY_S = 86_400.0
 
 
 def check_spec(spec: spec_pb2.JobSpec) -> spec_pb2.JobSpec:
@@ -186,6 +190,10 @@ def _check_training(spec, info: DatasetInfo) -> None:
         tr.batch_size = DEFAULT_BATCH_SIZE
     if not 1 <= tr.batch_size <= MAX_BATCH_SIZE:
         fail("spec.training.batch_size", f"must be in [1, {MAX_BATCH_SIZE}], got {tr.batch_size}")
+    if not tr.HasField("checkpoint_every_s"):
+        tr.checkpoint_every_s = DEFAULT_CHECKPOINT_EVERY_S
+    check_range(tr.checkpoint_every_s, "spec.training.checkpoint_every_s", low=0.0,
+                high=MAX_CHECKPOINT_EVERY_S, high_open=False)
     if tr.HasField("early_stopping"):
         with_val = spec.split.val_fraction > 0 or spec.split.folds >= 2
         check_early_stopping(tr.early_stopping, info.task, with_val,

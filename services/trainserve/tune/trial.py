@@ -84,6 +84,8 @@ def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) ->
     options = {"cancel_flag": str(Path(search_root) / "cancel"),
                "per_epoch": trial_spec.split.folds < 2,
                "checkpoints": SCHEDULERS.get(spec.search.scheduler.name).checkpoints}
+    if options["checkpoints"]:  # each epoch's report hands Tune that epoch's checkpoint
+        trial_spec.training.checkpoint_every_s = 0
     if trial_spec.scaling.num_workers > 1:
         _ddp_trial(trial_spec, paths, options)
         return
