@@ -108,6 +108,27 @@ def test_adam_betas_reach_the_torch_optimizer():
                            default.optimizer).param_groups[0]["betas"] == (0.9, 0.999)
 
 
+@pytest.mark.parametrize("name,torch_cls", [("adam", "Adam"), ("adamw", "AdamW")])
+def test_adam_runs_fused_on_cpu_and_steps_as_the_unfused_one(name, torch_cls):
+    from trainserve.train.optimizers import build_optimizer
+    spec = check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
+                             "optimizer": {"name": name, "lr": 0.01, "weight_decay": 0.1}}))
+    torch.manual_seed(0)
+    ours, plain = nn.Linear(8, 3), nn.Linear(8, 3)
+    plain.load_state_dict(ours.state_dict())
+    opt = build_optimizer(ours.parameters(), spec.optimizer)
+    assert opt.defaults["fused"] is True
+    ref = getattr(torch.optim, torch_cls)(plain.parameters(), lr=0.01, weight_decay=0.1)
+    x, y = torch.randn(32, 8), torch.randn(32, 3)
+    for _ in range(20):
+        for model, o in ((ours, opt), (plain, ref)):
+            o.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("optimizer,field", [
     ({"name": "sgd", "betas": [0.5, 0.9]}, "spec.optimizer.betas"),
     ({"name": "adam", "betas": [0.5]}, "spec.optimizer.betas"),
