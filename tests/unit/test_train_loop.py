@@ -266,3 +266,11 @@ def test_ddp_two_ranks_match_one_process_and_stop_together(tmp_path):
     gd_single = train(_spec(GD), tmp_path / "gd-single", ListReporter())
     assert gd0.metrics == gd1.metrics
     assert gd0.metrics == pytest.approx(gd_single.metrics, rel=1e-4)
+
+
+def test_epoch_seeds_are_derived_per_epoch_and_rank_in_blocks():
+    seeds = loop._EpochSeeds(7, rank=1, epochs=300)
+    for epoch in (1, 2, 128, 129, 300, 301, 5):  # across blocks, past the end, and back
+        assert seeds(epoch) == (loop.derive_seed(7, 1, epoch), loop.derive_seed(7, 2, epoch, 1),
+                                loop.derive_seed(7, 3, epoch, 1))
+    assert len(seeds.table) <= loop._EpochSeeds.BLOCK
