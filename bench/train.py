@@ -1,11 +1,11 @@
 """Steady-state training throughput of the loop (`train.loop.train`, the code a worker runs)
-against two plain PyTorch loops, in one process, same model, data, batch size, optimizer,
-loss and thread count:
+against two plain PyTorch loops, in one process, same model, data, batch size, optimizer
+settings, loss and thread count:
 
 - the ceiling: a hand-tuned loop over pre-batched tensors (one gather of the shuffled split
-  per epoch, then batches are views), nothing else per step;
-- the course loop: `DataLoader(TensorDataset(x, y), batch_size, shuffle=True)`, as a student
-  writes it.
+  per epoch, then batches are views), nothing else per step, with our optimizer (Adam fused);
+- the course loop: `DataLoader(TensorDataset(x, y), batch_size, shuffle=True)` and torch's
+  optimizer class with its defaults, as a student writes it.
 
 MLP (64-128-64-10) and LeNet-5 on digits, batch 64, 1 thread. A digits epoch is 20 steps
 (5-50 ms), so one descheduling of the process by a neighbour halves an epoch's rate: each
@@ -56,7 +56,10 @@ def ours(spec, threads: int = THREADS) -> list[float]:
     return [e.samples_per_second for e in rep.epochs[1:]]
 
 
-def _setup(spec, device="cpu"):
+def _setup(spec, device="cpu", student_optimizer: bool = False):
+    """Model, optimizer and the training split as tensors. The optimizer is ours
+    (`build_optimizer`: Adam fused on CPU) or, with `student_optimizer`, torch's class with
+    its defaults and the spec's lr, as a course student writes it."""
     import torch
 
     from trainserve.train.data import prepare_data
@@ -66,14 +69,18 @@ def _setup(spec, device="cpu"):
     data = prepare_data(spec)
     torch.manual_seed(0)
     model = build_model(spec, data.info).to(device)
-    opt = build_optimizer(list(model.parameters()), spec.optimizer)
+    if student_optimizer:
+        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[spec.optimizer.name]
+        opt = cls(model.parameters(), lr=spec.optimizer.lr)
+    else:
+        opt = build_optimizer(list(model.parameters()), spec.optimizer)
     x = torch.from_numpy(data.x_train).to(device)
     y = torch.from_numpy(data.y_train).long().to(device)
     return model, opt, x, y
 
 
-def ceiling(spec, epochs: int = EPOCHS, threads: int = THREADS, tracked: bool = False
-            ) -> list[float]:
+def ceiling(spec, epochs: int = EPOCHS, threads: int = THREADS, tracked: bool = False,
+            student_optimizer: bool = False) -> list[float]:
     """The hand-tuned raw loop: shuffle once per epoch, batches are views. `tracked`: it
     also sums the epoch's training loss and correct predictions on the device, as a loop
     that reports them (like ours) must; the target row uses the untracked one."""
@@ -81,7 +88,7 @@ def ceiling(spec, epochs: int = EPOCHS, threads: int = THREADS, tracked: bool = 
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    model, opt, x, y = _setup(spec)
+    model, opt, x, y = _setup(spec, student_optimizer=student_optimizer)
     bs, n = spec.training.batch_size, len(x)
     model.train()
     rates = []
@@ -106,13 +113,14 @@ def ceiling(spec, epochs: int = EPOCHS, threads: int = THREADS, tracked: bool = 
 
 
 def course_loop(spec, epochs: int = EPOCHS, threads: int = THREADS) -> list[float]:
-    """What a course student writes: DataLoader over a TensorDataset, shuffle=True."""
+    """What a course student writes: DataLoader over a TensorDataset, shuffle=True, and
+    torch's optimizer class with its defaults."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.set_num_threads(threads)
-    model, opt, x, y = _setup(spec)
+    model, opt, x, y = _setup(spec, student_optimizer=True)
     loader = DataLoader(TensorDataset(x, y), batch_size=spec.training.batch_size, shuffle=True)
     model.train()
     rates = []
@@ -130,14 +138,16 @@ def course_loop(spec, epochs: int = EPOCHS, threads: int = THREADS) -> list[floa
 def measure(name: str, rounds: int = ROUNDS) -> dict[str, float]:
     """Median samples/s of ours, the ceiling and the course loop; for an image model also
     ours in the default (NCHW) memory format, `ours_nchw`: ours runs image models in
-    channels_last on a CPU unless the spec says otherwise, the two plain loops do not."""
+    channels_last on a CPU unless the spec says otherwise, the two plain loops do not; and
+    with Adam, the ceiling with torch's default (unfused) Adam, `ceiling_unfused`."""
     spec = digits_spec(name)
     nchw = None
     if name == "LeNet-5":
         nchw = digits_spec(name)
         nchw.training.performance.channels_last = False
+    adam = spec.optimizer.name == "adam"
     got = {"ours": [], "ceiling": [], "tracked": [], "course": []} | \
-        ({"ours_nchw": []} if nchw else {})
+        ({"ours_nchw": []} if nchw else {}) | ({"ceiling_unfused": []} if adam else {})
     for _ in range(rounds):  # interleaved, so a noisy neighbour hits all alike
         got["ours"].append(max(ours(spec)))
         got["ceiling"].append(max(ceiling(spec)))
@@ -145,6 +155,8 @@ def measure(name: str, rounds: int = ROUNDS) -> dict[str, float]:
         got["course"].append(max(course_loop(spec)))
         if nchw is not None:
             got["ours_nchw"].append(max(ours(nchw)))
+        if adam:
+            got["ceiling_unfused"].append(max(ceiling(spec, student_optimizer=True)))
     return {k: median(v) for k, v in got.items()}
 
 
@@ -168,6 +180,11 @@ def rows() -> list[dict]:
                            m["ours_nchw"], m["ceiling"],
                            note="ours runs image models channels_last on a CPU by default; "
                                 "the two plain loops run NCHW"))
+        if "ceiling_unfused" in m:
+            out.append(row(f"{fig}, raw ceiling: our Adam (fused) vs torch.optim.Adam defaults",
+                           m["ceiling"], m["ceiling_unfused"],
+                           note="the same loop; ours builds Adam with fused=True on CPU and "
+                                "CUDA, the course loop uses torch's defaults"))
     return out
 
 

@@ -13,10 +13,10 @@ is run in-process on Ray Tune (2 CPUs, 0.5 CPU per trial: up to 4 trials at once
 - trials running at once: each trial's interval runs from the start of its trainable to
   its last result, anchored on the trial's own clock: the file time of its last epoch
   report on disk (written by the trial right before it reports that epoch) minus the
-  trial's time_total_s in that epoch's result is its start; its end adds the time_total_s of its last result.
-  The maximum is the largest number of intervals covering one instant (millisecond
-  timing; Tune's own `timestamp` is whole seconds), the mean the sum of the intervals over
-  the wall time.
+  trial's time_total_s in that epoch's result is its start; its end adds the time_total_s
+  of its last result. The maximum is the largest number of intervals covering one instant
+  (millisecond timing; Tune's own `timestamp` is whole seconds), the mean the sum of the
+  intervals over the wall time.
 
 FIFO is the baseline: ratios are ASHA / FIFO.
 """

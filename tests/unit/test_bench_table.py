@@ -50,6 +50,14 @@ def test_train_bench_loops_measure_the_same_job():
         assert len(rates) == 1 and rates[0] > 0 and math.isfinite(rates[0])
 
 
+def test_the_course_loop_builds_its_optimizer_as_a_student_does():
+    spec = bench_train.digits_spec("LeNet-5", epochs=2)
+    ours, student = bench_train._setup(spec)[1], bench_train._setup(spec, student_optimizer=True)[1]
+    assert ours.defaults["fused"] is True and not student.defaults["fused"]
+    assert student.defaults["lr"] == ours.defaults["lr"] == spec.optimizer.lr
+    assert bench_train.ceiling(spec, 2, student_optimizer=True)[0] > 0
+
+
 def _tiny_workloads():
     return {"LeNet-5": gpu.WORKLOADS["LeNet-5, digits 8x8"] | {"batch": 128},
             "transformer": {"dataset": {"name": "sine", "num_samples": 256,

@@ -223,6 +223,7 @@ class _Trainer:
         # When a checkpoint was last written and last fsynced.
         self.checkpointed_at, self.durable_at = self.started, float("-inf")
         self._check_batch_geometry()
+        self.batches = self._batch_plan(len(self.tensors["x_train"]))
 
     def run(self) -> TrainResult:
         start_epoch = self._setup()
@@ -396,10 +397,10 @@ class _Trainer:
         lr = self.schedule.lr(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        sums = self._train_epoch(epoch)
+        sums = self._train_epoch(epoch)  # read to the host: waits for the device
         if sums is None:
             return None
-        metrics = self._train_metrics(sums, epoch)  # reads the sums: waits for the device
+        metrics = self._train_metrics(sums, epoch)
         seconds = time.monotonic() - t0
         if self.has_val:
             metrics.update(self._evaluate("val"))
@@ -411,12 +412,12 @@ class _Trainer:
         # Every rank reports (the metrics agree): a reporter that synchronizes the ranks, such
         # as Ray Train's, needs each of them; the others' reporters usually report nothing.
         self.reporter.epoch(epoch, self.spec.training.epochs, metrics | gpu_figures(self.device),
-                            float(sums[1]) / max(seconds, 1e-9), time.monotonic() - self.started)
+                            sums[1] / max(seconds, 1e-9), time.monotonic() - self.started)
         if self.rank == 0 and stop:
             self.reporter.log(self.stopper.message())
         return metrics
 
-    def _train_epoch(self, epoch: int) -> torch.Tensor | None:
+    def _train_epoch(self, epoch: int) -> list[float] | None:
         """Sums over all ranks of [loss, samples, the task's third sum (correct, abs error,
         reconstruction MSE)]; None when cancelled."""
         shuffle_seed, device_seed, augment_seed = self.seeds(epoch)
@@ -432,21 +433,20 @@ class _Trainer:
         sums = _EpochSums(self.task, self.device, self.mean_loss)
         # Locals: a small model's step lasts ~0.2 ms, and the loop's own Python counts.
         step, forward, optimizer, poll = sums.step, self.forward, self.optimizer, self.poll
-        rank, world = self.rank, self.world_size
+        augment, channels_last, penalized = self.augment, self.channels_last, self.penalized
         grad_clip = self.spec.optimizer.grad_clip
-        for start, stop in self._global_batches(len(perm)):
-            xb, yb = self._batch_input(xs[start + rank:stop:world]), ys[start + rank:stop:world]
-            if self.augment is not None:
-                xb = self.augment(xb, augment_rng)
-            # The global batch's mean: on one worker the batch mean itself, with DDP each rank's
-            # sum scaled so that the ranks' averaged gradients are the global batch mean's.
-            scale = None if world == 1 else world / (stop - start)
+        for batch, scale in self.batches:
+            xb, yb = xs[batch], ys[batch]
+            if channels_last:
+                xb = self._batch_input(xb)
+            if augment is not None:
+                xb = augment(xb, augment_rng)
             if not self.autocasting:
                 loss = step(forward, xb, yb, scale)
             else:
                 with self.autocast():
                     loss = step(forward, xb, yb, scale)
-            if self.penalized:
+            if penalized:
                 loss = loss + self._penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -455,7 +455,7 @@ class _Trainer:
             optimizer.step()
             if poll.step():
                 return None
-        return self._all_reduce(sums.total())
+        return self._sum_over_ranks(sums.total())
 
     def _batch_input(self, xb: torch.Tensor) -> torch.Tensor:
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
@@ -472,6 +472,15 @@ class _Trainer:
             total = total + reg.l2 * sum(p.pow(2).sum() for p in self.penalized)
         return total
 
+    def _batch_plan(self, n: int) -> list[tuple[slice, float | None]]:
+        """This rank's share of each global batch of an epoch's permutation of `n` samples,
+        with its loss scale: None on one worker (the batch mean itself); with DDP each
+        rank's sum scaled so that the ranks' averaged gradients are the global batch mean's."""
+        rank, world = self.rank, self.world_size
+        return [(slice(start + rank, stop, world),
+                 None if world == 1 else world / (stop - start))
+                for start, stop in self._global_batches(n)]
+
     def _global_batches(self, n: int):
         """`(start, stop)` of each global batch in an epoch's permutation of `n` samples."""
         size = self.step_samples
@@ -484,8 +493,7 @@ class _Trainer:
                 return
             yield start, stop
 
-    def _train_metrics(self, sums: torch.Tensor, epoch: int) -> dict[str, float]:
-        totals = sums.tolist()
+    def _train_metrics(self, totals: list[float], epoch: int) -> dict[str, float]:
         if not math.isfinite(totals[0]):
             raise errors.TrainingError(
                 f"training diverged in epoch {epoch}: the loss became {totals[0]}; try a lower "
@@ -555,10 +563,12 @@ class _Trainer:
             for buf in self.module.buffers():
                 dist.broadcast(buf, src=0)
 
-    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
 
     def _checkpoint(self, epoch: int, final: bool) -> None:
         """Write the checkpoint of `epoch` when it is the `final` one (the last epoch, or the
@@ -626,15 +636,20 @@ class _EpochSums:
     step: on a small model the handful of tiny ops per step that the sums take cost as much
     as 20 % of the step. With `mean_loss` (one worker, a loss with a fused batch-mean form),
     a step backpropagates that one op and keeps its value; recomputing per-sample losses
-    for the sums would cost a few percent of a small model's epoch. Other tasks sum per step
-    through their `train_step`.
+    for the sums would cost a few percent of a small model's epoch. A flush reads its sums
+    to the host (on a GPU one synchronization per `SUMS_FLUSH` output values; the epoch's
+    end reads them anyway). Other tasks sum per step on the device through their
+    `train_step`.
     """
 
     def __init__(self, task, device: torch.device, mean_loss=None):
         self.task, self.device = task, device
         self.deferred = type(task) is SupervisedTask
         self.mean_loss = mean_loss if self.deferred else None
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        # Summed per step on the device (other tasks), or per flush on the host (deferred).
+        self.sums = None if self.deferred else torch.zeros(3, dtype=torch.float64,
+                                                           device=device)
+        self.host = [0.0, 0.0, 0.0]
         self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         # Each step's loss: its batch mean (with `mean_loss`) or its per-sample losses.
         self.losses: list[torch.Tensor] = []
@@ -649,33 +664,45 @@ class _EpochSums:
             self.sums += batch_sums
             return _reduce(per_sample, scale)
         out = model(x)  # the same math as SupervisedTask.train_step
+        # Kept as they are, not detached: `_flush` reads them without grad, and backward
+        # frees what their graphs saved all the same.
         if self.mean_loss is not None and scale is None:
             loss = self.mean_loss(out, y)
-            self.losses.append(loss.detach())
+            self.losses.append(loss)
         else:
             per_sample = self.task.loss_fn(out, y)
             loss = _reduce(per_sample, scale)
-            self.losses.append(per_sample.detach())
-        self.outputs.append((out.detach(), y))
+            self.losses.append(per_sample)
+        self.outputs.append((out, y))
         self.held += out.numel()
         if self.held >= SUMS_FLUSH:
             self._flush()
         return loss
 
     def _flush(self) -> None:
+        """Reduce what the steps kept into `host`, in as few ops as it takes: the flush at
+        an epoch's end runs on cold caches, where each op costs several microseconds."""
         if not self.outputs:
             return
+        with torch.no_grad():
+            self._reduce_kept()
+        self.outputs, self.losses, self.held = [], [], 0
+
+    def _reduce_kept(self) -> None:
         out = torch.cat([o for o, _ in self.outputs]).float()
         y = torch.cat([t for _, t in self.outputs])
         if self.losses[0].dim() == 0:  # batch means: weigh each by its batch's size
-            counts = torch.tensor([len(t) for _, t in self.outputs], dtype=torch.float64,
-                                  device=out.device)
-            loss_sum = torch.stack(self.losses).double() @ counts
+            means = torch.stack(self.losses).tolist()
+            loss_sum = sum(m * len(t) for m, (_, t) in zip(means, self.outputs))
         else:
-            loss_sum = torch.cat(self.losses).double().sum()
-        self.sums += M.train_sums(out, y, loss_sum, self.task.classification)
-        self.outputs, self.losses, self.held = [], [], 0
+            loss_sum = torch.cat(self.losses).double().sum().item()
+        third = M.train_third(out, y, self.task.classification).item()
+        host = self.host
+        host[0], host[1], host[2] = host[0] + loss_sum, host[1] + len(y), host[2] + third
 
-    def total(self) -> torch.Tensor:
+    def total(self) -> list[float]:
+        """The epoch's sums, read to the host."""
+        if not self.deferred:
+            return self.sums.tolist()
         self._flush()
-        return self.sums
+        return self.host

@@ -19,12 +19,15 @@ def train_sums(out: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor,
     """float64 `[sum of losses, samples, correct | sum of per-sample MAE]` of one batch, to be
     summed over batches and ranks (an all-reduce of sums is exact, unlike one of means);
     `loss_sum` is the sum of the batch's per-sample losses."""
-    if classification:
-        third = (out.argmax(dim=1) == y).sum()
-    else:
-        third = (out - y.reshape(out.shape)).abs().mean(dim=1).sum()
     count = torch.tensor(len(y), dtype=torch.float64, device=out.device)
-    return torch.stack([loss_sum.double(), count, third.double()])
+    return torch.stack([loss_sum.double(), count, train_third(out, y, classification).double()])
+
+
+def train_third(out: torch.Tensor, y: torch.Tensor, classification: bool) -> torch.Tensor:
+    """The third of `train_sums`: correct predictions | the sum of per-sample MAE."""
+    if classification:  # max's indices: argmax's, in half the time on a CPU
+        return (out.max(dim=1).indices == y).sum()
+    return (out - y.reshape(out.shape)).abs().mean(dim=1).sum()
 
 
 def train_metrics(sums: list[float], classification: bool) -> dict[str, float]:
