@@ -428,7 +428,8 @@ class _Trainer:
         # hand-written loop over pre-batched tensors.
         xs, ys = x[perm], y[perm]
         seed_device_rng(device_seed, self.device)  # dropout
-        augment_rng = torch.Generator().manual_seed(augment_seed)
+        augment_rng = None if self.augment is None else \
+            torch.Generator().manual_seed(augment_seed)
         self.model.train()
         sums = _EpochSums(self.task, self.device, self.mean_loss)
         # Locals: a small model's step lasts ~0.2 ms, and the loop's own Python counts.
