@@ -7,6 +7,7 @@ import pytest
 from trainserve import errors
 from trainserve.api.auth import AuthInterceptor, TokenCache
 from trainserve.tenancy import Principal
+from trainserve.store.tokens import digest
 
 
 class Clock:
@@ -21,12 +22,12 @@ class Store:
     """A token store that counts its lookups."""
 
     def __init__(self):
-        self.valid = {"tsk_a": Principal("ada", "user")}
+        self.valid = {digest("tsk_a"): Principal("ada", "user")}
         self.lookups = 0
 
-    def lookup(self, token):
+    def lookup_digest(self, token_digest):
         self.lookups += 1
-        return self.valid.get(token)
+        return self.valid.get(token_digest)
 
 
 class Context:
@@ -44,7 +45,7 @@ def test_a_resolved_token_is_remembered_until_its_ttl():
     assert run(auth.authenticate(Context("tsk_a"))) == Principal("ada", "user")
     assert run(auth.authenticate(Context("tsk_a"))).user == "ada"
     assert store.lookups == 1
-    del store.valid["tsk_a"]  # revoked through another API replica
+    del store.valid[digest("tsk_a")]  # revoked through another API replica
     clock.now = 4.9
     assert run(auth.authenticate(Context("tsk_a"))).user == "ada"
     clock.now = 5.0
@@ -59,7 +60,7 @@ def test_unknown_tokens_are_looked_up_every_time():
     for _ in range(2):
         with pytest.raises(errors.Unauthenticated):
             asyncio.run(auth.authenticate(Context("tsk_new")))
-    store.valid["tsk_new"] = Principal("bob", "user")  # created meanwhile: works at once
+    store.valid[digest("tsk_new")] = Principal("bob", "user")  # created meanwhile: works at once
     assert asyncio.run(auth.authenticate(Context("tsk_new"))).user == "bob"
     assert store.lookups == 3
 

@@ -105,7 +105,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         key = digest(token.strip())
         found = self.cache.get(key)
         if found is None:
-            found = await asyncio.to_thread(self.tokens.lookup, token.strip())
+            found = await asyncio.to_thread(self.tokens.lookup_digest, key)
             if found is None:  # unknown tokens are not remembered: a new one works at once
                 raise errors.Unauthenticated(NO_TOKEN)
             self.cache.put(key, found)

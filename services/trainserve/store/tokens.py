@@ -64,7 +64,11 @@ class TokenStore:
 
     def lookup(self, token: str) -> Principal | None:
         """Who `token` stands for; None for an unknown token."""
-        raw = self.r.hget(KEY, digest(token))  # looked up by digest: no token in clear anywhere
+        return self.lookup_digest(digest(token))  # no token in clear anywhere
+
+    def lookup_digest(self, token_digest: str) -> Principal | None:
+        """Who the token of `token_digest` (`digest(token)`) stands for; None if unknown."""
+        raw = self.r.hget(KEY, token_digest)
         if raw is None:
             return None
         doc = json.loads(raw)
