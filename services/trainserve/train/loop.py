@@ -434,12 +434,10 @@ class _Trainer:
         sums = _EpochSums(self.task, self.device, self.mean_loss)
         # Locals: a small model's step lasts ~0.2 ms, and the loop's own Python counts.
         step, forward, optimizer, poll = sums.step, self.forward, self.optimizer, self.poll
-        augment, channels_last, penalized = self.augment, self.channels_last, self.penalized
+        augment, penalized = self.augment, self.penalized
         grad_clip = self.spec.optimizer.grad_clip
         for batch, scale in self.batches:
-            xb, yb = xs[batch], ys[batch]
-            if channels_last:
-                xb = self._batch_input(xb)
+            xb, yb = self._batch_input(xs[batch]), ys[batch]
             if augment is not None:
                 xb = augment(xb, augment_rng)
             if not self.autocasting:
