@@ -40,6 +40,21 @@ def test_classification_metrics_match_sklearn(classes):
     assert got["test_auc"] == pytest.approx(expected_auc)
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+def test_auc_counts_tied_scores_half_as_sklearn(classes):
+    g = torch.Generator().manual_seed(classes)
+    y = torch.randint(0, classes, (400,), generator=g)
+    # Outputs on a coarse grid: many samples share a probability, within and across classes.
+    out = torch.randint(0, 3, (400, classes), generator=g).float() + \
+        torch.nn.functional.one_hot(y, classes) * torch.randint(0, 2, (400, 1), generator=g)
+    prob = torch.softmax(out.double(), 1).numpy()
+    expected = skm.roc_auc_score(y, prob[:, 1]) if classes == 2 else \
+        skm.roc_auc_score(y, prob, multi_class="ovr", average="macro")
+    assert M.roc_auc(out, y, classes) == pytest.approx(expected, abs=1e-12)
+    assert M.binary_auc(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([True, False, True])) == 0.5
+    assert M.binary_auc(torch.tensor([0.1, 0.9]), torch.tensor([False, True])) == 1.0
+
+
 def test_a_class_never_predicted_has_zero_precision_and_auc_needs_every_class():
     y = torch.tensor([0, 0, 1, 1, 2])
     out = torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1, 1]), 3).float()

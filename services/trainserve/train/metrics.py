@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 
@@ -100,14 +99,36 @@ def from_confusion(cm: torch.Tensor) -> dict[str, float]:
 
 
 def roc_auc(out: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
-    """ROC AUC of the softmax probabilities: binary, or one-vs-rest macro for more classes.
-    NaN when the split lacks a class (AUC is undefined then)."""
-    from sklearn.metrics import roc_auc_score
-    prob = torch.softmax(out.double(), dim=1).cpu().numpy()
-    target = y.cpu().numpy()
-    if len(np.unique(target)) < num_classes:
+    """ROC AUC of the softmax probabilities: binary, or one-vs-rest macro for more classes
+    (scikit-learn's `roc_auc_score`, `multi_class="ovr"`). NaN when the split lacks a class
+    (AUC is undefined then). Computed here rather than by scikit-learn, whose import costs a
+    fresh training worker most of a second."""
+    prob = torch.softmax(out.detach().double(), dim=1).cpu()
+    target = y.cpu()
+    if len(torch.unique(target)) < num_classes:
         return math.nan
     if num_classes == 2:
-        return float(roc_auc_score(target, prob[:, 1]))
-    return float(roc_auc_score(target, prob, multi_class="ovr", average="macro",
-                               labels=list(range(num_classes))))
+        return binary_auc(prob[:, 1], target == 1)
+    return sum(binary_auc(prob[:, c], target == c) for c in range(num_classes)) / num_classes
+
+
+def binary_auc(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """The area under the ROC curve of `score` for the boolean labels `positive`: the
+    Mann-Whitney U statistic over the positive-negative pairs, a tie counting half."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    u = float(_average_ranks(score)[positive].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based float64 ranks of `x`; tied values share the mean of their ranks."""
+    ordered, order = torch.sort(x)
+    _, group, counts = torch.unique_consecutive(ordered, return_inverse=True,
+                                                return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2
+    ranks = torch.empty(len(x), dtype=torch.float64)
+    ranks[order] = mean_rank[group]
+    return ranks
