@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5           # how often run_job checks the task and the caller's cancel flag
 CANCEL_GRACE_S = 10.0  # after a cancel, how long the workers get to stop before being killed
 PREWARM_HOLD_S = 3.0   # > a cold worker's start-up, so concurrent prewarm tasks never share one
+TRAIN_POLL_S = 0.5     # how often Ray Train's controller polls its workers (Ray's default: 2 s)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _trainer_task(ctx: JobContext) -> TrainResult:
     """Runs `TorchTrainer.fit()` and returns the result rank 0 left in `result.json`."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    poll_workers_often()
     workers, cpus, use_gpu = ctx.scaling()
     trainer = TorchTrainer(
         _train_worker, train_loop_config={"ctx": ctx, "data": _shared_data(ctx)},
@@ -205,6 +208,15 @@ def _trainer_task(ctx: JobContext) -> TrainResult:
     if ctx.paths.failure.exists():
         raise errors.TrainingError(json.loads(ctx.paths.failure.read_text())["message"])
     return TrainResult.read(ctx.paths.result)
+
+
+def poll_workers_often() -> None:
+    """Have the Ray Train runs this process starts poll their workers every `TRAIN_POLL_S`
+    instead of every 2 s, so a finished (or failed) worker group is noticed within half a
+    second rather than a second on average; a poll is one small remote call a worker.
+    `TorchTrainer.fit` reads the variable here and passes it on to its controller; a value
+    set for the cluster is kept."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_POLL_S))
 
 
 def _shared_data(ctx: JobContext):

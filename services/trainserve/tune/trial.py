@@ -111,6 +111,9 @@ def _ddp_trial(trial_spec: spec_pb2.JobSpec, paths: JobPaths, options: dict) -> 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainserve.train.launch import poll_workers_often
+    poll_workers_often()
     sc = trial_spec.scaling
     trainer = TorchTrainer(
         _ddp_worker, train_loop_config={"spec": trial_spec.SerializeToString(),
