@@ -63,6 +63,8 @@ def test_a_class_never_predicted_has_zero_precision_and_auc_needs_every_class():
     assert got["precision"] == pytest.approx(skm.precision_score(y, pred, average="macro",
                                                                  zero_division=0))
     assert np.isnan(M.roc_auc(out[:4], y[:4], 3))
+    out[0, 0] = float("nan")  # a diverged model's outputs
+    assert np.isnan(M.roc_auc(out, y, 3))
 
 
 @pytest.mark.parametrize("k", [1, 3])

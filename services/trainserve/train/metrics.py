@@ -101,11 +101,11 @@ def from_confusion(cm: torch.Tensor) -> dict[str, float]:
 def roc_auc(out: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
     """ROC AUC of the softmax probabilities: binary, or one-vs-rest macro for more classes
     (scikit-learn's `roc_auc_score`, `multi_class="ovr"`). NaN when the split lacks a class
-    (AUC is undefined then). Computed here rather than by scikit-learn, whose import costs a
-    fresh training worker most of a second."""
+    (AUC is undefined then) or when an output is not finite. Computed here rather than by
+    scikit-learn, whose import costs a fresh training worker most of a second."""
     prob = torch.softmax(out.detach().double(), dim=1).cpu()
     target = y.cpu()
-    if len(torch.unique(target)) < num_classes:
+    if len(torch.unique(target)) < num_classes or not bool(torch.isfinite(prob).all()):
         return math.nan
     if num_classes == 2:
         return binary_auc(prob[:, 1], target == 1)
