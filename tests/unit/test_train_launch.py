@@ -1,4 +1,5 @@
 """launch/reporting without a Ray cluster: job context, reporters, readable errors."""
+import os
 import sys
 import types
 
@@ -6,7 +7,7 @@ import pytest
 
 from trainserve import errors
 from trainserve.pb import spec_pb2
-from trainserve.train.launch import JobContext, readable_error
+from trainserve.train.launch import TRAIN_POLL_S, JobContext, poll_workers_often, readable_error
 from trainserve.train.reporting import (
     CancelFileReporter, ListReporter, NullReporter, Reporter, make_reporter,
 )
@@ -76,3 +77,17 @@ def test_readable_error_unwraps_ray_and_ray_train_errors():
     wrapped = RayTaskError("fn", "Traceback (most recent call last): ...", ours)
     assert readable_error(wrapped) == ours.message
     assert readable_error(KeyError("k")) == "training failed: KeyError: 'k'"
+
+
+def test_ray_train_runs_poll_their_workers_every_half_second_unless_the_cluster_says(
+        monkeypatch):
+    var = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    monkeypatch.delenv(var, raising=False)
+    poll_workers_often()
+    assert float(os.environ[var]) == TRAIN_POLL_S == 0.5
+    # Ray Train passes the variable on from the process that calls fit().
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+    assert get_env_vars_to_propagate()[var] == "0.5"
+    monkeypatch.setenv(var, "3")
+    poll_workers_often()
+    assert os.environ[var] == "3"
