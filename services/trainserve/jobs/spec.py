@@ -129,6 +129,8 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
     if full.HasField("search"):
         from trainserve.tune.validate import check_search
         check_search(full, check_spec)
+    from trainserve.train.budget import check_model_budget
+    check_model_budget(full)  # parameters and training memory of the whole network
     if full.HasField("deploy"):
         if not full.deploy.name:
             full.deploy.name = full.name
