@@ -44,7 +44,8 @@ def auth_stack(tmp_path_factory):
                  dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
                  redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
                  ray_temp_dir=str(root / "ray"), inference_auth=True)
-    token, _ = create_token(cfg.inference_token_path, label="tests")
+    # The endpoint below is deployed with the admin's API token, so user "admin" owns it.
+    token, _ = create_token(cfg.inference_token_path, label="tests", user="admin")
     s = LocalStack(cfg)
     try:
         s.up()
@@ -173,7 +174,7 @@ def test_tokens_are_revoked_without_a_restart(auth_stack):
     stack, token = auth_stack
     path = stack.config.inference_token_path
     url = f"http://{stack.config.serve_http}/v2/models/iris"
-    new, _ = create_token(path)
+    new, _ = create_token(path, user="admin")
     revoke(path, digest(token))
     try:
         deadline = time.monotonic() + 10

@@ -157,11 +157,11 @@ def test_unchanged_file_is_not_read_again(tmp_path, monkeypatch):
 
 def test_create_and_revoke(tmp_path):
     path = tmp_path / "run" / "tokens"
-    token, d = create_token(path, label="ci")
+    token, d = create_token(path, label="ci", user="alice")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert d == digest(token) and token not in path.read_text()
-    assert f"{d}  # ci" in path.read_text()
-    second, d2 = create_token(path)
+    assert f"{d} user=alice role=user  # ci" in path.read_text()
+    second, d2 = create_token(path, role="admin")
     assert parse_digests(path.read_text()) == (d, d2)
     TokenFile(path).check(f"Bearer {second}")
     assert revoke(path, d[:8].upper()) == d
@@ -399,7 +399,7 @@ def test_dispatcher_takes_the_token_file(monkeypatch):
 def test_cli_token_create_and_revoke(tmp_path, monkeypatch):
     from trainserve.cli.main import app
     monkeypatch.setenv("TRAINSERVE_STATE_DIR", str(tmp_path / "state"))
-    result = CliRunner().invoke(app, ["token", "create", "--label", "ci"])
+    result = CliRunner().invoke(app, ["token", "create", "--user", "ci", "--label", "ci"])
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     path = Config(state_dir=tmp_path / "state").inference_token_path

@@ -1,14 +1,25 @@
-"""Bearer-token authentication of the inference endpoints (optional).
+"""Bearer-token authentication of the inference endpoints (optional), and who each token is.
 
-Tokens are never stored in clear: the token file holds the SHA-256 hex digest of each valid
-token, one per line; `#` starts a comment, blank lines are ignored. A caller sends
-`Authorization: Bearer <token>` (REST) or the gRPC metadata `authorization: Bearer <token>`.
+Tokens are never stored in clear: the token file lists the SHA-256 hex digest of each valid
+token, one per line, with whom it belongs to:
 
-`TokenFile` reads the file when it is built (a missing or malformed file is an error then)
-and again whenever its modification time, size or inode changes, looking at most once a
-`period_s`, so tokens are added and revoked without a restart. A file that cannot be read or
-parsed on a later look accepts no token until it is fixed (fail closed). Digests are compared
-with `hmac.compare_digest`, against every listed digest.
+    <digest> user=<name> [role=user|admin] [endpoints=<name>,<name>...]  # label
+
+`#` starts a comment, blank lines are ignored. `role` is `user` by default. A user's token
+reaches only the endpoints that user owns (the Deployment record's `user`); an admin's
+reaches every endpoint. `endpoints=` narrows a token further to the endpoints listed. A line
+with a bare digest (the file's format before tokens had owners) is an admin token, so files
+written then keep working; `trainserve token list` shows such lines as `(legacy) admin`.
+Anything else (an unknown key, a key twice, a malformed name, a token in clear) makes the
+file unusable, naming the line.
+
+A caller sends `Authorization: Bearer <token>` (REST) or the gRPC metadata `authorization:
+Bearer <token>`. `TokenFile` reads the file when it is built (a missing or malformed file is
+an error then) and again whenever its modification time, size or inode changes, looking at
+most once a `period_s`, so tokens are added and revoked without a restart (and no request
+costs a Redis round trip). A file that cannot be read or parsed on a later look accepts no
+token until it is fixed (fail closed). Digests are compared with `hmac.compare_digest`,
+against every listed digest.
 
 `create_token` and `revoke` edit such a file (mode 0600); `trainserve token` calls them.
 """
@@ -21,10 +32,13 @@ import os
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from trainserve.errors import InvalidArgument, NotFound, Unauthenticated
+from trainserve.jobs.spec import check_name
+from trainserve.store.tokens import ROLES, check_user
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +52,11 @@ HEADER = "authorization"
 # Paths that stay open so that orchestrators can probe (server liveness and readiness).
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_KEYS = ("user", "role", "endpoints")
 _FILE_HEADER = ("# trainserve inference tokens: the SHA-256 hex digest of each valid token, "
-                "one per line.\n")
+                "one per line, then whose it is:\n"
+                "# <digest> user=<name> [role=user|admin] [endpoints=<name>,...]  # label\n")
 
 
 def digest(token: str) -> str:
@@ -48,18 +64,105 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def parse_digests(text: str, source: str = "the token file") -> tuple[str, ...]:
-    """The digests of a token file's text; `ValueError` names a line that is not one."""
-    found = []
+@dataclass(frozen=True)
+class Grant:
+    """One line of the token file: a token's digest and what it may reach.
+
+    `user` owns the token (empty only on a legacy bare-digest line, which is an admin's);
+    `endpoints` empty: every endpoint the role allows."""
+    digest: str
+    user: str
+    role: str  # "user" or "admin"
+    endpoints: frozenset[str] = frozenset()
+    label: str = ""
+    # A bare-digest line, from before tokens had owners (an admin token).
+    legacy: bool = False
+
+    def may_use(self, endpoint: str, owner: str) -> bool:
+        """Whether this token may call endpoint `endpoint`, owned by `owner`: an admin's
+        reaches every endpoint, a user's those the user owns; `endpoints` narrows both."""
+        if self.endpoints and endpoint not in self.endpoints:
+            return False
+        # tenancy's rule (the owner or an admin); an unnamed user owns nothing, not "".
+        return self.role == "admin" or (bool(self.user) and owner == self.user)
+
+    def line(self) -> str:
+        """This grant as a token-file line (no newline)."""
+        fields = [self.digest]
+        if self.user:
+            fields.append(f"user={self.user}")
+        if not self.legacy:
+            fields.append(f"role={self.role}")
+        if self.endpoints:
+            fields.append("endpoints=" + ",".join(sorted(self.endpoints)))
+        return " ".join(fields) + (f"  # {self.label}" if self.label else "")
+
+
+def parse_line(line: str) -> Grant | None:
+    """The grant of one token-file line, None for a blank or comment line; `ValueError`
+    says what is wrong with it."""
+    content, _, label = line.partition("#")
+    words = content.split()
+    if not words:
+        return None
+    d = words[0].lower()
+    if not _DIGEST.fullmatch(d):
+        raise ValueError("not a SHA-256 hex digest (64 hex characters; tokens are never "
+                         "listed in clear)")
+    if len(words) == 1:
+        return Grant(d, "", "admin", label=label.strip(), legacy=True)
+    found: dict[str, str] = {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep or key not in _KEYS:
+            raise ValueError(f"{word!r} is not one of {', '.join(k + '=' for k in _KEYS)}")
+        if key in found:
+            raise ValueError(f"{key}= is given twice")
+        found[key] = value
+    return _grant(d, found, label.strip())
+
+
+def _grant(d: str, found: dict[str, str], label: str) -> Grant:
+    user, role = found.get("user", ""), found.get("role", "user")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if "user" in found or role == "user":
+        _valid(check_user, user, "user")
+    endpoints = found.get("endpoints")
+    names = frozenset(endpoints.split(",")) if endpoints is not None else frozenset()
+    for name in names:
+        _valid(check_name, name, "endpoints")
+    return Grant(d, user, role, names, label)
+
+
+def _valid(check: Callable[[str, str], None], value: str, field: str) -> None:
+    try:
+        check(value, field)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
+
+
+def parse_tokens(text: str, source: str = "the token file") -> tuple[Grant, ...]:
+    """The grants of a token file's text, one per digest; `ValueError` names a line that
+    is malformed, or a digest listed twice with different grants."""
+    found: dict[str, Grant] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip().lower()
-        if not line:
+        try:
+            grant = parse_line(line)
+        except ValueError as exc:
+            raise ValueError(f"{source}, line {number}: {exc}") from None
+        if grant is None:
             continue
-        if not _DIGEST.match(line):
-            raise ValueError(f"{source}, line {number}: not a SHA-256 hex digest (64 hex "
-                             "characters; tokens are never listed in clear)")
-        found.append(line)
-    return tuple(dict.fromkeys(found))
+        seen = found.setdefault(grant.digest, grant)
+        if (seen.user, seen.role, seen.endpoints) != (grant.user, grant.role, grant.endpoints):
+            raise ValueError(f"{source}, line {number}: digest {grant.digest[:12]} is listed "
+                             "twice, with different grants")
+    return tuple(found.values())
+
+
+def parse_digests(text: str, source: str = "the token file") -> tuple[str, ...]:
+    """The digests of a token file's text; `ValueError` names a line that is not valid."""
+    return tuple(g.digest for g in parse_tokens(text, source))
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -83,6 +186,17 @@ def matches(token: str | None, digests: Iterable[str]) -> bool:
     return ok and bool(token)
 
 
+def find(token: str | None, grants: Iterable[Grant]) -> Grant | None:
+    """The grant of `token`, None if it has none; every digest is compared, in constant
+    time each, as in `matches`."""
+    presented = digest(token or "").encode()
+    hit = None
+    for g in grants:
+        if hmac.compare_digest(presented, g.digest.encode()) and hit is None:
+            hit = g
+    return hit if token else None
+
+
 class TokenFile:
     """The valid tokens: a token file, re-read when it changes (looked at once a `period_s`)."""
 
@@ -93,11 +207,15 @@ class TokenFile:
         stamp = self._stamp()
         if stamp is None:
             raise FileNotFoundError(f"inference token file {self.path} does not exist")
-        self._digests = self._read()
+        self._grants = self._read()
         self._seen, self._looked_at = stamp, clock()
 
     def digests(self) -> tuple[str, ...]:
         """The digests now valid (re-read first if the file changed)."""
+        return tuple(g.digest for g in self.grants())
+
+    def grants(self) -> tuple[Grant, ...]:
+        """The grants now valid (re-read first if the file changed)."""
         now = self._clock()
         if now - self._looked_at >= self._period_s:
             self._looked_at = now
@@ -105,20 +223,22 @@ class TokenFile:
             if stamp != self._seen:
                 self._seen = stamp
                 try:
-                    self._digests = self._read()
+                    self._grants = self._read()
                     log.info("inference token file %s reloaded: %d token(s)", self.path,
-                             len(self._digests))
+                             len(self._grants))
                 except (OSError, ValueError) as exc:
                     log.error("inference token file %s unusable, no token is accepted "
                               "until it is fixed: %s", self.path, exc)
-                    self._digests = ()
-        return self._digests
+                    self._grants = ()
+        return self._grants
 
-    def check(self, authorization: str | None) -> None:
-        """Pass if `authorization` (a header value) is `Bearer <a valid token>`, else raise
-        `Unauthenticated`, with one message whatever was wrong."""
-        if not matches(bearer_token(authorization), self.digests()):
+    def check(self, authorization: str | None) -> Grant:
+        """The grant of the token in `authorization` (a header value, `Bearer <token>`);
+        `Unauthenticated`, with one message whatever was wrong, if it names no valid one."""
+        grant = find(bearer_token(authorization), self.grants())
+        if grant is None:
             raise Unauthenticated(MESSAGE)
+        return grant
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -127,8 +247,14 @@ class TokenFile:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def _read(self) -> tuple[str, ...]:
-        return parse_digests(self.path.read_text(), str(self.path))
+    def _read(self) -> tuple[Grant, ...]:
+        grants = parse_tokens(self.path.read_text(), str(self.path))
+        legacy = sum(g.legacy for g in grants)
+        if legacy:
+            log.warning("inference token file %s: %d line(s) with a bare digest are admin "
+                        "tokens (reach every endpoint); give each a user= to scope it",
+                        self.path, legacy)
+        return grants
 
 
 def token_auth(token_file: str) -> TokenFile | None:
@@ -161,17 +287,50 @@ def ensure_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def create_token(path: str | os.PathLike, label: str = "") -> tuple[str, str]:
-    """A new random token, its digest appended to the token file (created if needed);
-    (token, digest). The token is not stored anywhere: show it to its owner once."""
-    if "\n" in label:
-        raise InvalidArgument("must be one line", field="label")
+def create_token(path: str | os.PathLike, label: str = "", user: str = "", role: str = "",
+                 endpoints: Iterable[str] = ()) -> tuple[str, str]:
+    """A new random token of `user` (role `role`, "user" by default; an admin's needs no
+    user), limited to `endpoints` when given, appended to the token file (created if
+    needed); (token, digest). The token is not stored anywhere: show it to its owner once."""
+    grant = _new_grant("", label, user, role, endpoints)
     path = ensure_file(path)
     token = secrets.token_urlsafe(32)
-    d = digest(token)
+    grant = Grant(digest(token), grant.user, grant.role, grant.endpoints, grant.label)
     with open(path, "a") as f:
-        f.write(f"{d}{'  # ' + label if label else ''}\n")
-    return token, d
+        f.write(grant.line() + "\n")  # one write: a reader never sees half a line for long
+    return token, grant.digest
+
+
+def _new_grant(d: str, label: str, user: str, role: str, endpoints: Iterable[str]) -> Grant:
+    """The grant `create_token` writes, checked as the file's parser will check it."""
+    if "\n" in label:
+        raise InvalidArgument("must be one line", field="label")
+    role = role or "user"
+    if role not in ROLES:
+        raise InvalidArgument(f"must be one of {', '.join(ROLES)}, got {role!r}", field="role")
+    if user or role == "user":
+        if not user:
+            raise InvalidArgument("an inference token belongs to a user: name one (or give "
+                                  "role admin)", field="user")
+        check_user(user, "user")
+    names = frozenset(endpoints)
+    for name in names:
+        check_name(name, "endpoints")
+    return Grant(d, user, role, names, label.strip())
+
+
+def list_tokens(path: str | os.PathLike) -> tuple[Grant, ...]:
+    """The grants of a token file (`ValueError` if it is malformed)."""
+    path = Path(path)
+    try:
+        return parse_tokens(path.read_text(), str(path))
+    except FileNotFoundError:
+        raise NotFound(f"no inference token file at {path}") from None
+
+
+def _line_digest(line: str) -> str:
+    words = line.split("#", 1)[0].split()
+    return words[0].lower() if words else ""
 
 
 def revoke(path: str | os.PathLike, prefix: str) -> str:
@@ -186,14 +345,13 @@ def revoke(path: str | os.PathLike, prefix: str) -> str:
         lines = path.read_text().splitlines(keepends=True)
     except FileNotFoundError:
         raise NotFound(f"no inference token file at {path}") from None
-    hits = [i for i, line in enumerate(lines)
-            if line.split("#", 1)[0].strip().lower().startswith(prefix)]
+    hits = [i for i, line in enumerate(lines) if _line_digest(line).startswith(prefix)]
     if not hits:
         raise NotFound(f"no token digest in {path} starts with {prefix}")
-    if len({lines[i].split("#", 1)[0].strip().lower() for i in hits}) > 1:
+    if len({_line_digest(lines[i]) for i in hits}) > 1:
         raise InvalidArgument(f"{prefix} starts several digests; give more of it",
                               field="digest")
-    removed = lines[hits[0]].split("#", 1)[0].strip().lower()
+    removed = _line_digest(lines[hits[0]])
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -27,6 +27,12 @@ def endpoint_addresses(http: str, grpc: str, name: str) -> tuple[str, str]:
 
 # Ports per node for the replicas' own HTTP and gRPC listeners in "throughput" mode.
 INGRESS_PORTS = 64
+# The default of `ServeConfig.max_request_bytes`: 16 MiB holds a batch of 1024 digits or
+# small images as JSON, several times over as binary tensors.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# The smallest `max_request_bytes` accepted: a floor against a setting that would refuse
+# every ordinary request (a unit mistaken, KiB for bytes).
+MIN_REQUEST_BYTES = 64 * 1024
 
 
 # How Ray Serve itself runs, set in the environment of the Ray cluster's processes (Serve reads
@@ -36,21 +42,27 @@ INGRESS_PORTS = 64
 SERVE_MODES = ("throughput", "default")
 
 
-def serve_mode_env(mode: str, run_dir: str | Path, port: Callable[[], int]) -> dict[str, str]:
+def serve_mode_env(mode: str, run_dir: str | Path, port: Callable[[], int],
+                   max_message_bytes: int = MAX_REQUEST_BYTES) -> dict[str, str]:
     """The Ray head's environment for Serve `mode`. HAProxy's files go to a folder of its own
     for `run_dir` and its metrics and stats listeners take ports from `port()` (its defaults,
     /tmp/haproxy-serve and ports 9101 and 8404, would be shared by every cluster on the
-    machine)."""
+    machine).
+
+    In every mode, Serve's gRPC ingress servers (its proxy, or the replicas' own listeners)
+    take messages of at most `max_message_bytes` (Serve's own default is 2 GiB, which it
+    would hold in memory before the gateway could refuse it)."""
     if mode not in SERVE_MODES:
         raise ValueError(f"serve mode must be one of {', '.join(SERVE_MODES)}, got {mode!r}")
+    limits = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(max_message_bytes)}
     if mode == "default":
-        return {}
+        return limits
     # Short: Serve adds a 56-character node folder, and HAProxy refuses a socket path over
     # 97 characters.
     digest = hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:10]
     base = Path("/tmp") / f"tsh-{digest}"
     http, grpc = free_port_block(INGRESS_PORTS), free_port_block(INGRESS_PORTS)
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    return {**limits, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
             # HAProxy sends requests straight to the replicas, which take ports from these
             # ranges; Serve's default ranges (30000, 40000) are the same for every cluster on
             # the machine, and one cluster's proxy would reach another's replicas.
@@ -130,8 +142,15 @@ class ServeConfig:
     # and a driver with log_to_driver gets them all). Off: it costs latency and floods logs.
     access_log: bool = False
     # Inference bearer-token authentication: a file of the SHA-256 hex digests of the valid
-    # tokens (serve/auth.py), re-read when it changes. Empty: the endpoints are open.
+    # tokens and whose they are (serve/auth.py), re-read when it changes. Empty: the
+    # endpoints are open.
     inference_token_file: str = ""
+    # Largest inference request, in bytes: a REST body as read (a larger Content-Length is
+    # refused before reading, a chunked body once its bytes pass it) and again once inflated
+    # (Content-Encoding gzip/deflate, refused as soon as the output passes it), and a gRPC
+    # request message. Refused with 413 / RESOURCE_EXHAUSTED naming the limit. Serve's gRPC
+    # servers get theirs from the Ray head's environment (`serve_mode_env`).
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -141,6 +160,9 @@ class ServeConfig:
             raise ValueError("http_port and grpc_port must differ")
         if self.host_replicas < 1 or self.torch_threads < 1 or self.max_batch_size < 1:
             raise ValueError("host_replicas, torch_threads and max_batch_size must be >= 1")
+        if self.max_request_bytes < MIN_REQUEST_BYTES:
+            raise ValueError(f"max_request_bytes must be >= {MIN_REQUEST_BYTES}, got "
+                             f"{self.max_request_bytes}")
         if self.host_num_cpus < 0 or self.resolve_ttl_s < 0 or self.ready_timeout_s <= 0:
             raise ValueError("host_num_cpus and resolve_ttl_s must be >= 0, "
                              "ready_timeout_s > 0")

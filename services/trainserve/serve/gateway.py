@@ -134,8 +134,8 @@ class Gateway:
         self._service = InferenceService(resolver, self._backend, RedisReadiness(client),
                                          metrics)
         self._auth = token_auth(cfg.inference_token_file)
-        self._grpc = GrpcInference(self._service, self._auth)
-        self._rest = build_rest_app(self._service, self._auth)
+        self._grpc = GrpcInference(self._service, self._auth, cfg.max_request_bytes)
+        self._rest = build_rest_app(self._service, self._auth, cfg.max_request_bytes)
 
     async def __call__(self, request: Request) -> Response:
         """Every HTTP request (Serve's own `__call__` path: no ASGI app on top of it)."""

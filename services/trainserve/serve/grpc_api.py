@@ -17,7 +17,9 @@ from google.protobuf.message import DecodeError
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
 from trainserve.errors import InvalidArgument, NotFound, TrainserveError
-from trainserve.serve.auth import TokenFile, grpc_authorization
+from trainserve.serve.auth import Grant, TokenFile, grpc_authorization
+from trainserve.serve.bodies import too_large
+from trainserve.serve.config import MAX_REQUEST_BYTES
 from trainserve.serve.dataplane import (InferInput, InferRequest, InferResponse, ModelMetadata,
                                         RequestedOutput, check_shape, decode_raw, encode_raw,
                                         numpy_dtype)
@@ -147,16 +149,29 @@ class GrpcInference:
     `RayServegRPCContext`). A failed call sets the status and returns an empty reply.
     With `auth`, every RPC but ServerLive and ServerReady needs the metadata `authorization:
     Bearer <token>` (else UNAUTHENTICATED); the context then also needs
-    `invocation_metadata`.
+    `invocation_metadata`. An endpoint then answers only its owner's tokens and admins'
+    (NOT_FOUND to any other, as for an unknown endpoint).
+
+    `call` refuses a request of more than `max_request_bytes` (RESOURCE_EXHAUSTED). That
+    bounds nothing Serve's gRPC server has already received: its own message limit
+    (`config.serve_mode_env`) does; this one holds where that was left at Serve's default.
     """
 
-    def __init__(self, service: InferenceService, auth: TokenFile | None = None):
+    def __init__(self, service: InferenceService, auth: TokenFile | None = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES):
         self._service = service
         self._auth = auth
+        self._max_request_bytes = max_request_bytes
 
     async def call(self, rpc: str, raw: bytes, context) -> Any:
         """Run `rpc` on a serialized request (what Serve's proxy forwards)."""
         request_type, response_type = RPCS[rpc]
+        if len(raw) > self._max_request_bytes:
+            exc = too_large(f"the {rpc} request message ({len(raw)} bytes)",
+                            self._max_request_bytes)
+            context.set_code(grpc.StatusCode[exc.grpc_code])
+            context.set_details(exc.message)
+            return response_type()
         try:
             request = request_type.FromString(raw)
         except DecodeError as exc:
@@ -165,11 +180,12 @@ class GrpcInference:
             return response_type()
         return await getattr(self, rpc)(request, context)
 
-    def _authorize(self, context) -> None:
-        """Raise `Unauthenticated` unless the call carries a valid bearer token (or auth is
-        off)."""
-        if self._auth is not None:
-            self._auth.check(grpc_authorization(context))
+    def _authorize(self, context) -> Grant | None:
+        """The grant of the call's bearer token (None when auth is off); `Unauthenticated`
+        unless the call carries a valid one."""
+        if self._auth is None:
+            return None
+        return self._auth.check(grpc_authorization(context))
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -188,18 +204,18 @@ class GrpcInference:
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context) -> pb.ModelMetadataResponse:
         async def call():
-            self._authorize(context)
-            return metadata_to_proto(await self._service.model_metadata(request.name,
-                                                                        request.version))
+            caller = self._authorize(context)
+            return metadata_to_proto(await self._service.model_metadata(
+                request.name, request.version, caller))
         return await _answer(context, pb.ModelMetadataResponse, call)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
         """Not ready, rather than an error, for an unknown model: clients poll this (and
         tritonclient's `is_model_ready` must return a bool) while a deployment appears."""
         async def call():
-            self._authorize(context)
+            caller = self._authorize(context)
             try:
-                ready = await self._service.model_ready(request.name, request.version)
+                ready = await self._service.model_ready(request.name, request.version, caller)
             except NotFound:
                 ready = False
             return pb.ModelReadyResponse(ready=ready)
@@ -208,12 +224,13 @@ class GrpcInference:
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         async def call():
             try:
-                self._authorize(context)
+                caller = self._authorize(context)
                 parsed = infer_request_from_proto(request)
             except TrainserveError as exc:
                 self._service.refused(request.model_name, exc)
                 raise
-            resp = await self._service.infer(request.model_name, request.model_version, parsed)
+            resp = await self._service.infer(request.model_name, request.model_version, parsed,
+                                             caller)
             return infer_response_to_proto(resp)
         return await _answer(context, pb.ModelInferResponse, call)
 

@@ -6,6 +6,10 @@ round trips, while a re-deploy still takes effect within about a second.
 
 During a rollout an endpoint has two versions: once the canary is loaded (its state READY),
 each request goes to it with probability `canary_percent` / 100, else to the stable one.
+
+With a `caller` (inference auth on), an endpoint another user owns resolves exactly as an
+unknown one (NotFound, same message, whatever state it is in), so that a token neither
+reaches nor learns of endpoints that are not its owner's.
 """
 from __future__ import annotations
 
@@ -29,6 +33,16 @@ class DeploymentGetter(Protocol):
 
 class ModelGetter(Protocol):
     def get(self, name: str, version: int = 0) -> Any: ...  # -> trainserve.v1.ModelVersion
+
+
+class Caller(Protocol):
+    """Who asks (`serve.auth.Grant`): whether it may call endpoint `name` owned by `owner`."""
+    def may_use(self, name: str, owner: str) -> bool: ...
+
+
+def not_deployed(name: str) -> NotFound:
+    """The answer for an unknown endpoint, and for one the caller may not see."""
+    return NotFound(f"model {name!r} is not deployed")
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,14 @@ class Endpoint:
         return f"{self.model_name}:{self.version}"
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """A cached lookup: the owner (None when no deployment record was read) and the route
+    or the domain error to answer with."""
+    owner: str | None
+    result: Route | TrainserveError
+
+
 class EndpointResolver:
     """Resolves endpoint names through the deployment and model records, with a short cache."""
 
@@ -87,42 +109,53 @@ class EndpointResolver:
         self._storage_dir = storage_dir
         self._ttl_s, self._max_batch = ttl_s, max_batch_size
         self._clock, self._draw = clock, draw
-        self._cache: dict[str, tuple[float, Route | TrainserveError]] = {}
+        self._cache: dict[str, tuple[float, Resolution]] = {}
 
-    async def resolve(self, name: str, fresh: bool = False, canary: bool | None = None
-                      ) -> Endpoint:
+    async def resolve(self, name: str, fresh: bool = False, canary: bool | None = None,
+                      caller: Caller | None = None) -> Endpoint:
         """The endpoint `name` (during a rollout the canary for its share of the calls;
-        `canary` True / False asks for one side); raises NotFound, ModelNotReady or
-        Unavailable."""
-        route = await self.route(name, fresh)
+        `canary` True / False asks for one side); raises NotFound (also when `caller` may
+        not use it), ModelNotReady or Unavailable. `caller` None: no owner check."""
+        route = await self.route(name, fresh, caller)
         if canary is None:
             return route.pick(self._draw)
         if canary and route.canary is None:
             raise NotFound(f"endpoint {name!r} has no canary being rolled out")
         return route.canary if canary else route.stable
 
-    async def route(self, name: str, fresh: bool = False) -> Route:
+    async def route(self, name: str, fresh: bool = False, caller: Caller | None = None
+                    ) -> Route:
         hit = None if fresh else self._cache.get(name)
         if hit is None or hit[0] <= self._clock():
-            hit = (self._clock() + self._ttl_s, await asyncio.to_thread(self._lookup, name))
-            if not isinstance(hit[1], Unavailable):  # an outage must not outlive itself
+            hit = (self._clock() + self._ttl_s, await asyncio.to_thread(self._resolution, name))
+            if not isinstance(hit[1].result, Unavailable):  # an outage must not outlive itself
                 self._cache[name] = hit
             if len(self._cache) > 10_000:  # names are client-chosen: bound the memory
                 self._cache.clear()
-        if isinstance(hit[1], TrainserveError):
-            raise hit[1]
-        return hit[1]
+        found = hit[1]
+        # Before any other answer: a state (not ready, ...) would tell the endpoint exists.
+        if caller is not None and found.owner is not None and not caller.may_use(name,
+                                                                                   found.owner):
+            raise not_deployed(name)
+        if isinstance(found.result, TrainserveError):
+            raise found.result
+        return found.result
 
-    def _lookup(self, name: str) -> Route | TrainserveError:
-        """The route, or the domain error to answer with (both are cached)."""
+    def _resolution(self, name: str) -> Resolution:
         try:
             dep = self._deployments.get(name)
         except NotFound:
-            return NotFound(f"model {name!r} is not deployed")
+            return Resolution(None, not_deployed(name))
         except TrainserveError as exc:
-            return exc
+            return Resolution(None, exc)
         except Exception as exc:  # redis-py errors: the store is unreachable
-            return Unavailable(f"cannot read the deployment of {name!r}: {exc}")
+            return Resolution(None, Unavailable(f"cannot read the deployment of {name!r}: "
+                                                f"{exc}"))
+        return Resolution(dep.user, self._lookup(name, dep))
+
+    def _lookup(self, name: str, dep: Any) -> Route | TrainserveError:
+        """The route of deployment record `dep`, or the domain error to answer with (both
+        are cached)."""
         batching = Batching.of(dep.options)
         stable = self._endpoint(name, dep.model_name, dep.model_version, batching)
         if isinstance(stable, TrainserveError):

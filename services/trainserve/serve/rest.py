@@ -5,14 +5,16 @@ Binary tensor extension: the body is a JSON header of `Inference-Header-Content-
 bytes followed by raw tensors; an input whose `parameters.binary_data_size` is set takes its
 bytes from there, in input order. Outputs are sent the same way when requested with
 `parameters.binary_data: true` or, by default, when the request sets `binary_data_output`.
+
+Bodies are read and inflated within `ServeConfig.max_request_bytes` (`bodies`): 413 beyond.
+With inference auth on, a route's token is checked before its body is read, and the token's
+grant goes with the request to `InferenceService`, whose endpoints answer only their owner's
+tokens and admins' (404 to any other, as for an unknown endpoint).
 """
 from __future__ import annotations
 
-import functools
-import gzip
 import json
 import logging
-import zlib
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -20,7 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from trainserve.errors import InvalidArgument, TrainserveError, Unauthenticated
-from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, TokenFile
+from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, Grant, TokenFile
+from trainserve.serve.bodies import inflate, read_capped
+from trainserve.serve.config import MAX_REQUEST_BYTES
 from trainserve.serve.dataplane import (PREDICTION, InferInput, InferRequest, InferResponse,
                                         ModelMetadata, RequestedOutput, check_shape, decode_json,
                                         decode_raw, encode_raw, to_json_data)
@@ -109,16 +113,11 @@ def _params(item: dict, where: str) -> dict:
     return _object(params, f"{where}: parameters")
 
 
-def decompress(body: bytes, encoding: str | None) -> bytes:
-    """A request body sent with `Content-Encoding: gzip|deflate` (tritonclient can)."""
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as exc:
-        raise InvalidArgument(f"cannot decompress the {encoding} body: {exc}") from None
-    return body
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, inflated from its `Content-Encoding`; `bodies.BodyTooLarge` (413)
+    as soon as it, as sent or as inflated, passes `limit` bytes."""
+    body = await read_capped(request.stream(), request.headers.get("content-length"), limit)
+    return inflate(body, request.headers.get("content-encoding"), limit)
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -169,12 +168,13 @@ def json_response(doc: Any, status: int = 200, headers: dict | None = None) -> R
 # ------------------------------------------------------------------------------ v1 predict
 
 
-async def predict_v1(service: InferenceService, name: str, doc: Any) -> dict:
+async def predict_v1(service: InferenceService, name: str, doc: Any,
+                     caller: Grant | None = None) -> dict:
     """KServe v1: `{"instances": [...]}` -> `{"predictions": [...]}`, one per instance."""
     instances = _object(doc, "the request body").get("instances")
     if not isinstance(instances, list) or not instances:
         raise InvalidArgument('the body must be {"instances": [...]} with at least one instance')
-    md = await service.model_metadata(name)
+    md = await service.model_metadata(name, caller=caller)
     if len(md.inputs) != 1:
         raise InvalidArgument(f"model {name!r} has {len(md.inputs)} inputs; use the v2 protocol")
     spec = md.inputs[0]
@@ -185,7 +185,7 @@ async def predict_v1(service: InferenceService, name: str, doc: Any) -> dict:
         raise InvalidArgument(f"{exc.message} (each instance must be {spec.datatype} "
                               f"{list(spec.shape[1:])})") from None
     resp = await service.infer(name, "", InferRequest([InferInput(spec.name, spec.datatype,
-                                                                  shape, x)]))
+                                                                  shape, x)]), caller)
     return {"predictions": _predictions(resp, len(instances))}
 
 
@@ -257,13 +257,25 @@ class RestApp:
         await response(scope, receive, send)
 
 
-def build_rest_app(service: InferenceService, auth: TokenFile | None = None) -> RestApp:
+def build_rest_app(service: InferenceService, auth: TokenFile | None = None,
+                   max_request_bytes: int = MAX_REQUEST_BYTES) -> RestApp:
     """The REST routes over `service`. With `auth`, every route but the server health
-    probes needs `Authorization: Bearer <token>`; without, every route is open."""
+    probes needs `Authorization: Bearer <token>`, and an endpoint answers only the tokens of
+    its owner and of admins; without, every route is open. Request bodies above
+    `max_request_bytes`, as sent or inflated, are refused with 413."""
+    routes = (*_v2_routes(service, max_request_bytes), *_v1_routes(service, max_request_bytes))
     return RestApp([Route(path, _guarded(endpoint, None if path in OPEN_PATHS else auth),
                           methods=[method])
-                    for method, path, endpoint in (*_v2_routes(service),
-                                                   *_v1_routes(service))])
+                    for method, path, endpoint in routes])
+
+
+# The request scope's key of the caller's `auth.Grant` (absent when auth is off).
+CALLER = "trainserve.caller"
+
+
+def caller_of(request: Request) -> Grant | None:
+    """Who sends `request` (set by the token check), None when inference auth is off."""
+    return request.scope.get(CALLER)
 
 
 def _guarded(endpoint: Endpoint, auth: TokenFile | None) -> Endpoint:
@@ -272,7 +284,7 @@ def _guarded(endpoint: Endpoint, auth: TokenFile | None) -> Endpoint:
     async def handle(request: Request) -> Response:
         try:
             if auth is not None:
-                auth.check(request.headers.get("authorization"))
+                request.scope[CALLER] = auth.check(request.headers.get("authorization"))
             return await endpoint(request)
         except TrainserveError as exc:
             return error_response(exc)
@@ -294,7 +306,7 @@ def _name_version(request: Request) -> tuple[str, str]:
     return params["name"], params.get("version", "")
 
 
-def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
+def _v2_routes(service: InferenceService, limit: int) -> list[tuple[str, str, Endpoint]]:
     async def live(_: Request) -> Response:
         return json_response({"live": True})
 
@@ -307,14 +319,15 @@ def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
 
     async def model_metadata(request: Request) -> Response:
         return json_response(metadata_json(await service.model_metadata(
-            *_name_version(request))))
+            *_name_version(request), caller=caller_of(request))))
 
     async def model_ready(request: Request) -> Response:
         name, version = _name_version(request)
-        ok = await service.model_ready(name, version)
+        ok = await service.model_ready(name, version, caller_of(request))
         return json_response({"name": name, "ready": ok}, 200 if ok else 503)
 
-    infer = functools.partial(_infer, service)
+    async def infer(request: Request) -> Response:
+        return await _infer(service, limit, request)
     model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
     # Inference first: routes are tried in order.
     return [("POST", f"{model}/infer", infer), ("POST", f"{version}/infer", infer),
@@ -324,30 +337,33 @@ def _v2_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
             ("GET", f"{model}/ready", model_ready), ("GET", f"{version}/ready", model_ready)]
 
 
-async def _infer(service: InferenceService, request: Request) -> Response:
+async def _infer(service: InferenceService, limit: int, request: Request) -> Response:
     name, version = _name_version(request)
     try:
-        body = decompress(await request.body(), request.headers.get("content-encoding"))
+        body = await read_body(request, limit)
         header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         req = infer_request_from_json(parse_json(header), binary)
     except TrainserveError as exc:
         service.refused(name, exc)
         raise
-    content, header_length = encode_infer_response(await service.infer(name, version, req), req)
+    resp = await service.infer(name, version, req, caller_of(request))
+    content, header_length = encode_infer_response(resp, req)
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",
                     headers={HEADER_LENGTH: str(header_length)})
 
 
-def _v1_routes(service: InferenceService) -> list[tuple[str, str, Endpoint]]:
+def _v1_routes(service: InferenceService, limit: int) -> list[tuple[str, str, Endpoint]]:
     async def model_status(request: Request) -> Response:
         name = request.path_params["name"]
-        return json_response({"name": name, "ready": await service.model_ready(name)})
+        ready = await service.model_ready(name, caller=caller_of(request))
+        return json_response({"name": name, "ready": ready})
 
     async def predict(request: Request) -> Response:
-        doc = parse_json(await request.body())
-        return json_response(await predict_v1(service, request.path_params["name"], doc))
+        doc = parse_json(await read_body(request, limit))
+        return json_response(await predict_v1(service, request.path_params["name"], doc,
+                                              caller_of(request)))
 
     return [("GET", "/v1/models/{name}", model_status),
             ("POST", "/v1/models/{name}:predict", predict)]

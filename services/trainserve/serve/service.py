@@ -3,6 +3,9 @@
 It resolves the endpoint, validates the request against the model's signature, asks a
 `Backend` (the multiplexed model host on Serve, or an in-process one) for the outputs, and
 builds the response. Transports only convert wire formats and map `errors` to status codes.
+
+`caller` (a `serve.auth.Grant`, given when inference auth is on) is who asks: an endpoint
+it may not use answers as an unknown one (`resolver`). None: no owner check (auth off).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from trainserve.errors import ModelNotReady, NotFound, TrainserveError
 from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetadata,
                                         build_response)
 from trainserve.serve.metrics import OK, NullMetrics, ServingMetrics
-from trainserve.serve.resolver import Batching, Endpoint
+from trainserve.serve.resolver import Batching, Caller, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,8 @@ class Backend(Protocol):
 
 
 class Resolver(Protocol):
-    async def resolve(self, name: str, fresh: bool = False,
-                      canary: bool | None = None) -> Endpoint: ...
+    async def resolve(self, name: str, fresh: bool = False, canary: bool | None = None,
+                      caller: Caller | None = None) -> Endpoint: ...
 
 
 async def _always_ready() -> bool:
@@ -70,22 +73,26 @@ class InferenceService:
         return {"name": SERVER_NAME, "version": trainserve.__version__,
                 "extensions": list(EXTENSIONS)}
 
-    async def endpoint(self, name: str, version: str = "") -> Endpoint:
-        """The endpoint `name`, checking that it serves `version` when one is given."""
-        ep = await self._resolver.resolve(name)
+    async def endpoint(self, name: str, version: str = "",
+                       caller: Caller | None = None) -> Endpoint:
+        """The endpoint `name`, checking that `caller` may use it and that it serves
+        `version` when one is given."""
+        ep = await self._resolver.resolve(name, caller=caller)
         if version not in ("", str(ep.version)):
             raise NotFound(f"model {name!r} has no version {version!r}; "
                            f"it serves version {ep.version}")
         return ep
 
-    async def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        ep = await self.endpoint(name, version)
+    async def model_metadata(self, name: str, version: str = "",
+                             caller: Caller | None = None) -> ModelMetadata:
+        ep = await self.endpoint(name, version, caller)
         sig = ep.signature
         return ModelMetadata(name, (str(ep.version),), PLATFORM, sig.inputs, sig.outputs)
 
-    async def model_ready(self, name: str, version: str = "") -> bool:
+    async def model_ready(self, name: str, version: str = "",
+                          caller: Caller | None = None) -> bool:
         """True once the model is loaded (loading it if needed); NotFound if unknown."""
-        ep = await self.endpoint(name, version)
+        ep = await self.endpoint(name, version, caller)
         try:
             await self._backend.load(ep.model_id, ep.artifact_dir)
         except ModelNotReady as exc:
@@ -93,11 +100,12 @@ class InferenceService:
             return False
         return True
 
-    async def infer(self, name: str, version: str, request: InferRequest) -> InferResponse:
+    async def infer(self, name: str, version: str, request: InferRequest,
+                    caller: Caller | None = None) -> InferResponse:
         """The response to one request; counted and timed in `metrics`, errors included."""
         started, model_id, error = time.perf_counter(), "", None
         try:
-            ep = await self.endpoint(name, version)
+            ep = await self.endpoint(name, version, caller)
             model_id = ep.model_id
             return await self._infer(ep, name, request)
         except BaseException as exc:

@@ -110,18 +110,19 @@ class LocalServing:
         self.service = InferenceService(self.resolver, self.backend)
 
     def register(self, name: str, version: int, module: torch.nn.Module, meta: dict,
-                 endpoint: str | None = None) -> str:
-        """Register a model version (and deploy it as `endpoint`, if given); its directory."""
+                 endpoint: str | None = None, owner: str = "") -> str:
+        """Register a model version (and deploy it as `endpoint`, owned by `owner`, if
+        given); its directory."""
         artifact_dir = f"/models/{name}/{version}"
         self.artifacts.add(artifact_dir, module, meta)
         self.models.put(model_version_record(name, version, meta, artifact_dir))
         if endpoint:
-            self.deploy(endpoint, name, version)
+            self.deploy(endpoint, name, version, owner)
         return artifact_dir
 
-    def deploy(self, endpoint: str, model_name: str, version: int) -> None:
+    def deploy(self, endpoint: str, model_name: str, version: int, owner: str = "") -> None:
         self.deployments.put(deployment_pb2.Deployment(
-            name=endpoint, model_name=model_name, model_version=version,
+            name=endpoint, model_name=model_name, model_version=version, user=owner,
             state=deployment_pb2.DEPLOYMENT_STATE_READY))
 
 
