@@ -56,6 +56,9 @@ _RNN_STATE = {"LSTM": 20, "GRU": 12, "RNN": 3}
 # A guard on the meta forward's cost: far above any zoo network's op count (a 48-layer
 # transformer runs about 2 000), so a network that passes it is estimated in milliseconds.
 MAX_META_OPS = 50_000
+# The spec fields `estimate` reads: search axes elsewhere cannot change it.
+_SIZE_PATHS = ("model.", "dataset.", "split.", "scaling.", "training.batch_size",
+               "optimizer.name", "optimizer.momentum")
 _PROBE_BATCHES = (2, 4)  # two points of the line activation bytes = a + b * batch
 
 
@@ -289,6 +292,8 @@ def _largest_trial(spec):
 
     best, single = {}, None
     for axis in parse_space(spec.search):
+        if not axis.path.startswith(_SIZE_PATHS):
+            continue  # e.g. the learning rate: the estimate does not read it
         for value in axis.candidates():
             est = estimate(check_spec(apply_values(spec, {axis.path: value})))
             if axis.path not in best or est.total_bytes > best[axis.path][1].total_bytes:
