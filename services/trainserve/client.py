@@ -15,6 +15,7 @@ Every error the server reports is raised as the matching `trainserve.errors` exc
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import os
 import random
@@ -46,6 +47,8 @@ SpecLike = spec_pb2.JobSpec | Mapping[str, Any] | str | Path
 # The inference bearer token (serve.auth.TOKEN_ENV; not imported: the SDK imports no server
 # module).
 INFERENCE_TOKEN_ENV = "TRAINSERVE_INFERENCE_TOKEN"
+# Set to 1 to let the SDK and the CLI send the job API token without TLS to another machine.
+ALLOW_INSECURE_TOKEN_ENV = "TRAINSERVE_ALLOW_INSECURE_TOKEN"
 
 
 class NotSupported(errors.TrainserveError):
@@ -98,19 +101,21 @@ class Client:
     `token` (default `$TRAINSERVE_TOKEN`, else the admin token of the local stack when
     `address` is its API) is the job API's bearer token. `tls` (default from
     `$TRAINSERVE_TLS_CA`, `$TRAINSERVE_TLS_CERT`, `$TRAINSERVE_TLS_KEY`) makes the channel TLS:
-    a CA bundle to trust, and a client certificate and key for mutual TLS.
+    a CA bundle to trust, and a client certificate and key for mutual TLS. Without TLS the
+    token goes to loopback addresses only, unless `insecure=True` (or
+    `$TRAINSERVE_ALLOW_INSECURE_TOKEN=1`).
     """
 
     def __init__(self, address: str | None = None, timeout: float = 30.0,
                  retry_for: float = 15.0, channel: grpc.Channel | None = None,
                  inference_token: str | None = None, token: str | None = None,
-                 tls: TlsFiles | None = None):
+                 tls: TlsFiles | None = None, insecure: bool | None = None):
         self.address = api_address(address)
         self.inference_token = (inference_token if inference_token is not None
                                 else os.environ.get(INFERENCE_TOKEN_ENV) or None)
         self.timeout = timeout
         self.retry_for = retry_for
-        self._channel = channel or api_channel(self.address, token, tls)
+        self._channel = channel or api_channel(self.address, token, tls, insecure)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
         self._deployments = deployment_pb2_grpc.DeploymentServiceStub(self._channel)
@@ -533,7 +538,9 @@ class TlsFiles:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TlsFiles | None":
         env = os.environ if env is None else env
         files = cls(*(env.get(f"TRAINSERVE_TLS_{k}", "") for k in ("CA", "CERT", "KEY")))
-        return files if any((files.ca, files.cert, files.key)) else None
+        # TRAINSERVE_TLS=1 alone: TLS trusting the system's CAs.
+        on = env.get("TRAINSERVE_TLS", "").lower() in ("1", "true", "yes")
+        return files if on or any((files.ca, files.cert, files.key)) else None
 
     def credentials(self) -> grpc.ChannelCredentials:
         def read(path: str) -> bytes | None:
@@ -542,15 +549,43 @@ class TlsFiles:
 
 
 def api_channel(address: str, token: str | None = None,
-                tls: TlsFiles | None = None) -> grpc.Channel:
+                tls: TlsFiles | None = None, insecure: bool | None = None) -> grpc.Channel:
     """A channel to the job API at `address` that sends the bearer token with every call
     (`token`, else `$TRAINSERVE_TOKEN`, else the local stack's admin token when `address`
-    is its API), over TLS when `tls` (or the environment's TRAINSERVE_TLS_*) says so."""
+    is its API), over TLS when `tls` (or the environment's TRAINSERVE_TLS_*) says so.
+
+    A token is never sent in clear to another machine: without TLS and with a host that is
+    not loopback this raises FailedPrecondition, unless `insecure` (default
+    `$TRAINSERVE_ALLOW_INSECURE_TOKEN=1`) says the network is trusted."""
     tls = tls or TlsFiles.from_env()
+    token = token if token is not None else api_token(address)
+    if token and not tls and not _loopback(address) and not _allow_insecure(insecure):
+        raise errors.FailedPrecondition(
+            f"refusing to send the API token in clear to {address} (no TLS, not this "
+            "machine): set TRAINSERVE_TLS_CA (the server's CA) to use TLS, or "
+            f"{ALLOW_INSECURE_TOKEN_ENV}=1 (Client(insecure=True)) on a network you trust")
     channel = (grpc.secure_channel(address, tls.credentials(), options=_options(address))
                if tls else grpc.insecure_channel(address, options=_options(address)))
-    token = token if token is not None else api_token(address)
     return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+def _allow_insecure(insecure: bool | None) -> bool:
+    if insecure is not None:
+        return insecure
+    return os.environ.get(ALLOW_INSECURE_TOKEN_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _loopback(address: str) -> bool:
+    """Whether `address` (HOST:PORT, [v6]:PORT, unix:PATH) is on this machine."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,6 +48,9 @@ class Config:
     dispatcher_metrics_port: int = 9101
     ray_dashboard_port: int = 8265
     redis_port: int = 6380
+    # Redis's memory cap (redis.conf `maxmemory`, e.g. "2gb"; "0" is none), with
+    # `noeviction`: at the cap writes are refused (RESOURCE_EXHAUSTED), nothing is dropped.
+    redis_maxmemory: str = "2gb"
     # The Ray head's GCS port (the address drivers connect to).
     ray_gcs_port: int = 6379
     # CPUs the Ray head offers; None lets Ray count them.
@@ -70,7 +74,8 @@ class Config:
     # Bearer tokens on the inference endpoints, listed (as digests) in `inference_token_path`.
     inference_auth: bool = False
     # Bearer tokens on the job API (every RPC but health checks); the CLI on this machine
-    # uses the admin token in `admin_token_path`. Off: anyone who reaches the port is admin.
+    # uses the admin token in `admin_token_path`. Off: the API's development mode (`--insecure`:
+    # loopback only, every caller a plain user named by its `x-trainserve-user` metadata).
     api_auth: bool = True
     # How Ray Serve runs: "throughput" (HAProxy in front, gRPC inside Serve) or "default"
     # (Serve's Python proxies); see trainserve.serve.config.SERVE_MODES.
@@ -102,6 +107,9 @@ class Config:
         ServeConfig(**self.serve_options())  # raises ValueError on a bad combination
         if self.ray_external_address:
             _check_host_port(self.ray_external_address, "ray_external_address")
+        if not re.fullmatch(r"[0-9]+([kmg]b?|b)?", str(self.redis_maxmemory), re.IGNORECASE):
+            raise ValueError(f"redis_maxmemory must be a size such as 2gb or 512mb (0: no "
+                             f"cap), got {self.redis_maxmemory!r}")
 
     def serve_options(self) -> dict[str, Any]:
         """The `ServeConfig` fields these settings stand for (the inference replicas)."""
@@ -143,8 +151,24 @@ class Config:
         return f"{self.host}:{self.api_port}"
 
     @property
-    def redis_url(self) -> str:
+    def redis_address_url(self) -> str:
+        """Redis's URL without the password (for command lines and messages)."""
         return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def redis_url(self) -> str:
+        """Redis's URL with its password (`redis_password_path`) once `up` made one."""
+        password = self.redis_password
+        url = self.redis_address_url
+        return url.replace("redis://", f"redis://:{password}@", 1) if password else url
+
+    @property
+    def redis_password(self) -> str:
+        """The local Redis's password, "" until `trainserve up` made one."""
+        try:
+            return self.redis_password_path.read_text().strip()
+        except OSError:
+            return ""
 
     @property
     def ray_address(self) -> str:
@@ -205,6 +229,11 @@ class Config:
     def admin_token_path(self) -> Path:
         """The local admin's job API token (mode 0600), made by the API on its first start."""
         return self.run_dir / "admin-token"
+
+    @property
+    def redis_password_path(self) -> Path:
+        """The local Redis's password (mode 0600), made by the first `trainserve up`."""
+        return self.run_dir / "redis-password"
 
     @property
     def inference_token_path(self) -> Path:

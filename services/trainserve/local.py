@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 
 from trainserve import ports
 from trainserve.config import Config, stack_file
+from trainserve.store.redis import REDIS_PASSWORD_ENV
 
 COMPONENTS = ("redis", "ray", "api", "dispatcher")
 # What a component needs ready before it starts; `up` starts the rest alongside.
@@ -362,14 +363,7 @@ class LocalStack:
 
     def _ray_token(self) -> Path:
         """This stack's Ray auth token file (created on first use, readable by us only)."""
-        path = self.config.run_dir / "ray-auth-token"
-        if not path.exists():
-            import secrets
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return path
+        return secret_file(self.config.run_dir / "ray-auth-token")
 
     # -- ports ----------------------------------------------------------------------------------
     def ports(self, name: str) -> list[PortUse]:
@@ -412,6 +406,9 @@ class LocalStack:
     def _launch_spec(self, name: str) -> tuple[list[str], dict[str, str], dict]:
         """(argv, environment, metadata to record) of one component."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(REDIS_PASSWORD_ENV, None)
+        if name in ("api", "dispatcher") and self.config.redis_password:
+            env[REDIS_PASSWORD_ENV] = self.config.redis_password  # not on the command line
         if name == "redis":
             return [_redis_server(), str(self.write_redis_conf())], env, {}
         if name == "prometheus":
@@ -432,13 +429,15 @@ class LocalStack:
     def _service_args(self) -> list[str]:
         c = self.config
         c.storage_path.mkdir(parents=True, exist_ok=True)
-        return ["--redis-url", c.redis_url, "--storage-dir", str(c.storage_path),
+        return ["--redis-url", c.redis_address_url, "--storage-dir", str(c.storage_path),
                 "--serve-http", c.serve_http, "--serve-grpc", c.serve_grpc,
                 "--metrics-host", c.host]
 
     def _api_command(self) -> list[str]:
         c = self.config
-        auth = ["--auth", "--admin-token-file", str(c.admin_token_path)] if c.api_auth else []
+        # Without api_auth: the API's loopback-only development mode (it refuses otherwise).
+        auth = (["--admin-token-file", str(c.admin_token_path)] if c.api_auth
+                else ["--insecure"])
         return [sys.executable, "-m", "trainserve.api", "--listen", c.api_address,
                 *self._service_args(), "--metrics-port", str(c.api_metrics_port), *auth]
 
@@ -531,10 +530,15 @@ class LocalStack:
             link.symlink_to(self.config.ray_temp_path / "session_latest" / "logs")
 
     def write_redis_conf(self) -> Path:
-        """Write `<state>/redis/redis.conf` (regenerated on every start) and return its path."""
+        """Write `<state>/redis/redis.conf` (regenerated on every start, mode 0600: it holds
+        the password, made on the first start) and return its path."""
+        secret_file(self.config.redis_password_path)
         self.config.redis_dir.mkdir(parents=True, exist_ok=True)
         path = self.config.redis_dir / "redis.conf"
-        path.write_text(redis_conf(self.config))
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(redis_conf(self.config))
         return path
 
     # -- readiness probes -------------------------------------------------------------------------
@@ -547,8 +551,8 @@ class LocalStack:
 
     def _redis_ready(self) -> bool:
         import redis
-        client = redis.Redis(host=self.config.host, port=self.config.redis_port,
-                             socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(self.config.redis_url, socket_timeout=1,
+                                      socket_connect_timeout=1)
         try:
             return bool(client.ping())
         finally:
@@ -582,8 +586,8 @@ class LocalStack:
 
     def _dispatcher_ready(self) -> bool:
         import redis
-        client = redis.Redis(host=self.config.host, port=self.config.redis_port,
-                             socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(self.config.redis_url, socket_timeout=1,
+                                      socket_connect_timeout=1)
         try:
             value = client.get(DISPATCHER_READY_KEY)
         finally:
@@ -702,7 +706,8 @@ class LocalStack:
 # -- module helpers (public ones are used by tests and the CLI) -------------------------------
 
 def redis_conf(config: Config) -> str:
-    """The redis.conf of the local stack: loopback only, durable (AOF, fsync per write)."""
+    """The redis.conf of the local stack: loopback only, a password, a memory cap with
+    `noeviction`, durable (AOF, fsync per write)."""
     return "\n".join([
         "# Generated by trainserve (local.py) on every start; edits are overwritten.",
         f"bind {config.host}",
@@ -714,6 +719,14 @@ def redis_conf(config: Config) -> str:
         "supervised no",
         'logfile ""',
         f"dir {_quote(str(config.redis_dir))}",
+        # Every client authenticates (the password is in <state>/run/redis-password, 0600):
+        # another local user reaching the port can neither read jobs nor write a token.
+        *([f"requirepass {_quote(config.redis_password)}"] if config.redis_password else []),
+        # A cap, and refusal at the cap (clients see RESOURCE_EXHAUSTED): evicting would
+        # silently drop job state, and an unbounded Redis gets OOM-killed and then
+        # replays the same data on every restart.
+        f"maxmemory {config.redis_maxmemory}",
+        "maxmemory-policy noeviction",
         # Redis is the only copy of job state: every write is on disk before it is answered.
         "appendonly yes",
         "appendfsync always",
@@ -721,6 +734,17 @@ def redis_conf(config: Config) -> str:
         'save ""',
         "",
     ])
+
+
+def secret_file(path: Path) -> Path:
+    """`path`, holding a new random secret (hex, mode 0600) unless it exists already."""
+    if not path.exists():
+        import secrets
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path
 
 
 def port_in_use(host: str, port: int) -> bool:

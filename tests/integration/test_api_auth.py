@@ -148,11 +148,25 @@ def test_cli_whoami_and_api_tokens(auth_server):
     assert gone.exit_code == 1 and "TRAINSERVE_TOKEN" in gone.output
 
 
-def test_without_auth_everyone_is_admin(redis_server, redis_client, tmp_path):
-    with Server(_cfg(redis_server, tmp_path)) as server:
+def test_without_auth_callers_are_plain_users(redis_server, redis_client, tmp_path):
+    """Auth off (loopback development mode): the asserted name is a user, never an admin,
+    unless the server lists it in `insecure_admins`."""
+    with Server(_cfg(redis_server, tmp_path, auth=False,
+                     insecure_admins=("teacher",))) as server:
         with _channel(server.address, None) as ch:
-            me = auth_pb2_grpc.AuthServiceStub(ch).WhoAmI(auth_pb2.WhoAmIRequest(), timeout=10)
-    assert (me.role, me.auth_enabled) == ("admin", False)
+            stub = auth_pb2_grpc.AuthServiceStub(ch)
+            me = stub.WhoAmI(auth_pb2.WhoAmIRequest(), timeout=10)
+            eve = stub.WhoAmI(auth_pb2.WhoAmIRequest(), timeout=10,
+                              metadata=(("x-trainserve-user", "eve"),))
+            teacher = stub.WhoAmI(auth_pb2.WhoAmIRequest(), timeout=10,
+                                  metadata=(("x-trainserve-user", "teacher"),))
+            with pytest.raises(grpc.RpcError) as err:  # token management needs an admin
+                stub.ListTokens(auth_pb2.ListTokensRequest(), timeout=10,
+                                metadata=(("x-trainserve-user", "admin"),))
+    assert (me.user, me.role, me.auth_enabled) == ("anonymous", "user", False)
+    assert (eve.user, eve.role) == ("eve", "user")
+    assert (teacher.user, teacher.role) == ("teacher", "admin")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 # ------------------------------------------------------------------------------ TLS
@@ -213,11 +227,12 @@ def test_tls_and_mutual_tls(redis_server, redis_client, tmp_path):
     pki = _pki(tmp_path)
     tls = dict(tls_cert=str(pki["server_crt"]), tls_key=str(pki["server_key"]))
     trust = TlsFiles(ca=str(pki["ca_crt"]))
-    with Server(_cfg(redis_server, tmp_path, **tls)) as server:
-        assert _who(server.address, trust, "").role == "admin"
+    with Server(_cfg(redis_server, tmp_path, auth=False, **tls)) as server:
+        assert _who(server.address, trust, "").role == "user"
         with grpc.insecure_channel(server.address) as ch, pytest.raises(grpc.RpcError):
             auth_pb2_grpc.AuthServiceStub(ch).WhoAmI(auth_pb2.WhoAmIRequest(), timeout=5)
-    with Server(_cfg(redis_server, tmp_path, tls_client_ca=str(pki["ca_crt"]), **tls)) as server:
+    with Server(_cfg(redis_server, tmp_path, auth=False, tls_client_ca=str(pki["ca_crt"]),
+                     **tls)) as server:
         with pytest.raises(grpc.RpcError):  # no client certificate
             _who(server.address, trust, "")
         mutual = TlsFiles(ca=str(pki["ca_crt"]), cert=str(pki["client_crt"]),

@@ -97,6 +97,39 @@ def test_redis_keeps_every_acknowledged_write_across_sigkill(own_stack):
     assert redis.Redis.from_url(stack.config.redis_url).get("ts:test") == b"kept"
 
 
+def test_redis_needs_its_password_and_caps_its_memory(own_stack, monkeypatch):
+    import redis
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+    stack, c = own_stack, own_stack.config
+    stack.up(["redis"])
+    password = c.redis_password
+    assert len(password) == 64
+    with pytest.raises(redis.AuthenticationError):  # another local user, without the file
+        redis.Redis(host=c.host, port=c.redis_port).set("ts:tokens", "mine")
+    client = redis.Redis.from_url(c.redis_url, decode_responses=True)
+    assert client.config_get("maxmemory") == {"maxmemory": str(2 << 30)}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    monkeypatch.setenv("COLUMNS", "200")
+    shown = CliRunner().invoke(app, ["status", "--state-dir", str(c.state_dir)])
+    assert shown.exit_code == 0 and f"127.0.0.1:{c.redis_port}" in shown.stdout
+    assert password not in shown.stdout
+    assert password not in stack.log_path("redis").read_text()
+    assert all(password not in _cmdline(p) for p in stack.session_pids("redis"))
+    stack.stop("redis")
+    stack.start("redis")
+    assert c.redis_password == password  # the same password on the next start
+    assert redis.Redis.from_url(c.redis_url).ping()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 @pytest.mark.skipif(not HAVE_SERVICES, reason="trainserve.api / trainserve.dispatch not built")
 def test_full_stack_restart_and_crash_of_single_components(own_stack):
     stack = own_stack
@@ -116,6 +149,9 @@ def test_full_stack_restart_and_crash_of_single_components(own_stack):
     assert stack.is_ready("dispatcher")
 
     pids = [p for name in ("redis", "ray", "api", "dispatcher") for p in stack.session_pids(name)]
+    password = stack.config.redis_password  # reaches the services, never a log or a ps line
+    assert password and all(password not in _cmdline(p) for p in pids)
+    assert all(password not in stack.log_path(n).read_text() for n in ("api", "dispatcher"))
     assert stack.down() == ["dispatcher", "api", "ray", "redis"]
     assert _alive(pids) == []
     assert _pgrep(str(stack.config.ray_temp_path)) == []

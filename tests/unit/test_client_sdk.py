@@ -461,3 +461,33 @@ def test_top_level_import():
     import trainserve
     assert trainserve.Client is Client
     assert Path(trainserve.__file__).exists()
+
+
+# -- tokens in clear ------------------------------------------------------------------------
+
+REMOTE = "10.255.255.1:50051"  # not this machine; nothing is sent: the refusal comes first
+
+
+def test_a_token_is_not_sent_in_clear_to_another_machine(monkeypatch):
+    monkeypatch.delenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", raising=False)
+    for var in ("TRAINSERVE_TLS", "TRAINSERVE_TLS_CA", "TRAINSERVE_TLS_CERT",
+                "TRAINSERVE_TLS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        Client(REMOTE, token="tsk_secret")
+    assert "in clear" in refused.value.message and "TRAINSERVE_TLS_CA" in refused.value.message
+    assert "tsk_secret" not in refused.value.message
+    Client(REMOTE, token="tsk_secret", insecure=True).close()   # told: the network is trusted
+    Client(REMOTE, token="").close()                             # no token, nothing to leak
+    monkeypatch.setenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", "1")
+    Client(REMOTE, token="tsk_secret").close()
+    monkeypatch.delenv("TRAINSERVE_ALLOW_INSECURE_TOKEN")
+    monkeypatch.setenv("TRAINSERVE_TLS", "1")                    # TLS with the system's CAs
+    Client(REMOTE, token="tsk_secret").close()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "localhost:1", "[::1]:1", "127.0.0.9:1"])
+def test_a_token_goes_in_clear_to_loopback(monkeypatch, address):
+    monkeypatch.delenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", raising=False)
+    monkeypatch.delenv("TRAINSERVE_TLS_CA", raising=False)
+    Client(address, token="tsk_secret").close()

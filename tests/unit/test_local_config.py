@@ -72,3 +72,54 @@ def test_api_address_resolution(tmp_path):
     assert api_address(None, env) == "127.0.0.1:6123"
     assert api_address(None, {**env, "TRAINSERVE_API": "h:1"}) == "h:1"
     assert api_address("x:2", {**env, "TRAINSERVE_API": "h:1"}) == "x:2"
+
+
+def test_redis_password_joins_the_url_once_made(tmp_path):
+    from trainserve.local import LocalStack
+    c = Config(state_dir=tmp_path)
+    assert c.redis_password == "" and c.redis_url == c.redis_address_url
+    conf = LocalStack(c).write_redis_conf()           # the first start makes the password
+    password = c.redis_password
+    assert len(password) == 64
+    assert oct(c.redis_password_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"  # it holds requirepass
+    assert c.redis_url == f"redis://:{password}@127.0.0.1:6380/0"
+    assert c.redis_address_url == "redis://127.0.0.1:6380/0"
+    text = conf.read_text()
+    assert f'requirepass "{password}"' in text
+    assert "maxmemory 2gb" in text and "maxmemory-policy noeviction" in text
+    LocalStack(c).write_redis_conf()
+    assert c.redis_password == password               # kept across starts
+    assert password not in json.dumps(c.to_dict())    # not in the recorded stack.json
+
+
+def test_redis_password_reaches_services_by_environment_only(tmp_path):
+    from trainserve.local import LocalStack
+    from trainserve.store.redis import REDIS_PASSWORD_ENV
+    stack = LocalStack(Config(state_dir=tmp_path, ray_token_auth=False))
+    stack.write_redis_conf()
+    password = stack.config.redis_password
+    for name in ("api", "dispatcher"):
+        cmd, env, _ = stack._launch_spec(name)
+        assert env[REDIS_PASSWORD_ENV] == password
+        assert not any(password in arg for arg in cmd)
+    _, ray_env, _ = stack._launch_spec("ray")
+    assert REDIS_PASSWORD_ENV not in ray_env
+
+
+@pytest.mark.parametrize("value,ok", [("2gb", True), ("512mb", True), ("0", True),
+                                      ("100000", True), ("2 GB", False), ("lots", False)])
+def test_redis_maxmemory_is_checked(tmp_path, value, ok):
+    if ok:
+        assert Config(state_dir=tmp_path, redis_maxmemory=value).redis_maxmemory == value
+    else:
+        with pytest.raises(ValueError, match="redis_maxmemory"):
+            Config(state_dir=tmp_path, redis_maxmemory=value)
+
+
+def test_api_without_auth_runs_in_insecure_loopback_mode(tmp_path):
+    from trainserve.local import LocalStack
+    on = LocalStack(Config(state_dir=tmp_path))._api_command()
+    assert "--insecure" not in on and "--admin-token-file" in on
+    off = LocalStack(Config(state_dir=tmp_path, api_auth=False))._api_command()
+    assert "--insecure" in off and "--admin-token-file" not in off

@@ -2,11 +2,14 @@
 reflection, and the `AuthService` (who am I; tokens, for admins).
 
 `AuthInterceptor` resolves the call's token to a `Principal` before the servicer runs and
-keeps it in a context variable for the call (`principal()`); without a token store (auth
-off) every caller is an admin named by its `x-trainserve-user` metadata, if any. A token
-resolved is remembered for `CACHE_TTL_S` (`TokenCache`), so most calls cost no Redis round
-trip; a revocation through this server applies at once, one through another API replica
-within that time.
+keeps it in a context variable for the call (`principal()`). Outside a call the principal is
+`NOBODY`, who may do nothing: a handler the interceptor did not wrap is refused, never run as
+an anonymous admin. Without a token store (auth off, `python -m trainserve.api --insecure`,
+which listens on loopback only) a caller is a plain user named by its `x-trainserve-user`
+metadata (default "anonymous"); only the names the server lists in `insecure_admins` are
+admins. A token resolved is remembered for `CACHE_TTL_S` (`TokenCache`), so most calls cost
+no Redis round trip; a revocation through this server applies at once (a lookup in flight
+cannot cache the revoked token again), one through another API replica within that time.
 """
 from __future__ import annotations
 
@@ -26,17 +29,24 @@ from trainserve.tenancy import Principal
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # A caller's self-asserted name, honoured only while authentication is off.
 USER_METADATA = "x-trainserve-user"
+# Who an unauthenticated caller without that metadata is (auth off only).
+INSECURE_DEFAULT_USER = "anonymous"
 NO_TOKEN = "missing or invalid bearer token (metadata `authorization: Bearer <token>`)"
-ANONYMOUS_ADMIN = Principal("", "admin")
+# The principal outside an authenticated call: no user, no role, refused everything.
+NOBODY = Principal("", "")
 CACHE_TTL_S = 5.0
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
-    "trainserve_principal", default=ANONYMOUS_ADMIN)
+    "trainserve_principal", default=NOBODY)
 
 
 def principal() -> Principal:
-    """Who the running RPC acts for."""
-    return _current.get()
+    """Who the running RPC acts for; raises Unauthenticated when no check set one (a handler
+    reached without the interceptor), so nothing ever runs for nobody."""
+    p = _current.get()
+    if p is NOBODY or not p.role:
+        raise errors.Unauthenticated("this call was not authenticated")
+    return p
 
 
 def require_admin() -> Principal:
@@ -59,6 +69,8 @@ class TokenCache:
     def __init__(self, ttl_s: float = CACHE_TTL_S, clock: Callable[[], float] = time.monotonic):
         self.ttl_s, self.clock = ttl_s, clock
         self._entries: dict[str, tuple[Principal, float]] = {}
+        # Bumped by clear() (a revocation): a lookup that began before it is not cached.
+        self.generation = 0
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
@@ -76,13 +88,22 @@ class TokenCache:
         self._entries[key] = (found, self.clock() + self.ttl_s)
 
     def clear(self) -> None:
+        """Forget every token; a lookup that started before this may not cache its result."""
         self._entries.clear()
+        self.generation += 1
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: TokenStore | None, cache: TokenCache | None = None):
+    """Authenticates every RPC but health checks and reflection (`OPEN_PREFIXES`).
+
+    `tokens` None is auth off (loopback dev mode): callers are plain users by the name they
+    send, but those in `insecure_admins`."""
+
+    def __init__(self, tokens: TokenStore | None, cache: TokenCache | None = None,
+                 insecure_admins: frozenset[str] = frozenset()):
         self.tokens = tokens
         self.cache = TokenCache() if cache is None else cache
+        self.insecure_admins = frozenset(insecure_admins)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -94,21 +115,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream))
         if handler.stream_unary:
             return handler._replace(stream_unary=self._unary(handler.stream_unary))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=self._stream(handler.stream_stream))
         return handler
 
     async def authenticate(self, context) -> Principal:
         if self.tokens is None:
-            return Principal(_metadata(context, USER_METADATA), "admin")
+            user = _metadata(context, USER_METADATA) or INSECURE_DEFAULT_USER
+            return Principal(user, "admin" if user in self.insecure_admins else "user")
         scheme, _, token = _metadata(context, "authorization").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.Unauthenticated(NO_TOKEN)
         key = digest(token.strip())
         found = self.cache.get(key)
         if found is None:
+            generation = self.cache.generation
             found = await asyncio.to_thread(self.tokens.lookup_digest, key)
             if found is None:  # unknown tokens are not remembered: a new one works at once
                 raise errors.Unauthenticated(NO_TOKEN)
-            self.cache.put(key, found)
+            if generation == self.cache.generation:  # no revocation while we looked
+                self.cache.put(key, found)
         return found
 
     def _unary(self, fn):

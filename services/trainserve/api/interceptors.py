@@ -1,7 +1,8 @@
 """One interceptor maps domain errors to gRPC status codes and records request metrics.
 
 `errors.TrainserveError` subclasses carry their status code; a Redis outage becomes
-UNAVAILABLE (the client may retry with the same request id); anything else is INTERNAL with a
+UNAVAILABLE (the client may retry with the same request id), a write Redis refuses at its
+`maxmemory` RESOURCE_EXHAUSTED (retrying does not help); anything else is INTERNAL with a
 generic message and the traceback in the server log.
 """
 from __future__ import annotations
@@ -21,6 +22,12 @@ log = logging.getLogger("trainserve.api")
 def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, errors.TrainserveError):
         return getattr(grpc.StatusCode, exc.grpc_code), exc.message
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        REDIS_ERRORS.inc()  # Redis at its maxmemory (noeviction): writes refused, reads work
+        log.error("redis refused a write: %s", exc)
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED, "the state store is full (Redis reached "
+                "its maxmemory); nothing new can be stored until an operator frees space or "
+                "raises the limit")
     if isinstance(exc, redis.RedisError):
         REDIS_ERRORS.inc()
         return grpc.StatusCode.UNAVAILABLE, "state store unavailable, retry"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -43,8 +44,12 @@ class ApiConfig:
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64
-    # Bearer tokens on every RPC but health checks (api/auth.py). Off: anyone is an admin.
-    auth: bool = False
+    # Bearer tokens on every RPC but health checks (api/auth.py). Off (`--insecure`, a
+    # development mode): callers are plain users by the name they assert, and the server
+    # listens on loopback only.
+    auth: bool = True
+    # With auth off: the asserted user names that are admins (none by default).
+    insecure_admins: tuple[str, ...] = ()
     # With `auth`: a file holding the admin token the local CLI uses; created (mode 0600)
     # with a new token when missing, and its token registered as the admin "admin".
     admin_token_file: str = ""
@@ -59,6 +64,21 @@ class ApiConfig:
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if not self.auth and not is_loopback(self.listen):
+            raise ValueError(f"without authentication the job API listens on loopback only "
+                             f"(127.0.0.1, ::1, localhost), not {self.listen!r}: turn "
+                             "authentication on, or listen on 127.0.0.1:PORT")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether the HOST:PORT `listen` binds a loopback address only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
@@ -70,7 +90,8 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     tokens = _token_store(client, cfg)
     token_cache = TokenCache()
     server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor(),
-                                           AuthInterceptor(tokens, token_cache)],
+                                           AuthInterceptor(tokens, token_cache,
+                                                             frozenset(cfg.insecure_admins))],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", 4 << 20)])
     jobs = JobsCore(client, cfg.storage_dir)
@@ -106,7 +127,11 @@ def _token_store(client, cfg: ApiConfig) -> TokenStore | None:
     tokens = TokenStore(client)
     if cfg.admin_token_file:
         token = ensure_token_file(Path(cfg.admin_token_file))
-        tokens.add(digest(token), "admin", "admin", "local admin (admin_token_file)")
+        if tokens.is_revoked(digest(token)):  # revoked stays revoked, across restarts
+            log.warning("the admin token in %s was revoked; it is not registered again "
+                        "(delete the file to have a new one made)", cfg.admin_token_file)
+        else:
+            tokens.add(digest(token), "admin", "admin", "local admin (admin_token_file)")
     return tokens
 
 

@@ -43,7 +43,12 @@ def up(
     api_auth: Annotated[bool | None, typer.Option(
         "--api-auth/--no-api-auth",
         help="Require bearer tokens on the job API; this machine's CLI uses the admin token "
-             "in <state-dir>/run/admin-token (default: on).", show_default=False)] = None,
+             "in <state-dir>/run/admin-token (default: on). Off: development mode, loopback "
+             "only, every caller a plain user.", show_default=False)] = None,
+    redis_maxmemory: Annotated[str | None, typer.Option(
+        "--redis-maxmemory", metavar="SIZE",
+        help="Redis's memory cap, e.g. 2gb (the default) or 512mb; at the cap writes are "
+             "refused (noeviction), nothing is dropped.")] = None,
     inference_auth: Annotated[bool | None, typer.Option(
         "--inference-auth/--no-inference-auth",
         help="Require bearer tokens (`trainserve token create`) on the inference endpoints "
@@ -85,6 +90,7 @@ def up(
                      serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
                      dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus,
                      inference_auth=inference_auth, api_auth=api_auth, serve_mode=serve_mode,
+                     redis_maxmemory=redis_maxmemory,
                      serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
                      serve_target_ongoing_requests=serve_target_ongoing,
                      serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
 from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from trainserve.serve.config import parse_option
+from trainserve.store.redis import REDIS_PASSWORD_ENV, with_password
 
 
 def main(argv=None) -> None:
@@ -46,7 +48,9 @@ def main(argv=None) -> None:
     except ValueError as exc:
         p.error(f"--serve-option: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = DispatcherConfig(redis_url=args.redis_url, ray_address=args.ray_address,
+    # The password comes from the environment, never the command line (ps, logs).
+    redis_url = with_password(args.redis_url, os.environ.get(REDIS_PASSWORD_ENV, ""))
+    cfg = DispatcherConfig(redis_url=redis_url, ray_address=args.ray_address,
                            storage_dir=args.storage_dir, serve_http=args.serve_http,
                            public_http=args.public_http, public_grpc=args.public_grpc,
                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,

@@ -1,11 +1,38 @@
 """Redis connections. Every store takes a plain `redis.Redis` (bytes in, bytes out)."""
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import redis
 
 from trainserve.errors import Unavailable
 
 PREFIX = "ts:"
+# The Redis password of the API and the dispatcher (`--redis-url` carries none): from the
+# environment, so that it is in no command line (`ps`) and no log. Kubernetes sets it from
+# a Secret; `trainserve up` from `<state>/run/redis-password`.
+REDIS_PASSWORD_ENV = "TRAINSERVE_REDIS_PASSWORD"
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` in it (`redis://:PASSWORD@host:port/db`); `url` unchanged when
+    `password` is empty or `url` already names one."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password or "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
+
+
+def redact(url: str) -> str:
+    """`url` fit for a log line: its password, if any, replaced by `***`."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(url: str) -> redis.Redis:

@@ -1,7 +1,9 @@
 """Job API bearer tokens in Redis: only each token's SHA-256 is stored, with who it stands for.
 
 Key `ts:tokens`, a hash: hex digest -> JSON {user, role, label, created_at}. A token is
-named by its id, the first 12 hex digits of its digest.
+named by its id, the first 12 hex digits of its digest. Key `ts:tokens:revoked`, a set: the
+digests of revoked tokens, which are never registered again (the bootstrap admin token of an
+API's `admin_token_file` stays revoked across restarts).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from trainserve import errors
 from trainserve.tenancy import Principal
 
 KEY = "ts:tokens"
+REVOKED_KEY = "ts:tokens:revoked"
 ROLES = ("user", "admin")
 ID_LEN = 12
 _USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -57,10 +60,17 @@ class TokenStore:
         return token, self.add(digest(token), user, role, label)
 
     def add(self, token_digest: str, user: str, role: str, label: str = "") -> TokenRecord:
-        """Record a token by its digest (e.g. the local stack's admin token, made elsewhere)."""
+        """Record a token by its digest (e.g. the local stack's admin token, made elsewhere).
+        A revoked token stays revoked: PermissionDenied."""
+        if self.is_revoked(token_digest):
+            raise errors.PermissionDenied(f"token {token_digest[:ID_LEN]} was revoked; make a "
+                                          "new one")
         doc = {"user": user, "role": role, "label": label, "created_at": time.time()}
         self.r.hset(KEY, token_digest, json.dumps(doc))
         return _record(token_digest, doc)
+
+    def is_revoked(self, token_digest: str) -> bool:
+        return bool(self.r.sismember(REVOKED_KEY, token_digest))
 
     def lookup(self, token: str) -> Principal | None:
         """Who `token` stands for; None for an unknown token."""
@@ -91,7 +101,10 @@ class TokenStore:
             raise errors.InvalidArgument(f"{token_id} matches {len(keys)} tokens; give more "
                                          "digits", field="id")
         raw = self.r.hget(KEY, keys[0])
-        self.r.hdel(KEY, keys[0])
+        pipe = self.r.pipeline()  # MULTI: the token is never gone without being recorded
+        pipe.sadd(REVOKED_KEY, keys[0])
+        pipe.hdel(KEY, keys[0])
+        pipe.execute()
         return _record(keys[0], json.loads(raw))
 
 
