@@ -2,17 +2,25 @@
 (a user name); a caller sees its own, an admin everything.
 
 Names are global (an endpoint name is a URL anyone can reach; a model name is what jobs and
-deployments refer to): the first owner of a name keeps it, and another user who tries to
-create something under it is refused with ALREADY_EXISTS. Reading or changing another user's
-thing answers NOT_FOUND, exactly as if it did not exist.
+deployments refer to): a name is claimed for its owner, atomically, the first time something
+is to be created under it (`store.names`) — a job's model and endpoint names when the job is
+submitted, an endpoint's at Deploy, a dataset's at upload — and the claim is checked again
+whenever something is created under it (the dispatcher registering or deploying a job's model
+acts as the job's owner). Another user who tries to create under a claimed name is refused
+with ALREADY_EXISTS; an admin too, for a thing of another owner (an admin sees and manages
+everything but never moves a name from one user to another). Reading or changing another
+user's thing answers NOT_FOUND, exactly as if it did not exist.
 
-`caller=None` is the server itself (the dispatcher, tools): it may do everything.
+Every check takes an explicit `Principal`: there is no "anyone" caller, and a missing one is
+a TypeError, never a superuser.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from trainserve import errors
+
+WHAT = {"model": "model", "deployment": "endpoint", "dataset": "dataset"}
 
 
 @dataclass(frozen=True)
@@ -26,23 +34,34 @@ class Principal:
         return self.role == "admin"
 
 
-def visible(owner: str, caller: Principal | None) -> bool:
-    return caller is None or caller.is_admin or owner == caller.user
+def _principal(caller) -> Principal:
+    if not isinstance(caller, Principal):
+        raise TypeError(f"a caller (tenancy.Principal) is required, got {caller!r}")
+    return caller
 
 
-def check_visible(owner: str, caller: Principal | None, not_found: str) -> None:
+def visible(owner: str, caller: Principal) -> bool:
+    """Whether `caller` may see and act on a thing owned by `owner`."""
+    caller = _principal(caller)
+    return caller.is_admin or owner == caller.user
+
+
+def check_visible(owner: str, caller: Principal, not_found: str) -> None:
     """NotFound(`not_found`) unless `caller` may see a thing owned by `owner`."""
     if not visible(owner, caller):
         raise errors.NotFound(not_found)
 
 
-def check_claim(owner: str | None, caller: Principal | None, what: str, field: str) -> None:
-    """Refuse to create under a name `owner` (None: nobody yet) already holds for another
-    user."""
-    if owner is not None and not visible(owner, caller):
-        raise errors.AlreadyExists(f"{what} belongs to another user; choose another {field}")
+def claim(names, wanted: list[tuple[str, str, str]], owner: str) -> None:
+    """Claim each (kind, name, field path) of `wanted` for `owner` (`store.names.NameClaims`
+    `names`), atomically per name; AlreadyExists naming the field if another user holds one."""
+    held = names.claim([(kind, name) for kind, name, _ in wanted], owner)
+    for (kind, name, field), holder in zip(wanted, held):
+        if holder != owner:
+            raise errors.AlreadyExists(f"{field}: {WHAT[kind]} name {name!r} belongs to "
+                                       f"another user; choose another {field}")
 
 
-def owner_of(caller: Principal | None, default: str = "") -> str:
+def owner_of(caller: Principal, default: str = "") -> str:
     """The owner to record for something `caller` creates."""
-    return caller.user if caller is not None and caller.user else default
+    return _principal(caller).user or default

@@ -98,3 +98,37 @@ def test_cancelled_result_and_cancel_before_start(redis_client, tmp_path):
     other = store.submit(spec_pb2.JobSpec(name="x"), "other")[0]
     store.request_cancel(other.id)
     assert runner.run(other.id) == JobState.CANCELLED
+
+
+def test_a_model_name_another_user_holds_fails_the_job_and_registers_nothing(redis_client,
+                                                                            tmp_path):
+    """The dispatcher registers as the job's owner: a model name claimed meanwhile by another
+    user (a job queued before claims existed) is never written into."""
+    from trainserve.store.names import MODEL, NameClaims
+    art = _artifact(tmp_path)
+    store, runner = _runner(redis_client, tmp_path, lambda ctx: FakeResult(artifact_dir=art))
+    job = _submit(store)
+    NameClaims(redis_client).claim([(MODEL, "xor-mlp")], "mallory")
+    assert runner.run(job.id) == JobState.FAILED
+    done = store.get(job.id)
+    assert "spec.name: model name 'xor-mlp' belongs to another user" in done.message
+    assert ModelStore(redis_client).versions("xor-mlp") == [] and done.model_version == 0
+
+
+def test_an_endpoint_name_another_user_holds_is_not_taken_over(redis_client, tmp_path):
+    """The model is the job's owner's and the job succeeds, but the endpoint stays with the
+    user who holds its name: the deploy failure is an event and `deployment` stays empty."""
+    from trainserve.pb import deployment_pb2
+    from trainserve.store.deployments import DeploymentStore
+    theirs = deployment_pb2.Deployment(name="xor", model_name="m", model_version=1,
+                                       user="mallory")
+    DeploymentStore(redis_client).put(theirs)  # a record from before claims: lazily hers
+    art = _artifact(tmp_path)
+    store, runner = _runner(redis_client, tmp_path, lambda ctx: FakeResult(artifact_dir=art))
+    job = _submit(store, deploy=True)
+    assert runner.run(job.id) == JobState.SUCCEEDED
+    done = store.get(job.id)
+    assert (done.model_name, done.model_version, done.deployment) == ("xor-mlp", 1, "")
+    assert DeploymentStore(redis_client).get("xor") == theirs
+    failed = [e.log.text for e in store.events.history(job.id) if "deploy failed" in e.log.text]
+    assert failed and "endpoint name 'xor' belongs to another user" in failed[0]

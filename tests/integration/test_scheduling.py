@@ -11,6 +11,7 @@ from trainserve.errors import InvalidArgument
 from trainserve.jobs.service import CLUSTER_KEY, JobsCore
 from trainserve.jobs.state import JobState
 from trainserve.store.queue import quota_key
+from trainserve.tenancy import Principal
 from trainserve.train.results import TrainResult
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,19 @@ class Gate:
         self.events.setdefault(job_id, threading.Event()).set()
 
 
+class _Core:
+    """JobsCore as the API calls it for an admin (raising priorities) submitting as `owner`."""
+
+    def __init__(self, core: JobsCore):
+        self.core = core
+
+    def submit(self, spec, request_id, owner=""):
+        return self.core.submit(spec, request_id, owner, Principal(owner, "admin"))
+
+    def get(self, job_id):
+        return self.core.get(job_id, Principal("admin", "admin"))
+
+
 @pytest.fixture(scope="module")
 def dispatcher(redis_server, tmp_path_factory):
     from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
@@ -49,7 +63,7 @@ def sched(dispatcher, redis_client):
     dispatcher.running.clear()
     dispatcher._reasons.clear()
     redis_client.hset(CLUSTER_KEY, mapping={"CPU": "2.0", "GPU": "0.0"})
-    yield dispatcher, JobsCore(redis_client), gate
+    yield dispatcher, _Core(JobsCore(redis_client)), gate
     for job_id in list(gate.events) + gate.started:
         gate.release(job_id)
 
@@ -108,7 +122,9 @@ def test_per_user_quotas_hold_back_only_that_users_jobs(sched, redis_client):
     redis_client.hset(quota_key("default"), mapping={"jobs": "1"})
     a1 = core.submit(_spec(), "a1", owner="alice")[0]
     a2 = core.submit(_spec(), "a2", owner="alice")[0]
-    b1 = core.submit(_spec(), "b1", owner="bob")[0]
+    theirs = _spec()
+    theirs.name = "bob-xor"  # the model name xor-mlp is alice's now
+    b1 = core.submit(theirs, "b1", owner="bob")[0]
     assert d.schedule_once() == [a1.id, b1.id]
     assert core.get(a2.id).queue_reason == ("waiting for the quota of user 'alice': 1 of 1 "
                                             "jobs running")

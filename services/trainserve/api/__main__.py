@@ -18,9 +18,6 @@ def main(argv=None) -> None:
     p.add_argument("--storage-dir", default=ApiConfig().storage_dir,
                    help="shared storage (uploaded datasets are written here)")
     p.add_argument("--max-dataset-bytes", type=int, default=ApiConfig.max_dataset_bytes)
-    p.add_argument("--max-user-dataset-bytes", type=int,
-                   default=ApiConfig.max_user_dataset_bytes,
-                   help="uploaded dataset bytes one user may store in all")
     p.add_argument("--serve-http", default=ApiConfig.serve_http)
     p.add_argument("--serve-grpc", default=ApiConfig.serve_grpc)
     p.add_argument("--auth", action="store_true",
@@ -37,17 +34,6 @@ def main(argv=None) -> None:
     p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", default="",
                    help="PEM CA bundle: require client certificates it signed (mutual TLS)")
-    p.add_argument("--max-spec-bytes", type=int, default=ApiConfig.max_spec_bytes,
-                   help="largest serialized job spec SubmitJob accepts (0: no limit)")
-    p.add_argument("--user-max-queued", type=int, default=ApiConfig.user_max_queued,
-                   help="jobs one user may have queued (0: no limit); ts:quota:<user> field "
-                        "'queued' overrides it per user")
-    p.add_argument("--user-max-streams", type=int, default=ApiConfig.user_max_streams,
-                   help="open WatchJob/StreamLogs streams per user in this process (0: none)")
-    p.add_argument("--request-id-ttl-s", type=int, default=ApiConfig.request_id_ttl_s,
-                   help="how long a request id returns its job (0: forever)")
-    p.add_argument("--job-retention-s", type=int, default=ApiConfig.job_retention_s,
-                   help="how long a finished job's events and worker logs are kept (0: forever)")
     p.add_argument("--metrics-port", type=int, default=9100)
     p.add_argument("--metrics-host", default="127.0.0.1")
     args = p.parse_args(argv)
@@ -64,15 +50,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = ApiConfig(listen=args.listen, redis_url=redis_url, serve_http=args.serve_http,
                     serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
-                    max_dataset_bytes=args.max_dataset_bytes,
-                    max_user_dataset_bytes=args.max_user_dataset_bytes, auth=not args.insecure,
+                    max_dataset_bytes=args.max_dataset_bytes, auth=not args.insecure,
                     insecure_admins=tuple(args.insecure_admin),
                     admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-                    max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
-                    user_max_streams=args.user_max_streams,
-                    request_id_ttl_s=args.request_id_ttl_s,
-                    job_retention_s=args.job_retention_s)
+                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     if args.metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 

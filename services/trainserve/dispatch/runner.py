@@ -17,6 +17,7 @@ from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.trials import ENDED, TrialStore
+from trainserve.tenancy import Principal
 from trainserve.faults import pause_point
 
 log = logging.getLogger("trainserve.dispatch")
@@ -81,20 +82,30 @@ class JobRunner:
         return run_job(ctx)
 
     def _succeed(self, job: job_pb2.Job, result) -> JobState:
-        mv = versions.register(self.models, self.storage_dir, job, result.artifact_dir)
+        """Register (and deploy) the job's model as the job's owner, never as anyone: a model
+        name another user holds (only possible for a job queued before names were claimed
+        at submission) fails the job with the reason, nothing registered; an endpoint name
+        another user holds leaves the job SUCCEEDED with the deploy failure in its events
+        and `deployment` empty."""
+        owner = Principal(job.user, "user")
+        try:
+            mv = versions.register(self.models, self.storage_dir, job, result.artifact_dir,
+                                   owner)
+        except errors.AlreadyExists as exc:
+            return self._finish(job.id, JobState.FAILED, f"not registered: {exc.message}")
         pause_point("registered", job.id)
         fields = {"model_name": mv.name, "model_version": mv.version,
                   "metrics": dict(result.metrics)}
         if job.spec.HasField("deploy"):
-            fields["deployment"] = self._deploy(job, mv)
+            fields["deployment"] = self._deploy(job, mv, owner)
         message = f"registered model {mv.name}:{mv.version}"
         return self._finish(job.id, JobState.SUCCEEDED, message, **fields)
 
-    def _deploy(self, job: job_pb2.Job, mv) -> str:
+    def _deploy(self, job: job_pb2.Job, mv, owner: Principal) -> str:
         spec = job.spec.deploy
         name = spec.name or mv.name
         try:
-            self.deployments.deploy(name, mv.name, mv.version, serving_options_of(spec))
+            self.deployments.deploy(name, mv.name, mv.version, serving_options_of(spec), owner)
             self.store.events.log(job.id, f"deploying {mv.name}:{mv.version} as {name}")
             return name
         except errors.TrainserveError as exc:

@@ -16,17 +16,17 @@ from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
 from trainserve.store.datasets import DatasetStore
-from trainserve.store.deployments import DeploymentStore
 from trainserve.store.jobs import JobStore
 from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
+from trainserve.store.names import DEPLOYMENT, MODEL, NameClaims
 from trainserve.store.queue import quota_of
 from trainserve.store.redis import PREFIX
 from trainserve.store.trials import TrialStore
-from trainserve.tenancy import Principal, check_claim, check_visible, visible
+from trainserve.tenancy import Principal, check_visible, claim, visible
 
 MAX_PAGE = 1000
-USER_RE = re.compile(r"^[A-Za-z0-9._@-]*$")
+USER_RE = re.compile(r"[A-Za-z0-9._@-]*")
 STREAM_ID = re.compile(r"^\d+-\d+$")
 CLUSTER_KEY = PREFIX + "cluster"
 
@@ -37,6 +37,7 @@ class JobsCore:
         self.store = JobStore(client)
         self.trials = TrialStore(client)
         self.datasets = DatasetStore(client)
+        self.names = NameClaims(client)
         self.worker_logs = JobLogs(client)
         self.storage_dir = storage_dir
 
@@ -45,8 +46,8 @@ class JobsCore:
         raw = self.r.hgetall(CLUSTER_KEY)
         return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
 
-    def submit(self, spec: spec_pb2.JobSpec, request_id: str = "",
-               owner: str = "", caller: Principal | None = None) -> tuple[job_pb2.Job, bool]:
+    def submit(self, spec: spec_pb2.JobSpec, request_id: str,
+               owner: str, caller: Principal) -> tuple[job_pb2.Job, bool]:
         """Validate, admit and queue a job for `owner` (the user its quota counts against).
         A job that could never start (more than the cluster or the user's quota holds) is
         refused here; one that cannot start yet waits QUEUED with its `queue_reason`. The
@@ -54,32 +55,26 @@ class JobsCore:
         names not another user's (`tenancy`)."""
         if len(request_id) > 128:
             raise InvalidArgument("at most 128 characters", field="request_id")
-        if len(owner) > 128 or not USER_RE.match(owner):
+        if len(owner) > 128 or not USER_RE.fullmatch(owner):
             raise InvalidArgument("at most 128 letters, digits or . _ @ -", field="user")
         _check_scheduling_fields(spec)
         cluster = self.cluster_resources()
         full = check_submission(spec, cluster, lambda n: self.uploaded(n, caller),
                                 lambda n, v=0: self.model_artifact(n, v, caller))
-        self._check_names(full, caller)
         check_fits(need_of(full), cluster, quota_of(self.r, owner), owner)
+        self._claim_names(full, owner)  # last check: a job refused above claims nothing
         return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
 
-    def _check_names(self, spec: spec_pb2.JobSpec, caller: Principal | None) -> None:
-        """The model (spec.name) and the endpoint (spec.deploy.name) it will create must not
-        be names another user holds."""
-        versions = ModelStore(self.r).versions(spec.name)
-        check_claim(versions[0].user if versions else None, caller,
-                    f"model name {spec.name!r}", "spec.name")
+    def _claim_names(self, spec: spec_pb2.JobSpec, owner: str) -> None:
+        """Claim for `owner`, now, the model name (spec.name) and the endpoint name
+        (spec.deploy.name) the job will create, so no other user's job can take them while
+        this one waits or trains; ALREADY_EXISTS naming the field if another user holds one."""
+        wanted = [(MODEL, spec.name, "spec.name")]
         if spec.HasField("deploy"):
-            name = spec.deploy.name or spec.name
-            try:
-                owner = DeploymentStore(self.r).get(name).user
-            except NotFound:
-                owner = None
-            check_claim(owner, caller, f"endpoint name {name!r}", "spec.deploy.name")
+            wanted.append((DEPLOYMENT, spec.deploy.name or spec.name, "spec.deploy.name"))
+        claim(self.names, wanted, owner)
 
-    def uploaded(self, name: str, caller: Principal | None = None
-                 ) -> spec_pb2.UploadedContent | None:
+    def uploaded(self, name: str, caller: Principal) -> spec_pb2.UploadedContent | None:
         """Where the user dataset `name` lives now, or None if there is none (or it is
         another user's)."""
         ds = self.datasets.find(name)
@@ -88,8 +83,7 @@ class JobsCore:
         path = dataset_path(self.storage_dir, ds.sha256, ds.format)
         return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path))
 
-    def model_artifact(self, name: str, version: int = 0,
-                       caller: Principal | None = None) -> str | None:
+    def model_artifact(self, name: str, version: int, caller: Principal) -> str | None:
         """The artifact directory of a registered model version (0: the latest), or None
         (also for another user's)."""
         try:
@@ -98,7 +92,7 @@ class JobsCore:
             return None
         return mv.artifact_uri or None if visible(mv.user, caller) else None
 
-    def get(self, job_id: str, caller: Principal | None = None) -> job_pb2.Job:
+    def get(self, job_id: str, caller: Principal) -> job_pb2.Job:
         if not job_id:
             raise InvalidArgument("required", field="job_id")
         job = self.store.get(job_id)
@@ -108,8 +102,8 @@ class JobsCore:
             job.best_trial = self.trials.best(job_id)
         return job
 
-    def list(self, state: int = 0, page_size: int = 0, page_token: str = "",
-             caller: Principal | None = None) -> tuple[list[job_pb2.Job], str]:
+    def list(self, state: int, page_size: int, page_token: str, caller: Principal
+             ) -> tuple[list[job_pb2.Job], str]:
         """A page of jobs, newest first: all of them for an admin, a user's own otherwise."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"must be in [0, {MAX_PAGE}]", field="page_size")
@@ -119,18 +113,18 @@ class JobsCore:
             raise InvalidArgument(f"unknown state {state}", field="state") from None
         if page_token and not page_token.startswith("j-"):
             raise InvalidArgument("not a token this server issued", field="page_token")
-        owner = None if caller is None or caller.is_admin else caller.user
+        owner = None if caller.is_admin else caller.user
         return self.store.list(st, page_size or 50, page_token, owner=owner)
 
-    def cancel(self, job_id: str, caller: Principal | None = None) -> job_pb2.Job:
+    def cancel(self, job_id: str, caller: Principal) -> job_pb2.Job:
         self.get(job_id, caller)
         return self.store.request_cancel(job_id)
 
     def is_terminal(self, job_id: str) -> bool:
         return JobState(self.store.get(job_id).state).is_terminal
 
-    def logs(self, job_id: str, after_id: str = "", follow: bool = False,
-             caller: Principal | None = None) -> Iterator[job_pb2.JobLogLine]:
+    def logs(self, job_id: str, after_id: str, follow: bool, caller: Principal
+             ) -> Iterator[job_pb2.JobLogLine]:
         """The job's worker log lines after `after_id`; with `follow`, live ones until the job
         is terminal. Checks the request now (NOT_FOUND, INVALID_ARGUMENT), reads lazily."""
         self.get(job_id, caller)

@@ -11,12 +11,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from trainserve.errors import InvalidArgument
 from trainserve.pb import spec_pb2
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 def check_name(name: str, field: str) -> None:
     """Names of models, endpoints and datasets: they appear in URLs and Redis keys."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # whole string: `$` would let "prod\n" through
         raise InvalidArgument("must be lowercase letters, digits, '.', '_' or '-' "
                               "(at most 63, starting with a letter or digit)", field=field)
 

@@ -13,11 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-from trainserve.errors import InvalidArgument, NotFound, ResourceExhausted
+from trainserve.errors import InvalidArgument, ResourceExhausted
 from trainserve.jobs.spec import check_name
 from trainserve.pb import dataset_pb2
 from trainserve.store.datasets import DatasetStore
-from trainserve.tenancy import Principal, check_claim, check_visible, owner_of, visible
+from trainserve.store.names import DATASET, NameClaims
+from trainserve.tenancy import Principal, check_visible, claim, owner_of, visible
 
 FORMATS = ("csv", "npz")
 DEFAULT_MAX_BYTES = 256 << 20
@@ -33,13 +34,13 @@ class Upload:
     """One upload in progress: bytes are hashed and spooled to a temporary file."""
 
     def __init__(self, core: "DatasetsCore", header: dataset_pb2.DatasetUploadHeader,
-                 caller: Principal | None = None):
+                 caller: Principal):
         check_name(header.name, "header.name")
         if header.format not in FORMATS:
             raise InvalidArgument(f"must be one of {', '.join(FORMATS)}", field="header.format")
-        check_claim(core.owner(header.name), caller, f"dataset name {header.name!r}",
-                    "header.name")
         self.core, self.header, self.user = core, header, owner_of(caller)
+        # The name is the uploader's from here on, before a byte is stored (atomic claim).
+        claim(NameClaims(core.store.r), [(DATASET, header.name, "header.name")], self.user)
         self.hash = hashlib.sha256()
         self.size = 0
         folder = Path(core.storage_dir) / "datasets"
@@ -142,26 +143,19 @@ class DatasetsCore:
         self.max_bytes = max_bytes
 
     def begin(self, header: dataset_pb2.DatasetUploadHeader,
-              caller: Principal | None = None) -> Upload:
+              caller: Principal) -> Upload:
         return Upload(self, header, caller)
 
-    def owner(self, name: str) -> str | None:
-        """Who holds dataset name `name` (None: nobody)."""
-        try:
-            return self.store.get(name).user
-        except NotFound:
-            return None
-
-    def get(self, name: str, caller: Principal | None = None) -> dataset_pb2.Dataset:
+    def get(self, name: str, caller: Principal) -> dataset_pb2.Dataset:
         if not name:
             raise InvalidArgument("required", field="name")
         ds = self.store.get(name)
         check_visible(ds.user, caller, f"dataset {name!r} not found")
         return ds
 
-    def list(self, caller: Principal | None = None) -> list[dataset_pb2.Dataset]:
+    def list(self, caller: Principal) -> list[dataset_pb2.Dataset]:
         return [d for d in self.store.list() if visible(d.user, caller)]
 
-    def delete(self, name: str, caller: Principal | None = None) -> dataset_pb2.Dataset:
+    def delete(self, name: str, caller: Principal) -> dataset_pb2.Dataset:
         self.get(name, caller)
         return self.store.delete(name)

@@ -11,7 +11,8 @@ from trainserve.pb import deployment_pb2, model_pb2
 from trainserve.serve.config import endpoint_addresses
 from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
-from trainserve.tenancy import Principal, check_claim, check_visible, visible
+from trainserve.store.names import DEPLOYMENT, NameClaims
+from trainserve.tenancy import Principal, check_visible, claim, visible
 
 PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
 READY = deployment_pb2.DEPLOYMENT_STATE_READY
@@ -48,13 +49,11 @@ class ModelsCore:
     def __init__(self, client: redis.Redis):
         self.store = ModelStore(client)
 
-    def list(self, name: str = "", caller: Principal | None = None
-             ) -> list[model_pb2.ModelVersion]:
+    def list(self, name: str, caller: Principal) -> list[model_pb2.ModelVersion]:
         names = [name] if name else self.store.names()
         return [mv for n in names for mv in self.store.versions(n) if visible(mv.user, caller)]
 
-    def get(self, name: str, version: int = 0, caller: Principal | None = None
-            ) -> model_pb2.ModelVersion:
+    def get(self, name: str, version: int, caller: Principal) -> model_pb2.ModelVersion:
         if not name:
             raise InvalidArgument("required", field="name")
         if version < 0:
@@ -62,7 +61,7 @@ class ModelsCore:
         return visible_model(self.store, name, version, caller)
 
 
-def visible_model(store: ModelStore, name: str, version: int, caller: Principal | None
+def visible_model(store: ModelStore, name: str, version: int, caller: Principal
                   ) -> model_pb2.ModelVersion:
     """`name:version` (0: the latest) as `store.get` answers it, NotFound for a model of
     another user."""
@@ -78,14 +77,16 @@ class DeploymentsCore:
                  serve_grpc: str = "127.0.0.1:9000"):
         self.models = ModelStore(client)
         self.store = DeploymentStore(client)
+        self.names = NameClaims(client)
         self.serve_http, self.serve_grpc = serve_http, serve_grpc
 
-    def deploy(self, name: str, model_name: str, version: int = 0,
-               options: deployment_pb2.ServingOptions | None = None,
-               caller: Principal | None = None) -> deployment_pb2.Deployment:
+    def deploy(self, name: str, model_name: str, version: int,
+               options: deployment_pb2.ServingOptions | None, caller: Principal
+               ) -> deployment_pb2.Deployment:
         """Record endpoint `name` -> `model_name:version` (0: the latest) with its serving
         `options` (dynamic batching) and queue its loading. The endpoint belongs to the
-        model's owner; a name held by another user's endpoint is refused."""
+        model's owner, who must hold (or now claims) the endpoint name: a name another user
+        holds is refused ALREADY_EXISTS, an admin's call included."""
         if not model_name:
             raise InvalidArgument("required", field="model_name")
         name = name or model_name
@@ -95,7 +96,7 @@ class DeploymentsCore:
         if options is not None:
             check_serving_options(options)
         mv = visible_model(self.models, model_name, version, caller)
-        check_claim(self._owner(name), caller, f"endpoint name {name!r}", "name")
+        claim(self.names, [(DEPLOYMENT, name, "name")], mv.user)
         rest_url, grpc_target = endpoint_addresses(self.serve_http, self.serve_grpc, name)
         dep = deployment_pb2.Deployment(
             name=name, model_name=mv.name, model_version=mv.version, state=PENDING,
@@ -105,34 +106,28 @@ class DeploymentsCore:
         self.store.put(dep, enqueue=True)
         return dep
 
-    def _owner(self, name: str) -> str | None:
-        try:
-            return self.store.get(name).user
-        except NotFound:
-            return None
-
-    def undeploy(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
+    def undeploy(self, name: str, caller: Principal) -> deployment_pb2.Deployment:
         self.get(name, caller)
         return self.store.delete(name)
 
-    def get(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
+    def get(self, name: str, caller: Principal) -> deployment_pb2.Deployment:
         if not name:
             raise InvalidArgument("required", field="name")
         dep = self.store.get(name)
         check_visible(dep.user, caller, f"deployment {name!r} not found")
         return dep
 
-    def list(self, caller: Principal | None = None) -> list[deployment_pb2.Deployment]:
+    def list(self, caller: Principal) -> list[deployment_pb2.Deployment]:
         return [d for d in self.store.list() if visible(d.user, caller)]
 
     # --- rollouts: a canary version takes a share of the traffic until promoted or dropped --
 
-    def rollout(self, name: str, model_name: str = "", version: int = 0,
-                percent: int | None = None, caller: Principal | None = None
-                ) -> deployment_pb2.Deployment:
-        """Start a rollout of `model_name:version` (default: the endpoint's model, its latest
+    def rollout(self, name: str, model_name: str, version: int, percent: int | None,
+                caller: Principal) -> deployment_pb2.Deployment:
+        """Start a rollout of `model_name:version` ("", 0: the endpoint's model, its latest
         version) on endpoint `name`, or re-weight the one in progress. The canary takes no
-        traffic until the dispatcher has loaded it (`canary_state` READY)."""
+        traffic until the dispatcher has loaded it (`canary_state` READY). The endpoint must
+        be one `caller` may see and the version its owner's (NOT_FOUND otherwise)."""
         dep = self.get(name, caller)
         if model_name and model_name != dep.model_name:
             raise InvalidArgument(f"endpoint {name!r} serves model {dep.model_name!r}; a rollout "
@@ -143,7 +138,10 @@ class DeploymentsCore:
         percent = DEFAULT_CANARY_PERCENT if percent is None else percent
         if not 1 <= percent <= 100:
             raise InvalidArgument(f"must be in [1, 100], got {percent}", field="canary_percent")
-        mv = self.models.get(dep.model_name, version)
+        mv = visible_model(self.models, dep.model_name, version, caller)
+        if mv.user != dep.user:  # cannot happen while names are claimed; never serve it
+            raise NotFound(f"model {dep.model_name!r} has no version {mv.version} of the "
+                           f"endpoint's owner")
         if mv.version == dep.model_version:
             raise InvalidArgument(f"endpoint {name!r} already serves {mv.name}:{mv.version}",
                                   field="model_version")
@@ -154,7 +152,7 @@ class DeploymentsCore:
         self.store.put(dep, enqueue=fresh)
         return dep
 
-    def promote(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
+    def promote(self, name: str, caller: Principal) -> deployment_pb2.Deployment:
         """The canary becomes the endpoint's version (it is loaded: the switch is instant)."""
         dep = self._in_rollout(name, caller)
         if dep.canary_state != READY:
@@ -164,11 +162,11 @@ class DeploymentsCore:
         dep.model_version, dep.state, dep.message = dep.canary_version, READY, "ready"
         return self._end_rollout(dep)
 
-    def rollback(self, name: str, caller: Principal | None = None) -> deployment_pb2.Deployment:
+    def rollback(self, name: str, caller: Principal) -> deployment_pb2.Deployment:
         """Drop the canary: every request goes to the endpoint's version again."""
         return self._end_rollout(self._in_rollout(name, caller))
 
-    def _in_rollout(self, name: str, caller: Principal | None) -> deployment_pb2.Deployment:
+    def _in_rollout(self, name: str, caller: Principal) -> deployment_pb2.Deployment:
         dep = self.get(name, caller)
         if not dep.canary_version:
             raise FailedPrecondition(f"endpoint {name!r} has no rollout in progress")

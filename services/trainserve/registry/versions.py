@@ -16,6 +16,8 @@ from google.protobuf import json_format
 
 from trainserve.pb import job_pb2, model_pb2, spec_pb2
 from trainserve.store.models import ModelStore
+from trainserve.store.names import MODEL, NameClaims
+from trainserve.tenancy import Principal, check_visible, claim
 
 
 def model_dir(storage_dir: str | Path, name: str, version: int) -> Path:
@@ -88,9 +90,14 @@ def _latent_dim(meta: dict) -> int:
 
 
 def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
-             artifact_dir: str | Path) -> model_pb2.ModelVersion:
-    """Register the artifact a job produced under the job's model name."""
+             artifact_dir: str | Path, caller: Principal) -> model_pb2.ModelVersion:
+    """Register the artifact a job produced under the job's model name, for the job's owner,
+    acting as `caller` (the dispatcher acts as the owner). The name is claimed for the owner
+    (again: the job claimed it at submission); ALREADY_EXISTS, and nothing registered, if
+    another user holds it."""
     name = job.spec.name
+    check_visible(job.user, caller, f"job {job.id!r} not found")
+    claim(NameClaims(models.r), [(MODEL, name, "spec.name")], job.user)
     version = models.allocate_version(name, job.id)
     target = model_dir(storage_dir, name, version)
     _copy_once(Path(artifact_dir), target)
