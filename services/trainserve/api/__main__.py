@@ -18,6 +18,9 @@ def main(argv=None) -> None:
     p.add_argument("--storage-dir", default=ApiConfig().storage_dir,
                    help="shared storage (uploaded datasets are written here)")
     p.add_argument("--max-dataset-bytes", type=int, default=ApiConfig.max_dataset_bytes)
+    p.add_argument("--max-user-dataset-bytes", type=int,
+                   default=ApiConfig.max_user_dataset_bytes,
+                   help="uploaded dataset bytes one user may store in all")
     p.add_argument("--serve-http", default=ApiConfig.serve_http)
     p.add_argument("--serve-grpc", default=ApiConfig.serve_grpc)
     p.add_argument("--auth", action="store_true",
@@ -50,7 +53,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = ApiConfig(listen=args.listen, redis_url=redis_url, serve_http=args.serve_http,
                     serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
-                    max_dataset_bytes=args.max_dataset_bytes, auth=not args.insecure,
+                    max_dataset_bytes=args.max_dataset_bytes,
+                    max_user_dataset_bytes=args.max_user_dataset_bytes, auth=not args.insecure,
                     insecure_admins=tuple(args.insecure_admin),
                     admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)

@@ -22,7 +22,7 @@ from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobSe
 from trainserve.jobs.service import JobsCore
 from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
-from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DatasetsCore
+from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DEFAULT_MAX_USER_BYTES, DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
 from trainserve.store.redis import check, connect
 from trainserve.store.tokens import TokenStore, digest
@@ -42,6 +42,8 @@ class ApiConfig:
     # Where uploaded datasets are stored (shared with the training workers).
     storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
+    # Uploaded dataset bytes one user may store in all (RESOURCE_EXHAUSTED past it).
+    max_user_dataset_bytes: int = DEFAULT_MAX_USER_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64
     # Bearer tokens on every RPC but health checks (api/auth.py). Off (`--insecure`, a
@@ -101,7 +103,8 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
                                                                 server)
-    datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes)
+    datasets = DatasetsCore(client, cfg.storage_dir, cfg.max_dataset_bytes,
+                            cfg.max_user_dataset_bytes)
     dataset_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets, run), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(tokens, run, token_cache),
                                                   server)

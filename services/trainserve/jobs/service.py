@@ -81,7 +81,9 @@ class JobsCore:
         if ds is None or not visible(ds.user, caller):
             return None
         path = dataset_path(self.storage_dir, ds.sha256, ds.format)
-        return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path))
+        # The schema recorded at upload: validation never reads the file (train.userdata).
+        return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path),
+                                        schema=ds.schema)
 
     def model_artifact(self, name: str, version: int, caller: Principal) -> str | None:
         """The artifact directory of a registered model version (0: the latest), or None

@@ -153,9 +153,14 @@ def _pin_uploaded(spec: spec_pb2.JobSpec, uploaded) -> spec_pb2.JobSpec:
     content = uploaded(name)
     if content is None:
         return spec  # check_spec reports the unknown name with the known ones
+    from trainserve.train.userdata import schema_for_job
+
     out = spec_pb2.JobSpec()
     out.CopyFrom(spec)
     out.dataset.uploaded.CopyFrom(content)
+    if content.HasField("schema"):
+        out.dataset.uploaded.schema.CopyFrom(
+            schema_for_job(content.schema, spec.dataset.target_column))
     return out
 
 

@@ -1,12 +1,14 @@
 """User datasets: streamed uploads of CSV or NPZ files, checked, stored by content hash.
 
 The bytes go to `<storage>/datasets/<sha256>.<format>` (written once: identical content
-uploaded twice is stored once); the record in Redis maps the name to the hash. Nothing a
-user uploads is ever unpickled: NPZ files load with `allow_pickle=False`.
+uploaded twice is stored once), fsynced and renamed into place before the record in Redis maps
+the name to the hash. The content is checked and described once, here (`train.describe`):
+the record carries its schema, so a submission never reads the file. Nothing a user uploads
+is ever unpickled, and no NPZ array is inflated to check it (its .npy headers are read).
+Each user's datasets hold at most `max_user_bytes` in all.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import time
@@ -16,14 +18,20 @@ from pathlib import Path
 from trainserve.errors import InvalidArgument, ResourceExhausted
 from trainserve.jobs.spec import check_name
 from trainserve.pb import dataset_pb2
+from trainserve.store import files
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.names import DATASET, NameClaims
+from trainserve.store.queue import quota_key
 from trainserve.tenancy import Principal, check_visible, claim, owner_of, visible
+from trainserve.train.describe import describe
 
 FORMATS = ("csv", "npz")
 DEFAULT_MAX_BYTES = 256 << 20
-# Columns of a CSV dataset: course data has tens to hundreds of features.
-MAX_COLUMNS = 10_000
+# Uploaded bytes one user may store (their datasets' sizes summed): eight of the largest
+# uploads, far above a course's needs.
+DEFAULT_MAX_USER_BYTES = 2 << 30
+# Field of a user's quota hash (store.queue.quota_key) that overrides it for that user.
+USER_BYTES_FIELD = "dataset_bytes"
 
 
 def dataset_path(storage_dir: str | Path, sha256: str, fmt: str) -> Path:
@@ -43,6 +51,10 @@ class Upload:
         claim(NameClaims(core.store.r), [(DATASET, header.name, "header.name")], self.user)
         self.hash = hashlib.sha256()
         self.size = 0
+        # Bytes this user may still store: their other datasets count, this name's old content
+        # (replaced by this upload) does not.
+        self.limit = core.user_limit(self.user)
+        self.room = self.limit - core.stored_bytes(self.user, but=header.name)
         folder = Path(core.storage_dir) / "datasets"
         folder.mkdir(parents=True, exist_ok=True)
         self.tmp = folder / f".upload-{uuid.uuid4().hex}"
@@ -54,25 +66,36 @@ class Upload:
             self.abort()
             raise ResourceExhausted(f"dataset larger than the server's limit of "
                                     f"{self.core.max_bytes} bytes")
+        if self.size > self.room:  # checked before the bytes are stored
+            self.abort()
+            raise ResourceExhausted(
+                f"user {self.user!r} would store more than the per-user limit of "
+                f"{self.limit} bytes of uploaded datasets (max_user_dataset_bytes); "
+                f"delete datasets to make room")
         self.hash.update(chunk)
         self.file.write(chunk)
 
     def finish(self) -> dataset_pb2.Dataset:
+        self.file.flush()
+        os.fsync(self.file.fileno())  # on the disk before any record names it
         self.file.close()
         try:
-            columns, rows = inspect(self.tmp, self.header.format)
+            schema, columns, rows = describe(self.tmp, self.header.format)
         except InvalidArgument:
             self.tmp.unlink(missing_ok=True)
             raise
         sha = self.hash.hexdigest()
         target = dataset_path(self.core.storage_dir, sha, self.header.format)
-        if target.exists():
+        # Content-addressed, so stored once; but a file already there is trusted only when its
+        # bytes hash to its name (one torn by a crash is replaced by this upload's).
+        if files.sha256_of(target) == sha:
             self.tmp.unlink()
         else:
-            os.replace(self.tmp, target)
+            files.publish(self.tmp, target)
         ds = dataset_pb2.Dataset(name=self.header.name, format=self.header.format, sha256=sha,
                                  size_bytes=self.size, columns=columns, num_rows=rows,
-                                 description=self.header.description, user=self.user)
+                                 description=self.header.description, user=self.user,
+                                 schema=schema)
         ds.created_at.FromNanoseconds(int(time.time() * 1e9))
         self.core.store.put(ds)
         return ds
@@ -83,64 +106,23 @@ class Upload:
         self.tmp.unlink(missing_ok=True)
 
 
-def inspect(path: Path, fmt: str) -> tuple[list[str], int]:
-    """(column or array names, number of samples); `InvalidArgument` if it does not parse."""
-    return _inspect_csv(path) if fmt == "csv" else _inspect_npz(path)
-
-
-def _inspect_csv(path: Path) -> tuple[list[str], int]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header or any(not h.strip() for h in header):
-                raise InvalidArgument("the first row must name every column", field="chunk")
-            if len(header) > MAX_COLUMNS:
-                raise InvalidArgument(f"has {len(header)} columns; at most {MAX_COLUMNS}",
-                                      field="chunk")
-            if len(set(header)) != len(header):
-                raise InvalidArgument("column names must be unique", field="chunk")
-            rows = 0
-            for rows, row in enumerate(reader, start=1):
-                if len(row) != len(header):
-                    raise InvalidArgument(f"row {rows + 1} has {len(row)} fields, the header "
-                                          f"{len(header)}", field="chunk")
-    except UnicodeDecodeError:
-        raise InvalidArgument("a CSV dataset must be UTF-8 text", field="chunk") from None
-    except csv.Error as exc:
-        raise InvalidArgument(f"not a valid CSV file: {exc}", field="chunk") from None
-    if rows < 2:
-        raise InvalidArgument("needs at least 2 data rows", field="chunk")
-    return [h.strip() for h in header], rows
-
-
-def _inspect_npz(path: Path) -> tuple[list[str], int]:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            names = list(npz.files)
-            if "x" not in names:
-                raise InvalidArgument(f"an NPZ dataset needs an array 'x' (has {names})",
-                                      field="chunk")
-            x = npz["x"]
-            y = npz["y"] if "y" in names else None
-    except (ValueError, OSError, EOFError) as exc:  # also: object arrays (would need pickle)
-        raise InvalidArgument(f"not a valid NPZ file without pickled objects: {exc}",
-                              field="chunk") from None
-    if x.ndim < 2 or x.dtype.kind not in "biuf":
-        raise InvalidArgument("'x' must be a numeric array of shape [N, ...features]",
-                              field="chunk")
-    if y is not None and len(y) != len(x):
-        raise InvalidArgument(f"'y' has {len(y)} rows, 'x' {len(x)}", field="chunk")
-    return names, int(len(x))
-
-
 class DatasetsCore:
-    def __init__(self, client, storage_dir: str, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, client, storage_dir: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_user_bytes: int = DEFAULT_MAX_USER_BYTES):
         self.store = DatasetStore(client)
         self.storage_dir = storage_dir
         self.max_bytes = max_bytes
+        self.max_user_bytes = max_user_bytes
+
+    def user_limit(self, user: str) -> int:
+        """Upload bytes `user` may store: the operator's override (`ts:quota:<user>` field
+        `dataset_bytes`, when > 0), else the server's `max_user_bytes`."""
+        own = self.store.r.hget(quota_key(user or "-"), USER_BYTES_FIELD)
+        return int(own) if own and int(own) > 0 else self.max_user_bytes
+
+    def stored_bytes(self, user: str, but: str = "") -> int:
+        """Bytes of `user`'s datasets (named other than `but`), what their quota counts."""
+        return sum(d.size_bytes for d in self.store.list() if d.user == user and d.name != but)
 
     def begin(self, header: dataset_pb2.DatasetUploadHeader,
               caller: Principal) -> Upload:

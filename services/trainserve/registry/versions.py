@@ -15,6 +15,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from trainserve.pb import job_pb2, model_pb2, spec_pb2
+from trainserve.store import files
 from trainserve.store.models import ModelStore
 from trainserve.store.names import MODEL, NameClaims
 from trainserve.tenancy import Principal, check_visible, claim
@@ -126,11 +127,32 @@ def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
 
 
 def _copy_once(src: Path, target: Path) -> None:
-    if (target / "meta.json").exists():
+    """Copy the artifact `src` to the version's folder `target`, durably, unless an identical
+    copy is there already. A folder there is trusted only when every file matches `src` by
+    hash: one torn by a crash mid-copy (its meta.json present or not) is replaced. The copy
+    goes to a uuid-named temp folder (the storage is shared: process ids repeat across
+    nodes), is fsynced, then renamed into place, before the version's record is written."""
+    if _same_tree(src, target):
         return
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    os.rename(tmp, target)
+    tmp = files.temp_path(target)
+    try:
+        shutil.copytree(src, tmp)
+        files.fsync_tree(tmp)
+        if _same_tree(src, target):  # another registrar of this job got there first
+            return
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(tmp, target)
+        files.fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same_tree(src: Path, target: Path) -> bool:
+    """Whether `target` holds exactly `src`'s files with the same bytes."""
+    if not (target / "meta.json").is_file():
+        return False
+    names = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    if names != sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file()):
+        return False
+    return all(files.sha256_of(src / n) == files.sha256_of(target / n) for n in names)

@@ -194,15 +194,15 @@ def dataset_info(spec) -> DatasetInfo:
 
 
 def _uploaded_info(spec) -> DatasetInfo:
-    """An uploaded dataset's info: its content is read (and checked) to know the shapes."""
-    from trainserve.train.userdata import TASKS, load_uploaded
+    """An uploaded dataset's info, from the schema recorded at upload (the file is not read:
+    the API validates submissions with this)."""
+    from trainserve.train.userdata import TASKS, uploaded_info
 
     if spec.task not in TASKS:
         fail("spec.dataset.task", f"must be one of {', '.join(TASKS)}")
-    x, y, classes = load_uploaded(spec)
-    targets = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
-    return DatasetInfo(spec.name, spec.task, len(classes), classes, tuple(x.shape[1:]),
-                       len(x), num_targets=targets)
+    shape, samples, classes, targets = uploaded_info(spec)
+    return DatasetInfo(spec.name, spec.task, len(classes), classes, shape, samples,
+                       num_targets=targets)
 
 
 def load_dataset(spec) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,11 @@
 """Uploaded datasets (DatasetService): CSV or NPZ files on the shared storage, pinned in the
-job's spec by content hash. Loaded with numpy only — never unpickled."""
+job's spec by content hash. Loaded with numpy only — never unpickled.
+
+Two readers of one spec: `uploaded_info` (spec validation, in the API too) answers from the
+schema recorded at upload (`UploadedContent.schema`, see `train.describe`) and never opens
+the file; `load_uploaded` (the worker) reads the file, checks its hash, validates every value
+and checks the classes against that schema.
+"""
 from __future__ import annotations
 
 import csv
@@ -31,7 +37,16 @@ def load_uploaded(ds) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     values, y = np.unique(raw_y, return_inverse=True)
     if len(values) < 2:
         raise InvalidArgument("the target has a single class", field="spec.dataset.target_column")
-    return x, y.astype(np.int64), tuple(_label(v) for v in values)
+    classes = tuple(_label(v) for v in values)
+    if up.HasField("schema") and classes != uploaded_info(ds)[2]:
+        raise InvalidArgument(f"the classes of {up.path} differ from those recorded at upload; "
+                              "upload the dataset again", field="spec.dataset.name")
+    return x, y.astype(np.int64), classes
+
+
+def class_names_of(values: np.ndarray) -> tuple[str, ...]:
+    """Class names of target values, in class-index order (what `load_uploaded` gives)."""
+    return tuple(_label(v) for v in np.unique(values))
 
 
 def _label(value) -> str:
@@ -40,7 +55,9 @@ def _label(value) -> str:
     return str(value)
 
 
-@lru_cache(maxsize=8)
+# One file at a time (the folds of a cross-validation read it again otherwise); the API
+# never calls this (submission reads the schema).
+@lru_cache(maxsize=1)
 def _read(path: str, fmt: str, sha256: str, features: tuple[str, ...], target: str):
     data = Path(path).read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
@@ -96,7 +113,7 @@ def _read_csv(text: str, features, target) -> tuple[np.ndarray, np.ndarray]:
                                   "numeric feature columns", field="spec.dataset.feature_columns"
                                   ) from None
     _check_finite(x, features)
-    y = _numeric_if_possible(np.array([row[header.index(target)].strip() for row in body]))
+    y = numeric_if_possible(np.array([row[header.index(target)].strip() for row in body]))
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         row = int(np.flatnonzero(~np.isfinite(y))[0])
         raise InvalidArgument(f"column {target!r} has a missing or non-finite value (row "
@@ -123,8 +140,103 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _numeric_if_possible(y: np.ndarray) -> np.ndarray:
+def numeric_if_possible(y: np.ndarray) -> np.ndarray:
+    """Text values as float64 when every one is a number, else unchanged."""
     try:
         return y.astype(np.float64)
     except ValueError:
         return y
+
+
+# --- from the schema recorded at upload (validation: never opens the file) -------------------
+
+def uploaded_info(ds) -> tuple[tuple[int, ...], int, tuple[str, ...], int]:
+    """(input shape, samples, class names, regression targets) of a pinned `DatasetSpec`,
+    with the same refusals (and field paths) `load_uploaded` makes. Content pinned without a
+    schema (before schemas were recorded) is read, as the worker would."""
+    up = ds.uploaded
+    if not up.HasField("schema"):
+        x, y, classes = load_uploaded(ds)
+        return tuple(x.shape[1:]), len(x), classes, 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    if up.format == "npz":
+        return _npz_info(ds, up.schema)
+    return _csv_info(ds, up.schema)
+
+
+def _fail(field: str, reason: str):
+    raise InvalidArgument(reason, field=f"spec.dataset.{field}")
+
+
+def _target_classes(ds, values, distinct: int, what: str) -> tuple[str, ...]:
+    """The classes a classification target has, or () for regression."""
+    from trainserve.train.describe import MAX_CLASS_VALUES
+
+    if (ds.task or "classification") == "regression":
+        return ()
+    if not values and distinct > MAX_CLASS_VALUES:
+        _fail("target_column", f"{what} has more than {MAX_CLASS_VALUES} distinct values, too "
+                               "many classes; use task regression for a numeric target")
+    if len(values) < 2:
+        _fail("target_column", "the target has a single class")
+    return tuple(values)
+
+
+def _npz_info(ds, schema):
+    if ds.feature_columns or ds.target_column:
+        _fail("feature_columns" if ds.feature_columns else "target_column",
+              "an NPZ dataset has arrays x and y, not columns")
+    if not schema.y.dtype:
+        _fail("name", "this NPZ dataset has no array 'y' to train on")
+    x, y = tuple(schema.x.shape), tuple(schema.y.shape)
+    if len(y) != 1 and (ds.task or "classification") == "classification":
+        _fail("target_column", f"array 'y' has shape {list(y)}; classification needs one "
+                               "label per sample")
+    classes = _target_classes(ds, schema.y.classes, schema.y.distinct_values, "array 'y'")
+    return x[1:], x[0], classes, 1 if len(y) == 1 else int(np.prod(y[1:]))
+
+
+def _csv_info(ds, schema):
+    header = [c.name for c in schema.columns]
+    columns = {c.name: c for c in schema.columns}
+    target = ds.target_column or header[-1]
+    if target not in columns:
+        _fail("target_column", f"no column {target!r}; columns: {', '.join(header)}")
+    features = list(ds.feature_columns) or [h for h in header if h != target]
+    for i, name in enumerate(features):
+        if name not in columns:
+            _fail(f"feature_columns[{i}]", f"no column {name!r}; columns: {', '.join(header)}")
+        if name == target:
+            _fail(f"feature_columns[{i}]", "the target cannot also be a feature")
+    # The first bad row (then column) is the one the worker meets first, row by row.
+    text = [columns[n] for n in features if not columns[n].numeric]
+    if text:
+        c = min(text, key=lambda c: c.bad_row)
+        _fail("feature_columns", f"column {c.name!r} is not numeric (row {c.bad_row}); list "
+                                 "only numeric feature columns")
+    odd = [columns[n] for n in features if columns[n].bad_row]
+    if odd:
+        c = min(odd, key=lambda c: c.bad_row)
+        _fail("feature_columns", f"column {c.name!r} has a missing or non-finite value (row "
+                                 f"{c.bad_row}: {np.float32(float(c.bad_value))}); fill or "
+                                 "drop such rows")
+    t = columns[target]
+    if t.numeric and t.bad_row:
+        _fail("target_column", f"column {target!r} has a missing or non-finite value (row "
+                               f"{t.bad_row}: {t.bad_value.strip()!r}); fill or drop such rows")
+    if ds.task == "regression" and not t.numeric:
+        _fail("task", "the target is not numeric; use task classification")
+    classes = _target_classes(ds, t.classes, t.distinct_values, f"column {target!r}")
+    return (len(features),), int(schema.num_rows), classes, 1
+
+
+def schema_for_job(schema, target_column: str):
+    """A copy of a dataset's schema for one job: class names kept only for the column that
+    will be its target (a spec carries tens of names, not every column's values)."""
+    out = type(schema)()
+    out.CopyFrom(schema)
+    if out.columns:
+        target = target_column or out.columns[-1].name
+        for c in out.columns:
+            if c.name != target:
+                del c.classes[:]
+    return out
