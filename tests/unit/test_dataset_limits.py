@@ -168,3 +168,11 @@ def test_model_copy_replaces_a_torn_target(tmp_path):
     _copy_once(src, target)
     assert (target / "model.safetensors").read_bytes() == b"w" * 1000
     assert sorted(p.name for p in target.parent.iterdir()) == ["1"]  # no temp folder left
+
+
+def test_content_pinned_without_a_schema_is_described_not_loaded(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("a,b,y\n1,2,u\n3,4,v\n5,6,u\n")
+    ds = _pinned(path, "csv")
+    ds.uploaded.ClearField("schema")  # a job queued before schemas were recorded
+    assert uploaded_info(ds) == ((2,), 3, ("u", "v"), 1)

@@ -153,14 +153,13 @@ def numeric_if_possible(y: np.ndarray) -> np.ndarray:
 def uploaded_info(ds) -> tuple[tuple[int, ...], int, tuple[str, ...], int]:
     """(input shape, samples, class names, regression targets) of a pinned `DatasetSpec`,
     with the same refusals (and field paths) `load_uploaded` makes. Content pinned without a
-    schema (before schemas were recorded) is read, as the worker would."""
+    schema (uploaded before schemas were recorded) is described now, in bounded memory."""
     up = ds.uploaded
+    schema = up.schema
     if not up.HasField("schema"):
-        x, y, classes = load_uploaded(ds)
-        return tuple(x.shape[1:]), len(x), classes, 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
-    if up.format == "npz":
-        return _npz_info(ds, up.schema)
-    return _csv_info(ds, up.schema)
+        from trainserve.train.describe import describe
+        schema = describe(up.path, up.format)[0]
+    return _npz_info(ds, schema) if up.format == "npz" else _csv_info(ds, schema)
 
 
 def _fail(field: str, reason: str):
