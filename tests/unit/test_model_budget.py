@@ -213,12 +213,26 @@ def test_a_network_meta_cannot_run_is_checked_on_its_parameters(monkeypatch):
     def broken(*args):
         raise NotImplementedError("no meta kernel")
     monkeypatch.setattr(budget, "_activation_bytes", broken)
+    budget._profile.cache_clear()
     spec = checked({"dataset": {"name": "digits"}, "model": {"mlp": {"hidden": [77]}}})
     est = budget.estimate(spec)
     assert not est.activations_exact and est.activation_bytes == 0
     assert est.params == 64 * 77 + 77 + 77 * 10 + 10
     with pytest.raises(ResourceExhausted, match="activations not estimated"):
         budget.check_model_budget(spec, max_params=1000)
+    budget._profile.cache_clear()  # no broken estimate left for the tests after
+
+
+def test_a_network_meta_cannot_build_is_let_through_and_logged(monkeypatch, caplog):
+    import trainserve.train.zoo as zoo
+
+    def broken(*args):
+        raise NotImplementedError("no meta kernel")
+    monkeypatch.setattr(zoo, "build_model", broken)
+    budget._profile.cache_clear()
+    est = budget.check_model_budget(checked(GIANT_MLP))
+    assert not est.built and "could not build mlp on meta" in caplog.text
+    budget._profile.cache_clear()
 
 
 def test_a_class_can_train_a_resnet_on_28x28_images():

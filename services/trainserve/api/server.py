@@ -160,6 +160,8 @@ def _tls_credentials(cfg: ApiConfig) -> grpc.ServerCredentials:
 
 async def serve(cfg: ApiConfig, stop: asyncio.Event | None = None) -> None:
     server, port, health_servicer = create_server(cfg)
+    from trainserve.train.budget import warm
+    warm()  # torch for the model-size check: loaded now, not on a user's first SubmitJob
     await server.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
