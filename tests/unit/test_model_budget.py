@@ -250,9 +250,10 @@ def test_env_overrides_are_read_as_positive_numbers(monkeypatch):
     assert budget._env_int(budget.ENV_MAX_PARAMS, 5) == 200_000_000
     monkeypatch.setenv(budget.ENV_MAX_PARAMS, "")
     assert budget._env_int(budget.ENV_MAX_PARAMS, 5) == 5
-    monkeypatch.setenv(budget.ENV_MAX_PARAMS, "0")
-    with pytest.raises(ValueError, match=budget.ENV_MAX_PARAMS):
-        budget._env_int(budget.ENV_MAX_PARAMS, 5)
+    for bad in ("0", "-3", "lots"):
+        monkeypatch.setenv(budget.ENV_MAX_PARAMS, bad)
+        with pytest.raises(ValueError, match=budget.ENV_MAX_PARAMS):
+            budget._env_int(budget.ENV_MAX_PARAMS, 5)
 
 
 def test_wording_of_counts_and_sizes():

@@ -66,9 +66,12 @@ def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    value = int(float(raw))  # accepts 1e8
+    try:
+        value = int(float(raw))  # accepts 1e8
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {raw!r}")
+        raise ValueError(f"{name} must be a number > 0, got {raw!r}")
     return value
 
 
