@@ -33,10 +33,13 @@ class Renderer:
     def __init__(self, python: Path):
         self.python = python
 
-    def __call__(self, chart: Path = CHART, values_files=(), values: dict | None = None) -> dict:
+    def __call__(self, chart: Path = CHART, values_files=(), values: dict | None = None,
+                 existing: list[dict] | None = None) -> dict:
         """Helm's render of `chart` and its validation: {"ok", "docs", "errors"} or
-        {"ok": False, "error"}."""
-        cmd = [str(self.python), str(HELMTOOL), str(chart), "--set-json", json.dumps(values or {})]
+        {"ok": False, "error"}. `existing`: objects already in the cluster that the chart's
+        `lookup`s find (an upgrade)."""
+        cmd = [str(self.python), str(HELMTOOL), str(chart), "--set-json", json.dumps(values or {}),
+               "--existing", json.dumps(existing or [])]
         for path in values_files:
             cmd += ["--values", str(path)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """Render the chart with Helm's own engine and validate what it renders; runs in the chart tool
 virtualenv (Python >= 3.12, helm-sdkpy, kubernetes-validate, jsonschema, PyYAML).
 
-    helmtool.py CHART [--values FILE]... [--set-json JSON] [--namespace NS]
+    helmtool.py CHART [--values FILE]... [--set-json JSON] [--namespace NS] [--existing JSON]
 
 prints one JSON object: {"ok": true, "manifest": "...", "docs": [...], "errors": [...]}
 or {"ok": false, "error": "..."} when Helm refuses to render (values.schema.json, `fail`,
@@ -10,8 +10,9 @@ or {"ok": false, "error": "..."} when Helm refuses to render (values.schema.json
 helm-sdkpy carries Helm's library but no `helm template`: its `Install` renders the chart and
 then sends each object to a Kubernetes API server. So this starts a small in-process API
 server that answers discovery (the kinds the chart uses, CRDs included, so that
-.Capabilities.APIVersions sees them), says "not found" to every lookup and accepts every
-create (Helm's release record included). The manifest Helm returns
+.Capabilities.APIVersions sees them), says "not found" to every lookup but of the objects
+given with --existing (a JSON list: what an upgrade finds in the cluster, e.g. the Secrets
+an earlier render generated) and accepts every create (Helm's release record included). The manifest Helm returns
 is exactly what `helm template`/`helm install` would apply.
 
 Validation: core kinds against the Kubernetes OpenAPI schemas of kubernetes-validate
@@ -58,6 +59,9 @@ CRD_SCHEMAS = {
 
 
 class _FakeApi(BaseHTTPRequestHandler):
+    # Path of a namespaced core object (/api/v1/namespaces/NS/secrets/NAME) -> the object.
+    existing: dict[str, dict] = {}
+
     def _json(self, code: int, obj) -> None:
         body = json.dumps(obj).encode()
         self.send_response(code)
@@ -73,6 +77,8 @@ class _FakeApi(BaseHTTPRequestHandler):
             return self._json(200, {"major": major, "minor": minor, "gitVersion": f"v{KUBE_VERSION}"})
         if path == "/api":
             return self._json(200, {"kind": "APIVersions", "versions": ["v1"]})
+        if path in self.existing:
+            return self._json(200, self.existing[path])
         if path == "/apis":
             groups = sorted({(g, v) for g, v, *_ in RESOURCES if g})
             return self._json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
@@ -107,9 +113,14 @@ class _FakeApi(BaseHTTPRequestHandler):
         pass
 
 
-def render(chart: str, values: dict, namespace: str) -> str:
-    """The manifest Helm renders for `values`; raises helm_sdkpy's error when it refuses."""
+def render(chart: str, values: dict, namespace: str, existing: list[dict] = ()) -> str:
+    """The manifest Helm renders for `values` (lookups finding `existing`); raises
+    helm_sdkpy's error when it refuses."""
     import helm_sdkpy
+
+    _FakeApi.existing = {
+        f"/api/v1/namespaces/{namespace}/{obj['kind'].lower()}s/{obj['metadata']['name']}":
+            _owned(obj, namespace) for obj in existing}
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -127,6 +138,16 @@ def render(chart: str, values: dict, namespace: str) -> str:
     finally:
         server.shutdown()
     return release["manifest"]
+
+
+def _owned(obj: dict, namespace: str) -> dict:
+    """`obj` as the release "ts" left it in the cluster: with Helm's ownership metadata (so
+    that Install adopts it, as an upgrade would update it)."""
+    meta = dict(obj["metadata"], namespace=namespace)
+    meta["annotations"] = {**meta.get("annotations", {}), "meta.helm.sh/release-name": "ts",
+                           "meta.helm.sh/release-namespace": namespace}
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/managed-by": "Helm"}
+    return {**obj, "apiVersion": "v1", "metadata": meta}
 
 
 def validate(docs: list[dict]) -> list[str]:
@@ -168,13 +189,14 @@ def main() -> None:
     p.add_argument("--values", action="append", default=[], help="a values file (repeatable)")
     p.add_argument("--set-json", default="{}", help="values merged over the files")
     p.add_argument("--namespace", default="trainserve")
+    p.add_argument("--existing", default="[]", help="core objects lookups find (JSON list)")
     args = p.parse_args()
     values: dict = {}
     for path in args.values:
         values = _merge(values, yaml.safe_load(Path(path).read_text()) or {})
     values = _merge(values, json.loads(args.set_json))
     try:
-        manifest = render(args.chart, values, args.namespace)
+        manifest = render(args.chart, values, args.namespace, json.loads(args.existing))
     except Exception as exc:  # noqa: BLE001 - Helm's refusal is the answer here
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return

@@ -86,12 +86,16 @@ spec:
     assert "ServiceMonitor/broken" in text and "30 seconds" in text
 
 
-def test_api_has_grpc_health_probes_and_pdb(default):
+def test_api_has_health_probes_and_pdb(default, render):
     docs = default["docs"]
     api = one(docs, "Deployment", "-api")
     [container] = api["spec"]["template"]["spec"]["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == 50051
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # TLS on: port probes
+        assert container[probe]["tcpSocket"]["port"] == 50051
+    plain = render(values={"tls": {"enabled": False}})
+    [plain_api] = one(plain["docs"], "Deployment", "-api")["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # grpc.health.v1
+        assert plain_api[probe]["grpc"]["port"] == 50051
     assert "--listen=0.0.0.0:50051" in container["args"]
     assert container["resources"]["requests"]["cpu"]
     for suffix in ("-api", "-dispatcher"):
@@ -157,7 +161,9 @@ def test_every_trainserve_pod_shares_storage_and_ray_auth(default):
 def test_services_for_api_and_inference(default):
     docs = default["docs"]
     api = one(docs, "Service", "-api")
-    assert {p["name"]: p["port"] for p in api["spec"]["ports"]} == {"grpc": 50051, "metrics": 9100}
+    assert {p["name"]: p["port"] for p in api["spec"]["ports"]} == {"grpc": 50051}
+    metrics = one(docs, "Service", "-api-metrics")
+    assert {p["name"]: p["port"] for p in metrics["spec"]["ports"]} == {"metrics": 9100}
     inference = one(docs, "Service", "-inference")
     assert {p["name"]: p["port"] for p in inference["spec"]["ports"]} == {"http": 8000, "grpc": 9000}
     assert inference["spec"]["selector"]["ray.io/node-type"] == "head"
@@ -252,8 +258,9 @@ def test_inference_tokens_and_existing_secrets(render):
     token_file = next(a.split("=", 1)[1] for a in args if a.startswith("--inference-token-file="))
     env = {e["name"]: e for e in dispatcher["containers"][0]["env"]}
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-ray-token"
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "my-redis"
-    assert "--redis-url=redis://:$(REDIS_PASSWORD)@ts-trainserve-redis:6379/0" in args
+    password = env["TRAINSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": "my-redis", "key": "redis-password"}
+    assert "--redis-url=redis://ts-trainserve-redis:6379/0" in args  # no password in args
     for name, spec in pod_specs(docs):
         if name.startswith("ray"):  # the gateway runs in Serve, on the Ray nodes
             mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
@@ -273,7 +280,7 @@ def test_dispatcher_records_the_public_inference_addresses(default):
 def test_api_checks_tokens_by_default_with_the_admin_token_from_a_secret(default):
     api = one(default["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
     args = api["containers"][0]["args"]
-    assert "--auth" in args
+    assert "--insecure" not in args  # tokens are the API's default
     token_file = next(a.split("=", 1)[1] for a in args if a.startswith("--admin-token-file="))
     mounts = {m["name"]: m["mountPath"] for m in api["containers"][0]["volumeMounts"]}
     assert token_file.startswith(mounts["admin-token"] + "/")
@@ -285,15 +292,14 @@ def test_api_checks_tokens_by_default_with_the_admin_token_from_a_secret(default
 
 def test_api_serves_tls_and_mutual_tls(render):
     result = render(values={"tls": {"enabled": True, "existingSecret": "api-cert",
-                                    "mutual": True},
-                            "api": {"auth": {"enabled": False}}})
+                                    "mutual": True}})
     assert result["ok"], result.get("error")
     assert result["errors"] == []
     api = one(result["docs"], "Deployment", "-api")["spec"]["template"]["spec"]
     [container] = api["containers"]
     assert {"--tls-cert=/etc/trainserve/tls/tls.crt", "--tls-key=/etc/trainserve/tls/tls.key",
             "--tls-client-ca=/etc/trainserve/tls/ca.crt"} <= set(container["args"])
-    assert "--auth" not in container["args"]
+    assert "--insecure" not in container["args"]
     # Kubernetes' gRPC probes speak no TLS: the port is probed instead.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"]["port"] == 50051 and "grpc" not in container[probe]

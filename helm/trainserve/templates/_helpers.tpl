@@ -53,14 +53,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-redis" (include "trainserve.fullname" .) -}}
 {{- end -}}
 
-{{/* The Redis URL; with auth the password comes from $(REDIS_PASSWORD), which Kubernetes
-     expands in args from the container's environment. */}}
+{{/* The Redis URL, without the password: that comes from TRAINSERVE_REDIS_PASSWORD
+     ("trainserve.redisPasswordEnv"), so it is in no command line. */}}
 {{- define "trainserve.redisUrl" -}}
-{{- if .Values.redis.auth.enabled -}}
-{{- printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" (include "trainserve.redisHost" .) (int .Values.redis.port) -}}
-{{- else -}}
 {{- printf "redis://%s:%d/0" (include "trainserve.redisHost" .) (int .Values.redis.port) -}}
 {{- end -}}
+
+{{/* Redis's password, for the processes that connect to Redis themselves (the job API and
+     the dispatcher; Ray's workers get the URL with each job). */}}
+{{- define "trainserve.redisPasswordEnv" -}}
+{{- if .Values.redis.auth.enabled }}
+- name: TRAINSERVE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trainserve.redisSecret" . }}
+      key: redis-password
+{{- end }}
 {{- end -}}
 
 {{- define "trainserve.redisSecret" -}}
@@ -116,13 +124,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ include "trainserve.storageDir" . | quote }}
 - name: PYTHONUNBUFFERED
   value: "1"
-{{- if .Values.redis.auth.enabled }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "trainserve.redisSecret" . }}
-      key: redis-password
-{{- end }}
+{{- end -}}
+
+{{/* The root filesystem is read-only (containerSecurityContext): what Ray, Python and the
+     libraries write goes to these emptyDir volumes. */}}
+{{- define "trainserve.writableVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+{{- end -}}
+
+{{- define "trainserve.writableMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/ray
 {{- end -}}
 
 {{/* Ray authentication for the Ray nodes and every Ray driver (the dispatcher). */}}
