@@ -108,6 +108,8 @@ def test_npz_bomb_is_refused_from_its_headers_without_inflating(sdk, stack, bomb
         with pytest.raises(errors.InvalidArgument, match="uncompressed, more than the limit"):
             sdk.upload_dataset(bomb, "hostile-bomb")
     took = time.monotonic() - started
+    print(f"bomb refused in {took:.2f} s; API RSS {rss.start >> 20} MiB, peak growth "
+          f"{rss.growth / (1 << 20):.1f} MiB")
     assert rss.growth < BOMB_RSS_BOUND, f"API RSS grew {rss.growth >> 20} MiB"
     assert took < 10, f"refused after {took:.1f} s"
     with pytest.raises(errors.NotFound):

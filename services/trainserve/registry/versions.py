@@ -132,8 +132,8 @@ def _copy_once(src: Path, target: Path) -> None:
     hash: one torn by a crash mid-copy (its meta.json present or not) is replaced. The copy
     goes to a uuid-named temp folder (the storage is shared: process ids repeat across
     nodes), is fsynced, then renamed into place, before the version's record is written."""
-    if _same_tree(src, target):
-        return
+    if _same_tree(src, target) or (not src.is_dir() and (target / "meta.json").is_file()):
+        return  # (a source already cleaned up leaves nothing to compare: keep the copy)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_path(target)
     try:
