@@ -176,3 +176,18 @@ def test_content_pinned_without_a_schema_is_described_not_loaded(tmp_path):
     ds = _pinned(path, "csv")
     ds.uploaded.ClearField("schema")  # a job queued before schemas were recorded
     assert uploaded_info(ds) == ((2,), 3, ("u", "v"), 1)
+
+
+def test_npz_text_labels_are_bounded_before_any_is_read(tmp_path):
+    path = tmp_path / "long.npz"
+    np.savez(path, x=np.zeros((2, 2)), y=np.array(["a" * (d.MAX_CLASS_CHARS + 1), "b"]))
+    with pytest.raises(InvalidArgument, match="class labels have 1 to 100"):
+        d.describe(path, "npz")
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", b"\x00" * 300])
+def test_garbage_npz_is_invalid_argument(tmp_path, content):
+    path = tmp_path / "g.npz"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgument, match="not a valid NPZ"):
+        d.describe(path, "npz")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,8 @@ def describe_npz(path: Path) -> tuple[dataset_pb2.DatasetSchema, list[str]]:
                     n = out.y.shape[0] if out.y.shape else 0
                     raise _bad(f"'y' has {n} rows, 'x' {x.shape[0]}")
                 _count_values(zf, headers["y"], out.y)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError,
+            NotImplementedError, RuntimeError) as exc:  # also: encrypted or unknown compression
         raise _bad(f"not a valid NPZ file without pickled objects: {exc}") from None
     return out, list(headers)
 
@@ -227,6 +229,10 @@ def _count_values(zf: zipfile.ZipFile, header, out: dataset_pb2.ArraySchema) -> 
     if len(shape) != 1:  # several regression targets: no classes
         out.distinct_values = MAX_CLASS_VALUES + 1
         return
+    chars = dtype.itemsize // (4 if dtype.kind == "U" else 1)
+    if dtype.kind in "US" and not 0 < chars <= MAX_CLASS_CHARS:
+        raise _bad(f"'y' holds text of {chars} characters a value; class labels have 1 to "
+                   f"{MAX_CLASS_CHARS}")
     seen = np.array([], dtype=dtype)
     per_chunk = max(1, CHUNK_BYTES // max(dtype.itemsize, 1))
     with zf.open(info) as f:
