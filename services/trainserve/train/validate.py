@@ -17,6 +17,8 @@ l2, augmentation) stay 0.
 """
 from __future__ import annotations
 
+import math
+
 from trainserve.pb import spec_pb2
 from trainserve.train import datasets as _datasets, zoo as _zoo
 from trainserve.train.augment import check_augmentation
@@ -47,6 +49,12 @@ MAX_BATCH_SIZE = 1 << 20
 MIN_SYNTHETIC_SAMPLES, MAX_SYNTHETIC_SAMPLES = 8, 10_000_000
 MAX_FOLDS = 50  # each fold is a whole training
 MAX_CHECKPOINT_EVERY_S = 86_400.0
+# How a job survives its dispatcher stopping (see `_check_runtime_limits`).
+DEFAULT_MAX_RESTARTS = 3
+MAX_RESTARTS = 10
+# The longest wall-clock limit a job may ask for (`training.max_duration_s`); a dispatcher's
+# own limit (`DispatcherConfig.max_job_duration_s`) defaults to it and may only lower it.
+MAX_JOB_DURATION_S = 86_400.0
 
 
 def check_spec(spec: spec_pb2.JobSpec) -> spec_pb2.JobSpec:
@@ -202,6 +210,23 @@ def _check_training(spec, info: DatasetInfo) -> None:
         check_range(getattr(tr.regularization, name), f"spec.training.regularization.{name}",
                     low=0.0, high=float("inf"))
     _check_performance(tr.performance, info)
+    _check_runtime_limits(tr)
+
+
+def _check_runtime_limits(tr) -> None:
+    """`max_restarts` (at most `MAX_RESTARTS`: a job whose dispatcher keeps dying must not be
+    resumed forever) and `max_duration_s` (at most `MAX_JOB_DURATION_S`). Both are left
+    unset/0 when not given, the dispatcher's defaults then apply (`DEFAULT_MAX_RESTARTS`, its
+    `max_job_duration_s`), so specs stored before these fields existed read the same."""
+    if tr.HasField("max_restarts") and not 0 <= tr.max_restarts <= MAX_RESTARTS:
+        fail("spec.training.max_restarts",
+             f"must be in [0, {MAX_RESTARTS}], got {tr.max_restarts}")
+    limit = tr.max_duration_s
+    if not (math.isfinite(limit) and limit >= 0):
+        fail("spec.training.max_duration_s", f"must be >= 0 seconds, got {limit:g}")
+    if limit > MAX_JOB_DURATION_S:
+        fail("spec.training.max_duration_s",
+             f"at most {MAX_JOB_DURATION_S:g} s (the server's maximum), got {limit:g}")
 
 
 AUTOCAST_MODES = ("none", "bf16")
