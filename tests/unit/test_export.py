@@ -19,6 +19,7 @@ from trainserve.jobs.spec import parse_spec
 from trainserve.pb import model_pb2
 from trainserve.registry import export
 from trainserve.serve.predictor import Predictor
+from trainserve.tenancy import Principal
 from trainserve.train.artifacts import load_artifact
 from trainserve.train.loop import train
 from trainserve.train.reporting import NullReporter
@@ -136,6 +137,11 @@ def test_unknown_format_is_invalid():
 
 # -- the ModelService servicer ----------------------------------------------------------------
 
+# The caller the servicer sees (the auth interceptor sets one for every call; outside a call
+# nobody is, and the servicer refuses).
+ADA = Principal("ada", "user")
+
+
 class _Core:
     """ModelsCore's `get`, over one artifact directory."""
 
@@ -154,10 +160,13 @@ async def _inline(fn, *args, **kwargs):
 
 
 def _stream(servicer, **request) -> list:
+    from trainserve.api.auth import acting_as
+
     async def collect():
         req = model_pb2.ExportModelRequest(**request)
         return [chunk async for chunk in servicer.ExportModel(req, None)]
-    return asyncio.run(collect())
+    with acting_as(ADA):  # what the auth interceptor sets for a call
+        return asyncio.run(collect())
 
 
 def test_servicer_streams_the_export_in_chunks(artifacts, monkeypatch):
@@ -194,10 +203,14 @@ def export_cli(artifacts, monkeypatch, request):
     real = ModelServicer(_Core(artifacts["mlp-moons"]), _inline)
 
     def export_model(self, req, context):
+        from trainserve.api.auth import acting_as
+
         async def collect():
             return [chunk async for chunk in real.ExportModel(req, context)]
         try:
-            yield from asyncio.run(collect())
+            with acting_as(ADA):  # what the auth interceptor sets for a call
+                chunks = asyncio.run(collect())
+            yield from chunks
         except errors.TrainserveError as exc:
             import grpc
             context.abort(getattr(grpc.StatusCode, exc.grpc_code), exc.message)

@@ -14,9 +14,10 @@ cannot cache the revoked token again), one through another API replica within th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -47,6 +48,17 @@ def principal() -> Principal:
     if p is NOBODY or not p.role:
         raise errors.Unauthenticated("this call was not authenticated")
     return p
+
+
+@contextlib.contextmanager
+def acting_as(p: Principal) -> Iterator[Principal]:
+    """Run the block (and the asyncio tasks it starts) as `p`: for tests and tools that call
+    a servicer without the interceptor."""
+    token = _current.set(p)
+    try:
+        yield p
+    finally:
+        _current.reset(token)
 
 
 def require_admin() -> Principal:
