@@ -26,6 +26,7 @@ from pathlib import Path
 from trainserve import errors
 from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2
+from trainserve.tenancy import Principal
 from trainserve.train.evaluation import EVALUATION_FILE
 from trainserve.train.paths import JobPaths
 
@@ -54,10 +55,11 @@ class JobArtifacts:
     def __init__(self, core):
         self.core = core
 
-    def list(self, job_id: str, caller=None) -> list[job_pb2.ArtifactInfo]:
+    def list(self, job_id: str, caller: Principal) -> list[job_pb2.ArtifactInfo]:
         return [_info(path) for path in self._files(self.core.get(job_id, caller))]
 
-    def read(self, job_id: str, name: str, caller=None) -> tuple[job_pb2.ArtifactInfo, bytes]:
+    def read(self, job_id: str, name: str, caller: Principal
+             ) -> tuple[job_pb2.ArtifactInfo, bytes]:
         """The info and bytes of artifact `name` of the job; NOT_FOUND if it has none such
         (or the job is another user's: `caller`, a `tenancy.Principal`)."""
         check_name(name)
