@@ -168,7 +168,12 @@ def test_service_account_tokens_only_where_needed(default, render):
     assert fixed["ray-head"]["automountServiceAccountToken"] is False
 
 
-def test_default_per_user_quotas(default):
+def test_default_per_user_quotas(default, render):
     args = container(default["docs"], "Deployment", "-dispatcher")["args"]
     assert "--user-max-jobs=2" in args
     assert "--user-max-cpus=0" in args and "--user-max-gpus=0" in args
+    api = container(default["docs"], "Deployment", "-api")["args"]
+    assert "--max-user-dataset-bytes=2147483648" in api
+    set_all = render(values={"api": {"userQuota": {"maxQueuedJobs": 20, "maxStreams": 4}}})
+    api = container(set_all["docs"], "Deployment", "-api")["args"]
+    assert {"--user-max-queued=20", "--user-max-streams=4"} <= set(api)

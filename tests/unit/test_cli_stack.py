@@ -68,3 +68,16 @@ def test_up_invalid_port_and_env_are_usage_errors(run, monkeypatch):
     monkeypatch.setenv("TRAINSERVE_REDIS_PORT", "lots")
     result = run("up")
     assert result.exit_code == 2 and "TRAINSERVE_REDIS_PORT" in result.stderr
+
+
+def test_up_redis_maxmemory_flag(run, tmp_path, monkeypatch):
+    """`--redis-maxmemory` reaches the config `up` starts with; a malformed size is refused
+    before anything starts."""
+    result = run("up", "--redis-maxmemory", "2 GB")
+    assert result.exit_code != 0 and "redis_maxmemory" in result.stderr
+    assert not stack_file(tmp_path / "state").exists()
+    started = {}
+    monkeypatch.setattr(LocalStack, "up", lambda self, timeout=None: started.setdefault(
+        "config", self.config))
+    run("up", "--redis-maxmemory", "512mb")
+    assert started["config"].redis_maxmemory == "512mb"
