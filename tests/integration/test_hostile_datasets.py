@@ -182,3 +182,28 @@ def test_submission_is_checked_from_the_schema_not_the_file(sdk, stack, tmp_path
             assert e.value.field == field and words in str(e.value)
     finally:
         away.rename(stored)
+
+
+def test_parallel_uploads_of_one_user_share_the_quota(redis_client, tmp_path):
+    """Two streams in flight at once (real Redis, the API's upload core): the bytes of both
+    count, so together they cannot pass the user's limit; the other user is not affected."""
+    from trainserve.pb import dataset_pb2
+    from trainserve.registry.datasets import DatasetsCore
+    from trainserve.tenancy import Principal
+
+    core = DatasetsCore(redis_client, str(tmp_path), max_user_bytes=1000)
+    ann, bob = Principal("ann", "user"), Principal("bob", "user")
+
+    def begin(name, who):
+        return core.begin(dataset_pb2.DatasetUploadHeader(name=name, format="csv"), who)
+    first, second, other = begin("par-1", ann), begin("par-2", ann), begin("par-3", bob)
+    first.write(b"a,b\n" + b"1,2\n" * 150)  # 604 bytes in flight
+    with pytest.raises(errors.ResourceExhausted, match="per-user limit of 1000 bytes"):
+        second.write(b"a,b\n" + b"1,2\n" * 150)
+    assert not second.tmp.exists()
+    other.write(b"a,b\n" + b"3,4\n" * 150)
+    assert first.finish().size_bytes == 604 and other.finish().user == "bob"
+    again = begin("par-2", ann)
+    with pytest.raises(errors.ResourceExhausted):  # 604 stored + 500 > 1000
+        again.write(b"a,b\n" + b"5,6\n" * 124)
+    assert core._inflight == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,10 +52,11 @@ class Upload:
         claim(NameClaims(core.store.r), [(DATASET, header.name, "header.name")], self.user)
         self.hash = hashlib.sha256()
         self.size = 0
-        # Bytes this user may still store: their other datasets count, this name's old content
-        # (replaced by this upload) does not.
+        # The user's quota counts their other datasets (not this name's old content, which
+        # this upload replaces) and their uploads in flight (`DatasetsCore.reserve`).
         self.limit = core.user_limit(self.user)
-        self.room = self.limit - core.stored_bytes(self.user, but=header.name)
+        self.stored = core.stored_bytes(self.user, but=header.name)
+        self.reserved = 0
         folder = Path(core.storage_dir) / "datasets"
         folder.mkdir(parents=True, exist_ok=True)
         self.tmp = folder / f".upload-{uuid.uuid4().hex}"
@@ -66,12 +68,11 @@ class Upload:
             self.abort()
             raise ResourceExhausted(f"dataset larger than the server's limit of "
                                     f"{self.core.max_bytes} bytes")
-        if self.size > self.room:  # checked before the bytes are stored
+        try:
+            self.core.reserve(self, len(chunk))  # before the bytes are stored
+        except ResourceExhausted:
             self.abort()
-            raise ResourceExhausted(
-                f"user {self.user!r} would store more than the per-user limit of "
-                f"{self.limit} bytes of uploaded datasets (max_user_dataset_bytes); "
-                f"delete datasets to make room")
+            raise
         self.hash.update(chunk)
         self.file.write(chunk)
 
@@ -97,13 +98,24 @@ class Upload:
                                  description=self.header.description, user=self.user,
                                  schema=schema)
         ds.created_at.FromNanoseconds(int(time.time() * 1e9))
-        self.core.store.put(ds)
+        with self.core.quota_lock:  # counted again, with uploads that finished meanwhile
+            self.stored = self.core.stored_bytes(self.user, but=self.header.name)
+            if self.stored + self.size > self.limit:
+                raise self.over_quota()
+            self.core.store.put(ds)
+        self.core.release(self)
         return ds
+
+    def over_quota(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"user {self.user!r} would store more than the per-user limit of {self.limit} "
+            f"bytes of uploaded datasets (max_user_dataset_bytes); delete datasets to make room")
 
     def abort(self) -> None:
         if not self.file.closed:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
+        self.core.release(self)
 
 
 class DatasetsCore:
@@ -113,6 +125,29 @@ class DatasetsCore:
         self.storage_dir = storage_dir
         self.max_bytes = max_bytes
         self.max_user_bytes = max_user_bytes
+        # Bytes of each user's uploads in flight in this process, so that parallel uploads
+        # cannot together pass the user's quota.
+        self.quota_lock = threading.Lock()
+        self._inflight: dict[str, int] = {}
+
+    def reserve(self, upload: Upload, n: int) -> None:
+        """Count `n` more bytes of `upload` against its user's quota, or refuse them."""
+        with self.quota_lock:
+            inflight = self._inflight.get(upload.user, 0)
+            if upload.stored + inflight + n > upload.limit:
+                raise upload.over_quota()
+            self._inflight[upload.user] = inflight + n
+            upload.reserved += n
+
+    def release(self, upload: Upload) -> None:
+        """The bytes `upload` reserved no longer in flight (it is stored or given up)."""
+        with self.quota_lock:
+            left = self._inflight.get(upload.user, 0) - upload.reserved
+            upload.reserved = 0
+            if left > 0:
+                self._inflight[upload.user] = left
+            else:
+                self._inflight.pop(upload.user, None)
 
     def user_limit(self, user: str) -> int:
         """Upload bytes `user` may store: the operator's override (`ts:quota:<user>` field
