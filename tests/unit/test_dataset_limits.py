@@ -191,3 +191,11 @@ def test_garbage_npz_is_invalid_argument(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(InvalidArgument, match="not a valid NPZ"):
         d.describe(path, "npz")
+
+
+def test_csv_header_names_are_bounded(tmp_path):
+    path = tmp_path / "long.csv"
+    names = [f"{i:05d}" + "x" * 95 for i in range(3000)]  # 300 000 characters
+    path.write_text(",".join(names) + "\n" + 2 * (",".join("1" * 3000) + "\n"))
+    with pytest.raises(InvalidArgument, match="column names hold"):
+        d.describe(path, "csv")

@@ -24,8 +24,10 @@ from trainserve.errors import InvalidArgument
 from trainserve.pb import dataset_pb2
 from trainserve.train.userdata import class_names_of, numeric_if_possible
 
-# Columns of a CSV dataset: course data has tens to hundreds of features.
+# Columns of a CSV dataset: course data has tens to hundreds of features. The header's names
+# (copied into the schema of every job that uses the dataset) in all: 25 characters a column.
 MAX_COLUMNS = 10_000
+MAX_HEADER_CHARS = 256 << 10
 # Distinct values counted per column (or y): more than this is not a classification target.
 MAX_CLASS_VALUES = 1000
 # Distinct values held across all columns while a CSV is read (bounds memory and the record);
@@ -135,6 +137,9 @@ def _check_header(header: list[str] | None) -> list[str]:
         raise _bad("the first row must name every column")
     if len(header) > MAX_COLUMNS:
         raise _bad(f"has {len(header)} columns; at most {MAX_COLUMNS}")
+    if sum(map(len, header)) > MAX_HEADER_CHARS:
+        raise _bad(f"its column names hold {sum(map(len, header))} characters; at most "
+                   f"{MAX_HEADER_CHARS} in all")
     if len(set(header)) != len(header):
         raise _bad("column names must be unique")
     return [h.strip() for h in header]
