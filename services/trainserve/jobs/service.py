@@ -27,7 +27,7 @@ from trainserve.tenancy import Principal, check_visible, claim, visible
 
 MAX_PAGE = 1000
 USER_RE = re.compile(r"[A-Za-z0-9._@-]*")
-STREAM_ID = re.compile(r"^\d+-\d+$")
+STREAM_ID = re.compile(r"\d+-\d+")
 CLUSTER_KEY = PREFIX + "cluster"
 
 
@@ -130,7 +130,7 @@ class JobsCore:
         """The job's worker log lines after `after_id`; with `follow`, live ones until the job
         is terminal. Checks the request now (NOT_FOUND, INVALID_ARGUMENT), reads lazily."""
         self.get(job_id, caller)
-        if after_id and not STREAM_ID.match(after_id):
+        if after_id and not STREAM_ID.fullmatch(after_id):
             raise InvalidArgument("not a log line id this server issued", field="after_id")
         return self.worker_logs.follow(job_id, after_id, follow,
                                        is_done=lambda: self.is_terminal(job_id))
