@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import free_port
 from tests.integration.conftest import _dump_logs
 from tests.integration.helpers import admin_token
-from tests.integration.test_serve_gateway import IRIS_CLASSES, _register
+from tests.integration.test_hostile_inference import _register_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +44,15 @@ def auth_stack(tmp_path_factory):
                  dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
                  redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
                  ray_temp_dir=str(root / "ray"), inference_auth=True)
-    # The endpoint below is deployed with the admin's API token, so user "admin" owns it.
-    token, _ = create_token(cfg.inference_token_path, label="tests", user="admin")
+    # An admin's token reaches every endpoint, whoever owns it (tokens of users, which reach
+    # only their own: test_hostile_inference.py).
+    token, _ = create_token(cfg.inference_token_path, label="tests", role="admin")
     s = LocalStack(cfg)
     try:
         s.up()
         redis = connect(cfg.redis_url)
-        mv, _ = _register(redis, cfg.storage_path, tmp_path_factory.mktemp("artifacts"),
-                          "iris-mlp", "iris", "classification", IRIS_CLASSES, 4, 1, "job-auth")
+        mv = _register_for(redis, cfg.storage_path, tmp_path_factory.mktemp("artifacts"),
+                           "alice", "iris-mlp", 1)
         redis.close()
         with Client(cfg.api_address, inference_token=token, token=admin_token(cfg)) as ts:
             ts.deploy(mv.name, mv.version, name="iris", wait=True)
@@ -174,7 +175,7 @@ def test_tokens_are_revoked_without_a_restart(auth_stack):
     stack, token = auth_stack
     path = stack.config.inference_token_path
     url = f"http://{stack.config.serve_http}/v2/models/iris"
-    new, _ = create_token(path, user="admin")
+    new, _ = create_token(path, role="admin")
     revoke(path, digest(token))
     try:
         deadline = time.monotonic() + 10
