@@ -127,6 +127,11 @@ def test_without_auth_callers_are_plain_users_unless_listed():
     listed = AuthInterceptor(None, insecure_admins=frozenset({"teacher"}))
     assert asyncio.run(listed.authenticate(UserContext("teacher"))).is_admin
     assert not asyncio.run(listed.authenticate(UserContext("eve"))).is_admin
+    with pytest.raises(errors.InvalidArgument) as bad:  # owners are names, as tokens' users
+        asyncio.run(open_auth.authenticate(UserContext("Eve\nadmin")))
+    assert bad.value.field == "x-trainserve-user"
+    with pytest.raises(errors.InvalidArgument):
+        asyncio.run(open_auth.authenticate(UserContext("eve\n")))
 
 
 def test_stream_stream_handlers_are_authenticated_too():

@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from trainserve import errors
 from trainserve.pb import auth_pb2, auth_pb2_grpc
-from trainserve.store.tokens import TokenRecord, TokenStore, digest
+from trainserve.store.tokens import TokenRecord, TokenStore, check_user, digest
 from trainserve.tenancy import Principal
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -134,6 +134,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def authenticate(self, context) -> Principal:
         if self.tokens is None:
             user = _metadata(context, USER_METADATA) or INSECURE_DEFAULT_USER
+            check_user(user, field=USER_METADATA)  # a name, as a token's user must be
             return Principal(user, "admin" if user in self.insecure_admins else "user")
         scheme, _, token = _metadata(context, "authorization").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

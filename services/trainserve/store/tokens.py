@@ -21,7 +21,7 @@ KEY = "ts:tokens"
 REVOKED_KEY = "ts:tokens:revoked"
 ROLES = ("user", "admin")
 ID_LEN = 12
-_USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_USER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # fullmatch: no trailing newline
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def digest(token: str) -> str:
 
 
 def check_user(user: str, field: str = "user") -> None:
-    if not _USER.match(user or ""):
+    if not _USER.fullmatch(user or ""):
         raise errors.InvalidArgument("lowercase letters, digits, '.', '_' and '-', starting "
                                      "with a letter or digit, at most 63 characters; got "
                                      f"{user!r}", field=field)
