@@ -37,6 +37,17 @@ def main(argv=None) -> None:
     p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", default="",
                    help="PEM CA bundle: require client certificates it signed (mutual TLS)")
+    p.add_argument("--max-spec-bytes", type=int, default=ApiConfig.max_spec_bytes,
+                   help="largest serialized job spec SubmitJob accepts (0: no limit)")
+    p.add_argument("--user-max-queued", type=int, default=ApiConfig.user_max_queued,
+                   help="jobs one user may have queued (0: no limit); ts:quota:<user> field "
+                        "'queued' overrides it per user")
+    p.add_argument("--user-max-streams", type=int, default=ApiConfig.user_max_streams,
+                   help="open WatchJob/StreamLogs streams per user in this process (0: none)")
+    p.add_argument("--request-id-ttl-s", type=int, default=ApiConfig.request_id_ttl_s,
+                   help="how long a request id returns its job (0: forever)")
+    p.add_argument("--job-retention-s", type=int, default=ApiConfig.job_retention_s,
+                   help="how long a finished job's events and worker logs are kept (0: forever)")
     p.add_argument("--metrics-port", type=int, default=9100)
     p.add_argument("--metrics-host", default="127.0.0.1")
     args = p.parse_args(argv)
@@ -57,7 +68,11 @@ def main(argv=None) -> None:
                     max_user_dataset_bytes=args.max_user_dataset_bytes, auth=not args.insecure,
                     insecure_admins=tuple(args.insecure_admin),
                     admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
+                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+                    max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
+                    user_max_streams=args.user_max_streams,
+                    request_id_ttl_s=args.request_id_ttl_s,
+                    job_retention_s=args.job_retention_s)
     if args.metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 

@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from trainserve.config import Config
 from trainserve.api.auth import AuthInterceptor, AuthServicer, TokenCache
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
-from trainserve.api.servicers import (DatasetServicer, DeploymentServicer, JobServicer,
-                                      ModelServicer, _Blocking)
-from trainserve.jobs.service import JobsCore
+from trainserve.api.servicers import (USER_MAX_STREAMS, DatasetServicer, DeploymentServicer,
+                                      JobServicer, ModelServicer, StreamSlots, _Blocking)
+from trainserve.jobs.service import MAX_SPEC_BYTES, USER_MAX_QUEUED, Admission, JobsCore
+from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S
 from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DEFAULT_MAX_USER_BYTES, DatasetsCore
@@ -28,6 +29,9 @@ from trainserve.store.redis import check, connect
 from trainserve.store.tokens import TokenStore, digest
 
 log = logging.getLogger("trainserve.api")
+# The largest request the API reads: a 1 MiB upload chunk (the client's size) with room for
+# its framing; a spec is far smaller (MAX_SPEC_BYTES). gRPC refuses more, RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = (1 << 20) + (64 << 10)
 SERVICES = ("trainserve.v1.JobService", "trainserve.v1.ModelService",
             "trainserve.v1.DeploymentService", "trainserve.v1.DatasetService",
             "trainserve.v1.AuthService")
@@ -46,6 +50,15 @@ class ApiConfig:
     max_user_dataset_bytes: int = DEFAULT_MAX_USER_BYTES
     # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
     threads: int = 64
+    # Admission (jobs.service.Admission; 0: no limit): a spec's serialized size; the jobs one
+    # user may have queued (`ts:quota:<user>` field `queued` overrides it); how long a request
+    # id returns its job; how long a finished job's events and worker logs are kept.
+    max_spec_bytes: int = MAX_SPEC_BYTES
+    user_max_queued: int = USER_MAX_QUEUED
+    request_id_ttl_s: int = REQUEST_ID_TTL_S
+    job_retention_s: int = RETENTION_S
+    # Open WatchJob/StreamLogs streams per user in this process (0: no limit).
+    user_max_streams: int = USER_MAX_STREAMS
     # Bearer tokens on every RPC but health checks (api/auth.py). Off (`--insecure`, a
     # development mode): callers are plain users by the name they assert, and the server
     # listens on loopback only.
@@ -88,16 +101,17 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     client = connect(cfg.redis_url)
     check(client)
     run = _Blocking(ThreadPoolExecutor(cfg.threads, thread_name_prefix="api-redis"))
-    # Upload chunks are at most 1 MiB; leave room for the framing.
     tokens = _token_store(client, cfg)
     token_cache = TokenCache()
     server = grpc.aio.server(interceptors=[ErrorAndMetricsInterceptor(),
                                            AuthInterceptor(tokens, token_cache,
                                                              frozenset(cfg.insecure_admins))],
                              options=[("grpc.so_reuseport", 0),
-                                      ("grpc.max_receive_message_length", 4 << 20)])
-    jobs = JobsCore(client, cfg.storage_dir)
-    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, run), server)
+                                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    jobs = JobsCore(client, cfg.storage_dir, Admission(
+        cfg.max_spec_bytes, cfg.user_max_queued, cfg.request_id_ttl_s, cfg.job_retention_s))
+    job_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(jobs, run, StreamSlots(cfg.user_max_streams)), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
                                                       server)
     deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)

@@ -3,6 +3,7 @@ synchronous Redis clients), pack the response."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.artifacts import JobArtifacts
 from trainserve.jobs.service import JobsCore
 from trainserve.api.auth import principal
-from trainserve.errors import InvalidArgument, PermissionDenied
+from trainserve.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DatasetsCore
@@ -20,6 +21,7 @@ from trainserve.tenancy import Principal
 
 EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these
 ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
+USER_MAX_STREAMS = 16  # open WatchJob/StreamLogs streams per user and API process
 
 
 def submitter(request_user: str) -> tuple[str, Principal]:
@@ -45,16 +47,43 @@ class _Blocking:
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
 
+class StreamSlots:
+    """How many WatchJob/StreamLogs streams each user has open in this process, at most `limit`
+    (0: no limit): a live stream holds one of the API's threads for up to a second at a time,
+    so one user's watches must not take them all. Used from the event loop only."""
+
+    def __init__(self, limit: int = USER_MAX_STREAMS):
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, user: str):
+        """One stream of `user`'s for the `with` block (RESOURCE_EXHAUSTED at the limit); the
+        slot is free again when the stream ends, fails or its client goes away."""
+        n = self.open.get(user, 0)
+        if self.limit and n >= self.limit:
+            raise ResourceExhausted(f"user {user!r} has {n} open WatchJob/StreamLogs streams, "
+                                    f"the limit ({self.limit}, user_max_streams); close some")
+        self.open[user] = n + 1
+        try:
+            yield
+        finally:
+            self.open[user] -= 1
+            if not self.open[user]:
+                del self.open[user]
+
+
 class JobServicer(job_pb2_grpc.JobServiceServicer):
-    def __init__(self, core: JobsCore, run: _Blocking):
+    def __init__(self, core: JobsCore, run: _Blocking, streams: StreamSlots | None = None):
         self.core = core
         self.run = run
         self.artifacts = JobArtifacts(core)
+        self.streams = streams or StreamSlots()
 
     async def SubmitJob(self, request, context):
         owner, caller = submitter(request.user)
         job, created = await self.run(self.core.submit, request.spec, request.request_id, owner,
-                                      caller)
+                                      caller, principal())
         if created:
             SUBMISSIONS.inc()
         return job
@@ -71,13 +100,14 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         return await self.run(self.core.cancel, request.job_id, principal())
 
     async def WatchJob(self, request, context):
-        await self.run(self.core.get, request.job_id, principal())  # NOT_FOUND: before
-        # The store's follow() blocks at most a second a step, on the pool's threads.
-        events = self.core.store.events.follow(
-            request.job_id, request.after_event_id,
-            is_done=lambda: self.core.is_terminal(request.job_id))
-        while (event := await self.run(next, events, None)) is not None:
-            yield event
+        with self.streams.hold(principal().user):
+            await self.run(self.core.get, request.job_id, principal())  # NOT_FOUND: before
+            # The store's follow() blocks at most a second a step, on the pool's threads.
+            events = self.core.store.events.follow(
+                request.job_id, request.after_event_id,
+                is_done=lambda: self.core.is_terminal(request.job_id))
+            while (event := await self.run(next, events, None)) is not None:
+                yield event
 
     async def ListArtifacts(self, request, context):
         infos = await self.run(self.artifacts.list, request.job_id, principal())
@@ -93,10 +123,11 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             yield chunk
 
     async def StreamLogs(self, request, context):
-        lines = await self.run(self.core.logs, request.job_id, request.after_id, request.follow,
-                               principal())
-        while (line := await self.run(next, lines, None)) is not None:
-            yield line
+        with self.streams.hold(principal().user):
+            lines = await self.run(self.core.logs, request.job_id, request.after_id,
+                                   request.follow, principal())
+            while (line := await self.run(next, lines, None)) is not None:
+                yield line
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):

@@ -26,6 +26,8 @@ from trainserve.pb import spec_pb2
 
 AGING_S = 300.0          # one priority level gained per this many seconds waited
 PRIORITY_RANGE = (-100, 100)
+# A job's priority unless set; only an admin may submit above it (anyone may go below).
+DEFAULT_PRIORITY = 0
 MAX_FAILURES_RANGE = (0, 100)
 EPS = 1e-9
 
@@ -52,23 +54,25 @@ def need_of(spec: spec_pb2.JobSpec) -> Need:
 
 @dataclass(frozen=True)
 class Quota:
-    """Per-user limits; 0 means unlimited."""
+    """Per-user limits; 0 means unlimited (`queued`, the jobs a user may have waiting, is
+    enforced at submission: 0 there means the API's own default)."""
     jobs: int = 0
     cpus: float = 0.0
     gpus: float = 0.0
+    queued: int = 0
 
     @classmethod
     def from_fields(cls, raw: dict) -> "Quota":
         get = lambda k: raw.get(k) or raw.get(k.encode()) or 0  # noqa: E731
         return cls(jobs=int(float(get("jobs"))), cpus=float(get("cpus")),
-                   gpus=float(get("gpus")))
+                   gpus=float(get("gpus")), queued=int(float(get("queued"))))
 
     def merged(self, override: "Quota | None") -> "Quota":
         """This quota with the non-zero fields of `override` replacing its own."""
         if override is None:
             return self
         return Quota(jobs=override.jobs or self.jobs, cpus=override.cpus or self.cpus,
-                     gpus=override.gpus or self.gpus)
+                     gpus=override.gpus or self.gpus, queued=override.queued or self.queued)
 
 
 @dataclass

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Iterator
 
 import redis
 
-from trainserve.errors import InvalidArgument, NotFound
-from trainserve.jobs.scheduling import MAX_FAILURES_RANGE, PRIORITY_RANGE, check_fits, need_of
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
+from trainserve.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from trainserve.jobs.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
+                                        check_fits, need_of)
 from trainserve.jobs.spec import check_submission
 from trainserve.jobs.state import JobState
 from trainserve.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
 from trainserve.store.datasets import DatasetStore
-from trainserve.store.jobs import JobStore
+from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, JobStore
 from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
 from trainserve.store.names import DEPLOYMENT, MODEL, NameClaims
@@ -29,12 +34,32 @@ MAX_PAGE = 1000
 USER_RE = re.compile(r"[A-Za-z0-9._@-]*")
 STREAM_ID = re.compile(r"\d+-\d+")
 CLUSTER_KEY = PREFIX + "cluster"
+# The largest example spec serializes to 368 bytes: 64 KiB leaves room for long descriptions
+# and labels while a spec can never weigh on Redis or the API.
+MAX_SPEC_BYTES = 64 << 10
+USER_MAX_QUEUED = 100
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What one submission and one user may put into the store (0: no limit).
+    `user_max_queued`: the jobs a user may have QUEUED at once (`ts:quota:<user>` field
+    `queued` overrides it per user; a submission an admin sends is not limited);
+    `request_id_ttl_s`: how long a request id returns its job; `retention_s`: how long a
+    finished job's events and worker logs are kept."""
+    max_spec_bytes: int = MAX_SPEC_BYTES
+    user_max_queued: int = USER_MAX_QUEUED
+    request_id_ttl_s: int = REQUEST_ID_TTL_S
+    retention_s: int = RETENTION_S
 
 
 class JobsCore:
-    def __init__(self, client: redis.Redis, storage_dir: str = ""):
+    def __init__(self, client: redis.Redis, storage_dir: str = "",
+                 admission: Admission = Admission()):
         self.r = client
-        self.store = JobStore(client)
+        self.admission = admission
+        self.store = JobStore(client, request_id_ttl_s=admission.request_id_ttl_s,
+                              retention_s=admission.retention_s)
         self.trials = TrialStore(client)
         self.datasets = DatasetStore(client)
         self.names = NameClaims(client)
@@ -47,23 +72,31 @@ class JobsCore:
         return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
 
     def submit(self, spec: spec_pb2.JobSpec, request_id: str,
-               owner: str, caller: Principal) -> tuple[job_pb2.Job, bool]:
+               owner: str, caller: Principal,
+               by: Principal | None = None) -> tuple[job_pb2.Job, bool]:
         """Validate, admit and queue a job for `owner` (the user its quota counts against).
         A job that could never start (more than the cluster or the user's quota holds) is
         refused here; one that cannot start yet waits QUEUED with its `queue_reason`. The
         datasets and transfer sources it names must be `caller`'s, and its model and endpoint
-        names not another user's (`tenancy`)."""
+        names not another user's (`tenancy`). `by` is who sends it (default `caller`; else an
+        admin submitting for `owner`): only an admin may raise a priority or queue past the
+        owner's queued-jobs limit. `request_id` is the owner's own: a retry returns the job."""
+        by = caller if by is None else by
         if len(request_id) > 128:
             raise InvalidArgument("at most 128 characters", field="request_id")
         if len(owner) > 128 or not USER_RE.fullmatch(owner):
             raise InvalidArgument("at most 128 letters, digits or . _ @ -", field="user")
-        _check_scheduling_fields(spec)
+        check_spec_size(spec, self.admission.max_spec_bytes)
+        _check_scheduling_fields(spec, by)
         cluster = self.cluster_resources()
         full = check_submission(spec, cluster, lambda n: self.uploaded(n, caller),
                                 lambda n, v=0: self.model_artifact(n, v, caller))
-        check_fits(need_of(full), cluster, quota_of(self.r, owner), owner)
+        quota = quota_of(self.r, owner)
+        check_fits(need_of(full), cluster, quota, owner)
         self._claim_names(full, owner)  # last check: a job refused above claims nothing
-        return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner)
+        max_queued = 0 if by.is_admin else quota.queued or self.admission.user_max_queued
+        return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner,
+                                 max_queued=max_queued)
 
     def _claim_names(self, spec: spec_pb2.JobSpec, owner: str) -> None:
         """Claim for `owner`, now, the model name (spec.name) and the endpoint name
@@ -136,10 +169,42 @@ class JobsCore:
                                        is_done=lambda: self.is_terminal(job_id))
 
 
-def _check_scheduling_fields(spec: spec_pb2.JobSpec) -> None:
+def check_spec_size(spec: spec_pb2.JobSpec, max_bytes: int) -> None:
+    """Refuse a spec carrying fields this server does not know (INVALID_ARGUMENT naming where:
+    they would be stored with the job, unread) or larger than `max_bytes` serialized
+    (RESOURCE_EXHAUSTED; 0: no limit)."""
+    _refuse_unknown(spec, "spec")
+    size = spec.ByteSize()
+    if max_bytes and size > max_bytes:
+        raise ResourceExhausted(f"spec: {size} bytes serialized, more than the limit of "
+                                f"{max_bytes} bytes (max_spec_bytes)")
+
+
+def _refuse_unknown(msg: Message, path: str) -> None:
+    unknown = unknown_fields.UnknownFieldSet(msg)
+    if len(unknown):
+        raise InvalidArgument(f"unknown field number {unknown[0].field_number}", field=path)
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        if fd.message_type.GetOptions().map_entry:
+            if fd.message_type.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    _refuse_unknown(item, f"{path}.{fd.name}[{key!r}]")
+        elif fd.is_repeated:
+            for i, item in enumerate(value):
+                _refuse_unknown(item, f"{path}.{fd.name}[{i}]")
+        else:
+            _refuse_unknown(value, f"{path}.{fd.name}")
+
+
+def _check_scheduling_fields(spec: spec_pb2.JobSpec, by: Principal) -> None:
     low, high = PRIORITY_RANGE
     if not low <= spec.priority <= high:
         raise InvalidArgument(f"must be in [{low}, {high}]", field="spec.priority")
+    if spec.priority > DEFAULT_PRIORITY and not by.is_admin:
+        raise PermissionDenied(f"spec.priority: only an admin may raise a job's priority above "
+                               f"{DEFAULT_PRIORITY} (lowering it is fine)")
     low, high = MAX_FAILURES_RANGE
     sc = spec.scaling
     if sc.HasField("max_failures") and not low <= sc.max_failures <= high:

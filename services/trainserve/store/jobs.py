@@ -12,11 +12,13 @@ import time
 
 import redis
 
-from trainserve.errors import FailedPrecondition, NotFound
+from trainserve.errors import FailedPrecondition, NotFound, ResourceExhausted
 from trainserve.jobs.scheduling import AGING_S, need_of
 from trainserve.jobs.state import JobState, sources_of
 from trainserve.pb import job_pb2, spec_pb2
+from trainserve.store.events import MAXLEN as EVENTS_MAXLEN
 from trainserve.store.events import EventLog, state_event
+from trainserve.store.logs import JobLogs
 from trainserve.store.redis import PREFIX
 
 # Queued jobs waiting to start: a sorted set scored by `scheduling.queue_score` (submission ms
@@ -24,36 +26,66 @@ from trainserve.store.redis import PREFIX
 PENDING = PREFIX + "pending"
 # The stream the queue used to be (read once by `store.queue.migrate_stream`).
 QUEUE = PREFIX + "queue"
+# Per owner, the ids of their jobs still QUEUED (what the queued-jobs limit counts).
+QUEUED_OF = PREFIX + "queued-of:"
+# A request id stands for its job this long (a client's retries come within seconds).
+REQUEST_ID_TTL_S = 24 * 3600
+# A finished job's event and worker-log streams are kept this long (0: forever).
+RETENTION_S = 7 * 24 * 3600
 
-# KEYS: request-id key. ARGV: priority, aging (ms per priority level), event pb, then
-# field/value pairs. The id is `j-` + the server's time in ms + a sequence number, both taken
-# here, so ids (and FIFO order within a priority) follow the order submissions were accepted.
+# KEYS: request-id key, the owner's queued set. ARGV: priority, aging (ms per priority level),
+# event pb, request-id TTL in seconds (0: none), the owner's queued-jobs limit (0: none), events
+# MAXLEN, then field/value pairs. Returns {id, 1} when created, {id, 0} for a known request id,
+# {'', -1, queued} when the owner already has `limit` queued jobs: counted and added in one step,
+# so concurrent submissions cannot overshoot. The id is `j-` + the server's time in ms + a
+# sequence number, both taken here, so ids (and FIFO order within a priority) follow the order
+# submissions were accepted.
 _SUBMIT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {existing, 0} end
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local queued = redis.call('ZCARD', KEYS[2])
+  if queued >= limit then return {'', -1, queued} end
+end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = redis.call('INCR', 'ts:job-seq') % 4294967296
 local id = 'j-' .. string.format('%011x', ms) .. string.format('%08x', seq)
-redis.call('SET', KEYS[1], id)
+if tonumber(ARGV[4]) > 0 then
+  redis.call('SET', KEYS[1], id, 'EX', tonumber(ARGV[4]))
+else
+  redis.call('SET', KEYS[1], id)
+end
 local job = 'ts:job:' .. id
-for i = 4, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', 'ts:jobs', 0, id)
 redis.call('ZADD', 'ts:jobs:' .. redis.call('HGET', job, 'state'), 0, id)
 redis.call('ZADD', 'ts:jobs-of:' .. redis.call('HGET', job, 'owner'), 0, id)
-redis.call('XADD', 'ts:events:' .. id, '*', 'pb', ARGV[3])
+redis.call('ZADD', KEYS[2], 0, id)
+redis.call('XADD', 'ts:events:' .. id, 'MAXLEN', '~', tonumber(ARGV[6]), '*', 'pb', ARGV[3])
 redis.call('ZADD', 'ts:pending', ms - tonumber(ARGV[1]) * tonumber(ARGV[2]), id)
 return {id, 1}
 """
 
-# KEYS: job hash, events stream, lease key (or ''). ARGV: id, target state, allowed sources
-# (comma list), event pb, lease owner, lease seconds, then field/value pairs. Returns
-# {1, old} on success, {0, old} if refused, {-1} if the job does not exist, {-2, old} if the
-# lease is held by someone else. Leaving QUEUED removes the job from the pending set; with a
-# lease key, the lease is taken in the same step (a job never runs without one).
+# KEYS: job hash, events stream, lease key (or ''), worker log stream, cancel flag. ARGV: id,
+# target state, allowed sources (comma list), event pb, lease owner, lease seconds, the queued-set
+# prefix, retention seconds (> 0 only for a terminal target), events MAXLEN, fencing token (or
+# ''), then field/value pairs. Returns {1, old} on success, {0, old} if refused, {-1} if the job
+# does not exist, {-2, old} if the lease is held by someone else, {-3, old} if the token is
+# older than the job's. Leaving QUEUED removes the job from the pending
+# set and from its owner's queued set; with a lease key, the lease is taken in the same step (a
+# job never runs without one). Reaching a terminal state starts the retention clock of the
+# job's streams (the job hash itself stays: ListJobs shows it).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {-1, ''} end
+-- A fenced transition (ARGV[10] a token, see store.fencing) from a superseded lease holder.
+if ARGV[10] ~= '' then
+  if tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') > tonumber(ARGV[10]) then
+    return {-3, cur}
+  end
+end
 local ok = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then ok = true end end
 if not ok then return {0, cur} end
@@ -62,14 +94,19 @@ if KEYS[3] ~= '' then
     return {-2, cur}
   end
 end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 redis.call('ZREM', 'ts:jobs:' .. cur, ARGV[1])
 redis.call('ZADD', 'ts:jobs:' .. ARGV[2], 0, ARGV[1])
 if redis.call('ZREM', 'ts:pending', ARGV[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'queue_reason')
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 20000, '*', 'pb', ARGV[4])
+redis.call('ZREM', ARGV[7] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[9]), '*', 'pb', ARGV[4])
+local keep = tonumber(ARGV[8])
+if keep > 0 then
+  for _, key in ipairs({KEYS[2], KEYS[4], KEYS[5]}) do redis.call('EXPIRE', key, keep) end
+end
 return {1, cur}
 """
 
@@ -87,6 +124,25 @@ def owner_index_key(owner: str) -> str:
     return f"{PREFIX}jobs-of:{owner}"
 
 
+def request_key(owner: str, request_id: str) -> str:
+    """The idempotency key of one user's request id (users never share one: `owner` has no
+    ':')."""
+    return f"{PREFIX}reqid:{owner}:{request_id}"
+
+
+def queued_key(owner: str) -> str:
+    return QUEUED_OF + owner
+
+
+# The job hash field holding the newest fencing token of the job's lease (store.fencing); the
+# transition script above spells it 'fence' too.
+FENCE_FIELD = "fence"
+
+
+class Superseded(FailedPrecondition):
+    """A fenced write refused: another dispatcher has taken the job's lease since."""
+
+
 def lease_key(job_id: str) -> str:
     """Who runs the job now (a dispatcher's consumer name, with a TTL it keeps renewing)."""
     return f"{PREFIX}lease:{job_id}"
@@ -95,23 +151,27 @@ def lease_key(job_id: str) -> str:
 class JobStore:
     """Create, read, list and move jobs through the state machine."""
 
-    def __init__(self, client: redis.Redis, aging_s: float = AGING_S):
+    def __init__(self, client: redis.Redis, aging_s: float = AGING_S,
+                 request_id_ttl_s: int = REQUEST_ID_TTL_S, retention_s: int = RETENTION_S):
         self.r = client
         self.aging_s = aging_s
+        self.request_id_ttl_s = request_id_ttl_s
+        self.retention_s = retention_s
         self.events = EventLog(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
 
-    def submit(self, spec: spec_pb2.JobSpec, request_id: str,
-               owner: str = "") -> tuple[job_pb2.Job, bool]:
+    def submit(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
+               max_queued: int = 0) -> tuple[job_pb2.Job, bool]:
         """Record and enqueue a job atomically (priority: `spec.priority`; `owner`: the user
-        its quota counts against). Returns (job, created); a known request id returns the job
-        it created before and `created=False`."""
-        job, created = self.submit_raw(spec, request_id, owner)
+        its quota counts against). Returns (job, created); the owner's known request id
+        returns the job it created before and `created=False`. With `max_queued`, refuses
+        (`ResourceExhausted`) a new job of an owner who already has that many queued."""
+        job, created = self.submit_raw(spec, request_id, owner, max_queued)
         return self.get(job), created
 
-    def submit_raw(self, spec: spec_pb2.JobSpec, request_id: str,
-                   owner: str = "") -> tuple[str, bool]:
+    def submit_raw(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
+                   max_queued: int = 0) -> tuple[str, bool]:
         """`submit` without reading the job back: (job id, created)."""
         now = time.time()
         need = need_of(spec)
@@ -122,11 +182,16 @@ class JobStore:
                   "gpus": repr(need.gpus), "message": "queued"}
         # The event's job_id is filled in when read back, so it can stay empty here.
         event = state_event("", JobState.QUEUED, "queued", now)
-        args = [str(spec.priority), repr(self.aging_s * 1000.0), event.SerializeToString()]
+        args = [str(spec.priority), repr(self.aging_s * 1000.0), event.SerializeToString(),
+                str(int(self.request_id_ttl_s)), str(int(max_queued)), str(EVENTS_MAXLEN)]
         for k, v in fields.items():
             args += [k, v]
-        got_id, created = self._submit(keys=[f"{PREFIX}reqid:{request_id}"], args=args)
-        return got_id.decode(), bool(created)
+        got = self._submit(keys=[request_key(owner, request_id), queued_key(owner)], args=args)
+        if got[1] == -1:
+            who = f"user {owner!r}" if owner else "the anonymous user"
+            raise ResourceExhausted(f"{who} has {got[2]} queued jobs, the limit "
+                                    f"({max_queued}); wait for some to start or cancel some")
+        return got[0].decode(), bool(got[1])
 
     def get(self, job_id: str) -> job_pb2.Job:
         raw = self.r.hgetall(job_key(job_id)) if job_id else {}
@@ -167,11 +232,13 @@ class JobStore:
             upper = f"({ids[-1]}"
 
     def transition(self, job_id: str, target: JobState, message: str = "",
-                   lease_owner: str = "", lease_s: int = 0, **fields) -> job_pb2.Job:
+                   lease_owner: str = "", lease_s: int = 0, fence: int | None = None,
+                   **fields) -> job_pb2.Job:
         """Move a job to `target` if the state machine allows it from its current state;
         otherwise `FailedPrecondition` naming both states. With `lease_owner`, also take the
         job's lease for `lease_s` seconds in the same step (`FailedPrecondition` if another
-        holds it)."""
+        holds it). With `fence` (a fencing token, `store.fencing`), refused (`Superseded`)
+        when a newer token exists: a dispatcher that lost the job's lease records nothing."""
         now = time.time()
         if target == JobState.RUNNING:
             fields.setdefault("started_at", repr(now))
@@ -180,14 +247,19 @@ class JobStore:
         fields["message"] = message
         event = state_event(job_id, target, message, now)
         allowed = ",".join(str(int(s)) for s in sources_of(target))
+        keep = self.retention_s if target.is_terminal else 0
         args = [job_id, str(int(target)), allowed, event.SerializeToString(), lease_owner,
-                str(int(lease_s))]
+                str(int(lease_s)), QUEUED_OF, str(int(keep)), str(EVENTS_MAXLEN),
+                "" if fence is None else str(int(fence))]
         for k, v in fields.items():
             args += [k, _encode(v)]
-        keys = [job_key(job_id), self.events.key(job_id), lease_key(job_id) if lease_owner else ""]
+        keys = [job_key(job_id), self.events.key(job_id), lease_key(job_id) if lease_owner else "",
+                JobLogs.key(job_id), cancel_key(job_id)]
         ok, cur = self._transition(keys=keys, args=args)
         if ok == -1:
             raise NotFound(f"job {job_id!r} not found")
+        if ok == -3:
+            raise Superseded(f"job {job_id} is run under a newer lease than token {fence}")
         if ok == -2:
             raise FailedPrecondition(f"job {job_id} is leased by another dispatcher")
         if ok == 0:

@@ -1,0 +1,96 @@
+"""Admission limits without servers: a spec carrying unknown fields or too many bytes is
+refused naming where and the limit, every example passes at the defaults, only an admin raises
+a priority, the per-user stream slots are counted and freed, and a per-user `queued` quota is
+read back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainserve.api.servicers import StreamSlots
+from trainserve.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from trainserve.jobs.scheduling import Quota
+from trainserve.jobs.service import MAX_SPEC_BYTES, _check_scheduling_fields, check_spec_size
+from trainserve.jobs.spec import load_spec_file
+from trainserve.pb import spec_pb2
+from trainserve.tenancy import Principal
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ALICE, ADMIN = Principal("alice", "user"), Principal("root", "admin")
+UNKNOWN_999 = bytes([0xB8, 0x3E, 0x01])  # field 999, varint 1
+
+
+def _with_unknown(msg):
+    """A copy of `msg` that carries an unknown field, as a newer (or hostile) client sends."""
+    return type(msg).FromString(msg.SerializeToString() + UNKNOWN_999)
+
+
+def test_every_example_passes_at_the_default_cap_with_room_to_spare():
+    sizes = [load_spec_file(p).ByteSize() for p in EXAMPLES.glob("*.yaml")]
+    assert sizes and max(sizes) * 50 < MAX_SPEC_BYTES
+    for path in EXAMPLES.glob("*.yaml"):
+        check_spec_size(load_spec_file(path), MAX_SPEC_BYTES)
+
+
+@pytest.mark.parametrize("where", ["spec", "spec.training", "spec.model.mlp",
+                                   "spec.search.scheduler", "spec.model.transfer"])
+def test_an_unknown_field_at_any_depth_is_refused_naming_its_path(where):
+    spec = load_spec_file(EXAMPLES / "xor_mlp.yaml")
+    if where == "spec":
+        spec = _with_unknown(spec)
+    else:
+        parent, name = spec, None
+        for name in where.split(".")[1:-1]:
+            parent = getattr(parent, name)
+        leaf = where.split(".")[-1]
+        getattr(parent, leaf).CopyFrom(_with_unknown(getattr(parent, leaf)))
+    with pytest.raises(InvalidArgument) as err:
+        check_spec_size(spec, MAX_SPEC_BYTES)
+    assert err.value.field == where
+    assert "unknown field number 999" in str(err.value)
+
+
+def test_an_oversized_spec_is_refused_naming_the_limit():
+    spec = load_spec_file(EXAMPLES / "xor_mlp.yaml")
+    spec.description = "x" * (MAX_SPEC_BYTES + 1)
+    with pytest.raises(ResourceExhausted) as err:
+        check_spec_size(spec, MAX_SPEC_BYTES)
+    assert f"limit of {MAX_SPEC_BYTES} bytes" in err.value.message
+    check_spec_size(spec, 0)  # 0: no limit
+
+
+def test_only_an_admin_raises_a_priority_anyone_lowers_one():
+    spec = spec_pb2.JobSpec(priority=1)
+    with pytest.raises(PermissionDenied) as err:
+        _check_scheduling_fields(spec, ALICE)
+    assert "spec.priority" in err.value.message
+    _check_scheduling_fields(spec, ADMIN)
+    _check_scheduling_fields(spec_pb2.JobSpec(priority=-50), ALICE)
+    _check_scheduling_fields(spec_pb2.JobSpec(), ALICE)
+    with pytest.raises(InvalidArgument):  # the range still holds, for admins too
+        _check_scheduling_fields(spec_pb2.JobSpec(priority=101), ADMIN)
+
+
+def test_stream_slots_are_per_user_and_freed_when_a_stream_ends():
+    slots = StreamSlots(2)
+    with slots.hold("alice"), slots.hold("alice"):
+        with pytest.raises(ResourceExhausted) as err:
+            with slots.hold("alice"):
+                pass
+        assert "user 'alice' has 2 open" in err.value.message
+        with slots.hold("bob"):
+            pass
+    with pytest.raises(RuntimeError):
+        with slots.hold("alice"):
+            raise RuntimeError("the stream failed")
+    assert slots.open == {}
+    with slots.hold("alice"), slots.hold("alice"):
+        pass
+
+
+def test_the_queued_quota_is_read_and_merged():
+    default = Quota.from_fields({b"jobs": b"4"})
+    own = Quota.from_fields({b"queued": b"3"})
+    assert default.merged(own) == Quota(jobs=4, queued=3)
+    assert default.merged(None).queued == 0
