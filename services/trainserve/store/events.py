@@ -1,7 +1,9 @@
 """Per-job event streams (`ts:events:<id>`): state changes, per-epoch metrics and log lines.
 
 Watchers read the history with XRANGE and then block on XREAD, so a late watcher sees
-everything from the start; the stream id is the event id clients resume from.
+everything from the start; the stream id is the event id clients resume from. Every append is
+capped at `MAXLEN` events; once the job is finished the stream expires
+(`store.jobs.RETENTION_S`, set by the terminal transition).
 """
 from __future__ import annotations
 

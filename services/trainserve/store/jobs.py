@@ -4,6 +4,13 @@ A job is a Redis hash `ts:job:<id>` of plain fields (so progress updates and sta
 touch disjoint fields and never overwrite each other). `ts:jobs` and `ts:jobs:<STATE>` are
 sorted sets with score 0 ordered by the id, which starts with the creation time in
 milliseconds, so the indexes list newest first and page by id.
+
+What a user can make the store hold is bounded here, atomically: a request id is its owner's
+(`request_key`) and expires (`REQUEST_ID_TTL_S`); a user's queued jobs are counted in
+`ts:queued-of:<owner>` by the same scripts that queue and start them, so concurrent
+submissions cannot pass the limit; a job's event stream is capped (`events.MAXLEN`) and, once
+the job is finished, its event and worker-log streams expire (`RETENTION_S`). The job hash
+stays: ListJobs and GetJob show finished jobs.
 """
 from __future__ import annotations
 

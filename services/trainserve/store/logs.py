@@ -3,7 +3,8 @@ the worker's rank, read by JobService.StreamLogs.
 
 Workers write through a `LogSink`, which buffers lines and sends them in one pipelined XADD
 batch about every `FLUSH_S`, so a chatty training loop costs no round trip per line. The
-stream is capped (`MAXLEN`, approximate): a job's log keeps its latest lines.
+stream is capped (`MAXLEN`, approximate): a job's log keeps its latest lines; once the job is
+finished the stream expires (`store.jobs.RETENTION_S`, set by the terminal transition).
 """
 from __future__ import annotations
 
