@@ -4,17 +4,22 @@ FIFO within a priority (`jobs.scheduling`); leases on running jobs; per-user quo
 A job leaves the queue only by the atomic transition out of QUEUED (`JobStore.transition`),
 which for a start also takes the job's lease. While a job runs, its dispatcher renews the
 lease; a RUNNING job without a lease belongs to a dead dispatcher and is resumed by whichever
-dispatcher notices first (`orphans`). Nothing about the queue lives in a process's memory.
+dispatcher notices first (`orphans`). Each lease taken comes with a fencing token
+(`store.fencing`), so a dispatcher that merely stalled past its lease can no longer write.
+Nothing about the queue lives in a process's memory.
 """
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass, field
 
 import redis
 
 from trainserve.errors import FailedPrecondition
 from trainserve.jobs.scheduling import Candidate, Need, Quota, Running
 from trainserve.jobs.state import JobState
+from trainserve.store import fencing
 from trainserve.store.jobs import PENDING, QUEUE, JobStore, index_key, job_key, lease_key
 from trainserve.store.redis import PREFIX
 
@@ -34,8 +39,20 @@ return 0
 _IF_OWNER = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({op}) "
              "else return 0 end")
 
-__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "JobQueue", "lease_key", "quota_key",
-           "quota_of", "waiting_count", "oldest_waiting_age"]
+__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "JobQueue", "Lease", "lease_key",
+           "quota_key", "quota_of", "waiting_count", "oldest_waiting_age"]
+
+
+@dataclass
+class Lease:
+    """A job this dispatcher runs: the fencing token its lease came with, when the lease was
+    last renewed (`time.monotonic()`), and `lost`, set once it is known (or must be assumed)
+    to have expired: the job's run must then stop and record nothing."""
+    job_id: str
+    owner: str
+    fence: int
+    renewed_at: float = field(default_factory=time.monotonic)
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 def quota_key(user: str) -> str:
@@ -113,17 +130,19 @@ class JobQueue:
         pipe.execute()
 
     # -- starting and resuming ---------------------------------------------------------------
-    def start(self, job_id: str) -> bool:
-        """QUEUED -> RUNNING with this consumer's lease, atomically; False if the job is no
-        longer queued (cancelled, or another dispatcher started it)."""
+    def start(self, job_id: str) -> int:
+        """QUEUED -> RUNNING with this consumer's lease, atomically, then the lease's fencing
+        token (`store.fencing`). Returns the token, or 0 if the job is no longer queued
+        (cancelled, or another dispatcher started it) or the lease was lost before the token
+        was taken (the job is then an orphan that recovery resumes)."""
         attempts = int(self.r.hget(job_key(job_id), "attempts") or 0)
         try:
             self.store.transition(job_id, JobState.RUNNING, "running",
                                   lease_owner=self.consumer, lease_s=LEASE_SECONDS,
                                   attempts=attempts + 1)
-            return True
         except FailedPrecondition:
-            return False
+            return 0
+        return fencing.take(self.r, job_id, self.consumer)
 
     def orphans(self) -> list[str]:
         """RUNNING jobs that no dispatcher holds a lease on (theirs died)."""
@@ -150,9 +169,10 @@ class JobQueue:
         return added
 
     # -- leases and the scheduler lock -------------------------------------------------------
-    def acquire_lease(self, job_id: str, owner: str | None = None) -> bool:
-        return bool(self.r.set(lease_key(job_id), owner or self.consumer, nx=True,
-                               ex=LEASE_SECONDS))
+    def acquire_lease(self, job_id: str, owner: str | None = None) -> int:
+        """Take the job's lease and a new fencing token in one step; the token, or 0 when
+        another holds the lease."""
+        return fencing.acquire(self.r, job_id, owner or self.consumer, LEASE_SECONDS)
 
     def renew_lease(self, job_id: str, owner: str | None = None) -> bool:
         # Renew only our own lease; a stale owner must not extend someone else's.

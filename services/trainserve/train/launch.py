@@ -43,7 +43,10 @@ class JobContext:
     `spec` is a serialized `JobSpec` (a `JobSpec` is accepted and serialized). `attempt`
     counts dispatcher starts (1 first). `cpus_per_worker` / `num_workers` override the spec's
     `scaling` when set. `max_failures` is how often a crashed worker is restarted in place
-    (it resumes from the latest checkpoint) before the job fails.
+    (it resumes from the latest checkpoint) before the job fails. `fence` is the fencing
+    token of the dispatcher's lease (`store.fencing`): the workers' writes to the job's
+    state carry it and stop being accepted once another dispatcher takes the job over
+    (0: unfenced, for runs outside a dispatcher).
     """
     job_id: str
     spec: bytes
@@ -53,6 +56,7 @@ class JobContext:
     cpus_per_worker: float | None = None
     num_workers: int | None = None
     max_failures: int = 1
+    fence: int = 0
 
     def __post_init__(self):
         if isinstance(self.spec, spec_pb2.JobSpec):
@@ -76,13 +80,20 @@ class JobContext:
 
 
 def run_job(ctx: JobContext, *, should_cancel: Callable[[], bool] | None = None,
-            cancel_grace_s: float = CANCEL_GRACE_S) -> TrainResult:
+            cancel_grace_s: float = CANCEL_GRACE_S,
+            superseded: Callable[[], bool] | None = None,
+            deadline: float | None = None, limit_s: float = 0.0) -> TrainResult:
     """Run the job on the connected Ray cluster and return its `TrainResult`.
 
     Resumes from the job's latest checkpoint when there is one. `should_cancel` (default: the
     job's reporter, i.e. the Redis cancel flag) is polled every `POLL_S`; once true, the
     workers are told to stop and, if they have not within `cancel_grace_s`, killed; the result
-    is then "cancelled". Raises `errors.TrainingError` with a readable message on failure.
+    is then "cancelled". Once `superseded()` is true (the caller lost the job's lease), this
+    run is killed at once and "cancelled" returned: the job's new run shares the job's folder
+    and cancel flag, so neither is touched. Past `deadline` (a `time.time()`), the workers
+    are stopped as for a cancel and `errors.TrainingError` says the job exceeded its
+    wall-clock limit of `limit_s`. Raises `errors.TrainingError` with a readable message on
+    failure.
     """
     paths = ctx.paths
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -94,8 +105,22 @@ def run_job(ctx: JobContext, *, should_cancel: Callable[[], bool] | None = None,
         raise errors.TrainingError(f"num_workers must be >= 1, got {workers}")
     ref = _start(ctx, workers, cpus, use_gpu)
     if should_cancel is None:
-        should_cancel = make_reporter(ctx).cancel_requested
-    return _wait(ref, paths, should_cancel, cancel_grace_s)
+        should_cancel, superseded = _job_flags(ctx, superseded)
+    return _wait(ref, paths, _Stops(should_cancel, superseded, deadline, limit_s),
+                 cancel_grace_s)
+
+
+def _job_flags(ctx: JobContext, superseded: Callable[[], bool] | None):
+    """`(should_cancel, superseded)` read from the job's Redis state: the cancel flag, and
+    for a fenced run whether a newer fencing token exists, both in one round trip a poll.
+    (A superseded run must not be stopped through the job's cancel flag: the job's new run
+    would see it too.)"""
+    reporter = make_reporter(ctx)
+    fence = getattr(reporter, "fence", None)
+    if fence is None:
+        return reporter.cancel_requested, superseded
+    own = superseded or (lambda: False)
+    return (lambda: fence.check()[0]), (lambda: fence.superseded or own())
 
 
 def prewarm(n: int | None = None, cpus_per_worker: float = 1.0) -> None:
@@ -133,26 +158,60 @@ def _start(ctx: JobContext, workers: int, cpus: float, use_gpu: bool):
         num_cpus=0, max_retries=0, name=f"trainserve-trainer-{ctx.job_id}").remote(ctx)
 
 
-def _wait(ref, paths: JobPaths, should_cancel: Callable[[], bool],
-          grace_s: float) -> TrainResult:
+@dataclass(frozen=True)
+class _Stops:
+    """Why `_wait` stops a run early (see `run_job`)."""
+    should_cancel: Callable[[], bool]
+    superseded: Callable[[], bool] | None = None
+    deadline: float | None = None
+    limit_s: float = 0.0
+
+    def why(self) -> str:
+        """"cancel", "deadline" or "" (keep running)."""
+        if _safe_poll(self.should_cancel):
+            return "cancel"
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "deadline"
+        return ""
+
+    def ended(self, why: str) -> TrainResult:
+        """The outcome of a run stopped for `why`."""
+        if why == "deadline":
+            raise errors.TrainingError(
+                f"the job exceeded its wall-clock limit of {self.limit_s:g} s")
+        return TrainResult("cancelled")
+
+
+def _wait(ref, paths: JobPaths, stops: _Stops, grace_s: float) -> TrainResult:
     import ray
-    cancelled_at = None
+    stopping_at, why = None, ""
     while not ray.wait([ref], timeout=POLL_S)[0]:
-        if cancelled_at is None and _safe_poll(should_cancel):
-            log.info("cancel requested for %s; asking the workers to stop", paths.root.name)
-            paths.cancel_flag.touch()
-            cancelled_at = time.monotonic()
-        elif cancelled_at is not None and time.monotonic() - cancelled_at > grace_s:
-            log.warning("job %s did not stop within %.0f s; killing it", paths.root.name, grace_s)
+        if stops.superseded is not None and _safe_poll(stops.superseded):
+            log.warning("job %s: this dispatcher no longer holds its lease; killing its run",
+                        paths.root.name)
             ray.cancel(ref, force=True, recursive=True)
             return TrainResult("cancelled")
+        if stopping_at is None:
+            why = stops.why()
+            if why:
+                log.info("job %s: %s; asking the workers to stop", paths.root.name,
+                         "cancel requested" if why == "cancel" else "wall-clock limit reached")
+                paths.cancel_flag.touch()
+                stopping_at = time.monotonic()
+        elif time.monotonic() - stopping_at > grace_s:
+            log.warning("job %s did not stop within %.0f s; killing it", paths.root.name, grace_s)
+            ray.cancel(ref, force=True, recursive=True)
+            return stops.ended(why)
     try:
-        return ray.get(ref)
+        result = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return TrainResult("cancelled")
+        return stops.ended(why or "cancel")
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable error
+        if why == "deadline":  # e.g. a search stopped before any trial finished
+            return stops.ended(why)
         log.error("job %s failed", paths.root.name, exc_info=exc)
         raise errors.TrainingError(readable_error(exc)) from None
+    return stops.ended(why) if why and result.status == "cancelled" else result
 
 
 def _safe_poll(should_cancel: Callable[[], bool]) -> bool:

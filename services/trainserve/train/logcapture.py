@@ -82,8 +82,11 @@ def capture_logs(ctx: "JobContext", rank: int = 0) -> Iterator["LogSink | None"]
     if ctx.redis_url is None:
         yield None
         return
+    from trainserve.store.fencing import FencedLogSink
     from trainserve.store.logs import LogSink
-    sink = LogSink(ctx.redis_url, ctx.job_id, rank)
+    # Fenced under a dispatcher's lease: a superseded worker's lines are refused.
+    sink = FencedLogSink(ctx.redis_url, ctx.job_id, rank, ctx.fence) if ctx.fence \
+        else LogSink(ctx.redis_url, ctx.job_id, rank)
     handler, package = _SinkHandler(sink), logging.getLogger(PACKAGE_LOGGER)
     old_level = package.level
     if package.getEffectiveLevel() > logging.INFO:

@@ -120,9 +120,15 @@ def epoch_line(epoch: int, total_epochs: int, metrics: Mapping[str, float],
 
 
 def make_reporter(ctx: "JobContext") -> Reporter:
-    """The job's reporter: `RedisReporter(ctx.redis_url, ctx.job_id)`, or a `NullReporter`
-    when `ctx.redis_url` is None. Imports the store lazily, inside the worker that uses it."""
+    """The job's reporter: `FencedReporter(ctx.redis_url, ctx.job_id, ctx.fence)` for a job
+    run under a dispatcher's lease (its writes are refused, and it asks to stop, once
+    another dispatcher took the job over), `RedisReporter` for an unfenced one, or a
+    `NullReporter` when `ctx.redis_url` is None. Imports the store lazily, inside the worker
+    that uses it."""
     if ctx.redis_url is None:
         return NullReporter()
+    if ctx.fence:
+        from trainserve.store.fencing import FencedReporter
+        return FencedReporter(ctx.redis_url, ctx.job_id, ctx.fence)
     from trainserve.store.events import RedisReporter
     return RedisReporter(ctx.redis_url, ctx.job_id)
