@@ -21,8 +21,9 @@ from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.jobs.scheduling import Quota, plan
-from trainserve.store.queue import LEASE_SECONDS, JobQueue, quota_of
+from trainserve.store.queue import LEASE_SECONDS, JobQueue, Lease, quota_of
 from trainserve.store.redis import PREFIX, connect
+from trainserve.train.validate import MAX_JOB_DURATION_S
 
 log = logging.getLogger("trainserve.dispatch")
 READY_KEY = PREFIX + "dispatcher:ready"
@@ -55,6 +56,10 @@ class DispatcherConfig:
     # How often the scheduler looks at the queue, and how many queued jobs it ranks.
     schedule_interval_s: float = 0.25
     schedule_window: int = 1000
+    # Wall-clock limit of a job whose spec sets none (`training.max_duration_s` 0), and the
+    # most any job gets here; specs asking more than MAX_JOB_DURATION_S are refused at
+    # submission.
+    max_job_duration_s: float = MAX_JOB_DURATION_S
 
 
 class Dispatcher:
@@ -66,9 +71,9 @@ class Dispatcher:
         self.deployments = DeploymentsCore(self.r, cfg.public_http or cfg.serve_http,
                                            cfg.public_grpc or cfg.serve_grpc)
         self.runner = JobRunner(self.store, ModelStore(self.r), self.deployments, cfg.redis_url,
-                                cfg.storage_dir)
+                                cfg.storage_dir, max_duration_s=cfg.max_job_duration_s)
         self.metrics = DispatcherMetrics()
-        self.running: set[str] = set()
+        self.running: dict[str, Lease] = {}  # the jobs this dispatcher runs, by id
         self._reasons: dict[str, str] = {}  # the waiting reasons last written
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -157,9 +162,12 @@ class Dispatcher:
 
         decided = plan(self.queue.candidates(self.cfg.schedule_window), self.queue.running(),
                        self._cluster(), quota, max(0, slots))
-        started = [job_id for job_id in decided.start if self.queue.start(job_id)]
-        for job_id in started:
-            self._launch(job_id)
+        started = []
+        for job_id in decided.start:
+            fence = self.queue.start(job_id)
+            if fence:
+                started.append(job_id)
+                self._launch(job_id, fence)
         changed = {j: r for j, r in decided.reasons.items() if self._reasons.get(j) != r}
         if changed:
             self.queue.set_reasons(changed)
@@ -177,36 +185,68 @@ class Dispatcher:
                 with self.lock:
                     if job_id in self.running:
                         continue
-                if self.queue.acquire_lease(job_id):
+                fence = self.queue.acquire_lease(job_id)
+                if fence:
                     log.warning("job %s: its dispatcher is gone; resuming it", job_id)
-                    self._launch(job_id, resume=True)
+                    self._launch(job_id, fence, resume=True)
 
-    def _launch(self, job_id: str, resume: bool = False) -> None:
-        """Run a job this dispatcher holds the lease of, in a thread of its own."""
+    def _launch(self, job_id: str, fence: int, resume: bool = False) -> None:
+        """Run a job this dispatcher holds the lease (with fencing token `fence`) of, in a
+        thread of its own."""
+        lease = Lease(job_id, self.cfg.consumer, fence)
         with self.lock:
-            self.running.add(job_id)
-        threading.Thread(target=self._run_one, args=(job_id, resume), name=f"job-{job_id}",
+            self.running[job_id] = lease
+        threading.Thread(target=self._run_one, args=(lease, resume), name=f"job-{job_id}",
                          daemon=True).start()
 
-    def _run_one(self, job_id: str, resume: bool) -> None:
-        start = time.time()
+    def _run_one(self, lease: Lease, resume: bool) -> None:
+        start, job_id = time.time(), lease.job_id
         try:
-            state = self.runner.run(job_id, started=not resume)
-            self.metrics.finished(state.name.lower(), time.time() - start)
-        except Exception:  # noqa: BLE001 - it stays RUNNING without a lease: recovery retries
+            state = self.runner.run(job_id, started=not resume, lease=lease)
+            if state.is_terminal:
+                self.metrics.finished(state.name.lower(), time.time() - start)
+        except Exception as exc:  # noqa: BLE001 - it stays RUNNING, unleased: recovery retries
             log.exception("job %s: runner failed; recovery will resume it", job_id)
+            try:
+                self.runner.record_interruption(job_id, f"its runner failed: {exc}")
+            except Exception:  # noqa: BLE001 - only a better message for later
+                log.warning("job %s: could not record why it stopped", job_id, exc_info=True)
         finally:
-            self.queue.release_lease(job_id)
+            if not lease.lost.is_set():
+                self.queue.release_lease(job_id)
             with self.lock:
-                self.running.discard(job_id)
+                self.running.pop(job_id, None)
 
     def _lease_loop(self) -> None:
+        """Renew the leases of the jobs running here. A lease that is gone or someone
+        else's, or that could not be renewed for LEASE_SECONDS (Redis unreachable, this
+        process stalled), is lost: its job's run is stopped at once and records nothing,
+        since another dispatcher may be running the job already."""
         while not self.stop.wait(LEASE_SECONDS / 3):
             with self.lock:
-                ids = list(self.running)
-            for job_id in ids:
-                self.queue.renew_lease(job_id)
-            self.metrics.running.set(len(ids))
+                leases = list(self.running.values())
+            for lease in leases:
+                self._renew(lease)
+            self.metrics.running.set(len(leases))
+
+    def _renew(self, lease: Lease) -> None:
+        if lease.lost.is_set():
+            return
+        # Judged before asking: a renewal that comes after the lease ran out is too late
+        # even if it succeeds (another dispatcher may have come and gone meanwhile).
+        asked = time.monotonic()
+        late = asked - lease.renewed_at >= LEASE_SECONDS
+        try:
+            ok = bool(self.queue.renew_lease(lease.job_id)) and not late
+        except Exception:  # noqa: BLE001 - e.g. Redis unreachable: retried next round
+            log.warning("job %s: lease renewal failed", lease.job_id, exc_info=True)
+            ok = None if not late else False
+        if ok:
+            lease.renewed_at = asked  # the new expiry counts from no earlier than this
+        elif ok is False:
+            log.error("job %s: this dispatcher lost its lease; stopping its run of the job",
+                      lease.job_id)
+            lease.lost.set()
 
     def _cluster_loop(self) -> None:
         while not self.stop.wait(10.0):
