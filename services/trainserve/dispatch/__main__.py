@@ -42,6 +42,8 @@ def main(argv=None) -> None:
                    help="default per-user limit of CPUs held by running jobs (0: none)")
     p.add_argument("--user-max-gpus", type=float, default=d.user_max_gpus,
                    help="default per-user limit of GPUs held by running jobs (0: none)")
+    p.add_argument("--job-retention-s", type=int, default=d.job_retention_s,
+                   help="how long a finished job's events and worker logs are kept (0: forever)")
     p.add_argument("--max-job-duration-s", type=float, default=d.max_job_duration_s,
                    help="wall-clock limit of a job whose spec sets none, and the most any job "
                         "gets, in seconds (default: 24 h, the most a spec may ask for)")
@@ -61,7 +63,8 @@ def main(argv=None) -> None:
                            inference_token_file=args.inference_token_file,
                            serve_options=serve_options, user_max_jobs=args.user_max_jobs,
                            user_max_cpus=args.user_max_cpus, user_max_gpus=args.user_max_gpus,
-                           max_job_duration_s=args.max_job_duration_s)
+                           max_job_duration_s=args.max_job_duration_s,
+                           job_retention_s=args.job_retention_s)
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port, addr=args.metrics_host)

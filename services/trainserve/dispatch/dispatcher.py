@@ -18,7 +18,7 @@ from trainserve.dispatch.metrics import DispatcherMetrics
 from trainserve.dispatch.runner import JobRunner
 from trainserve.jobs.service import CLUSTER_KEY
 from trainserve.registry.service import DeploymentsCore
-from trainserve.store.jobs import JobStore
+from trainserve.store.jobs import RETENTION_S, JobStore
 from trainserve.store.models import ModelStore
 from trainserve.jobs.scheduling import Quota, plan
 from trainserve.store.queue import LEASE_SECONDS, JobQueue, Lease, quota_of
@@ -49,8 +49,9 @@ class DispatcherConfig:
     # More `ServeConfig` fields (replicas, autoscaling, resources), by name.
     serve_options: dict = field(default_factory=dict)
     # Default per-user quota (0 = unlimited): concurrent jobs, CPUs, GPUs. Published to
-    # `ts:quota:default`; `ts:quota:<user>` fields override it per user.
-    user_max_jobs: int = 0
+    # `ts:quota:default`; `ts:quota:<user>` fields override it per user. One user's jobs
+    # alone cannot take every slot of a shared cluster beyond `user_max_jobs`.
+    user_max_jobs: int = 4
     user_max_cpus: float = 0.0
     user_max_gpus: float = 0.0
     # How often the scheduler looks at the queue, and how many queued jobs it ranks.
@@ -60,13 +61,15 @@ class DispatcherConfig:
     # most any job gets here; specs asking more than MAX_JOB_DURATION_S are refused at
     # submission.
     max_job_duration_s: float = MAX_JOB_DURATION_S
+    # How long a finished job's events and worker logs are kept, in seconds (0: forever).
+    job_retention_s: int = RETENTION_S
 
 
 class Dispatcher:
     def __init__(self, cfg: DispatcherConfig):
         self.cfg = cfg
         self.r = connect(cfg.redis_url)
-        self.store = JobStore(self.r)
+        self.store = JobStore(self.r, retention_s=cfg.job_retention_s)
         self.queue = JobQueue(self.r, cfg.consumer, self.store)
         self.deployments = DeploymentsCore(self.r, cfg.public_http or cfg.serve_http,
                                            cfg.public_grpc or cfg.serve_grpc)
