@@ -25,7 +25,7 @@ class Gate:
         self.started: list[str] = []
         self.events: dict[str, threading.Event] = {}
 
-    def __call__(self, ctx):
+    def __call__(self, ctx, **_):  # e.g. superseded=: the run's lease check
         self.started.append(ctx.job_id)
         self.events.setdefault(ctx.job_id, threading.Event()).wait(30)
         return TrainResult("cancelled")
