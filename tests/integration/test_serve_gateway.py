@@ -74,6 +74,7 @@ def _register(redis_client, storage: Path, tmp: Path, name: str, dataset: str, t
     """Write an artifact of a random MLP through train/ and register it; its model dir."""
     from trainserve.pb import job_pb2, spec_pb2
     from trainserve.registry.versions import register
+    from trainserve.tenancy import Principal
     from trainserve.store.models import ModelStore
     from trainserve.train.artifacts import save_artifact
     from trainserve.train.data import Preprocessing
@@ -92,8 +93,8 @@ def _register(redis_client, storage: Path, tmp: Path, name: str, dataset: str, t
     pre = Preprocessing("standard", tuple(rng.normal(5, 1, n_in).tolist()),
                         tuple(rng.uniform(0.5, 2, n_in).tolist()))
     artifact = save_artifact(tmp / job_id, model, spec, info, pre, {"test_accuracy": 0.5})
-    job = job_pb2.Job(id=job_id, spec=spec)
-    mv = register(ModelStore(redis_client), storage, job, artifact)
+    job = job_pb2.Job(id=job_id, spec=spec, user="tester")
+    mv = register(ModelStore(redis_client), storage, job, artifact, Principal("tester", "user"))
     return mv, Path(mv.artifact_uri)
 
 

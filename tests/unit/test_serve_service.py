@@ -173,3 +173,28 @@ def test_serve_config_validation():
         ServeConfig(loader="trainserve.train.artifacts.load_artifact")
     with pytest.raises(ValueError):
         ServeConfig(host_replicas=0)
+
+
+class RecordedMetrics:
+    def __init__(self):
+        self.requests = []
+
+    def request(self, endpoint, model_id, code, seconds):
+        self.requests.append((endpoint, model_id, code))
+
+    def batch(self, model_id, requests):
+        pass
+
+
+def test_requests_for_made_up_names_share_one_metrics_label(local):
+    from trainserve.serve.service import UNRESOLVED
+
+    local.service.metrics = recorded = RecordedMetrics()
+    run(local.service.infer("iris", "", request(np.ones((1, 4)))))
+    for made_up in ("nope-1", "nope-2"):
+        with pytest.raises(NotFound):
+            run(local.service.infer(made_up, "", request(np.ones((1, 4)))))
+    local.service.refused("nope-3", InvalidArgument("malformed"))
+    assert recorded.requests == [("iris", "iris-mlp:1", "OK"),
+                                 (UNRESOLVED, "", "NOT_FOUND"), (UNRESOLVED, "", "NOT_FOUND"),
+                                 (UNRESOLVED, "", "INVALID_ARGUMENT")]

@@ -28,6 +28,8 @@ SERVER_NAME = "trainserve"
 # Triton's name for the binary tensor extension of the REST protocol.
 EXTENSIONS = ("binary_tensor_data",)
 PLATFORM = "pytorch"
+# The endpoint label of requests whose endpoint name resolved to nothing (or was never read).
+UNRESOLVED = "(unresolved)"
 
 
 class Backend(Protocol):
@@ -112,13 +114,15 @@ class InferenceService:
             error = exc
             raise
         finally:
-            self.metrics.request(name, model_id, status_code(error),
-                                 time.perf_counter() - started)
+            # A name no endpoint resolved to is the client's text: one label for all of them,
+            # or anyone could grow the metrics without bound by asking for made-up names.
+            self.metrics.request(name if model_id else UNRESOLVED, model_id,
+                                 status_code(error), time.perf_counter() - started)
 
     def refused(self, name: str, exc: BaseException) -> None:
         """Count a request for endpoint `name` that its transport refused before `infer`
-        (malformed JSON or protobuf)."""
-        self.metrics.request(name, "", status_code(exc), 0.0)
+        (malformed JSON or protobuf); not resolved, so under the `UNRESOLVED` label."""
+        self.metrics.request(UNRESOLVED, "", status_code(exc), 0.0)
 
     async def _infer(self, ep: Endpoint, name: str, request: InferRequest) -> InferResponse:
         inputs = ep.signature.validate_inputs(request)
