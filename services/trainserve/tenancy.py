@@ -16,10 +16,13 @@ a TypeError, never a superuser.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from trainserve import errors
 
+# Names of models, endpoints and datasets (they appear in URLs and Redis keys), matched whole.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 WHAT = {"model": "model", "deployment": "endpoint", "dataset": "dataset"}
 
 
@@ -59,7 +62,18 @@ def claim(names, wanted: list[tuple[str, str, str]], owner: str) -> None:
     for (kind, name, field), holder in zip(wanted, held):
         if holder != owner:
             raise errors.AlreadyExists(f"{field}: {WHAT[kind]} name {name!r} belongs to "
-                                       f"another user; choose another {field}")
+                                       f"another user; choose another {field}"
+                                       f"{_suggestion(owner, name)}")
+
+
+def _suggestion(owner: str, name: str) -> str:
+    """`, e.g. 'bob-digits-lenet5'`: the name under the owner's own prefix (names are global,
+    so a class submitting the same example needs one each), when that is a valid name."""
+    prefix = re.sub(r"[^a-z0-9._-]+", "-", owner.lower()).strip("-._")
+    candidate = f"{prefix}-{name}"[:63]
+    if not prefix or name.startswith(prefix + "-") or not NAME_RE.fullmatch(candidate):
+        return ""
+    return f", e.g. {candidate!r}"
 
 
 def owner_of(caller: Principal, default: str = "") -> str:

@@ -48,6 +48,17 @@ def test_a_claimed_name_is_refused_to_another_user_with_its_field():
     assert err.value.message.startswith("spec.deploy.name: endpoint name 'x' belongs to "
                                         "another user")
     assert err.value.grpc_code == "ALREADY_EXISTS"
+    assert err.value.message.endswith("choose another spec.deploy.name, e.g. 'bob-x'")
+
+
+def test_the_refusal_suggests_a_name_under_the_users_own_prefix():
+    names = Held()
+    tenancy.claim(names, [("model", "digits-lenet5", "spec.name")], "alice")
+    for user, hint in (("Bob@Example.org", ", e.g. 'bob-example.org-digits-lenet5'"),
+                       ("___", ""), ("digits", "")):  # no prefix left; already prefixed
+        with pytest.raises(errors.AlreadyExists) as err:
+            tenancy.claim(names, [("model", "digits-lenet5", "spec.name")], user)
+        assert err.value.message.endswith("choose another spec.name" + hint)
 
 
 @pytest.mark.parametrize("name", ["prod\n", "prod\r\n", "\nprod", "Prod", "-prod", "a" * 64,

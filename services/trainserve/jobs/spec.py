@@ -2,7 +2,6 @@
 server-side validation every submission passes (one set of field paths in every error)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -10,8 +9,8 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from trainserve.errors import InvalidArgument
 from trainserve.pb import spec_pb2
+from trainserve.tenancy import NAME_RE
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 def check_name(name: str, field: str) -> None:
