@@ -172,15 +172,18 @@ def test_redis_killed_mid_burst_loses_no_acknowledged_write(api_stack):
 
 def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_stack):
     stack = api_stack  # the API checks tokens: these calls are the admin's, for a user
-    job = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(3), request_id="u1",
+    mine, theirs = _spec(3), _spec(0)
+    mine.name, theirs.name = "alice-xor", "bob-xor"  # a model name is its first owner's
+    job = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=mine, request_id="u1",
                                                         user="alice"), timeout=10)
     assert (job.user, job.priority, job.message) == ("alice", 3, "queued")
-    other = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=_spec(0), request_id="u2",
+    other = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=theirs, request_id="u2",
                                                           user="bob"), timeout=10)
     assert other.user == "bob"
     stack.redis.hset("ts:quota:alice", mapping={"cpus": "1"})
     try:
         big = _spec(0)
+        big.name = "alice-xor"
         big.scaling.num_workers = 2
         with pytest.raises(grpc.RpcError) as err:
             stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=big, request_id="u3",
