@@ -51,6 +51,13 @@ class Config:
     # Redis's memory cap (redis.conf `maxmemory`, e.g. "2gb"; "0" is none), with
     # `noeviction`: at the cap writes are refused (RESOURCE_EXHAUSTED), nothing is dropped.
     redis_maxmemory: str = "2gb"
+    # Per-user limits of the job API and the dispatcher; None: the service's own default (100
+    # queued jobs, 16 open WatchJob/StreamLogs streams, 4 running jobs; a finished job's
+    # events and worker logs kept 604800 s, 7 days). 0: no limit (retention: kept forever).
+    user_max_queued: int | None = None
+    user_max_streams: int | None = None
+    user_max_jobs: int | None = None
+    job_retention_s: int | None = None
     # The Ray head's GCS port (the address drivers connect to).
     ray_gcs_port: int = 6379
     # CPUs the Ray head offers; None lets Ray count them.

@@ -439,14 +439,19 @@ class LocalStack:
         auth = (["--admin-token-file", str(c.admin_token_path)] if c.api_auth
                 else ["--insecure"])
         return [sys.executable, "-m", "trainserve.api", "--listen", c.api_address,
-                *self._service_args(), "--metrics-port", str(c.api_metrics_port), *auth]
+                *self._service_args(), "--metrics-port", str(c.api_metrics_port), *auth,
+                *_set_flags({"--user-max-queued": c.user_max_queued,
+                             "--user-max-streams": c.user_max_streams,
+                             "--job-retention-s": c.job_retention_s})]
 
     def _dispatcher_command(self, consumer: str) -> list[str]:
         c = self.config
         return [sys.executable, "-m", "trainserve.dispatch", "--ray-address", c.ray_address,
                 *self._service_args(), "--metrics-port", str(c.dispatcher_metrics_port),
                 "--consumer", consumer, *self._inference_auth_args(),
-                *(f"--serve-option={k}={v}" for k, v in c.serve_options().items())]
+                *(f"--serve-option={k}={v}" for k, v in c.serve_options().items()),
+                *_set_flags({"--user-max-jobs": c.user_max_jobs,
+                             "--job-retention-s": c.job_retention_s})]
 
     def _inference_auth_args(self) -> list[str]:
         """With `inference_auth`, the token file the gateway checks (created empty, mode
@@ -782,6 +787,11 @@ def _redis_server() -> str:
         raise LocalStackError("redis-server is not installed (Debian: apt-get install "
                               "redis-server; ./dev.sh build installs it)")
     return path
+
+
+def _set_flags(flags: dict[str, int | None]) -> list[str]:
+    """`--flag=value` for each setting given (None: the service keeps its own default)."""
+    return [f"{flag}={value}" for flag, value in flags.items() if value is not None]
 
 
 def _quote(text: str) -> str:

@@ -94,3 +94,17 @@ def test_the_queued_quota_is_read_and_merged():
     own = Quota.from_fields({b"queued": b"3"})
     assert default.merged(own) == Quota(jobs=4, queued=3)
     assert default.merged(None).queued == 0
+
+
+def test_trainserve_up_passes_only_the_limits_it_is_given(tmp_path):
+    from trainserve.config import Config
+    from trainserve.local import LocalStack
+    plain = LocalStack(Config(state_dir=tmp_path))
+    assert not [a for a in plain._api_command() + plain._dispatcher_command("d")
+                if a.startswith(("--user-max", "--job-retention"))]
+    cfg = Config.from_env({"TRAINSERVE_USER_MAX_QUEUED": "7"}, state_dir=tmp_path,
+                          user_max_streams=2, user_max_jobs=1, job_retention_s=0)
+    stack = LocalStack(cfg)
+    assert {"--user-max-queued=7", "--user-max-streams=2", "--job-retention-s=0"} \
+        <= set(stack._api_command())
+    assert {"--user-max-jobs=1", "--job-retention-s=0"} <= set(stack._dispatcher_command("d"))

@@ -49,6 +49,19 @@ def up(
         "--redis-maxmemory", metavar="SIZE",
         help="Redis's memory cap, e.g. 2gb (the default) or 512mb; at the cap writes are "
              "refused (noeviction), nothing is dropped.")] = None,
+    user_max_queued: Annotated[int | None, typer.Option(
+        "--user-max-queued", min=0,
+        help="Jobs one user may have queued (default 100; 0: no limit).")] = None,
+    user_max_streams: Annotated[int | None, typer.Option(
+        "--user-max-streams", min=0,
+        help="Open WatchJob/StreamLogs streams per user (default 16; 0: no limit).")] = None,
+    user_max_jobs: Annotated[int | None, typer.Option(
+        "--user-max-jobs", min=0,
+        help="Running jobs per user (default 4; 0: no limit).")] = None,
+    job_retention_s: Annotated[int | None, typer.Option(
+        "--job-retention-s", min=0,
+        help="Seconds a finished job's events and worker logs are kept (default 604800, "
+             "7 days; 0: forever).")] = None,
     inference_auth: Annotated[bool | None, typer.Option(
         "--inference-auth/--no-inference-auth",
         help="Require bearer tokens (`trainserve token create`) on the inference endpoints "
@@ -90,7 +103,9 @@ def up(
                      serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
                      dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus,
                      inference_auth=inference_auth, api_auth=api_auth, serve_mode=serve_mode,
-                     redis_maxmemory=redis_maxmemory,
+                     redis_maxmemory=redis_maxmemory, user_max_queued=user_max_queued,
+                     user_max_streams=user_max_streams, user_max_jobs=user_max_jobs,
+                     job_retention_s=job_retention_s,
                      serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
                      serve_target_ongoing_requests=serve_target_ongoing,
                      serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,
