@@ -89,6 +89,66 @@ def test_stream_slots_are_per_user_and_freed_when_a_stream_ends():
         pass
 
 
+def test_stream_slots_have_a_total_for_all_users():
+    slots = StreamSlots(2, total=3)
+    with slots.hold("alice"), slots.hold("alice"), slots.hold("bob"):
+        with pytest.raises(ResourceExhausted) as err:
+            with slots.hold("carol"):
+                pass
+        assert "3 open WatchJob/StreamLogs streams, its limit (max_streams)" in err.value.message
+    with slots.hold("carol"):
+        pass
+
+
+def test_live_streams_never_delay_other_calls():
+    """Streams step on a pool of their own: with the short calls' only thread free, GetJob
+    answers at once while three watches block a second per step."""
+    import asyncio
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainserve.api.auth import acting_as
+    from trainserve.api.servicers import JobServicer, _Blocking
+    from trainserve.pb import job_pb2
+
+    def slow_events():
+        while True:
+            time.sleep(1.0)  # what the store's follow() does when nothing happens
+            yield job_pb2.JobEvent()
+
+    class Core:
+        class store:
+            class events:
+                follow = staticmethod(lambda *a, **k: slow_events())
+
+        def get(self, job_id, caller):
+            return job_pb2.Job(id=job_id)
+
+        def is_terminal(self, job_id):
+            return False
+
+    servicer = JobServicer(Core(), _Blocking(ThreadPoolExecutor(1)), StreamSlots(),
+                           _Blocking(ThreadPoolExecutor(3)))
+    request = job_pb2.WatchJobRequest(job_id="j-1")
+
+    async def scenario():
+        async def watch():
+            async for _ in servicer.WatchJob(request, None):
+                pass
+        watches = [asyncio.create_task(watch()) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        await servicer.GetJob(job_pb2.GetJobRequest(job_id="j-1"), None)
+        took = time.perf_counter() - started
+        for w in watches:
+            w.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
+        return took
+
+    with acting_as(ALICE):
+        assert asyncio.run(scenario()) < 0.5
+
+
 def test_the_queued_quota_is_read_and_merged():
     default = Quota.from_fields({b"jobs": b"4"})
     own = Quota.from_fields({b"queued": b"3"})

@@ -44,6 +44,8 @@ def main(argv=None) -> None:
                         "'queued' overrides it per user")
     p.add_argument("--user-max-streams", type=int, default=ApiConfig.user_max_streams,
                    help="open WatchJob/StreamLogs streams per user in this process (0: none)")
+    p.add_argument("--max-streams", type=int, default=ApiConfig.max_streams,
+                   help="open WatchJob/StreamLogs streams in all in this process (0: no limit)")
     p.add_argument("--request-id-ttl-s", type=int, default=ApiConfig.request_id_ttl_s,
                    help="how long a request id returns its job (0: forever)")
     p.add_argument("--job-retention-s", type=int, default=ApiConfig.job_retention_s,
@@ -70,7 +72,7 @@ def main(argv=None) -> None:
                     admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
                     max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
-                    user_max_streams=args.user_max_streams,
+                    user_max_streams=args.user_max_streams, max_streams=args.max_streams,
                     request_id_ttl_s=args.request_id_ttl_s,
                     job_retention_s=args.job_retention_s)
     if args.metrics_port:

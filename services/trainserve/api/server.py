@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from trainserve.config import Config
 from trainserve.api.auth import AuthInterceptor, AuthServicer, TokenCache
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
-from trainserve.api.servicers import (USER_MAX_STREAMS, DatasetServicer, DeploymentServicer,
-                                      JobServicer, ModelServicer, StreamSlots, _Blocking)
+from trainserve.api.servicers import (MAX_STREAMS, USER_MAX_STREAMS, DatasetServicer,
+                                      DeploymentServicer, JobServicer, ModelServicer,
+                                      StreamSlots, _Blocking)
 from trainserve.jobs.service import MAX_SPEC_BYTES, USER_MAX_QUEUED, Admission, JobsCore
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S
 from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
@@ -48,8 +49,10 @@ class ApiConfig:
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Uploaded dataset bytes one user may store in all (RESOURCE_EXHAUSTED past it).
     max_user_dataset_bytes: int = DEFAULT_MAX_USER_BYTES
-    # Threads for blocking Redis calls; each live WatchJob holds one for up to a second.
+    # Threads for blocking Redis calls, and apart from them the threads of live
+    # WatchJob/StreamLogs streams (each step of a stream holds one for up to a second).
     threads: int = 64
+    stream_threads: int = 64
     # Admission (jobs.service.Admission; 0: no limit): a spec's serialized size; the jobs one
     # user may have queued (`ts:quota:<user>` field `queued` overrides it); how long a request
     # id returns its job; how long a finished job's events and worker logs are kept.
@@ -57,8 +60,9 @@ class ApiConfig:
     user_max_queued: int = USER_MAX_QUEUED
     request_id_ttl_s: int = REQUEST_ID_TTL_S
     job_retention_s: int = RETENTION_S
-    # Open WatchJob/StreamLogs streams per user in this process (0: no limit).
+    # Open WatchJob/StreamLogs streams per user, and in all, in this process (0: no limit).
     user_max_streams: int = USER_MAX_STREAMS
+    max_streams: int = MAX_STREAMS
     # Bearer tokens on every RPC but health checks (api/auth.py). Off (`--insecure`, a
     # development mode): callers are plain users by the name they assert, and the server
     # listens on loopback only.
@@ -111,7 +115,9 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
     jobs = JobsCore(client, cfg.storage_dir, Admission(
         cfg.max_spec_bytes, cfg.user_max_queued, cfg.request_id_ttl_s, cfg.job_retention_s))
     job_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(jobs, run, StreamSlots(cfg.user_max_streams)), server)
+        JobServicer(jobs, run, StreamSlots(cfg.user_max_streams, cfg.max_streams),
+                    _Blocking(ThreadPoolExecutor(cfg.stream_threads,
+                                                 thread_name_prefix="api-stream"))), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
                                                       server)
     deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)

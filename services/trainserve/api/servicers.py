@@ -22,6 +22,7 @@ from trainserve.tenancy import Principal
 EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these
 ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
 USER_MAX_STREAMS = 16  # open WatchJob/StreamLogs streams per user and API process
+MAX_STREAMS = 256  # open WatchJob/StreamLogs streams in all, per API process
 
 
 def submitter(request_user: str) -> tuple[str, Principal]:
@@ -49,11 +50,13 @@ class _Blocking:
 
 class StreamSlots:
     """How many WatchJob/StreamLogs streams each user has open in this process, at most `limit`
-    (0: no limit): a live stream holds one of the API's threads for up to a second at a time,
-    so one user's watches must not take them all. Used from the event loop only."""
+    each and `total` in all (0: no limit). A live stream holds a thread of the streams' own
+    pool for up to a second at a time: one user's watches must not take them all, and all
+    users' together must not make every stream wait seconds for a thread. Used from the event
+    loop only."""
 
-    def __init__(self, limit: int = USER_MAX_STREAMS):
-        self.limit = limit
+    def __init__(self, limit: int = USER_MAX_STREAMS, total: int = MAX_STREAMS):
+        self.limit, self.total = limit, total
         self.open: dict[str, int] = {}
 
     @contextlib.contextmanager
@@ -64,6 +67,9 @@ class StreamSlots:
         if self.limit and n >= self.limit:
             raise ResourceExhausted(f"user {user!r} has {n} open WatchJob/StreamLogs streams, "
                                     f"the limit ({self.limit}, user_max_streams); close some")
+        if self.total and sum(self.open.values()) >= self.total:
+            raise ResourceExhausted(f"this server has {self.total} open WatchJob/StreamLogs "
+                                    f"streams, its limit (max_streams); try again later")
         self.open[user] = n + 1
         try:
             yield
@@ -74,9 +80,14 @@ class StreamSlots:
 
 
 class JobServicer(job_pb2_grpc.JobServiceServicer):
-    def __init__(self, core: JobsCore, run: _Blocking, streams: StreamSlots | None = None):
+    """`run` takes the short blocking calls; `follow` (default: `run`) the steps of live
+    streams, which block up to a second each, so that streams never delay other calls."""
+
+    def __init__(self, core: JobsCore, run: _Blocking, streams: StreamSlots | None = None,
+                 follow: _Blocking | None = None):
         self.core = core
         self.run = run
+        self.follow = follow or run
         self.artifacts = JobArtifacts(core)
         self.streams = streams or StreamSlots()
 
@@ -102,11 +113,11 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     async def WatchJob(self, request, context):
         with self.streams.hold(principal().user):
             await self.run(self.core.get, request.job_id, principal())  # NOT_FOUND: before
-            # The store's follow() blocks at most a second a step, on the pool's threads.
+            # The store's follow() blocks at most a second a step, on the streams' threads.
             events = self.core.store.events.follow(
                 request.job_id, request.after_event_id,
                 is_done=lambda: self.core.is_terminal(request.job_id))
-            while (event := await self.run(next, events, None)) is not None:
+            while (event := await self.follow(next, events, None)) is not None:
                 yield event
 
     async def ListArtifacts(self, request, context):
@@ -126,7 +137,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         with self.streams.hold(principal().user):
             lines = await self.run(self.core.logs, request.job_id, request.after_id,
                                    request.follow, principal())
-            while (line := await self.run(next, lines, None)) is not None:
+            while (line := await self.follow(next, lines, None)) is not None:
                 yield line
 
 
