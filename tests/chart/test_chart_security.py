@@ -177,3 +177,14 @@ def test_default_per_user_quotas(default, render):
     set_all = render(values={"api": {"userQuota": {"maxQueuedJobs": 20, "maxStreams": 4}}})
     api = container(set_all["docs"], "Deployment", "-api")["args"]
     assert {"--user-max-queued=20", "--user-max-streams=4"} <= set(api)
+
+
+def test_jobs_have_a_wall_clock_maximum_and_finished_streams_expire(default, render):
+    dispatcher = container(default["docs"], "Deployment", "-dispatcher")["args"]
+    assert {"--max-job-duration-s=86400", "--job-retention-s=604800"} <= set(dispatcher)
+    api = container(default["docs"], "Deployment", "-api")["args"]
+    assert "--job-retention-s=604800" in api
+    lowered = render(values={"dispatcher": {"maxJobDurationS": 3600, "jobRetentionS": 0}})
+    dispatcher = container(lowered["docs"], "Deployment", "-dispatcher")["args"]
+    assert {"--max-job-duration-s=3600", "--job-retention-s=0"} <= set(dispatcher)
+    assert not render(values={"dispatcher": {"maxJobDurationS": 90000}})["ok"]
