@@ -115,6 +115,7 @@ class Client:
                                 else os.environ.get(INFERENCE_TOKEN_ENV) or None)
         self.timeout = timeout
         self.retry_for = retry_for
+        self._insecure = insecure
         self._channel = channel or api_channel(self.address, token, tls, insecure)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
@@ -429,16 +430,23 @@ class Client:
     def infer(self, name: str, request: Mapping[str, Any], http: str = "127.0.0.1:8000"
               ) -> dict[str, Any]:
         """Send a ready-made OIP v2 inference request (a dict) and return the JSON response."""
-        url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
-        return _http_json("POST", url, request, self.timeout, self._inference_headers())
+        base = rest_base(http)
+        url = f"{base}/v2/models/{urllib.parse.quote(name, safe='')}/infer"
+        return _http_json("POST", url, request, self.timeout, self._inference_headers(base))
 
     def model_metadata(self, name: str, http: str = "127.0.0.1:8000") -> dict[str, Any]:
         """`GET /v2/models/{name}`: the endpoint's inputs and outputs (name, datatype, shape)."""
-        url = f"{rest_base(http)}/v2/models/{urllib.parse.quote(name, safe='')}"
-        return _http_json("GET", url, None, self.timeout, self._inference_headers())
+        base = rest_base(http)
+        url = f"{base}/v2/models/{urllib.parse.quote(name, safe='')}"
+        return _http_json("GET", url, None, self.timeout, self._inference_headers(base))
 
-    def _inference_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.inference_token}"} if self.inference_token else {}
+    def _inference_headers(self, base: str) -> dict[str, str]:
+        """The inference token's header for requests to `base` (http[s]://host:port)."""
+        if not self.inference_token:
+            return {}
+        scheme, _, netloc = base.partition("://")
+        check_token_transport("inference token", netloc, scheme == "https", self._insecure)
+        return {"Authorization": f"Bearer {self.inference_token}"}
 
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request, retry: bool = True) -> T:
@@ -559,14 +567,26 @@ def api_channel(address: str, token: str | None = None,
     `$TRAINSERVE_ALLOW_INSECURE_TOKEN=1`) says the network is trusted."""
     tls = tls or TlsFiles.from_env()
     token = token if token is not None else api_token(address)
-    if token and not tls and not _loopback(address) and not _allow_insecure(insecure):
-        raise errors.FailedPrecondition(
-            f"refusing to send the API token in clear to {address} (no TLS, not this "
-            "machine): set TRAINSERVE_TLS_CA (the server's CA) to use TLS, or "
-            f"{ALLOW_INSECURE_TOKEN_ENV}=1 (Client(insecure=True)) on a network you trust")
+    if token:
+        check_token_transport("API token", address, bool(tls), insecure)
     channel = (grpc.secure_channel(address, tls.credentials(), options=_options(address))
                if tls else grpc.insecure_channel(address, options=_options(address)))
     return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+def check_token_transport(what: str, address: str, encrypted: bool,
+                          insecure: bool | None = None) -> None:
+    """FailedPrecondition unless a token may go to `address` (HOST:PORT): over TLS, to this
+    machine, or where `insecure` (default `$TRAINSERVE_ALLOW_INSECURE_TOKEN=1`) says the
+    network is trusted. A token sent in clear to another machine is anyone's on the way."""
+    if encrypted or _loopback(address) or _allow_insecure(insecure):
+        return
+    fix = ("set TRAINSERVE_TLS_CA (the server's CA) to use TLS" if what == "API token"
+           else "use an https:// address")
+    raise errors.FailedPrecondition(
+        f"refusing to send the {what} in clear to {address} (no TLS, not this machine): "
+        f"{fix}, or {ALLOW_INSECURE_TOKEN_ENV}=1 (Client(insecure=True)) on a network you "
+        "trust")
 
 
 def _allow_insecure(insecure: bool | None) -> bool:

@@ -491,3 +491,19 @@ def test_a_token_goes_in_clear_to_loopback(monkeypatch, address):
     monkeypatch.delenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", raising=False)
     monkeypatch.delenv("TRAINSERVE_TLS_CA", raising=False)
     Client(address, token="tsk_secret").close()
+
+
+def test_an_inference_token_is_not_sent_in_clear_to_another_machine(monkeypatch):
+    monkeypatch.delenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", raising=False)
+    client = Client("127.0.0.1:1", token="", inference_token="inf_secret")
+    remote = f"http://{REMOTE}"
+    with pytest.raises(errors.FailedPrecondition) as refused:  # refused before any connection
+        client.infer("clf", {"inputs": []}, http=remote)
+    assert "inference token in clear" in refused.value.message
+    assert "https://" in refused.value.message and "inf_secret" not in refused.value.message
+    assert client._inference_headers(f"https://{REMOTE}") == {
+        "Authorization": "Bearer inf_secret"}
+    assert client._inference_headers("http://127.0.0.1:8000")["Authorization"].endswith("secret")
+    monkeypatch.setenv("TRAINSERVE_ALLOW_INSECURE_TOKEN", "1")
+    assert client._inference_headers(remote)
+    client.close()
