@@ -43,11 +43,12 @@ HOSTILE_FLOATS = [0.0, -0.0, -1.0, 1e-12, 0.5, 1.0, 3.0, 1e6, 1e308, -1e308, mat
 
 
 def _leaf_paths(desc, prefix=(), depth=0):
-    """(field path, field descriptor) of every scalar field reachable in `desc`, 4 deep."""
+    """(field path, field descriptor) of every scalar field reachable in `desc`, 4 deep,
+    through singular messages (maps and repeated messages have no path of names)."""
     for f in desc.fields:
         path = prefix + (f.name,)
         if f.type == pb_descriptor.FieldDescriptor.TYPE_MESSAGE:
-            if f.message_type.GetOptions().map_entry or depth >= 4:
+            if f.is_repeated or depth >= 4:
                 continue
             if f.message_type.full_name.startswith("google.protobuf"):
                 continue

@@ -441,6 +441,7 @@ def test_rest_base(given):
 def test_default_address_comes_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TRAINSERVE_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("TRAINSERVE_API", raising=False)
+    monkeypatch.delenv("TRAINSERVE_TOKEN", raising=False)  # set by a test stack in the session
     assert Client().address == "127.0.0.1:50051"
     monkeypatch.setenv("TRAINSERVE_API", "10.0.0.1:7000")
     assert Client().address == "10.0.0.1:7000"
