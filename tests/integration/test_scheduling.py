@@ -8,7 +8,8 @@ import pytest
 
 from tests.integration.helpers import example
 from trainserve.errors import InvalidArgument
-from trainserve.jobs.service import CLUSTER_KEY, JobsCore
+from trainserve.jobs.service import JobsCore
+from trainserve.store.queue import CLUSTER_KEY
 from trainserve.jobs.state import JobState
 from trainserve.store.queue import quota_key
 from trainserve.tenancy import Principal

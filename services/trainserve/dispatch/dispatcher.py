@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from trainserve.config import Config
 from trainserve.dispatch.metrics import DispatcherMetrics
 from trainserve.dispatch.runner import JobRunner
-from trainserve.jobs.service import CLUSTER_KEY
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import RETENTION_S, JobStore
 from trainserve.store.models import ModelStore
 from trainserve.jobs.scheduling import Quota, plan
-from trainserve.store.queue import LEASE_SECONDS, JobQueue, Lease, quota_of
+from trainserve.store.queue import (CLUSTER_KEY, LEASE_SECONDS, JobQueue, Lease,
+                                    cluster_resources, quota_of)
 from trainserve.store.redis import PREFIX, connect
 from trainserve.train.validate import MAX_JOB_DURATION_S
 
@@ -178,8 +178,7 @@ class Dispatcher:
         return started
 
     def _cluster(self) -> dict:
-        raw = self.r.hgetall(CLUSTER_KEY)
-        return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
+        return cluster_resources(self.r)
 
     def _recovery_loop(self) -> None:
         """Resume RUNNING jobs whose dispatcher died (their lease expired)."""

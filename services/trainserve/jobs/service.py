@@ -25,15 +25,13 @@ from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, JobStore
 from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
 from trainserve.store.names import DEPLOYMENT, MODEL, NameClaims
-from trainserve.store.queue import quota_of
-from trainserve.store.redis import PREFIX
+from trainserve.store.queue import cluster_and_quota
 from trainserve.store.trials import TrialStore
 from trainserve.tenancy import Principal, check_visible, claim, visible
 
 MAX_PAGE = 1000
 USER_RE = re.compile(r"[A-Za-z0-9._@-]*")
 STREAM_ID = re.compile(r"\d+-\d+")
-CLUSTER_KEY = PREFIX + "cluster"
 # The largest example spec serializes to 368 bytes: 64 KiB leaves room for long descriptions
 # and labels while a spec can never weigh on Redis or the API.
 MAX_SPEC_BYTES = 64 << 10
@@ -66,11 +64,6 @@ class JobsCore:
         self.worker_logs = JobLogs(client)
         self.storage_dir = storage_dir
 
-    def cluster_resources(self) -> dict:
-        """Resources the dispatcher last published ({"CPU": 2.0, ...}); empty if none yet."""
-        raw = self.r.hgetall(CLUSTER_KEY)
-        return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
-
     def submit(self, spec: spec_pb2.JobSpec, request_id: str,
                owner: str, caller: Principal,
                by: Principal | None = None) -> tuple[job_pb2.Job, bool]:
@@ -88,10 +81,9 @@ class JobsCore:
             raise InvalidArgument("at most 128 letters, digits or . _ @ -", field="user")
         check_spec_size(spec, self.admission.max_spec_bytes)
         _check_scheduling_fields(spec, by)
-        cluster = self.cluster_resources()
+        cluster, quota = cluster_and_quota(self.r, owner)
         full = check_submission(spec, cluster, lambda n: self.uploaded(n, caller),
                                 lambda n, v=0: self.model_artifact(n, v, caller))
-        quota = quota_of(self.r, owner)
         check_fits(need_of(full), cluster, quota, owner)
         self._claim_names(full, owner)  # last check: a job refused above claims nothing
         max_queued = 0 if by.is_admin else quota.queued or self.admission.user_max_queued

@@ -174,12 +174,20 @@ class JobStore:
         its quota counts against). Returns (job, created); the owner's known request id
         returns the job it created before and `created=False`. With `max_queued`, refuses
         (`ResourceExhausted`) a new job of an owner who already has that many queued."""
-        job, created = self.submit_raw(spec, request_id, owner, max_queued)
-        return self.get(job), created
+        job_id, created, fields = self._submit_fields(spec, request_id, owner, max_queued)
+        if not created:
+            return self.get(job_id), False
+        # What the script just wrote, as of its acceptance: no round trip to read it back.
+        return _to_job(job_id, {k.encode(): _bytes(v) for k, v in fields.items()}), True
 
     def submit_raw(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
                    max_queued: int = 0) -> tuple[str, bool]:
-        """`submit` without reading the job back: (job id, created)."""
+        """`submit` without the job: (job id, created)."""
+        return self._submit_fields(spec, request_id, owner, max_queued)[:2]
+
+    def _submit_fields(self, spec: spec_pb2.JobSpec, request_id: str, owner: str,
+                       max_queued: int) -> tuple[str, bool, dict]:
+        """(job id, created, the fields of the job's hash it wrote when created)."""
         now = time.time()
         need = need_of(spec)
         fields = {"spec": spec.SerializeToString(), "request_id": request_id,
@@ -198,7 +206,7 @@ class JobStore:
             who = f"user {owner!r}" if owner else "the anonymous user"
             raise ResourceExhausted(f"{who} has {got[2]} queued jobs, the limit "
                                     f"({max_queued}); wait for some to start or cancel some")
-        return got[0].decode(), bool(got[1])
+        return got[0].decode(), bool(got[1]), fields
 
     def get(self, job_id: str) -> job_pb2.Job:
         raw = self.r.hgetall(job_key(job_id)) if job_id else {}
@@ -312,6 +320,10 @@ def _encode(value) -> str | bytes:
     if isinstance(value, bytes):
         return value
     return str(value)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _ts(raw: dict, key: bytes, msg) -> None:

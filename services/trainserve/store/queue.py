@@ -39,8 +39,13 @@ return 0
 _IF_OWNER = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({op}) "
              "else return 0 end")
 
-__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "JobQueue", "Lease", "lease_key",
-           "quota_key", "quota_of", "waiting_count", "oldest_waiting_age"]
+__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "CLUSTER_KEY", "JobQueue", "Lease",
+           "lease_key", "quota_key", "quota_of", "cluster_and_quota", "cluster_resources",
+           "waiting_count", "oldest_waiting_age"]
+
+# The resources the dispatcher last saw in the Ray cluster ({"CPU": ..., "GPU": ...} and
+# `updated_at`), published for admission at submission.
+CLUSTER_KEY = PREFIX + "cluster"
 
 
 @dataclass
@@ -65,7 +70,29 @@ def quota_of(client: redis.Redis, user: str) -> Quota:
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(quota_key(QUOTA_DEFAULT))
     pipe.hgetall(quota_key(user or "-"))
-    default, own = pipe.execute()
+    return _quota(*pipe.execute())
+
+
+def cluster_and_quota(client: redis.Redis, user: str) -> tuple[dict, Quota]:
+    """(`cluster_resources`, `quota_of(user)`) in one round trip: what admitting a job reads."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(CLUSTER_KEY)
+    pipe.hgetall(quota_key(QUOTA_DEFAULT))
+    pipe.hgetall(quota_key(user or "-"))
+    cluster, default, own = pipe.execute()
+    return _resources(cluster), _quota(default, own)
+
+
+def cluster_resources(client: redis.Redis) -> dict:
+    """Resources the dispatcher last published ({"CPU": 2.0, ...}); empty if none yet."""
+    return _resources(client.hgetall(CLUSTER_KEY))
+
+
+def _resources(raw: dict) -> dict:
+    return {k.decode(): float(v) for k, v in raw.items() if k.decode().isupper()}
+
+
+def _quota(default: dict, own: dict) -> Quota:
     return Quota.from_fields(default).merged(Quota.from_fields(own) if own else None)
 
 
