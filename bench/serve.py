@@ -323,10 +323,13 @@ def _registered(client, storage: Path, artifact_dir: Path, job_id: str):
     from trainserve.pb import job_pb2
     from trainserve.registry.versions import register
     from trainserve.store.models import ModelStore
+    from trainserve.tenancy import Principal
     from trainserve.train.artifacts import load_artifact
     spec = load_artifact(artifact_dir).spec
-    return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec),
-                    artifact_dir)
+    owner = Principal("bench", "user")
+    return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec,
+                                                             user=owner.user),
+                    artifact_dir, owner)
 
 
 def one_mode(mode: str, artifacts: dict[str, str], out: Path) -> None:

@@ -1,5 +1,6 @@
 """The `stack` fixture: the real local stack (redis-server, a Ray head, the job API, the
-dispatcher with Ray Serve) on free ports in a temporary folder, once per test session."""
+dispatcher with Ray Serve) on free ports in a temporary folder, once per test session; and
+`fault_stack`, one per module whose tests pause and kill its processes."""
 from __future__ import annotations
 
 import os
@@ -66,3 +67,45 @@ def stubs(channel):
         models = model_pb2_grpc.ModelServiceStub(channel)
         deployments = deployment_pb2_grpc.DeploymentServiceStub(channel)
     return Stubs
+
+
+@pytest.fixture(scope="module")
+def fault_stack():
+    """A local stack of the module's own (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR
+    (`trainserve.faults`), with `.stubs`, `.faults` (that folder) and `.redis`: for tests
+    that pause and kill its processes."""
+    from trainserve.config import Config
+    from trainserve.faults import ENV
+    from trainserve.local import LocalStack
+    from trainserve.pb import job_pb2_grpc, model_pb2_grpc
+    from trainserve.store.redis import connect
+
+    root = Path(tempfile.mkdtemp(prefix="ts-fs-"))
+    faults = root / "faults"
+    faults.mkdir()
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(faults)  # inherited by every process the stack starts
+    cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
+                 **{f: free_port() for f in (
+                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
+                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
+                     "dispatcher_metrics_port")})
+    stack = LocalStack(cfg)
+    try:
+        stack.up(timeout=240)
+        channel = stack.api_channel()
+
+        class Stubs:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            models = model_pb2_grpc.ModelServiceStub(channel)
+        stack.stubs, stack.faults = Stubs, faults
+        stack.redis = connect(cfg.redis_url)
+        yield stack
+    finally:
+        stack.down()
+        if old is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old
+        if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
+            shutil.rmtree(root, ignore_errors=True)

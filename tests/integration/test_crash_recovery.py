@@ -7,61 +7,24 @@ complete checkpoint, one model version, no duplicate. Kill points are reached th
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.integration.helpers import submit, wait_job, wait_paused, watch
-from trainserve.faults import ANY, ENV, arm
+from trainserve.faults import ANY, arm
 from trainserve.jobs.spec import parse_spec
 from trainserve.jobs.state import JobState
 from trainserve.store.models import ModelStore
-from trainserve.store.redis import connect
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def crash_stack():
-    """The full local stack (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR."""
-    from trainserve.config import Config
-    from trainserve.local import LocalStack
-    from trainserve.pb import job_pb2_grpc, model_pb2_grpc
-
-    root = Path(tempfile.mkdtemp(prefix="ts-cr-"))
-    faults = root / "faults"
-    faults.mkdir()
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(faults)  # inherited by every process the stack starts
-    cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
-                 **{f: free_port() for f in (
-                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
-                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port")})
-    stack = LocalStack(cfg)
-    try:
-        stack.up(timeout=240)
-        channel = stack.api_channel()
-
-        class Stubs:
-            jobs = job_pb2_grpc.JobServiceStub(channel)
-            models = model_pb2_grpc.ModelServiceStub(channel)
-        stack.stubs, stack.faults = Stubs, faults
-        stack.redis = connect(cfg.redis_url)
-        yield stack
-    finally:
-        stack.down()
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
-        if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
-            shutil.rmtree(root, ignore_errors=True)
+def crash_stack(fault_stack):
+    return fault_stack
 
 
 def _digits_mlp(name: str, epochs: int = 8, **scaling):

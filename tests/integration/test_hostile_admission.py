@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from tests.integration.helpers import example, wait_job
-from tests.integration.test_api_auth import Server, _cfg
-from tests.integration.test_api_tenancy import As
+# `users`: (admin, alice, bob) on a fresh job API with authentication and default limits.
+from tests.integration.test_api_tenancy import As, users  # noqa: F401
 from trainserve.api.servicers import USER_MAX_STREAMS
 from trainserve.jobs.service import MAX_SPEC_BYTES
 from trainserve.jobs.state import JobState
-from trainserve.pb import auth_pb2, auth_pb2_grpc, job_pb2
+from trainserve.pb import job_pb2
 from trainserve.store.events import EventLog
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, request_key
 from trainserve.store.logs import JobLogs
@@ -28,19 +28,6 @@ from trainserve.store.queue import quota_key
 pytestmark = pytest.mark.integration
 
 SUBMIT = "/trainserve.v1.JobService/SubmitJob"
-
-
-@pytest.fixture
-def users(redis_server, redis_client, tmp_path):
-    """(admin, alice, bob) on a fresh job API with authentication and default limits."""
-    token_file = tmp_path / "admin-token"
-    with Server(_cfg(redis_server, tmp_path, auth=True,
-                     admin_token_file=str(token_file))) as server:
-        admin = As(server.address, token_file.read_text().strip())
-        tokens = auth_pb2_grpc.AuthServiceStub(admin.channel)
-        made = {u: tokens.CreateToken(auth_pb2.CreateTokenRequest(user=u), timeout=10).token
-                for u in ("alice", "bob")}
-        yield admin, As(server.address, made["alice"]), As(server.address, made["bob"])
 
 
 def _refused(call) -> grpc.RpcError:

@@ -7,8 +7,6 @@ dying, and jobs past their wall-clock limit.
 """
 from __future__ import annotations
 
-import json
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -241,48 +239,9 @@ def test_a_job_resumed_after_its_limit_fails_without_training(redis_client, tmp_
 # --- the real stack ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def runtime_stack():
-    """A local stack of its own (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR: its
-    dispatcher gets paused and killed here."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from tests.conftest import free_port
-    from trainserve.config import Config
-    from trainserve.faults import ENV
-    from trainserve.local import LocalStack
-    from trainserve.pb import job_pb2_grpc
-    from trainserve.store.redis import connect
-
-    root = Path(tempfile.mkdtemp(prefix="ts-hr-"))
-    faults = root / "faults"
-    faults.mkdir()
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(faults)
-    cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
-                 **{f: free_port() for f in (
-                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
-                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port")})
-    stack = LocalStack(cfg)
-    try:
-        stack.up(timeout=240)
-
-        class Stubs:
-            jobs = job_pb2_grpc.JobServiceStub(stack.api_channel())
-        stack.stubs, stack.faults = Stubs, faults
-        stack.redis = connect(cfg.redis_url)
-        yield stack
-    finally:
-        stack.down()
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
-        if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
-            shutil.rmtree(root, ignore_errors=True)
+def runtime_stack(fault_stack):
+    """Its dispatcher gets paused and killed here."""
+    return fault_stack
 
 
 def _long_xor(name: str, **training):
