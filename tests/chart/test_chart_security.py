@@ -34,7 +34,12 @@ def test_redis_requires_a_generated_password_given_only_to_its_clients(default):
     secret = by_kind(docs, "Secret")["ts-trainserve-redis"]
     assert len(base64.b64decode(secret["data"]["redis-password"])) >= 32
     redis = container(docs, "StatefulSet", "-redis")
-    assert "--requirepass" in " ".join(redis["command"])
+    script = redis["command"][-1]
+    assert "--requirepass" not in script and "$REDIS_PASSWORD" in script  # never in argv
+    assert "--include /run/redis-auth/auth.conf" in script
+    auth = {v["name"]: v for v in one(docs, "StatefulSet", "-redis")["spec"]["template"]["spec"]
+            ["volumes"]}["auth"]
+    assert auth["emptyDir"]["medium"] == "Memory"
     assert env_of(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
     for suffix in ("-api", "-dispatcher"):
         c = container(docs, "Deployment", suffix)
@@ -188,3 +193,46 @@ def test_jobs_have_a_wall_clock_maximum_and_finished_streams_expire(default, ren
     dispatcher = container(lowered["docs"], "Deployment", "-dispatcher")["args"]
     assert {"--max-job-duration-s=3600", "--job-retention-s=0"} <= set(dispatcher)
     assert not render(values={"dispatcher": {"maxJobDurationS": 90000}})["ok"]
+
+
+def test_redis_starts_with_the_password_from_its_script(default, tmp_path):
+    """The rendered start script, run with a real redis-server and a password with quotes,
+    a backslash and spaces: the server requires exactly that password."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import redis as redis_py
+
+    from tests.conftest import free_port
+
+    server = shutil.which("redis-server")
+    assert server, "redis-server is installed by ./dev.sh"
+    port, password = free_port(), 'a"b\\c d$e\'f'
+    (tmp_path / "redis.conf").write_text(f'port {port}\nbind 127.0.0.1\nsave ""\n'
+                                         f"dir {tmp_path}\n")
+    (tmp_path / "auth").mkdir()
+    script = container(default["docs"], "StatefulSet", "-redis")["command"][-1] \
+        .replace("/run/redis-auth", str(tmp_path / "auth")) \
+        .replace("/etc/redis/redis.conf", str(tmp_path / "redis.conf"))
+    proc = subprocess.Popen(["sh", "-c", script], env={**os.environ, "REDIS_PASSWORD": password},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        good = redis_py.Redis(port=port, password=password, socket_connect_timeout=1)
+        for _ in range(50):
+            try:
+                assert good.ping()
+                break
+            except redis_py.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("redis-server did not start from the chart's script")
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(port=port).ping()
+        assert password not in open(f"/proc/{proc.pid}/cmdline").read()  # exec'd: redis itself
+        assert oct((tmp_path / "auth" / "auth.conf").stat().st_mode & 0o777) == "0o600"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
