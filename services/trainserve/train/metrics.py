@@ -1,4 +1,4 @@
-"""Evaluation metrics over whole splits (imports torch; scikit-learn for ROC AUC).
+"""Evaluation metrics over whole splits, in torch (ROC AUC too, as the Mann-Whitney U statistic).
 
 Per epoch (the curves): loss and accuracy, or loss, MSE, MAE and R^2 for regression; the
 names are `stopping.epoch_metric_names`. At the end (`final_metrics`), classification adds
