@@ -79,7 +79,7 @@ def search_metric(job: job_pb2.Job) -> tuple[str, str]:
     """The metric the search ranks trials by, and "max" or "min" (server defaults if unset)."""
     from trainserve.train.stopping import default_mode
     metric = job.spec.search.metric or "val_loss"
-    return metric, job.spec.search.mode or default_mode(metric.removesuffix("_mean"))
+    return metric, job.spec.search.mode or default_mode(metric)
 
 
 def curve_of(trial: job_pb2.Trial, metric: str) -> tuple[list[int], list[float]]:

@@ -91,6 +91,10 @@ def test_trial_metric_falls_back_to_the_curve_and_the_mode_to_the_metric():
     spec = spec_pb2.JobSpec()
     spec.search.metric = "val_loss"
     assert render.search_metric(spec) == ("val_loss", "min")
+    spec.search.metric = "cv_accuracy_mean"  # cross-validated: ranked as accuracy is
+    assert render.search_metric(spec) == ("cv_accuracy_mean", "max")
+    spec.search.metric = "cv_loss_mean"
+    assert render.search_metric(spec) == ("cv_loss_mean", "min")
     assert render.config_value('"adam"') == "adam" and render.config_value("3") == "3"
 
 

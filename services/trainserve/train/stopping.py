@@ -42,8 +42,8 @@ def epoch_metric_names(task: str, with_val: bool) -> list[str]:
 
 def default_mode(metric: str) -> str:
     """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2, exact_match),
-    else "min"."""
-    return "max" if metric.endswith(HIGHER_IS_BETTER) else "min"
+    else "min"; a cross-validated mean (`cv_<name>_mean`, train.cv) goes the way of <name>."""
+    return "max" if metric.removesuffix("_mean").endswith(HIGHER_IS_BETTER) else "min"
 
 
 def check_early_stopping(es, task: str, with_val: bool, path: str) -> None:

@@ -96,7 +96,7 @@ def _check_metric(spec) -> None:
     if s.metric not in known:
         how = "a cross-validated trial reports" if folds else f"a {task} trial reports each epoch"
         fail("spec.search.metric", f"{how}: {', '.join(known)}; got {s.metric!r}")
-    s.mode = s.mode or default_mode(s.metric.removesuffix("_mean"))
+    s.mode = s.mode or default_mode(s.metric)
     check_choice(s.mode, ("max", "min"), "spec.search.mode", "mode")
 
 
