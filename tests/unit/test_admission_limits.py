@@ -168,3 +168,57 @@ def test_trainserve_up_passes_only_the_limits_it_is_given(tmp_path):
     assert {"--user-max-queued=7", "--user-max-streams=2", "--job-retention-s=0"} \
         <= set(stack._api_command())
     assert {"--user-max-jobs=1", "--job-retention-s=0"} <= set(stack._dispatcher_command("d"))
+
+
+def test_renderings_are_capped_per_user_on_a_pool_of_their_own():
+    """Two slow plot renderings of alice's hold her share: her third is refused at once,
+    bob's runs, and a short call answers meanwhile though the short calls have one thread."""
+    import asyncio
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainserve.api.auth import acting_as
+    from trainserve.api.servicers import JobServicer, Rendering, RenderSlots, _Blocking
+    from trainserve.pb import job_pb2
+
+    release = threading.Event()
+
+    class Artifacts:
+        def list(self, job_id, caller):
+            release.wait(5)  # a long rendering
+            return []
+
+    class Core:
+        def get(self, job_id, caller):
+            return job_pb2.Job(id=job_id)
+
+    servicer = JobServicer(Core(), _Blocking(ThreadPoolExecutor(1)), StreamSlots(), None,
+                           Rendering(RenderSlots(2, 3), _Blocking(ThreadPoolExecutor(3))))
+    servicer.artifacts = Artifacts()
+    request = job_pb2.ListArtifactsRequest(job_id="j-1")
+
+    async def as_user(p, call):
+        with acting_as(p):
+            return await call()
+
+    async def scenario():
+        render = lambda: servicer.ListArtifacts(request, None)  # noqa: E731
+        held = [asyncio.create_task(as_user(ALICE, render)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        with pytest.raises(ResourceExhausted) as err:
+            await as_user(ALICE, render)
+        assert "user 'alice' has 2 plot renderings or model exports in progress" in \
+            err.value.message and "user_max_renders" in err.value.message
+        bobs = asyncio.create_task(as_user(Principal("bob", "user"), render))
+        await asyncio.sleep(0.2)
+        with pytest.raises(ResourceExhausted, match=r"this server has 3 .*\(max_renders\)"):
+            await as_user(Principal("carol", "user"), render)
+        started = time.perf_counter()
+        await as_user(ALICE, lambda: servicer.GetJob(job_pb2.GetJobRequest(job_id="j-1"), None))
+        took = time.perf_counter() - started
+        release.set()
+        await asyncio.gather(*held, bobs)
+        return took
+
+    assert asyncio.run(scenario()) < 0.5

@@ -46,6 +46,11 @@ def main(argv=None) -> None:
                    help="open WatchJob/StreamLogs streams per user in this process (0: none)")
     p.add_argument("--max-streams", type=int, default=ApiConfig.max_streams,
                    help="open WatchJob/StreamLogs streams in all in this process (0: no limit)")
+    p.add_argument("--user-max-renders", type=int, default=ApiConfig.user_max_renders,
+                   help="plot renderings and model exports in progress per user (0: no limit)")
+    p.add_argument("--max-renders", type=int, default=ApiConfig.max_renders,
+                   help="plot renderings and model exports in progress in all, and the "
+                        "threads that run them (0: no limit, one thread)")
     p.add_argument("--request-id-ttl-s", type=int, default=ApiConfig.request_id_ttl_s,
                    help="how long a request id returns its job (0: forever)")
     p.add_argument("--job-retention-s", type=int, default=ApiConfig.job_retention_s,
@@ -73,6 +78,7 @@ def main(argv=None) -> None:
                     tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
                     max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
                     user_max_streams=args.user_max_streams, max_streams=args.max_streams,
+                    user_max_renders=args.user_max_renders, max_renders=args.max_renders,
                     request_id_ttl_s=args.request_id_ttl_s,
                     job_retention_s=args.job_retention_s)
     if args.metrics_port:

@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from trainserve.config import Config
 from trainserve.api.auth import AuthInterceptor, AuthServicer, TokenCache
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
-from trainserve.api.servicers import (MAX_STREAMS, USER_MAX_STREAMS, DatasetServicer,
-                                      DeploymentServicer, JobServicer, ModelServicer,
+from trainserve.api.servicers import (MAX_RENDERS, MAX_STREAMS, USER_MAX_RENDERS,
+                                      USER_MAX_STREAMS, DatasetServicer, DeploymentServicer,
+                                      JobServicer, ModelServicer, Rendering, RenderSlots,
                                       StreamSlots, _Blocking)
 from trainserve.jobs.service import MAX_SPEC_BYTES, USER_MAX_QUEUED, Admission, JobsCore
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S
@@ -63,6 +64,10 @@ class ApiConfig:
     # Open WatchJob/StreamLogs streams per user, and in all, in this process (0: no limit).
     user_max_streams: int = USER_MAX_STREAMS
     max_streams: int = MAX_STREAMS
+    # Plot renderings and model exports in progress per user, and in all (also the threads
+    # of their own pool), in this process.
+    user_max_renders: int = USER_MAX_RENDERS
+    max_renders: int = MAX_RENDERS
     # Bearer tokens on every RPC but health checks (api/auth.py). Off (`--insecure`, a
     # development mode): callers are plain users by the name they assert, and the server
     # listens on loopback only.
@@ -112,14 +117,18 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
                                                              frozenset(cfg.insecure_admins))],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    render = Rendering(RenderSlots(cfg.user_max_renders, cfg.max_renders),
+                       _Blocking(ThreadPoolExecutor(max(1, cfg.max_renders),
+                                                    thread_name_prefix="api-render")))
     jobs = JobsCore(client, cfg.storage_dir, Admission(
         cfg.max_spec_bytes, cfg.user_max_queued, cfg.request_id_ttl_s, cfg.job_retention_s))
     job_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(jobs, run, StreamSlots(cfg.user_max_streams, cfg.max_streams),
                     _Blocking(ThreadPoolExecutor(cfg.stream_threads,
-                                                 thread_name_prefix="api-stream"))), server)
-    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ModelsCore(client), run),
-                                                      server)
+                                                 thread_name_prefix="api-stream")),
+                    render), server)
+    model_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(ModelsCore(client), run, render), server)
     deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
                                                                 server)

@@ -23,6 +23,8 @@ EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in the
 ARTIFACT_CHUNK_BYTES = 1 << 20  # JobService.GetArtifact likewise
 USER_MAX_STREAMS = 16  # open WatchJob/StreamLogs streams per user and API process
 MAX_STREAMS = 256  # open WatchJob/StreamLogs streams in all, per API process
+USER_MAX_RENDERS = 2  # plot renderings and exports in progress per user and API process
+MAX_RENDERS = 4  # the same in all; also the threads of their pool
 
 
 def submitter(request_user: str) -> tuple[str, Principal]:
@@ -48,28 +50,29 @@ class _Blocking:
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
 
-class StreamSlots:
-    """How many WatchJob/StreamLogs streams each user has open in this process, at most `limit`
-    each and `total` in all (0: no limit). A live stream holds a thread of the streams' own
-    pool for up to a second at a time: one user's watches must not take them all, and all
-    users' together must not make every stream wait seconds for a thread. Used from the event
-    loop only."""
+class Slots:
+    """How many calls of one kind each user has in progress in this process, at most `limit`
+    each and `total` in all (0: no limit); RESOURCE_EXHAUSTED past either, naming the setting.
+    Used from the event loop only."""
+    what = "calls in progress"
+    user_setting = total_setting = ""
 
-    def __init__(self, limit: int = USER_MAX_STREAMS, total: int = MAX_STREAMS):
+    def __init__(self, limit: int, total: int):
         self.limit, self.total = limit, total
         self.open: dict[str, int] = {}
 
     @contextlib.contextmanager
     def hold(self, user: str):
-        """One stream of `user`'s for the `with` block (RESOURCE_EXHAUSTED at the limit); the
-        slot is free again when the stream ends, fails or its client goes away."""
+        """One slot of `user`'s for the `with` block; free again when the block ends, fails or
+        its client goes away."""
         n = self.open.get(user, 0)
         if self.limit and n >= self.limit:
-            raise ResourceExhausted(f"user {user!r} has {n} open WatchJob/StreamLogs streams, "
-                                    f"the limit ({self.limit}, user_max_streams); close some")
+            raise ResourceExhausted(f"user {user!r} has {n} {self.what}, the limit "
+                                    f"({self.limit}, {self.user_setting}); wait for them or "
+                                    "close some")
         if self.total and sum(self.open.values()) >= self.total:
-            raise ResourceExhausted(f"this server has {self.total} open WatchJob/StreamLogs "
-                                    f"streams, its limit (max_streams); try again later")
+            raise ResourceExhausted(f"this server has {self.total} {self.what}, its limit "
+                                    f"({self.total_setting}); try again later")
         self.open[user] = n + 1
         try:
             yield
@@ -79,15 +82,52 @@ class StreamSlots:
                 del self.open[user]
 
 
+class StreamSlots(Slots):
+    """Open WatchJob/StreamLogs streams. A live stream holds a thread of the streams' own pool
+    for up to a second at a time: one user's watches must not take them all, and all users'
+    together must not make every stream wait seconds for a thread."""
+    what = "open WatchJob/StreamLogs streams"
+    user_setting, total_setting = "user_max_streams", "max_streams"
+
+    def __init__(self, limit: int = USER_MAX_STREAMS, total: int = MAX_STREAMS):
+        super().__init__(limit, total)
+
+
+class RenderSlots(Slots):
+    """Plot renderings (ListArtifacts/GetArtifact) and model exports: each runs one at a time
+    per process (pyplot and the exporters keep global state) on a small pool of their own, so
+    one user's many requests neither queue ahead of everyone else's nor hold the threads of
+    other calls."""
+    what = "plot renderings or model exports in progress"
+    user_setting, total_setting = "user_max_renders", "max_renders"
+
+    def __init__(self, limit: int = USER_MAX_RENDERS, total: int = MAX_RENDERS):
+        super().__init__(limit, total)
+
+
+class Rendering:
+    """Where plot renderings and exports run: `slots` bound them, `run` (a pool of their own)
+    runs them."""
+
+    def __init__(self, slots: RenderSlots, run: _Blocking):
+        self.slots, self.run = slots, run
+
+    async def __call__(self, fn, *args):
+        with self.slots.hold(principal().user):
+            return await self.run(fn, *args)
+
+
 class JobServicer(job_pb2_grpc.JobServiceServicer):
     """`run` takes the short blocking calls; `follow` (default: `run`) the steps of live
-    streams, which block up to a second each, so that streams never delay other calls."""
+    streams, which block up to a second each, so that streams never delay other calls;
+    `render` the plot renderings behind ListArtifacts and GetArtifact."""
 
     def __init__(self, core: JobsCore, run: _Blocking, streams: StreamSlots | None = None,
-                 follow: _Blocking | None = None):
+                 follow: _Blocking | None = None, render: Rendering | None = None):
         self.core = core
         self.run = run
         self.follow = follow or run
+        self.render = render or Rendering(RenderSlots(), run)
         self.artifacts = JobArtifacts(core)
         self.streams = streams or StreamSlots()
 
@@ -121,12 +161,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                 yield event
 
     async def ListArtifacts(self, request, context):
-        infos = await self.run(self.artifacts.list, request.job_id, principal())
+        infos = await self.render(self.artifacts.list, request.job_id, principal())
         return job_pb2.ListArtifactsResponse(artifacts=infos)
 
     async def GetArtifact(self, request, context):
-        info, data = await self.run(self.artifacts.read, request.job_id, request.name,
-                                    principal())
+        info, data = await self.render(self.artifacts.read, request.job_id, request.name,
+                                       principal())
         for start in range(0, max(len(data), 1), ARTIFACT_CHUNK_BYTES):
             chunk = job_pb2.ArtifactChunk(data=data[start:start + ARTIFACT_CHUNK_BYTES])
             if start == 0:
@@ -142,9 +182,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: ModelsCore, run: _Blocking):
+    """`render` runs the exports (`Rendering`; default: on `run`)."""
+
+    def __init__(self, core: ModelsCore, run: _Blocking, render: Rendering | None = None):
         self.core = core
         self.run = run
+        self.render = render or Rendering(RenderSlots(), run)
 
     async def ListModels(self, request, context):
         models = await self.run(self.core.list, request.name, principal())
@@ -157,8 +200,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         from trainserve.registry import export  # torch is loaded on the first export only
         fmt = export.check_format(request.format)
         mv = await self.run(self.core.get, request.name, request.version, principal())
-        data = await self.run(export.export_artifact, mv.artifact_uri, fmt, mv.name,
-                              mv.version)
+        data = await self.render(export.export_artifact, mv.artifact_uri, fmt, mv.name,
+                                 mv.version)
         for start in range(0, max(len(data), 1), EXPORT_CHUNK_BYTES):
             chunk = model_pb2.ExportChunk(data=data[start:start + EXPORT_CHUNK_BYTES])
             if start == 0:
