@@ -494,8 +494,9 @@ class LocalStack:
                f"--dashboard-port={c.ray_dashboard_port}", f"--temp-dir={c.ray_temp_path}",
                # Ray's defaults for these are fixed ports (10001, 52365) that a second
                # stack on the same machine would collide with; nobody needs them fixed.
-               f"--ray-client-server-port={free_port(c.host)}",
-               f"--dashboard-agent-listen-port={free_port(c.host)}",
+               # Spare ones: a configured port (the API's metrics, say) may not be bound yet.
+               f"--ray-client-server-port={self._spare_port()}",
+               f"--dashboard-agent-listen-port={self._spare_port()}",
                # Workers bind OS-chosen ports instead of Ray's 10002-19999, a range that
                # would otherwise clash with any configured port inside it (Serve's, say).
                "--min-worker-port=0", "--max-worker-port=0"]

@@ -272,6 +272,10 @@ def test_ports_the_stack_draws_for_ray_avoid_its_configured_ones(config, monkeyp
     drawn |= {int(v) for k, v in env.items() if k.startswith("RAY_SERVE_HAPROXY_") and
               k.endswith("_PORT")}
     assert drawn and not drawn & set(configured)
+    draws = iter(configured + [next(spare) for _ in range(20)])  # the head's own flags too
+    flags = ("--ray-client-server-port=", "--dashboard-agent-listen-port=")
+    drawn = {int(a.split("=")[1]) for a in stack._ray_command() if a.startswith(flags)}
+    assert len(drawn) == 2 and not drawn & set(configured)
 
 
 def test_unknown_component(config):
