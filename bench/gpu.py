@@ -45,7 +45,7 @@ def _register_images28(n: int = 8192) -> None:
     """A synthetic 28 x 28 image set: one Gaussian blob per class at a class position."""
     import numpy as np
 
-    from trainserve.train.datasets import DATASETS, Dataset, DatasetInfo, register_dataset
+    from trainserve.training.datasets import DATASETS, Dataset, DatasetInfo, register_dataset
     if IMAGES28 in DATASETS.names():
         return
     classes = tuple(str(i) for i in range(10))
@@ -77,8 +77,8 @@ WORKLOADS = {
 
 
 def make_spec(workload: dict, epochs: int, bf16: bool):
-    from trainserve.jobs.spec import parse_spec
-    from trainserve.train.validate import check_spec
+    from trainserve.core.spec import parse_spec
+    from trainserve.training.validate import check_spec
 
     fields = {k: v for k, v in workload.items() if k != "batch"} | {
         "optimizer": {"name": "adam", "lr": 0.001},
@@ -109,8 +109,8 @@ def _peak_mib(device) -> float:
 
 def ours(spec, device) -> tuple[float, float]:
     """(best samples/s after the first epoch, peak MiB) of `train.loop.train`."""
-    from trainserve.train.loop import train
-    from trainserve.train.reporting import ListReporter
+    from trainserve.training.loop import train
+    from trainserve.training.reporting import ListReporter
 
     _reset_peak(device)
     rep = ListReporter()
@@ -125,10 +125,10 @@ def raw(spec, device, epochs: int) -> tuple[float, float]:
 
     import torch
 
-    from trainserve.train.data import prepare_data
-    from trainserve.train.losses import build_loss
-    from trainserve.train.optimizers import build_optimizer
-    from trainserve.train.zoo import build_model
+    from trainserve.training.data import prepare_data
+    from trainserve.training.losses import build_loss
+    from trainserve.training.optimizers import build_optimizer
+    from trainserve.training.zoo import build_model
 
     _reset_peak(device)
     data = prepare_data(spec)
@@ -166,7 +166,7 @@ def run(device_name: str, epochs: int, workloads: dict, images: int = 8192) -> l
     device = torch.device(device_name)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the loop sets it on CUDA
-    from trainserve.train.datasets import DATASETS
+    from trainserve.training.datasets import DATASETS
 
     _register_images28(images)
     out = []

@@ -53,10 +53,10 @@ ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
 def train_model(work: Path, example: str = "lenet5_digits", seed: int = SEED,
                 epochs: int = EPOCHS) -> Path:
     """Train `examples/<example>.yaml` for `epochs` epochs; its artifact folder."""
-    from trainserve.jobs.spec import load_spec_file
-    from trainserve.train.loop import train
-    from trainserve.train.reporting import NullReporter
-    from trainserve.train.validate import check_spec
+    from trainserve.core.spec import load_spec_file
+    from trainserve.training.loop import train
+    from trainserve.training.reporting import NullReporter
+    from trainserve.training.validate import check_spec
 
     spec = load_spec_file(Path(__file__).resolve().parent.parent / f"examples/{example}.yaml")
     spec.name, spec.training.epochs, spec.training.seed = f"bench-{example}", epochs, seed
@@ -81,7 +81,7 @@ def _baseline_app(artifact_dir: str):
     class Minimal:
         def __init__(self, path: str):
             import torch
-            from trainserve.train.artifacts import load_artifact
+            from trainserve.training.artifacts import load_artifact
             torch.set_num_threads(1)
             loaded = load_artifact(path)
             self.module, self.pre = loaded.module, loaded.preprocessing
@@ -114,7 +114,7 @@ def _summ(times_s):
 
 def forward_floor(artifact_dir: Path, x) -> dict:
     import torch
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
     torch.set_num_threads(1)
     loaded = load_artifact(artifact_dir)
     pre, module, times = loaded.preprocessing, loaded.module, []
@@ -271,7 +271,7 @@ async def _load_during(one_call, clients: int, action) -> dict:
 # ------------------------------------------------------------------------ one Serve mode
 
 def _set_batching(client, mv, on: bool, ttl_s: float, endpoint: str = ENDPOINT) -> None:
-    from trainserve.pb import deployment_pb2
+    from trainserve.core.pb import deployment_pb2
     from trainserve.store.deployments import DeploymentStore
     dep = deployment_pb2.Deployment(name=endpoint, model_name=mv.name, model_version=mv.version,
                                     state=deployment_pb2.DEPLOYMENT_STATE_PENDING)
@@ -285,7 +285,7 @@ def _rollout(client, mv1, mv2, ttl_s: float) -> None:
     """What `trainserve rollout` (50 %) then `promote` do to the endpoint: the canary record,
     the dispatcher's `Deployer` loading it, its share of traffic, then the promotion."""
     from trainserve.dispatch.deployer import Deployer
-    from trainserve.pb import deployment_pb2
+    from trainserve.core.pb import deployment_pb2
     from trainserve.store.deployments import DeploymentStore
 
     store = DeploymentStore(client)
@@ -320,11 +320,11 @@ def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def _registered(client, storage: Path, artifact_dir: Path, job_id: str):
-    from trainserve.pb import job_pb2
+    from trainserve.core.pb import job_pb2
     from trainserve.registry.versions import register
     from trainserve.store.models import ModelStore
-    from trainserve.tenancy import Principal
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.core.tenancy import Principal
+    from trainserve.training.artifacts import load_artifact
     spec = load_artifact(artifact_dir).spec
     owner = Principal("bench", "user")
     return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec,

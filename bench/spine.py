@@ -29,7 +29,7 @@ DDP_REPEATS = 3  # a median of 3: the baseline alone moves by 1-2 s between fits
 
 def _timed_job(stubs, spec) -> tuple[float, float, object]:
     """(seconds to the first epoch event, seconds to the terminal state, events)."""
-    from trainserve.pb import job_pb2
+    from trainserve.core.pb import job_pb2
 
     t0 = time.perf_counter()
     job = stubs.SubmitJob(job_pb2.SubmitJobRequest(spec=spec, request_id=uuid.uuid4().hex))
@@ -46,7 +46,7 @@ def _timed_job(stubs, spec) -> tuple[float, float, object]:
 
 
 def _spec(name: str, **overrides):
-    from trainserve.jobs.spec import load_spec_file, parse_spec
+    from trainserve.core.spec import load_spec_file, parse_spec
     from bench.common import ROOT
 
     spec = load_spec_file(ROOT / "examples" / f"{name}.yaml")
@@ -161,9 +161,9 @@ def plain_loop_samples_per_second(spec, epochs: int = 5) -> float:
     """What a user would write: the same model, data and batch size, pre-batched tensors."""
     import torch
 
-    from trainserve.train.data import prepare_data
-    from trainserve.train.validate import check_spec
-    from trainserve.train.zoo import build_model
+    from trainserve.training.data import prepare_data
+    from trainserve.training.validate import check_spec
+    from trainserve.training.zoo import build_model
 
     torch.set_num_threads(1)
     full = check_spec(spec)
@@ -200,7 +200,7 @@ def lenet_throughput(stubs) -> list[dict]:
 
 
 def main() -> list[dict]:
-    from trainserve.pb import job_pb2_grpc
+    from trainserve.core.pb import job_pb2_grpc
 
     with local_stack() as stack:
         up_s = stack.bench_up_s

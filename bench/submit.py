@@ -29,7 +29,7 @@ CALLS = 200
 
 
 def _spec():
-    from trainserve.jobs.spec import parse_spec
+    from trainserve.core.spec import parse_spec
     return parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
                        "training": {"epochs": 1}})
 
@@ -53,8 +53,8 @@ def _p50_ms(fn, calls: int = CALLS) -> float:
 def _measure(stack) -> list[dict]:
 
     from trainserve.jobs.service import JobsCore
-    from trainserve.tenancy import Principal
-    from trainserve.pb import job_pb2, job_pb2_grpc
+    from trainserve.core.tenancy import Principal
+    from trainserve.core.pb import job_pb2, job_pb2_grpc
     from trainserve.store.jobs import JobStore
     from trainserve.store.redis import connect
 

@@ -35,8 +35,8 @@ MODELS = {
 
 def digits_spec(name: str, epochs: int = EPOCHS, **extra):
     """The checked JobSpec of one of `MODELS` (1 worker, batch 64)."""
-    from trainserve.jobs.spec import parse_spec
-    from trainserve.train.validate import check_spec
+    from trainserve.core.spec import parse_spec
+    from trainserve.training.validate import check_spec
 
     fields = dict(MODELS[name]) | {"training": {"epochs": epochs, "batch_size": BATCH, "seed": 0},
                                    "scaling": {"num_workers": 1}} | extra
@@ -47,8 +47,8 @@ def ours(spec, threads: int = THREADS) -> list[float]:
     """samples/s of every epoch but the first, from the loop's own epoch events."""
     import tempfile
 
-    from trainserve.train.loop import train
-    from trainserve.train.reporting import ListReporter
+    from trainserve.training.loop import train
+    from trainserve.training.reporting import ListReporter
 
     rep = ListReporter()
     with tempfile.TemporaryDirectory(prefix="ts-bench-train-") as tmp:
@@ -62,9 +62,9 @@ def _setup(spec, device="cpu", student_optimizer: bool = False):
     its defaults and the spec's lr, as a course student writes it."""
     import torch
 
-    from trainserve.train.data import prepare_data
-    from trainserve.train.optimizers import build_optimizer
-    from trainserve.train.zoo import build_model
+    from trainserve.training.data import prepare_data
+    from trainserve.training.optimizers import build_optimizer
+    from trainserve.training.zoo import build_model
 
     data = prepare_data(spec)
     torch.manual_seed(0)

@@ -42,7 +42,8 @@ SPACE = {"optimizer.lr": "loguniform(1e-4, 1e-1)",
 def search_spec(scheduler: str, trials: int = TRIALS, epochs: int = EPOCHS,
                 grace_period: int = GRACE_PERIOD, reduction_factor: int = REDUCTION_FACTOR):
     """The checked search spec: the same base spec and space for every scheduler."""
-    from trainserve.jobs.spec import check_submission, parse_spec
+    from trainserve.core.spec import parse_spec
+    from trainserve.jobs.admission import check_submission
     sched = {"name": scheduler}
     if scheduler == "asha":
         sched |= {"grace_period": grace_period, "reduction_factor": reduction_factor}
@@ -67,7 +68,7 @@ def _last_epoch(job_dir: Path, trial_id: str) -> tuple[int, float]:
     """(epoch, mtime) of the trial's last epoch report on disk (`tune.trial.LAST_EPOCH`,
     written right before each epoch's report to Tune); (0, 0) if none."""
     from trainserve.tune.algorithms import EPOCH
-    from trainserve.tune.trial import LAST_EPOCH
+    from trainserve.runtime.trial import LAST_EPOCH
     path = job_dir / "trials" / trial_id / LAST_EPOCH
     if not path.exists():
         return 0, 0.0
@@ -110,7 +111,7 @@ def max_concurrent(intervals: list[tuple[float, float]]) -> int:
 
 def measure(scheduler: str, storage: str | Path, **spec_kw) -> dict:
     """Run one search through `run_job` on the connected Ray cluster; its figures."""
-    from trainserve.train.launch import JobContext, run_job
+    from trainserve.runtime.launch import JobContext, run_job
     spec = search_spec(scheduler, **spec_kw)
     job_id = f"bench-tune-{scheduler}"
     ctx = JobContext(job_id=job_id, spec=spec, redis_url=None, storage_dir=str(storage))

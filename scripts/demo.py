@@ -22,8 +22,8 @@ def sh(*args: str) -> None:
 
 def test_split(spec):
     """The job's test set as raw inputs (the endpoint applies the stored normalization)."""
-    from trainserve.train.data import split_indices
-    from trainserve.train.datasets import load_dataset
+    from trainserve.training.data import split_indices
+    from trainserve.training.datasets import load_dataset
 
     x, y = load_dataset(spec.dataset)
     _, _, test = split_indices(y, spec.split.test_fraction, spec.split.val_fraction,
@@ -48,7 +48,7 @@ def query(name: str, x: np.ndarray, http: str, grpc_target: str) -> dict[str, np
 
 def wait_ready(client, name: str, timeout: float = 120):
     """The spec deploys on success; wait until the endpoint has loaded the model."""
-    from trainserve.pb import deployment_pb2
+    from trainserve.core.pb import deployment_pb2
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -63,10 +63,10 @@ def wait_ready(client, name: str, timeout: float = 120):
 
 def main() -> None:
     from trainserve.client import Client
-    from trainserve.pb import job_pb2
+    from trainserve.core.pb import job_pb2
     from trainserve.config import Config, recorded_config
-    from trainserve.jobs.spec import load_spec_file
-    from trainserve.train.validate import check_spec
+    from trainserve.core.spec import load_spec_file
+    from trainserve.training.validate import check_spec
 
     sh("up")
     cfg = recorded_config(Config.from_env().state_dir) or Config.from_env()

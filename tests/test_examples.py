@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from trainserve.jobs.spec import load_spec_file
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter, NullReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.spec import load_spec_file
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter, NullReporter
+from trainserve.training.validate import check_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -31,8 +31,8 @@ def _naive_forecast_mse(name: str) -> float:
     """MSE of repeating the last observed value, on the example's test split."""
     import numpy as np
 
-    from trainserve.train.data import split_indices
-    from trainserve.train.datasets import load_dataset
+    from trainserve.training.data import split_indices
+    from trainserve.training.datasets import load_dataset
 
     spec = check_spec(load_spec_file(EXAMPLES / f"{name}.yaml"))
     x, y = load_dataset(spec.dataset)
@@ -131,7 +131,7 @@ class _LastEpoch(NullReporter):
 
 def _test_inputs(name: str):
     """The example's normalized test inputs, flattened `(N, F)`, as the loop saw them."""
-    from trainserve.train.data import prepare_data
+    from trainserve.training.data import prepare_data
     x = prepare_data(check_spec(load_spec_file(EXAMPLES / f"{name}.yaml"))).x_test
     return x.reshape(len(x), -1)
 
@@ -141,7 +141,7 @@ def _reconstruction_mse(artifact_dir, x_in, x_clean) -> float:
     import numpy as np
     import torch
 
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
     loaded = load_artifact(artifact_dir)
     shape = loaded.meta["input_shape"]
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_autoencoder_is_no_worse_than_pca_with_as_many_components(tmp_path):
     import numpy as np
     from sklearn.decomposition import PCA
 
-    from trainserve.train.data import prepare_data
+    from trainserve.training.data import prepare_data
     result = _train("autoencoder_digits", tmp_path)
     data = prepare_data(check_spec(load_spec_file(EXAMPLES / "autoencoder_digits.yaml")))
     x_train, x_test = (a.reshape(len(a), -1) for a in (data.x_train, data.x_test))
@@ -183,7 +183,7 @@ def test_denoising_autoencoder_beats_the_plain_one_on_noisy_inputs(tmp_path):
 def test_vae_samples_finite_images_of_the_input_shape(tmp_path):
     import torch
 
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
     result = _train("vae_digits", tmp_path)
     loaded = load_artifact(result.artifact_dir)
     assert loaded.meta["task"] == "reconstruction" and loaded.meta["variational"] is True
@@ -229,8 +229,8 @@ def test_attention_beats_the_fixed_context_vector_at_reversing_20_digits(tmp_pat
 def test_gpt_beats_the_bigram_baseline_on_the_corpus(tmp_path):
     import torch
 
-    from trainserve.train.artifacts import load_artifact
-    from trainserve.train.datasets_text import decode, encode
+    from trainserve.training.artifacts import load_artifact
+    from trainserve.training.datasets_text import decode, encode
     result = _train("gpt_corpus", tmp_path)
     metrics = result.metrics
     assert metrics["val_loss"] < metrics["bigram_val_loss"], metrics

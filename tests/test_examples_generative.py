@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from tests.test_examples import EXAMPLES, _train
-from trainserve.jobs.spec import load_spec_file
+from trainserve.core.spec import load_spec_file
 from trainserve.serve.predictor import Predictor
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.data import prepare_data
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.task_hooks import code_sparsity
-from trainserve.train.validate import check_spec
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.data import prepare_data
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.task_hooks import code_sparsity
+from trainserve.training.validate import check_spec
 
 NUM_SAMPLES = 500
 CONFIDENT = 0.8   # a sample is recognized when the classifier's top probability is >= this

@@ -9,7 +9,7 @@
         ts.deploy(job.model_name, name="xor")
         ts.predict("xor", [[0, 1], [1, 1]])           # {"probabilities": ..., "label": ...}
 
-Every error the server reports is raised as the matching `trainserve.errors` exception
+Every error the server reports is raised as the matching `trainserve.core.errors` exception
 (`InvalidArgument` with its `field`, `NotFound`, ...) carrying the server's message.
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.config import LOOPBACK, api_address, api_token
-from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, spec_pb2)
 
 T = TypeVar("T")
@@ -468,7 +468,7 @@ class Client:
 
 def load_spec(spec: SpecLike) -> spec_pb2.JobSpec:
     """A JobSpec from a JobSpec, a dict (proto3 JSON field names), or a YAML/JSON file path."""
-    from trainserve.jobs.spec import load_spec_file, parse_spec
+    from trainserve.core.spec import load_spec_file, parse_spec
     if isinstance(spec, spec_pb2.JobSpec):
         return spec
     if isinstance(spec, Mapping):
@@ -484,7 +484,7 @@ def job_state(state: str | int | None) -> int:
         return job_pb2.JOB_STATE_UNSPECIFIED
     if isinstance(state, int):
         return state
-    from trainserve.jobs.state import JobState
+    from trainserve.core.state import JobState
     try:
         return int(JobState.parse(state))
     except ValueError as exc:

@@ -60,7 +60,7 @@ def channel(stack):
 
 @pytest.fixture(scope="session")
 def stubs(channel):
-    from trainserve.pb import deployment_pb2_grpc, job_pb2_grpc, model_pb2_grpc
+    from trainserve.core.pb import deployment_pb2_grpc, job_pb2_grpc, model_pb2_grpc
 
     class Stubs:
         jobs = job_pb2_grpc.JobServiceStub(channel)
@@ -72,12 +72,12 @@ def stubs(channel):
 @pytest.fixture(scope="module")
 def fault_stack():
     """A local stack of the module's own (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR
-    (`trainserve.faults`), with `.stubs`, `.faults` (that folder) and `.redis`: for tests
+    (`trainserve.core.faults`), with `.stubs`, `.faults` (that folder) and `.redis`: for tests
     that pause and kill its processes."""
     from trainserve.config import Config
-    from trainserve.faults import ENV
+    from trainserve.core.faults import ENV
     from trainserve.local import LocalStack
-    from trainserve.pb import job_pb2_grpc, model_pb2_grpc
+    from trainserve.core.pb import job_pb2_grpc, model_pb2_grpc
     from trainserve.store.redis import connect
 
     root = Path(tempfile.mkdtemp(prefix="ts-fs-"))

@@ -6,9 +6,9 @@ import uuid
 
 import grpc
 
-from trainserve.jobs.spec import load_spec_file, parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2, job_pb2, model_pb2
+from trainserve.core.spec import load_spec_file, parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2, job_pb2, model_pb2
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
 
@@ -120,7 +120,7 @@ class Load:
 
 
 def wait_paused(paused, timeout: float = 120) -> int:
-    """The pid a `trainserve.faults` pause point wrote to the file `paused` (a Path) once it
+    """The pid a `trainserve.core.faults` pause point wrote to the file `paused` (a Path) once it
     holds there; TimeoutError if nothing pauses within `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:

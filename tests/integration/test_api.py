@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.helpers import example, rpc_error, submit, wait_job
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2, job_pb2, model_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2, job_pb2, model_pb2
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from trainserve.pb import auth_pb2, auth_pb2_grpc, job_pb2, job_pb2_grpc
+from trainserve.core.pb import auth_pb2, auth_pb2_grpc, job_pb2, job_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

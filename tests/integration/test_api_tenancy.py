@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.helpers import example
 from tests.integration.test_api_auth import Server, _cfg
-from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
+from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
                            deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc,
                            model_pb2, model_pb2_grpc)
 

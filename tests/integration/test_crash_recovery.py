@@ -2,7 +2,7 @@
 points of a job (mid checkpoint write, after registering the model, while jobs wait), and a
 training worker mid checkpoint write. Every job still ends exactly once: resumed from its last
 complete checkpoint, one model version, no duplicate. Kill points are reached through
-`trainserve.faults` (armed by files in TRAINSERVE_FAULT_DIR), so each kill lands exactly there.
+`trainserve.core.faults` (armed by files in TRAINSERVE_FAULT_DIR), so each kill lands exactly there.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import submit, wait_job, wait_paused, watch
-from trainserve.faults import ANY, arm
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
+from trainserve.core.faults import ANY, arm
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
 from trainserve.store.models import ModelStore
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.client import Client
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.store.redis import connect
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import example, rpc_error, submit, wait_job
-from trainserve.pb import job_pb2, model_pb2
+from trainserve.core.pb import job_pb2, model_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def test_export_a_registered_model_to_onnx(stubs):
     import onnxruntime as ort
 
     from trainserve.serve.predictor import Predictor
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
 
     job = submit(stubs, example("xor_mlp", name="xor-export"))
     done = wait_job(stubs, job.id)

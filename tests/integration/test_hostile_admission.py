@@ -18,8 +18,8 @@ from tests.integration.helpers import example, wait_job
 from tests.integration.test_api_tenancy import As, users  # noqa: F401
 from trainserve.api.servicers import USER_MAX_STREAMS
 from trainserve.jobs.service import MAX_SPEC_BYTES
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 from trainserve.store.events import EventLog
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, request_key
 from trainserve.store.logs import JobLogs

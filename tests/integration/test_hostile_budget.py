@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from tests.integration.helpers import rpc_error
-from trainserve.jobs.spec import parse_spec
-from trainserve.pb import job_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.pb import job_pb2
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.client import Client
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.registry.datasets import USER_BYTES_FIELD
 from trainserve.store.queue import quota_key
 from trainserve.store.redis import connect
@@ -187,9 +187,9 @@ def test_submission_is_checked_from_the_schema_not_the_file(sdk, stack, tmp_path
 def test_parallel_uploads_of_one_user_share_the_quota(redis_client, tmp_path):
     """Two streams in flight at once (real Redis, the API's upload core): the bytes of both
     count, so together they cannot pass the user's limit; the other user is not affected."""
-    from trainserve.pb import dataset_pb2
+    from trainserve.core.pb import dataset_pb2
     from trainserve.registry.datasets import DatasetsCore
-    from trainserve.tenancy import Principal
+    from trainserve.core.tenancy import Principal
 
     core = DatasetsCore(redis_client, str(tmp_path), max_user_bytes=1000)
     ann, bob = Principal("ann", "user"), Principal("bob", "user")

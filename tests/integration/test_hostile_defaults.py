@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.test_api_auth import Server, _cfg
-from trainserve import errors
-from trainserve.pb import auth_pb2, auth_pb2_grpc
+from trainserve.core import errors
+from trainserve.core.pb import auth_pb2, auth_pb2_grpc
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "xor_mlp.yaml"

@@ -46,14 +46,14 @@ MAX_GROWTH = 200 * MiB
 def _register_for(redis, storage: Path, tmp: Path, user: str, name: str, seed: int):
     """Write an artifact of a small random MLP and register it as a version of model `name`
     owned by `user` (as the dispatcher does after `user`'s job)."""
-    from trainserve.pb import job_pb2, spec_pb2
+    from trainserve.core.pb import job_pb2, spec_pb2
     from trainserve.registry.versions import register
     from trainserve.store.models import ModelStore
-    from trainserve.tenancy import Principal
-    from trainserve.train.artifacts import save_artifact
-    from trainserve.train.data import Preprocessing
-    from trainserve.train.datasets import DatasetInfo
-    from trainserve.train.zoo import build_model
+    from trainserve.core.tenancy import Principal
+    from trainserve.training.artifacts import save_artifact
+    from trainserve.training.data import Preprocessing
+    from trainserve.training.datasets import DatasetInfo
+    from trainserve.training.zoo import build_model
 
     spec = spec_pb2.JobSpec(name=name)
     spec.dataset.name = "iris"

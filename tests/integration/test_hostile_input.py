@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.helpers import example, submit, wait_job
-from trainserve.jobs.state import JobState
-from trainserve.pb import dataset_pb2, dataset_pb2_grpc, job_pb2, spec_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import dataset_pb2, dataset_pb2_grpc, job_pb2, spec_pb2
 
 pytestmark = pytest.mark.integration
 

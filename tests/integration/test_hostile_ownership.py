@@ -13,8 +13,8 @@ import pytest
 
 from tests.integration.helpers import example, rpc_error, wait_job
 from tests.integration.test_api_tenancy import CSV, As
-from trainserve.jobs.state import JobState
-from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, deployment_pb2, job_pb2,
+from trainserve.core.state import JobState
+from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, deployment_pb2, job_pb2,
                            model_pb2)
 
 pytestmark = pytest.mark.integration

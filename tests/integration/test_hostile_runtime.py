@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from trainserve.dispatch.runner import JobRunner
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store import fencing
 from trainserve.store.events import EventLog
@@ -246,7 +246,7 @@ def runtime_stack(fault_stack):
 
 def _long_xor(name: str, **training):
     """Thousands of short epochs: runs until stopped."""
-    from trainserve.jobs.spec import parse_spec
+    from trainserve.core.spec import parse_spec
     return parse_spec({
         "name": name, "dataset": {"name": "xor", "num_samples": 64},
         "model": {"mlp": {"hidden": [8]}},
@@ -301,7 +301,7 @@ def test_a_paused_dispatcher_cannot_write_to_the_job_another_resumed(runtime_sta
     import signal
 
     from tests.integration.helpers import submit, wait_job
-    from trainserve.pb import job_pb2 as pb
+    from trainserve.core.pb import job_pb2 as pb
 
     stack, r = runtime_stack, runtime_stack.redis
     job = submit(stack.stubs, _long_xor("fenced-pause"))
@@ -345,7 +345,7 @@ def _log_tail(stack) -> bytes:
 
 def test_a_job_whose_dispatcher_keeps_dying_fails_once_out_of_restarts(runtime_stack):
     from tests.integration.helpers import submit, wait_job, wait_paused
-    from trainserve.faults import ANY, arm
+    from trainserve.core.faults import ANY, arm
 
     stack, r = runtime_stack, runtime_stack.redis
     paused = arm(stack.faults, ANY, "checkpoint-write-2")
@@ -376,7 +376,7 @@ def test_a_job_past_its_wall_clock_limit_is_stopped_and_failed(runtime_stack):
 
 def test_a_search_counts_its_whole_run_against_the_limit(runtime_stack):
     from tests.integration.helpers import submit, wait_job
-    from trainserve.jobs.spec import parse_spec
+    from trainserve.core.spec import parse_spec
 
     spec = _long_xor("time-limited-search", max_duration_s=10)
     spec.MergeFrom(parse_spec({"search": {

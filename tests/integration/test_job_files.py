@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tests.integration.helpers import rpc_error, submit, wait_job
 from trainserve.cli.main import app
-from trainserve.jobs.spec import parse_spec
-from trainserve.pb import job_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.pb import job_pb2
 
 pytestmark = pytest.mark.integration
 

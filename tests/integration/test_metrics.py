@@ -19,9 +19,9 @@ import pytest
 from tests.conftest import free_port
 from tests.dashboard_queries import needs_gpu, queries, variable_queries
 from tests.integration.helpers import deploy, example, rpc_error, submit, wait_job
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 
 pytestmark = pytest.mark.integration
 

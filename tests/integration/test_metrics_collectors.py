@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trainserve.api.metrics import JobStateCollector, TrainingCollector
-from trainserve.jobs.state import JobState
+from trainserve.core.state import JobState
 from trainserve.local import DISPATCHER_READY_KEY
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.store.events import RedisReporter
 from trainserve.store.jobs import JobStore
 from trainserve.store.queue import JobQueue

@@ -21,10 +21,10 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.helpers import submit, wait_job, wait_paused, watch
-from trainserve.faults import ANY, ENV, arm
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.faults import ANY, ENV, arm
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def multinode():
     """A 3-worker-node cluster and a stack on it; the nodes see TRAINSERVE_FAULT_DIR."""
     from trainserve.config import Config
     from trainserve.local import LocalStack
-    from trainserve.pb import job_pb2_grpc
+    from trainserve.core.pb import job_pb2_grpc
 
     root = Path(tempfile.mkdtemp(prefix="ts-mn-"))
     faults = root / "faults"

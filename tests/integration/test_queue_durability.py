@@ -17,9 +17,9 @@ import grpc
 import pytest
 
 from tests.conftest import free_port
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 from trainserve.store.queue import JobQueue
 from trainserve.store.redis import connect
 
@@ -32,7 +32,7 @@ SPEC = parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
 def api_stack():
     from trainserve.config import Config
     from trainserve.local import LocalStack
-    from trainserve.pb import job_pb2_grpc
+    from trainserve.core.pb import job_pb2_grpc
 
     root = Path(tempfile.mkdtemp(prefix="ts-qd-"))
     cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=1,

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from tests.integration.helpers import Load, deploy, example, rpc_error, submit, wait_job
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2
 
 pytestmark = pytest.mark.integration
 

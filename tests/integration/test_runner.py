@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.dispatch.runner import JobRunner
-from trainserve.jobs.state import JobState
-from trainserve.pb import spec_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import spec_pb2
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
@@ -118,7 +118,7 @@ def test_a_model_name_another_user_holds_fails_the_job_and_registers_nothing(red
 def test_an_endpoint_name_another_user_holds_is_not_taken_over(redis_client, tmp_path):
     """The model is the job's owner's and the job succeeds, but the endpoint stays with the
     user who holds its name: the deploy failure is an event and `deployment` stays empty."""
-    from trainserve.pb import deployment_pb2
+    from trainserve.core.pb import deployment_pb2
     from trainserve.store.deployments import DeploymentStore
     theirs = deployment_pb2.Deployment(name="xor", model_name="m", model_version=1,
                                        user="mallory")

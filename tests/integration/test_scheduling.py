@@ -7,13 +7,13 @@ import time
 import pytest
 
 from tests.integration.helpers import example
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 from trainserve.jobs.service import JobsCore
 from trainserve.store.queue import CLUSTER_KEY
-from trainserve.jobs.state import JobState
+from trainserve.core.state import JobState
 from trainserve.store.queue import quota_key
-from trainserve.tenancy import Principal
-from trainserve.train.results import TrainResult
+from trainserve.core.tenancy import Principal
+from trainserve.training.results import TrainResult
 
 pytestmark = pytest.mark.integration
 

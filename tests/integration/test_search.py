@@ -12,9 +12,9 @@ import pytest
 
 from tests.integration.helpers import get_model, rpc_error, submit, wait_job, watch
 from tests.integration.test_spine import oip_labels, raw_test_split
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 
 pytestmark = pytest.mark.integration
 

@@ -105,7 +105,7 @@ def test_raw_rest_answers_401_with_a_challenge(auth_stack):
 
 def test_sdk_sends_the_configured_token(auth_stack):
     from trainserve.client import Client
-    from trainserve.errors import Unauthenticated
+    from trainserve.core.errors import Unauthenticated
 
     stack, token = auth_stack
     with Client(stack.config.api_address, inference_token=token) as ts:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import example, get_model, rpc_error, submit, wait_job
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def check_answers(answers, want):
 
 def test_batching_merges_concurrent_requests_and_each_gets_its_own_answer(stack, stubs,
                                                                          digits_model):
-    from trainserve.train.datasets import load_dataset
+    from trainserve.training.datasets import load_dataset
 
     mv = digits_model
     model_id = f"{mv.name}:{mv.version}"

@@ -63,7 +63,7 @@ class Stack:
 
     def reference(self, model_id: str, x: np.ndarray) -> np.ndarray:
         """The model's own forward on the preprocessed input, outside Serve."""
-        from trainserve.train.artifacts import load_artifact
+        from trainserve.training.artifacts import load_artifact
         loaded = load_artifact(self.model_dirs[model_id])
         with torch.inference_mode():
             return loaded.module(torch.from_numpy(loaded.preprocessing.apply(x))).numpy()
@@ -72,14 +72,14 @@ class Stack:
 def _register(redis_client, storage: Path, tmp: Path, name: str, dataset: str, task: str,
               classes: tuple, n_in: int, seed: int, job_id: str):
     """Write an artifact of a random MLP through train/ and register it; its model dir."""
-    from trainserve.pb import job_pb2, spec_pb2
+    from trainserve.core.pb import job_pb2, spec_pb2
     from trainserve.registry.versions import register
-    from trainserve.tenancy import Principal
+    from trainserve.core.tenancy import Principal
     from trainserve.store.models import ModelStore
-    from trainserve.train.artifacts import save_artifact
-    from trainserve.train.data import Preprocessing
-    from trainserve.train.datasets import DatasetInfo
-    from trainserve.train.zoo import build_model
+    from trainserve.training.artifacts import save_artifact
+    from trainserve.training.data import Preprocessing
+    from trainserve.training.datasets import DatasetInfo
+    from trainserve.training.zoo import build_model
 
     spec = spec_pb2.JobSpec(name=name)
     spec.dataset.name = dataset
@@ -99,7 +99,7 @@ def _register(redis_client, storage: Path, tmp: Path, name: str, dataset: str, t
 
 
 def _deploy(redis_client, endpoint: str, model_name: str, version: int) -> None:
-    from trainserve.pb import deployment_pb2
+    from trainserve.core.pb import deployment_pb2
     from trainserve.store.deployments import DeploymentStore
     DeploymentStore(redis_client).put(deployment_pb2.Deployment(
         name=endpoint, model_name=model_name, model_version=version,
@@ -165,7 +165,7 @@ def test_ensure_serve_applies_a_changed_config(stack):
 
 
 def test_warm_reports_why_it_cannot(stack):
-    from trainserve.errors import ModelNotReady, NotFound
+    from trainserve.core.errors import ModelNotReady, NotFound
     from trainserve.serve import control
     from trainserve.serve.testing import model_version_record
     from trainserve.store.models import ModelStore
@@ -367,7 +367,7 @@ def _summary(times_s):
 
 def test_sequential_latency_rest_grpc_vs_forward(stack, record_property):
     import tritonclient.http as httpclient
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
 
     n = 300
     one = _x(1)

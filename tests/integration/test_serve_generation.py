@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from tests.integration.helpers import deploy, submit, wait_job
-from trainserve.jobs.spec import parse_spec
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2
+from trainserve.core.spec import parse_spec
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2
 
 pytestmark = pytest.mark.integration
 

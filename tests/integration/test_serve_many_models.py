@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import example, submit, wait_job
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2
 
 pytestmark = pytest.mark.integration
 

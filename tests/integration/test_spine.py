@@ -11,17 +11,17 @@ import pytest
 import tritonclient.http as thttp
 
 from tests.integration.helpers import deploy, example, get_model, submit, wait_job, watch
-from trainserve.jobs.state import JobState
-from trainserve.pb import deployment_pb2
-from trainserve.train.data import split_indices
-from trainserve.train.datasets import load_dataset
+from trainserve.core.state import JobState
+from trainserve.core.pb import deployment_pb2
+from trainserve.training.data import split_indices
+from trainserve.training.datasets import load_dataset
 
 pytestmark = pytest.mark.integration
 
 
 def raw_test_split(spec):
     """The job's test set as raw (un-normalized) inputs, reproduced from its spec."""
-    from trainserve.train.validate import check_spec
+    from trainserve.training.validate import check_spec
 
     spec = check_spec(spec)
     x, y = load_dataset(spec.dataset)
@@ -91,7 +91,7 @@ def test_registered_model_has_lineage_and_loads_without_pickle(stubs, xor_job):
     mv = get_model(stubs, job.model_name, job.model_version)
     assert mv.job_id == job.id and mv.seed == spec.training.seed and mv.dataset_hash
     assert mv.task == "classification" and list(mv.inputs[0].shape) == [-1, 2]
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
     loaded = load_artifact(mv.artifact_uri)
     assert not loaded.module.training
 

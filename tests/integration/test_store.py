@@ -3,9 +3,9 @@ import threading
 
 import pytest
 
-from trainserve.errors import FailedPrecondition, NotFound
-from trainserve.jobs.state import JobState
-from trainserve.pb import spec_pb2
+from trainserve.core.errors import FailedPrecondition, NotFound
+from trainserve.core.state import JobState
+from trainserve.core.pb import spec_pb2
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.queue import JobQueue

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from tests.integration.helpers import example, get_model, rpc_error, submit, wait_job, watch
-from trainserve.jobs.state import JobState
+from trainserve.core.state import JobState
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from trainserve.api.servicers import StreamSlots
-from trainserve.errors import InvalidArgument, PermissionDenied, ResourceExhausted
-from trainserve.jobs.scheduling import Quota
+from trainserve.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from trainserve.core.scheduling import Quota
 from trainserve.jobs.service import MAX_SPEC_BYTES, _check_scheduling_fields, check_spec_size
-from trainserve.jobs.spec import load_spec_file
-from trainserve.pb import spec_pb2
-from trainserve.tenancy import Principal
+from trainserve.core.spec import load_spec_file
+from trainserve.core.pb import spec_pb2
+from trainserve.core.tenancy import Principal
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALICE, ADMIN = Principal("alice", "user"), Principal("root", "admin")
@@ -109,7 +109,7 @@ def test_live_streams_never_delay_other_calls():
 
     from trainserve.api.auth import acting_as
     from trainserve.api.servicers import JobServicer, _Blocking
-    from trainserve.pb import job_pb2
+    from trainserve.core.pb import job_pb2
 
     def slow_events():
         while True:
@@ -180,7 +180,7 @@ def test_renderings_are_capped_per_user_on_a_pool_of_their_own():
 
     from trainserve.api.auth import acting_as
     from trainserve.api.servicers import JobServicer, Rendering, RenderSlots, _Blocking
-    from trainserve.pb import job_pb2
+    from trainserve.core.pb import job_pb2
 
     release = threading.Event()
 

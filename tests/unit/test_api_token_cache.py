@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.api.auth import AuthInterceptor, TokenCache
-from trainserve.tenancy import Principal
+from trainserve.core.tenancy import Principal
 from trainserve.store.tokens import digest
 
 

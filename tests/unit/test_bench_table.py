@@ -90,6 +90,6 @@ def test_markdown_table_marks_misses():
 
 
 def test_gpu_bench_leaves_no_dataset_registered():
-    from trainserve.train.datasets import DATASETS
+    from trainserve.training.datasets import DATASETS
     gpu.run("cpu", 2, {}, images=16)
     assert gpu.IMAGES28 not in DATASETS.names()

@@ -9,12 +9,12 @@ import time
 
 import torch
 
-from trainserve.faults import ANY, ENV, arm
-from trainserve.train import checkpoints
+from trainserve.core.faults import ANY, ENV, arm
+from trainserve.training import checkpoints
 
 WRITER = """
 import sys, torch
-from trainserve.train.checkpoints import save_checkpoint
+from trainserve.training.checkpoints import save_checkpoint
 d = sys.argv[1]
 for epoch in (1, 2):
     save_checkpoint(d, epoch, {"epoch": epoch, "w": torch.full((1000,), float(epoch))})

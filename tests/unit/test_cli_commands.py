@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tests.unit.test_client_sdk import FakeOip, fake_api, fake_oip  # noqa: F401 - fixtures
 from trainserve.cli.main import app
-from trainserve.pb import deployment_pb2, job_pb2, model_pb2, spec_pb2
+from trainserve.core.pb import deployment_pb2, job_pb2, model_pb2, spec_pb2
 
 XOR_YAML = """\
 name: xor-mlp

@@ -12,7 +12,7 @@ from tests.unit.test_cli_commands import cli  # noqa: F401 - fixture
 from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
 from trainserve.cli import render
 from trainserve.cli.watch import SearchProgress, print_outcome
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.core.pb import job_pb2, spec_pb2
 
 # id, state, val_accuracy per epoch, optimizer.lr, hidden, message
 TRIALS = [

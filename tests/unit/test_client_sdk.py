@@ -14,9 +14,9 @@ import grpc
 import numpy as np
 import pytest
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.client import Client, DeploymentFailed, infer_request, rest_base
-from trainserve.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
+from trainserve.core.pb import (deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc, model_pb2,
                            model_pb2_grpc, spec_pb2)
 
 XOR_SPEC = {"name": "xor-mlp", "dataset": {"name": "xor"}, "model": {"mlp": {"hidden": [8]}},

@@ -7,12 +7,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from trainserve.errors import InvalidArgument
-from trainserve.pb import spec_pb2
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.pb import spec_pb2
 from trainserve.registry.versions import _copy_once
 from trainserve.store import files
-from trainserve.train import describe as d
-from trainserve.train.userdata import load_uploaded, schema_for_job, uploaded_info
+from trainserve.training import describe as d
+from trainserve.training.userdata import load_uploaded, schema_for_job, uploaded_info
 
 
 def _npz_with(path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import (DatasetInfo, apply_dataset_defaults, dataset_hash,
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import (DatasetInfo, apply_dataset_defaults, dataset_hash,
                                        dataset_info, load_dataset)
-from trainserve.train.validate import check_spec
+from trainserve.training.validate import check_spec
 
 TOY_2D = {"moons": 2, "circles": 2, "spirals": 2, "spirals3": 3, "rings": 8}
 SEQUENCES = ("sine", "sine_classify")
@@ -121,8 +121,8 @@ def test_input_kinds():
 
 def test_datasets_module_does_not_import_torch():
     code = ("import sys\n"
-            "from trainserve.pb import spec_pb2\n"
-            "from trainserve.train.datasets import load_dataset\n"
+            "from trainserve.core.pb import spec_pb2\n"
+            "from trainserve.training.datasets import load_dataset\n"
             "for name in ('sine', 'spirals', 'rings'):\n"
             "    load_dataset(spec_pb2.DatasetSpec(name=name, num_samples=20))\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")

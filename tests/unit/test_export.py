@@ -14,16 +14,16 @@ import pytest
 
 from tests.unit.test_cli_commands import assert_error, cli  # noqa: F401 - fixture
 from tests.unit.test_client_sdk import FakeApi, fake_api  # noqa: F401 - fixture
-from trainserve import errors
-from trainserve.jobs.spec import parse_spec
-from trainserve.pb import model_pb2
+from trainserve.core import errors
+from trainserve.core.spec import parse_spec
+from trainserve.core.pb import model_pb2
 from trainserve.registry import export
 from trainserve.serve.predictor import Predictor
-from trainserve.tenancy import Principal
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.tenancy import Principal
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.validate import check_spec
 
 TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

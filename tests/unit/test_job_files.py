@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from tests.unit.test_plots import assert_png, classification_arrays, epoch_events
-from trainserve import errors, plots
+from trainserve.core import errors
+from trainserve.jobs import plots
 from trainserve.jobs import artifacts
-from trainserve.pb import job_pb2, spec_pb2
-from trainserve.train import logcapture
-from trainserve.train.launch import JobContext
-from trainserve.train.reporting import ListReporter, LogLinesReporter
+from trainserve.core.pb import job_pb2, spec_pb2
+from trainserve.runtime import logcapture
+from trainserve.runtime.launch import JobContext
+from trainserve.training.reporting import ListReporter, LogLinesReporter
 
 
 @pytest.mark.parametrize("name", ["../metrics.json", "/etc/passwd", "plots/curves.png", "..",
@@ -103,12 +104,12 @@ def test_capture_sends_stdout_stderr_and_logging_lines_with_the_rank(list_sink):
         print("hello\nworld", end="")
         print(" !")
         sys.stderr.write("careful\n")
-        logging.getLogger("trainserve.train.loop").info("epoch %d done", 3)
-        logging.getLogger("trainserve.train.loop").debug("not this")
+        logging.getLogger("trainserve.training.loop").info("epoch %d done", 3)
+        logging.getLogger("trainserve.training.loop").debug("not this")
     assert sys.stdout is out and sys.stderr is err and sink.closed
     assert sink.lines == [(1, "stdout", "info", "hello"), (1, "stdout", "info", "world !"),
                           (1, "stderr", "info", "careful"),
-                          (1, "logging", "info", "trainserve.train.loop: epoch 3 done")]
+                          (1, "logging", "info", "trainserve.training.loop: epoch 3 done")]
     handlers = logging.getLogger().handlers
     assert not any(isinstance(h, logcapture._SinkHandler) for h in handlers)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from trainserve.jobs.state import TRANSITIONS, JobState, sources_of
+from trainserve.core.state import TRANSITIONS, JobState, sources_of
 
 
 def test_terminal_states():

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from trainserve.errors import ResourceExhausted
-from trainserve.jobs.spec import check_submission, load_spec_file, parse_spec
-from trainserve.train import budget
-from trainserve.train.datasets import dataset_info
-from trainserve.train.tasks import task_info
-from trainserve.train.validate import check_spec
+from trainserve.core.errors import ResourceExhausted
+from trainserve.core.spec import load_spec_file, parse_spec
+from trainserve.jobs.admission import check_submission
+from trainserve.jobs import budget
+from trainserve.training.datasets import dataset_info
+from trainserve.training.tasks import task_info
+from trainserve.training.validate import check_spec
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 GIANT_MLP = {"dataset": {"name": "digits"}, "model": {"mlp": {"hidden": [16384] * 64}},
@@ -27,7 +28,7 @@ def info_of(spec):
 
 
 def test_small_mlp_parameter_count_is_exact():
-    from trainserve.train.zoo import build_model
+    from trainserve.training.zoo import build_model
     spec = checked({"dataset": {"name": "moons"}, "model": {"mlp": {"hidden": [8, 5]}}})
     real = sum(p.numel() for p in build_model(spec, info_of(spec)).parameters())
     assert real == (2 * 8 + 8) + (8 * 5 + 5) + (5 * 2 + 2)  # moons: 2 features, 2 classes
@@ -44,8 +45,8 @@ def _real_step_peak(spec) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from trainserve.train.optimizers import build_optimizer
-    from trainserve.train.zoo import build_model
+    from trainserve.training.optimizers import build_optimizer
+    from trainserve.training.zoo import build_model
     info = info_of(spec)
     model = build_model(spec, info)
     opt = build_optimizer(model.parameters(), spec.optimizer)
@@ -224,7 +225,7 @@ def test_a_network_meta_cannot_run_is_checked_on_its_parameters(monkeypatch):
 
 
 def test_a_network_meta_cannot_build_is_let_through_and_logged(monkeypatch, caplog):
-    import trainserve.train.zoo as zoo
+    import trainserve.training.zoo as zoo
 
     def broken(*args):
         raise NotImplementedError("no meta kernel")

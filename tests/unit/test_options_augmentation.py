@@ -3,12 +3,12 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train import loop
-from trainserve.train.augment import Augmenter
-from trainserve.train.data import prepare_data
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training import loop
+from trainserve.training.augment import Augmenter
+from trainserve.training.data import prepare_data
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 SHAPE = (1, 8, 8)
 

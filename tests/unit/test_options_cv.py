@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.data import fold_indices, prepare_data
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.data import fold_indices, prepare_data
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 IRIS_CV = {"dataset": {"name": "iris"}, "split": {"folds": 3},
            "model": {"mlp": {"hidden": [16]}}, "optimizer": {"lr": 0.01},

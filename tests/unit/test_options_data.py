@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from trainserve.train.data import fit_preprocessing
+from trainserve.training.data import fit_preprocessing
 
 
 def test_sequences_are_normalized_per_feature_over_all_steps():

@@ -6,14 +6,14 @@ import torch
 from google.protobuf import json_format
 from safetensors.torch import load_file
 
-from trainserve.pb import spec_pb2
-from trainserve.train import checkpoints, loop
-from trainserve.train.artifacts import MODEL_FILE, load_artifact
-from trainserve.train.data import prepare_data
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.stopping import EarlyStopping, epoch_metric_names
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training import checkpoints, loop
+from trainserve.training.artifacts import MODEL_FILE, load_artifact
+from trainserve.training.data import prepare_data
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.stopping import EarlyStopping, epoch_metric_names
+from trainserve.training.validate import check_spec
 
 # An over-parameterized MLP on a small noisy set: val_loss bottoms out early, then rises.
 NOISY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},

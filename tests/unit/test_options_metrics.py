@@ -7,14 +7,14 @@ import torch
 from google.protobuf import json_format
 from sklearn import metrics as skm
 
-from trainserve.pb import spec_pb2
-from trainserve.train import metrics as M
-from trainserve.train.artifacts import META_FILE
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.loop import train
-from trainserve.train.losses import build_loss
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training import metrics as M
+from trainserve.training.artifacts import META_FILE
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.loop import train
+from trainserve.training.losses import build_loss
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 
 def _scores(n, c, seed=0):

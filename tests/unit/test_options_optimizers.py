@@ -5,13 +5,13 @@ from google.protobuf import json_format
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import ARCHITECTURES, Architecture
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import ARCHITECTURES, Architecture
 
 XOR = {"dataset": {"name": "xor", "normalize": "none"}, "split": {"test_fraction": 0.25}}
 CORNERS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
@@ -98,7 +98,7 @@ def test_perceptron_rule_refuses_several_workers(tmp_path, perceptron_arch):
 
 
 def test_adam_betas_reach_the_torch_optimizer():
-    from trainserve.train.optimizers import build_optimizer
+    from trainserve.training.optimizers import build_optimizer
     spec = check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
                              "optimizer": {"name": "adam", "betas": [0.5, 0.99]}}))
     opt = build_optimizer(nn.Linear(2, 1).parameters(), spec.optimizer)
@@ -110,7 +110,7 @@ def test_adam_betas_reach_the_torch_optimizer():
 
 @pytest.mark.parametrize("name,torch_cls", [("adam", "Adam"), ("adamw", "AdamW")])
 def test_adam_runs_fused_on_cpu_and_steps_as_the_unfused_one(name, torch_cls):
-    from trainserve.train.optimizers import build_optimizer
+    from trainserve.training.optimizers import build_optimizer
     spec = check_spec(_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
                              "optimizer": {"name": name, "lr": 0.01, "weight_decay": 0.1}}))
     torch.manual_seed(0)

@@ -3,11 +3,11 @@ import pytest
 from google.protobuf import json_format
 from safetensors.torch import load_file
 
-from trainserve.pb import spec_pb2
-from trainserve.train.artifacts import MODEL_FILE
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training.artifacts import MODEL_FILE
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 # Small and noisy, and a network far larger than it needs: it overfits within 100 epochs.
 NOISY = {"dataset": {"name": "xor", "num_samples": 120, "noise": 0.45},

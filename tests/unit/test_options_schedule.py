@@ -5,14 +5,15 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train import checkpoints
-from trainserve.train.data import prepare_data
-from trainserve.train.loop import derive_seed, train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.schedule import LRSchedule
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.core.pb import spec_pb2
+from trainserve.training import checkpoints
+from trainserve.training.data import prepare_data
+from trainserve.training.loop import train
+from trainserve.training.seeds import derive_seed
+from trainserve.training.reporting import ListReporter
+from trainserve.training.schedule import LRSchedule
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 IRIS = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16]}},
         "training": {"epochs": 8, "batch_size": 16, "checkpoint_every_s": 0}}  # read per epoch

@@ -2,10 +2,10 @@
 import pytest
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.stopping import epoch_metric_names
-from trainserve.train.validate import check_spec
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.stopping import epoch_metric_names
+from trainserve.training.validate import check_spec
 
 
 def _check(d: dict) -> spec_pb2.JobSpec:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train import loop
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training import loop
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 
 def _spec(dataset="digits", model=None, epochs=2, **performance) -> spec_pb2.JobSpec:
@@ -85,7 +85,7 @@ def test_channels_last_trains_the_same_model(tmp_path):
 ])
 def test_channels_last_unset_is_chosen_by_input_and_device(dataset, model, perf, device,
                                                            expected):
-    from trainserve.train.data import prepare_data
+    from trainserve.training.data import prepare_data
     spec = check_spec(_spec(dataset, model, **perf))
     info = prepare_data(spec).info
     assert loop.use_channels_last(spec.training.performance, info,

@@ -1,4 +1,4 @@
-"""trainserve.plots on hand-built jobs (a search with a trial stopped early, a training job's
+"""trainserve.jobs.plots on hand-built jobs (a search with a trial stopped early, a training job's
 epoch events), on hand-built evaluation arrays (every task's plots) and `trainserve plot`
 against the fake job API: valid, readable PNG files."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from tests.unit.test_cli_commands import assert_error, cli  # noqa: F401 - fixtures
 from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
-from trainserve import plots
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.jobs import plots
+from trainserve.core.pb import job_pb2, spec_pb2
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SPACE = {"optimizer.lr": "loguniform(1e-4, 1e-1)", "model.mlp.hidden": "choice([[32], [64, 64]])",

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.dispatch.dispatcher import Dispatcher
-from trainserve.jobs.spec import parse_spec
+from trainserve.core.spec import parse_spec
 from trainserve.store.queue import LEASE_SECONDS, Lease
-from trainserve.train.launch import _Stops
-from trainserve.train.validate import MAX_JOB_DURATION_S, MAX_RESTARTS, check_spec
+from trainserve.runtime.launch import _Stops
+from trainserve.training.validate import MAX_JOB_DURATION_S, MAX_RESTARTS, check_spec
 
 
 def _spec(**training):
@@ -60,7 +60,7 @@ def test_a_duration_beyond_the_maximum_or_not_a_duration_is_refused(seconds, wor
 def test_every_example_validates_with_the_limits():
     from pathlib import Path
 
-    from trainserve.jobs.spec import load_spec_file
+    from trainserve.core.spec import load_spec_file
     examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
     assert examples
     for path in examples:

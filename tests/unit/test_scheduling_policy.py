@@ -2,10 +2,10 @@
 aging, and refusals of jobs that could never start."""
 import pytest
 
-from trainserve.errors import InvalidArgument
-from trainserve.jobs.scheduling import (AGING_S, Candidate, Need, Quota, Running, check_fits,
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.scheduling import (AGING_S, Candidate, Need, Quota, Running, check_fits,
                                         need_of, plan, queue_score)
-from trainserve.pb import spec_pb2
+from trainserve.core.pb import spec_pb2
 
 CLUSTER = {"CPU": 4.0, "GPU": 0.0}
 

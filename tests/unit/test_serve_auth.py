@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from trainserve import client as sdk
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
 from trainserve.config import Config
-from trainserve.errors import InvalidArgument, NotFound, Unauthenticated
+from trainserve.core.errors import InvalidArgument, NotFound, Unauthenticated
 from trainserve.local import LocalStack
 from trainserve.serve import auth
 from trainserve.serve.auth import (MESSAGE, TokenFile, bearer_token, create_token, digest,

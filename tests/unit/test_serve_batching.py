@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
-from trainserve.pb import deployment_pb2
+from trainserve.core.pb import deployment_pb2
 from trainserve.serve.batching import Batcher, batchable, split_rows
 from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.host import LocalBackend
@@ -246,7 +246,7 @@ def test_local_backend_without_batching_counts_single_passes():
 
 
 def test_serving_options_are_checked():
-    from trainserve.errors import InvalidArgument
+    from trainserve.core.errors import InvalidArgument
     from trainserve.registry.service import check_serving_options
 
     check_serving_options(deployment_pb2.ServingOptions(max_batch_size=4096, batch_wait_ms=0))

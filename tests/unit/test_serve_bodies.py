@@ -15,7 +15,7 @@ import torch
 from starlette.testclient import TestClient
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.errors import InvalidArgument, ResourceExhausted
+from trainserve.core.errors import InvalidArgument, ResourceExhausted
 from trainserve.serve.bodies import BodyTooLarge, inflate, read_capped
 from trainserve.serve.config import MAX_REQUEST_BYTES, ServeConfig, parse_option
 from trainserve.serve.grpc_api import GrpcInference

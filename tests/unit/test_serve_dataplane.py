@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainserve.errors import InvalidArgument, ModelNotReady
+from trainserve.core.errors import InvalidArgument, ModelNotReady
 from trainserve.serve.dataplane import (InferInput, InferRequest, ModelSignature,
                                         RequestedOutput, TensorSpec, build_response,
                                         check_shape, decode_json, decode_raw, encode_raw,

@@ -11,17 +11,17 @@ from starlette.testclient import TestClient
 from google.protobuf import json_format
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.errors import InvalidArgument
-from trainserve.pb import spec_pb2
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.pb import spec_pb2
 from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.grpc_api import GrpcInference
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
 from trainserve.serve.testing import LocalServing, RecordingContext, model_version_record
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.validate import check_spec
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.validate import check_spec
 
 SPECS = {
     "vae": {"dataset": {"name": "digits"},

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 from trainserve.serve.grpc_api import (GrpcInference, add_inference_servicer,
                                        infer_request_from_proto)
 from trainserve.serve.predictor import Predictor

@@ -10,7 +10,7 @@ import torch
 from starlette.testclient import TestClient
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 from trainserve.serve.auth import (Grant, TokenFile, create_token, digest, list_tokens,
                                    parse_line, parse_tokens, revoke)
 from trainserve.serve.grpc_api import GrpcInference

@@ -1,14 +1,14 @@
 """Serving an autoencoder: reconstruction in the caller's units and the latent code."""
 import numpy as np
 
-from trainserve.jobs.spec import parse_spec
+from trainserve.core.spec import parse_spec
 from trainserve.registry.versions import io_specs
 from trainserve.serve.predictor import Predictor
-from trainserve.train.artifacts import build_meta
-from trainserve.train.data import Preprocessing
-from trainserve.train.datasets import dataset_info
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.training.artifacts import build_meta
+from trainserve.training.data import Preprocessing
+from trainserve.training.datasets import dataset_info
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 
 def test_autoencoder_predictor_returns_reconstruction_and_latent():

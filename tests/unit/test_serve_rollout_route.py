@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainserve.errors import NotFound
-from trainserve.pb import deployment_pb2
+from trainserve.core.errors import NotFound
+from trainserve.core.pb import deployment_pb2
 from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.resolver import Route
 from trainserve.serve.testing import LocalServing

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainserve.errors import InvalidArgument, ModelNotReady, NotFound, Unavailable
+from trainserve.core.errors import InvalidArgument, ModelNotReady, NotFound, Unavailable
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.dataplane import InferInput, InferRequest, RequestedOutput
 from trainserve.serve.predictor import Predictor
@@ -170,7 +170,7 @@ def test_serve_config_validation():
     with pytest.raises(ValueError, match="must differ"):
         ServeConfig(http_port=9000)
     with pytest.raises(ValueError, match="loader must be 'module:function'"):
-        ServeConfig(loader="trainserve.train.artifacts.load_artifact")
+        ServeConfig(loader="trainserve.training.artifacts.load_artifact")
     with pytest.raises(ValueError):
         ServeConfig(host_replicas=0)
 

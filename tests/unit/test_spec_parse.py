@@ -1,7 +1,7 @@
 import pytest
 
-from trainserve.errors import InvalidArgument
-from trainserve.jobs.spec import load_spec_file, parse_spec
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.spec import load_spec_file, parse_spec
 
 
 def test_yaml_maps_by_field_name(tmp_path):
@@ -46,7 +46,7 @@ def test_missing_file():
 @pytest.mark.parametrize("deploy,field", [({"max_batch_size": 5000}, "spec.deploy.max_batch_size"),
                                           ({"batch_wait_ms": -1}, "spec.deploy.batch_wait_ms")])
 def test_deploy_batching_is_checked_at_submission(deploy, field):
-    from trainserve.jobs.spec import check_submission
+    from trainserve.jobs.admission import check_submission
     with pytest.raises(InvalidArgument) as info:
         check_submission(parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
                                      "deploy": deploy}))

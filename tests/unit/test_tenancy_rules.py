@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from trainserve import errors, tenancy
+from trainserve.core import errors, tenancy
 from trainserve.jobs.service import USER_RE
-from trainserve.jobs.spec import check_name
-from trainserve.tenancy import Principal
+from trainserve.core.spec import check_name
+from trainserve.core.tenancy import Principal
 
 ALICE, BOB, ADMIN = Principal("alice", "user"), Principal("bob", "user"), Principal("root", "admin")
 

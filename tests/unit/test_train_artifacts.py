@@ -6,12 +6,12 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train.artifacts import META_FILE, MODEL_FILE, load_artifact, save_artifact
-from trainserve.train.data import Preprocessing
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.core.pb import spec_pb2
+from trainserve.training.artifacts import META_FILE, MODEL_FILE, load_artifact, save_artifact
+from trainserve.training.data import Preprocessing
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 META_KEYS = {"spec", "task", "class_names", "input_shape", "output_dim", "preprocessing",
              "metrics", "dataset_hash", "seed"}

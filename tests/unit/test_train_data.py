@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train.data import (
+from trainserve.core.pb import spec_pb2
+from trainserve.training.data import (
     Preprocessing, fit_preprocessing, prepare_data, split_indices, split_sizes,
 )
-from trainserve.train.datasets import load_dataset
-from trainserve.train.validate import check_spec
+from trainserve.training.datasets import load_dataset
+from trainserve.training.validate import check_spec
 
 
 def _spec(d):

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import DATASETS, dataset_hash, dataset_info, load_dataset
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import DATASETS, dataset_hash, dataset_info, load_dataset
 
 
 def _ds(name, **fields):
@@ -64,7 +64,7 @@ def test_loading_is_deterministic_and_hash_identifies_data():
 
 
 def test_validation_modules_do_not_import_torch():
-    code = ("import sys, trainserve.train.validate, trainserve.train.data, "
-            "trainserve.train.launch, trainserve.train.reporting; "
+    code = ("import sys, trainserve.training.validate, trainserve.training.data, "
+            "trainserve.runtime.launch, trainserve.training.reporting; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

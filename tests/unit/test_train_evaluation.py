@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from tests.unit.test_plots import assert_png
-from trainserve import plots
-from trainserve.jobs.spec import parse_spec
-from trainserve.train.data import Preprocessing
-from trainserve.train.evaluation import EVALUATION_FILE, denormalize
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.jobs import plots
+from trainserve.core.spec import parse_spec
+from trainserve.training.data import Preprocessing
+from trainserve.training.evaluation import EVALUATION_FILE, denormalize
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 
 def run(tmp_path, doc: dict):

@@ -3,10 +3,10 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train.loop import gpu_figures, train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training.loop import gpu_figures, train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.validate import check_spec
 
 XOR = {"dataset": {"name": "xor", "normalize": "none"}, "split": {"test_fraction": 0.25},
        "model": {"mlp": {"hidden": [8]}}, "training": {"epochs": 2, "batch_size": 16}}

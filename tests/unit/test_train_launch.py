@@ -5,12 +5,11 @@ import types
 
 import pytest
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.launch import TRAIN_POLL_S, JobContext, poll_workers_often, readable_error
-from trainserve.train.reporting import (
-    CancelFileReporter, ListReporter, NullReporter, Reporter, make_reporter,
-)
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.runtime.launch import TRAIN_POLL_S, JobContext, poll_workers_often, readable_error
+from trainserve.runtime.reporting import make_reporter
+from trainserve.training.reporting import CancelFileReporter, ListReporter, NullReporter, Reporter
 
 
 def _ctx(**kw):

@@ -7,14 +7,14 @@ import torch
 from google.protobuf import json_format
 from safetensors.torch import load_file
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train import checkpoints, loop
-from trainserve.train.artifacts import MODEL_FILE, load_artifact
-from trainserve.train.loop import train
-from trainserve.train.reporting import ListReporter
-from trainserve.train.results import TrainResult
-from trainserve.train.validate import check_spec
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training import checkpoints, loop
+from trainserve.training.artifacts import MODEL_FILE, load_artifact
+from trainserve.training.loop import train
+from trainserve.training.reporting import ListReporter
+from trainserve.training.results import TrainResult
+from trainserve.training.validate import check_spec
 from tests.unit.ddp import run_two_ranks
 
 XOR = {"dataset": {"name": "xor", "normalize": "none"},

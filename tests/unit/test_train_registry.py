@@ -1,12 +1,12 @@
 """Registry behaviour and the built-in registrations."""
 import pytest
 
-from trainserve.train.activations import ACTIVATIONS, make_activation
-from trainserve.train.datasets import DATASETS
-from trainserve.train.losses import LOSSES
-from trainserve.train.optimizers import OPTIMIZERS
-from trainserve.train.registry import Registry
-from trainserve.train.zoo import ARCHITECTURES
+from trainserve.training.activations import ACTIVATIONS, make_activation
+from trainserve.training.datasets import DATASETS
+from trainserve.training.losses import LOSSES
+from trainserve.training.optimizers import OPTIMIZERS
+from trainserve.training.registry import Registry
+from trainserve.training.zoo import ARCHITECTURES
 
 
 def test_register_get_names():
@@ -53,7 +53,7 @@ def test_builtin_registrations():
 
 
 def test_architectures_are_keyed_by_the_model_oneof():
-    from trainserve.pb import spec_pb2
+    from trainserve.core.pb import spec_pb2
     oneof = spec_pb2.ModelSpec.DESCRIPTOR.oneofs_by_name["arch"]
     assert sorted(f.name for f in oneof.fields) == ARCHITECTURES.names()
 

@@ -3,11 +3,11 @@ of the per-sample ones, and the epoch sums agree whichever a step used."""
 import pytest
 import torch
 
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.loop import _EpochSums
-from trainserve.train.losses import build_loss, build_mean_loss
-from trainserve.train.task_hooks import SupervisedTask
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.loop import _EpochSums
+from trainserve.training.losses import build_loss, build_mean_loss
+from trainserve.training.task_hooks import SupervisedTask
 
 CLASSES = DatasetInfo("c", "classification", 2, ("a", "b"), (4,), 64)
 REGRESSION = DatasetInfo("r", "regression", 0, (), (4,), 64, num_targets=3)

@@ -2,9 +2,9 @@
 import pytest
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.validate import check_spec
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.validate import check_spec
 
 
 def _parse(d: dict) -> spec_pb2.JobSpec:

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.losses import LOSSES, build_loss
-from trainserve.train.optimizers import OPTIMIZERS, build_optimizer
-from trainserve.train.zoo import build_model
-from trainserve.train.zoo.lenet5 import geometry
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.losses import LOSSES, build_loss
+from trainserve.training.optimizers import OPTIMIZERS, build_optimizer
+from trainserve.training.zoo import build_model
+from trainserve.training.zoo.lenet5 import geometry
 
 
 def _info(task="classification", shape=(4,), classes=3):

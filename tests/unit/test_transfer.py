@@ -5,18 +5,18 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.jobs.spec import check_submission
-from trainserve.pb import spec_pb2
-from trainserve.train.artifacts import save_artifact
-from trainserve.train.data import Preprocessing, prepare_data
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.transfer import (apply_transfer, check_source, map_name,
+from trainserve.core import errors
+from trainserve.jobs.admission import check_submission
+from trainserve.core.pb import spec_pb2
+from trainserve.training.artifacts import save_artifact
+from trainserve.training.data import Preprocessing, prepare_data
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.transfer import (apply_transfer, check_source, map_name,
                                        read_source_shapes)
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 DIGITS = DatasetInfo("digits", "classification", 10, tuple("0123456789"), (1, 8, 8), 1797)
 DIGITS_AE = DatasetInfo("digits", "reconstruction", 0, (), (1, 8, 8), 1797)

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from trainserve import errors
-from trainserve.jobs.spec import check_submission, parse_spec
+from trainserve.core import errors
+from trainserve.core.spec import parse_spec
+from trainserve.jobs.admission import check_submission
 from trainserve.tune.algorithms import decode, param_space
 from trainserve.tune.space import apply_values, parse_axis
 
@@ -167,7 +168,7 @@ def test_tune_domains_and_decoding_round_trip():
 def test_search_examples_are_accepted_as_written(name):
     from pathlib import Path
 
-    from trainserve.jobs.spec import load_spec_file
+    from trainserve.core.spec import load_spec_file
     spec = check_submission(load_spec_file(
         Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml"))
     assert spec.HasField("search") and spec.search.num_samples > 1

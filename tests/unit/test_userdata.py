@@ -4,9 +4,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from trainserve.errors import InvalidArgument
-from trainserve.pb import spec_pb2
-from trainserve.train.userdata import load_uploaded
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.pb import spec_pb2
+from trainserve.training.userdata import load_uploaded
 
 
 def _spec(path, fmt, **fields):

@@ -4,12 +4,12 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.init import INITS, apply_init
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import (apply_model_defaults, build_model, get_architecture,
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.init import INITS, apply_init
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import (apply_model_defaults, build_model, get_architecture,
                                   init_from_data)
 
 IMAGE, SEQUENCE, TABULAR = (1, 8, 8), (12, 3), (5,)

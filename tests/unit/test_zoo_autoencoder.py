@@ -5,16 +5,16 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
 from trainserve.registry.versions import io_specs
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.task_hooks import code_sparsity
-from trainserve.train.tasks import task_info
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.task_hooks import code_sparsity
+from trainserve.training.tasks import task_info
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 from tests.unit.ddp import run_two_ranks
 
 IMAGE, TABULAR = (1, 8, 8), (5,)

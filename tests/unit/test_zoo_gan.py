@@ -6,18 +6,18 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
 from trainserve.registry.versions import io_specs
 from trainserve.serve.predictor import Predictor
-from trainserve.train.artifacts import load_artifact
-from trainserve.train.datasets import DatasetInfo
-from trainserve.train.gan_task import mode_metrics
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.tasks import task_info
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.training.artifacts import load_artifact
+from trainserve.training.datasets import DatasetInfo
+from trainserve.training.gan_task import mode_metrics
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.tasks import task_info
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 
 def _raw(gan: dict | None = None, dataset: dict | None = None, **rest):

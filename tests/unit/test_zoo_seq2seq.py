@@ -5,11 +5,11 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from trainserve import errors
-from trainserve.pb import spec_pb2
-from trainserve.train.datasets import dataset_info, load_dataset
-from trainserve.train.validate import check_spec
-from trainserve.train.zoo import build_model
+from trainserve.core import errors
+from trainserve.core.pb import spec_pb2
+from trainserve.training.datasets import dataset_info, load_dataset
+from trainserve.training.validate import check_spec
+from trainserve.training.zoo import build_model
 
 
 def _spec(d: dict) -> spec_pb2.JobSpec:
@@ -51,7 +51,7 @@ def test_default_reversal_length_is_20():
 
 
 def test_corpus_windows_are_next_character_pairs():
-    from trainserve.train.datasets_text import corpus_vocab, decode
+    from trainserve.training.datasets_text import corpus_vocab, decode
     spec = check_spec(_spec(_corpus()))
     x, y = load_dataset(spec.dataset)
     assert x.shape[1] == 16 and np.array_equal(x[:, 1:].astype(np.int64), y[:, :-1])
@@ -124,9 +124,9 @@ def test_validation_errors_name_the_field(spec, field):
 
 def test_short_training_writes_meta_and_io_specs(tmp_path):
     from trainserve.registry.versions import io_specs
-    from trainserve.train.artifacts import load_artifact
-    from trainserve.train.loop import train
-    from trainserve.train.reporting import NullReporter
+    from trainserve.training.artifacts import load_artifact
+    from trainserve.training.loop import train
+    from trainserve.training.reporting import NullReporter
     spec = check_spec(_spec(_reversal({"seq2seq": {"hiddenSize": 16, "attention": True}},
                                       training={"epochs": 2})))
     result = train(spec, tmp_path / "s2s", NullReporter())

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from trainserve.pb import spec_pb2
-from trainserve.train.data import split_indices
-from trainserve.train.datasets import load_dataset
-from trainserve.train.loop import train
-from trainserve.train.reporting import NullReporter
-from trainserve.train.validate import check_spec
+from trainserve.core.pb import spec_pb2
+from trainserve.training.data import split_indices
+from trainserve.training.datasets import load_dataset
+from trainserve.training.loop import train
+from trainserve.training.reporting import NullReporter
+from trainserve.training.validate import check_spec
 
 XOR = {"name": "xor", "normalize": "none"}
 

@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from trainserve import errors
-from trainserve.pb import auth_pb2, auth_pb2_grpc
+from trainserve.core import errors
+from trainserve.core.pb import auth_pb2, auth_pb2_grpc
 from trainserve.store.tokens import TokenRecord, TokenStore, check_user, digest
-from trainserve.tenancy import Principal
+from trainserve.core.tenancy import Principal
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # A caller's self-asserted name, honoured only while authentication is off.

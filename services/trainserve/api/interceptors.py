@@ -13,7 +13,7 @@ import time
 import grpc
 import redis
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.api.metrics import GRPC_LATENCY, GRPC_REQUESTS, REDIS_ERRORS
 
 log = logging.getLogger("trainserve.api")

@@ -72,7 +72,7 @@ class JobStateCollector(_RedisCollector):
                     "trainserve_dispatcher_ready"))]
 
     def _families(self) -> list:
-        from trainserve.jobs.state import JobState
+        from trainserve.core.state import JobState
         from trainserve.store.jobs import index_key
 
         jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by state and kind (training or "
@@ -88,7 +88,7 @@ class JobStateCollector(_RedisCollector):
         return [jobs, *self._queue_families(), self._dispatcher_family()]
 
     def _kinds_of(self, ids: list[str]) -> dict[str, str]:
-        from trainserve.pb import spec_pb2
+        from trainserve.core.pb import spec_pb2
         from trainserve.store.jobs import job_key
 
         self._kinds = {i: k for i, k in self._kinds.items() if i in set(ids)}
@@ -135,8 +135,8 @@ class TrainingCollector(_RedisCollector):
         return _TrainingFamilies().all()
 
     def _families(self) -> list:
-        from trainserve.jobs.state import JobState
-        from trainserve.pb import spec_pb2
+        from trainserve.core.state import JobState
+        from trainserve.core.pb import spec_pb2
         from trainserve.store.jobs import index_key, job_key
 
         fam = _TrainingFamilies()
@@ -158,7 +158,7 @@ class TrainingCollector(_RedisCollector):
         return fam.all()
 
     def _latest_epoch(self, job_id: str):
-        from trainserve.pb import job_pb2
+        from trainserve.core.pb import job_pb2
         from trainserve.store.events import EventLog
 
         for eid, fields in self.r.xrevrange(EventLog.key(job_id), "+", "-", count=_EVENTS_BACK):

@@ -23,7 +23,7 @@ from trainserve.api.servicers import (MAX_RENDERS, MAX_STREAMS, USER_MAX_RENDERS
                                       StreamSlots, _Blocking)
 from trainserve.jobs.service import MAX_SPEC_BYTES, USER_MAX_QUEUED, Admission, JobsCore
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S
-from trainserve.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DEFAULT_MAX_BYTES, DEFAULT_MAX_USER_BYTES, DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
@@ -189,7 +189,7 @@ def _tls_credentials(cfg: ApiConfig) -> grpc.ServerCredentials:
 
 async def serve(cfg: ApiConfig, stop: asyncio.Event | None = None) -> None:
     server, port, health_servicer = create_server(cfg)
-    from trainserve.train.budget import warm
+    from trainserve.jobs.budget import warm
     warm()  # torch for the model-size check: loaded now, not on a user's first SubmitJob
     await server.start()
     for name in ("", *SERVICES):

@@ -11,12 +11,12 @@ from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.artifacts import JobArtifacts
 from trainserve.jobs.service import JobsCore
 from trainserve.api.auth import principal
-from trainserve.errors import InvalidArgument, PermissionDenied, ResourceExhausted
-from trainserve.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
+from trainserve.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from trainserve.core.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc)
 from trainserve.registry.datasets import DatasetsCore
 from trainserve.registry.service import DeploymentsCore, ModelsCore
-from trainserve.tenancy import Principal
+from trainserve.core.tenancy import Principal
 
 
 EXPORT_CHUNK_BYTES = 1 << 20  # ModelService.ExportModel streams the file in these

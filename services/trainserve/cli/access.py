@@ -19,7 +19,7 @@ app.add_typer(token_app, name="api-token")
 @app.command()
 def whoami(ctx: typer.Context, output: OutputOption = Output.table) -> None:
     """Show the user and role the job API sees for this CLI's token."""
-    from trainserve.pb import auth_pb2
+    from trainserve.core.pb import auth_pb2
     with client(ctx) as ts:
         me = ts.call_auth("WhoAmI", auth_pb2.WhoAmIRequest())
     if output is Output.json:
@@ -39,7 +39,7 @@ def create(
     label: Annotated[str, typer.Option("--label", help="A note kept with it.")] = "",
 ) -> None:
     """Create a token: prints it once (the server keeps only its SHA-256)."""
-    from trainserve.pb import auth_pb2
+    from trainserve.core.pb import auth_pb2
     with client(ctx) as ts:
         made = ts.call_auth("CreateToken", auth_pb2.CreateTokenRequest(user=user, role=role,
                                                                       label=label))
@@ -52,7 +52,7 @@ def create(
 @token_app.command("list")
 def list_tokens(ctx: typer.Context, output: OutputOption = Output.table) -> None:
     """List the tokens: id, user, role, label, created."""
-    from trainserve.pb import auth_pb2
+    from trainserve.core.pb import auth_pb2
     with client(ctx) as ts:
         tokens = ts.call_auth("ListTokens", auth_pb2.ListTokensRequest()).tokens
     if output is Output.json:
@@ -70,7 +70,7 @@ def revoke(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id (8+ hex).")],
 ) -> None:
     """Revoke a token (effective on the next call)."""
-    from trainserve.pb import auth_pb2
+    from trainserve.core.pb import auth_pb2
     with client(ctx) as ts:
         gone = ts.call_auth("RevokeToken", auth_pb2.RevokeTokenRequest(id=token_id))
     render.stdout().print(f"revoked token {gone.id} of {gone.user}", highlight=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.cli.render import Output, stderr
 
 EXIT_FAILED = 1

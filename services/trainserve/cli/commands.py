@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
 from trainserve.cli.render import Output
 from trainserve.cli.watch import print_outcome, progress_for
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")]
 
@@ -47,7 +47,7 @@ def submit(
 
 def _read_spec(file: str):
     from trainserve.client import load_spec
-    from trainserve.jobs.spec import parse_spec
+    from trainserve.core.spec import parse_spec
     if file != "-":
         return load_spec(Path(file))
     import yaml

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 
 
 def read_input(value: str) -> tuple[str, Any]:

@@ -11,7 +11,7 @@ import typer
 from trainserve.cli.app import OutputOption, app, client
 from trainserve.cli.render import Output
 from trainserve.client import to_json
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 
 
 @app.command()

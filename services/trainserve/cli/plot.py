@@ -9,7 +9,7 @@ import typer
 
 from trainserve.cli import render
 from trainserve.cli.app import app, client
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 
 PNG = "image/png"
 
@@ -38,7 +38,7 @@ def plot(
 
 
 def _download(ts, job: job_pb2.Job, out: Path) -> list[Path]:
-    from trainserve.plots import NoEpochs
+    from trainserve.jobs.plots import NoEpochs
     names = [a.name for a in ts.list_artifacts(job.id) if a.content_type == PNG]
     if not names:
         raise NoEpochs(f"job {job.id} has no epochs yet")
@@ -46,7 +46,7 @@ def _download(ts, job: job_pb2.Job, out: Path) -> list[Path]:
 
 
 def _draw(ts, job: job_pb2.Job, out: Path) -> list[Path]:
-    from trainserve import plots
+    from trainserve.jobs import plots
     if render.is_search(job):
         return plots.search_plots(job, out)
     return plots.training_plots(job, _epochs(ts, job), out)
@@ -56,7 +56,7 @@ def _epochs(ts, job: job_pb2.Job) -> list[job_pb2.EpochMetrics]:
     """The job's epoch events, replayed from its history. A finished job's stream ends by
     itself; a running job's is left once it reaches the epoch GetJob reported."""
     from trainserve.client import TERMINAL_STATES
-    from trainserve.plots import epoch_points
+    from trainserve.jobs.plots import epoch_points
     if job.state not in TERMINAL_STATES and job.epoch == 0:
         return []
     events = []

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from trainserve.client import to_json
-from trainserve.pb import deployment_pb2, job_pb2
-from trainserve.train.stopping import default_mode
+from trainserve.core.pb import deployment_pb2, job_pb2
+from trainserve.training.stopping import default_mode
 
 STATE_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
                "cancelled": "magenta", "pending": "yellow", "ready": "green",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from trainserve import errors
+from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import OutputOption, app
 from trainserve.cli.render import Output

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from trainserve.cli import render
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 
 # The validation metric the bar shows, first found wins.
 VAL_METRICS = ("val_accuracy", "val_r2", "val_loss")

@@ -6,8 +6,8 @@ import threading
 
 import redis
 
-from trainserve import errors
-from trainserve.pb import deployment_pb2
+from trainserve.core import errors
+from trainserve.core.pb import deployment_pb2
 from trainserve.store.deployments import DEPLOY_QUEUE, DeploymentStore
 from trainserve.store.redis import ensure_group
 

@@ -19,11 +19,11 @@ from trainserve.dispatch.runner import JobRunner
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import RETENTION_S, JobStore
 from trainserve.store.models import ModelStore
-from trainserve.jobs.scheduling import Quota, plan
+from trainserve.core.scheduling import Quota, plan
 from trainserve.store.queue import (CLUSTER_KEY, LEASE_SECONDS, JobQueue, Lease,
                                     cluster_resources, quota_of)
 from trainserve.store.redis import PREFIX, connect
-from trainserve.train.validate import MAX_JOB_DURATION_S
+from trainserve.training.validate import MAX_JOB_DURATION_S
 
 log = logging.getLogger("trainserve.dispatch")
 READY_KEY = PREFIX + "dispatcher:ready"
@@ -122,7 +122,7 @@ class Dispatcher:
         # machine would slow Serve's start-up (and so the stack's readiness) by seconds.
         self.serve_ready.wait(PREWARM_AFTER_SERVE_S)
         try:
-            from trainserve.train.launch import prewarm
+            from trainserve.runtime.launch import prewarm
             prewarm()
         except Exception:  # noqa: BLE001 - only an optimization
             log.warning("prewarm failed", exc_info=True)

@@ -10,9 +10,9 @@ import logging
 import time
 import traceback
 
-from trainserve import errors
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core import errors
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 from trainserve.registry import versions
 from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.fencing import Fence
@@ -20,9 +20,9 @@ from trainserve.store.jobs import JobStore, job_key
 from trainserve.store.queue import Lease
 from trainserve.store.models import ModelStore
 from trainserve.store.trials import ENDED, TrialStore
-from trainserve.train.validate import DEFAULT_MAX_RESTARTS
-from trainserve.tenancy import Principal
-from trainserve.faults import pause_point
+from trainserve.training.validate import DEFAULT_MAX_RESTARTS
+from trainserve.core.tenancy import Principal
+from trainserve.core.faults import pause_point
 
 log = logging.getLogger("trainserve.dispatch")
 # Job hash fields: why the job's last run stopped without an outcome, and which dispatcher
@@ -150,10 +150,10 @@ class JobRunner:
         return started + limit, limit
 
     def _train(self, job: job_pb2.Job, deadline: float | None = None, limit: float = 0.0):
-        from trainserve.train.launch import JobContext
+        from trainserve.runtime.launch import JobContext
         run_job = self._run_job
         if run_job is None:
-            from trainserve.train.launch import run_job
+            from trainserve.runtime.launch import run_job
         scaling = job.spec.scaling
         ctx = JobContext(job_id=job.id, spec=job.spec.SerializeToString(),
                          redis_url=self.redis_url, storage_dir=self.storage_dir,

@@ -1,7 +1,7 @@
 """A job's downloadable files (JobService.ListArtifacts / GetArtifact), transport-neutral.
 
 What a job offers:
-- its plots (`trainserve.plots`): the training curves (from its epoch events), what its
+- its plots (`trainserve.jobs.plots`): the training curves (from its epoch events), what its
   training run saved for plots (`<job>/evaluation.npz`: confusion matrix, ROC curve,
   predictions, reconstructions, samples), or a search's trial plots;
 - `metrics.json` (state, epoch, final metrics; a search: each trial's metrics) and
@@ -23,12 +23,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from trainserve import errors
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
-from trainserve.tenancy import Principal
-from trainserve.train.evaluation import EVALUATION_FILE
-from trainserve.train.paths import JobPaths
+from trainserve.core import errors
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
+from trainserve.core.tenancy import Principal
+from trainserve.training.evaluation import EVALUATION_FILE
+from trainserve.training.paths import JobPaths
 
 CACHE_DIR = "plots"
 STAMP = ".stamp"
@@ -103,7 +103,7 @@ class JobArtifacts:
 def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
                 out: Path) -> None:
     """Every artifact file of `job` into `out` (its storage directory is `root`)."""
-    from trainserve import plots
+    from trainserve.jobs import plots
     title = job.spec.name or job.id
     evaluation = root / EVALUATION_FILE
     if job.spec.HasField("search"):

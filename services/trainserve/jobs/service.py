@@ -13,12 +13,12 @@ import redis
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
-from trainserve.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from trainserve.jobs.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
+from trainserve.core.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from trainserve.core.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
                                         check_fits, need_of)
-from trainserve.jobs.spec import check_submission
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.jobs.admission import check_submission
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, JobStore
@@ -27,7 +27,7 @@ from trainserve.store.models import ModelStore
 from trainserve.store.names import DEPLOYMENT, MODEL, NameClaims
 from trainserve.store.queue import cluster_and_quota
 from trainserve.store.trials import TrialStore
-from trainserve.tenancy import Principal, check_visible, claim, visible
+from trainserve.core.tenancy import Principal, check_visible, claim, visible
 
 MAX_PAGE = 1000
 USER_RE = re.compile(r"[A-Za-z0-9._@-]*")

@@ -16,15 +16,15 @@ import time
 import uuid
 from pathlib import Path
 
-from trainserve.errors import InvalidArgument, ResourceExhausted
-from trainserve.jobs.spec import check_name
-from trainserve.pb import dataset_pb2
+from trainserve.core.errors import InvalidArgument, ResourceExhausted
+from trainserve.core.spec import check_name
+from trainserve.core.pb import dataset_pb2
 from trainserve.store import files
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.names import DATASET, NameClaims
 from trainserve.store.queue import quota_key
-from trainserve.tenancy import Principal, check_visible, claim, owner_of, visible
-from trainserve.train.describe import describe
+from trainserve.core.tenancy import Principal, check_visible, claim, owner_of, visible
+from trainserve.training.describe import describe
 
 FORMATS = ("csv", "npz")
 DEFAULT_MAX_BYTES = 256 << 20

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trainserve.errors import FailedPrecondition, InvalidArgument
+from trainserve.core.errors import FailedPrecondition, InvalidArgument
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 EXPORTABLE_TASKS = ("classification", "regression", "reconstruction")
@@ -74,7 +74,7 @@ def export_artifact(artifact_dir: str | Path, fmt: str, name: str = "", version:
     fmt = check_format(fmt)
     meta = json.loads((Path(artifact_dir) / "meta.json").read_text())
     check_exportable(meta, f"model {name}:{version}" if name else "the model")
-    from trainserve.train.artifacts import load_artifact
+    from trainserve.training.artifacts import load_artifact
     loaded = load_artifact(artifact_dir)
     return export_model(loaded.module, loaded.meta, fmt, name=name, version=version)
 

@@ -5,14 +5,14 @@ import time
 
 import redis
 
-from trainserve.errors import FailedPrecondition, InvalidArgument, NotFound
-from trainserve.jobs.spec import check_name
-from trainserve.pb import deployment_pb2, model_pb2
+from trainserve.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from trainserve.core.spec import check_name
+from trainserve.core.pb import deployment_pb2, model_pb2
 from trainserve.serve.config import endpoint_addresses
 from trainserve.store.deployments import DeploymentStore
 from trainserve.store.models import ModelStore
 from trainserve.store.names import DEPLOYMENT, NameClaims
-from trainserve.tenancy import Principal, check_visible, claim, visible
+from trainserve.core.tenancy import Principal, check_visible, claim, visible
 
 PENDING = deployment_pb2.DEPLOYMENT_STATE_PENDING
 READY = deployment_pb2.DEPLOYMENT_STATE_READY

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from trainserve.pb import job_pb2, model_pb2, spec_pb2
+from trainserve.core.pb import job_pb2, model_pb2, spec_pb2
 from trainserve.store import files
 from trainserve.store.models import ModelStore
 from trainserve.store.names import MODEL, NameClaims
-from trainserve.tenancy import Principal, check_visible, claim
+from trainserve.core.tenancy import Principal, check_visible, claim
 
 
 def model_dir(storage_dir: str | Path, name: str, version: int) -> Path:

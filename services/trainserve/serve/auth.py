@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from trainserve.errors import InvalidArgument, NotFound, Unauthenticated
-from trainserve.jobs.spec import check_name
+from trainserve.core.errors import InvalidArgument, NotFound, Unauthenticated
+from trainserve.core.spec import check_name
 from trainserve.store.tokens import ROLES, check_user
 
 log = logging.getLogger(__name__)

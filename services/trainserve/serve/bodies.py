@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from typing import AsyncIterator
 
-from trainserve.errors import InvalidArgument, ResourceExhausted
+from trainserve.core.errors import InvalidArgument, ResourceExhausted
 
 # The setting an operator changes to move the limit (named in every refusal).
 SETTING = "ServeConfig.max_request_bytes"

@@ -12,7 +12,7 @@ APP_NAME = "trainserve"
 # Serve's gRPC proxy imports this to learn the service's methods (see its docstring for why
 # it is not the generated `add_GRPCInferenceServiceServicer_to_server`).
 GRPC_SERVICER = "trainserve.serve.grpc_api.add_inference_servicer"
-DEFAULT_LOADER = "trainserve.train.artifacts:load_artifact"
+DEFAULT_LOADER = "trainserve.training.artifacts:load_artifact"
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 

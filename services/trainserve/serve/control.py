@@ -13,7 +13,7 @@ import ray
 from ray import serve
 from ray.serve.config import gRPCOptions
 
-from trainserve.errors import Unavailable
+from trainserve.core.errors import Unavailable
 from trainserve.serve import config
 from trainserve.serve.app import build_app
 from trainserve.serve.config import APP_NAME, GRPC_SERVICER, ServeConfig

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 from trainserve.serve.task_io import ParamSpec, check_parameters
 
 # OIP datatype -> numpy dtype. Raw (binary) tensors are little-endian, row-major.

@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trainserve.errors import TrainserveError
+from trainserve.core.errors import TrainserveError
 from trainserve.serve.auth import token_auth
 from trainserve.serve.config import ServeConfig
 from trainserve.serve.grpc_api import GrpcInference

@@ -16,7 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.errors import InvalidArgument, NotFound, TrainserveError
+from trainserve.core.errors import InvalidArgument, NotFound, TrainserveError
 from trainserve.serve.auth import Grant, TokenFile, grpc_authorization
 from trainserve.serve.bodies import too_large
 from trainserve.serve.config import MAX_REQUEST_BYTES

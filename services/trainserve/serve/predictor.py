@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trainserve.errors import ModelNotReady
+from trainserve.core.errors import ModelNotReady
 from trainserve.serve.config import DEFAULT_LOADER
 from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, PROBABILITIES,
                                         RECONSTRUCTION)

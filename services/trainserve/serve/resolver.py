@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from trainserve.errors import ModelNotReady, NotFound, TrainserveError, Unavailable
+from trainserve.core.errors import ModelNotReady, NotFound, TrainserveError, Unavailable
 from trainserve.serve.dataplane import CLASS_NAME, ModelSignature, TensorSpec
 from trainserve.serve.task_io import task_rules
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from trainserve.errors import InvalidArgument, TrainserveError, Unauthenticated
+from trainserve.core.errors import InvalidArgument, TrainserveError, Unauthenticated
 from trainserve.serve.auth import CHALLENGE, OPEN_PATHS, Grant, TokenFile
 from trainserve.serve.bodies import inflate, read_capped
 from trainserve.serve.config import MAX_REQUEST_BYTES

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import numpy as np
 
 import trainserve
-from trainserve.errors import ModelNotReady, NotFound, TrainserveError
+from trainserve.core.errors import ModelNotReady, NotFound, TrainserveError
 from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetadata,
                                         build_response)
 from trainserve.serve.metrics import OK, NullMetrics, ServingMetrics

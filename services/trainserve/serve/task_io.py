@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trainserve.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument
 
 # Tensor names, shared with the registry's `io_specs`.
 NUM_SAMPLES, SAMPLES = "num_samples", "samples"

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import torch
 
-from trainserve.errors import NotFound
-from trainserve.pb import deployment_pb2, model_pb2
+from trainserve.core.errors import NotFound
+from trainserve.core.pb import deployment_pb2, model_pb2
 from trainserve.serve.host import LocalBackend
 from trainserve.serve.resolver import EndpointResolver
 from trainserve.serve.service import InferenceService
@@ -59,7 +59,7 @@ class MemoryModelStore:
 
 @dataclass
 class LoadedArtifact:
-    """What `trainserve.train.artifacts.load_artifact` returns: `module` and `meta`."""
+    """What `trainserve.training.artifacts.load_artifact` returns: `module` and `meta`."""
     module: torch.nn.Module
     meta: dict
 

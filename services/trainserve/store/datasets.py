@@ -2,7 +2,7 @@
 The bytes live on storage, named by their SHA-256 (see registry/datasets.py)."""
 from __future__ import annotations
 
-from trainserve.pb import dataset_pb2
+from trainserve.core.pb import dataset_pb2
 from trainserve.store.records import NamedRecords
 
 

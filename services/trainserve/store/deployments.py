@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from trainserve.pb import deployment_pb2
+from trainserve.core.pb import deployment_pb2
 from trainserve.store.records import NamedRecords
 from trainserve.store.redis import PREFIX
 

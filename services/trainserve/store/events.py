@@ -13,8 +13,8 @@ from typing import Iterator
 
 import redis
 
-from trainserve.jobs.state import JobState
-from trainserve.pb import job_pb2
+from trainserve.core.state import JobState
+from trainserve.core.pb import job_pb2
 from trainserve.store.redis import PREFIX, connect
 
 MAXLEN = 20000

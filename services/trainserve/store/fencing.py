@@ -18,7 +18,7 @@ import time
 
 import redis
 
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.store import events as _events, logs as _logs
 from trainserve.store.jobs import FENCE_FIELD, cancel_key, job_key, lease_key
 from trainserve.store.redis import connect

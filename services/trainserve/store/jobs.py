@@ -19,10 +19,10 @@ import time
 
 import redis
 
-from trainserve.errors import FailedPrecondition, NotFound, ResourceExhausted
-from trainserve.jobs.scheduling import AGING_S, need_of
-from trainserve.jobs.state import JobState, sources_of
-from trainserve.pb import job_pb2, spec_pb2
+from trainserve.core.errors import FailedPrecondition, NotFound, ResourceExhausted
+from trainserve.core.scheduling import AGING_S, need_of
+from trainserve.core.state import JobState, sources_of
+from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.store.events import MAXLEN as EVENTS_MAXLEN
 from trainserve.store.events import EventLog, state_event
 from trainserve.store.logs import JobLogs

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import redis
 
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.store.redis import PREFIX, connect
 
 MAXLEN = 10000        # lines kept per job

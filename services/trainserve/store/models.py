@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import redis
 
-from trainserve.errors import NotFound
-from trainserve.pb import model_pb2
+from trainserve.core.errors import NotFound
+from trainserve.core.pb import model_pb2
 from trainserve.store.redis import PREFIX
 
 _ALLOCATE = """

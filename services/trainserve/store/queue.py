@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from trainserve.errors import FailedPrecondition
-from trainserve.jobs.scheduling import Candidate, Need, Quota, Running
-from trainserve.jobs.state import JobState
+from trainserve.core.errors import FailedPrecondition
+from trainserve.core.scheduling import Candidate, Need, Quota, Running
+from trainserve.core.state import JobState
 from trainserve.store import fencing
 from trainserve.store.jobs import PENDING, QUEUE, JobStore, index_key, job_key, lease_key
 from trainserve.store.redis import PREFIX

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from trainserve.errors import NotFound
+from trainserve.core.errors import NotFound
 from trainserve.store.redis import PREFIX
 
 

@@ -5,7 +5,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
-from trainserve.errors import Unavailable
+from trainserve.core.errors import Unavailable
 
 PREFIX = "ts:"
 # The Redis password of the API and the dispatcher (`--redis-url` carries none): from the

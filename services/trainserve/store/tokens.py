@@ -14,8 +14,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from trainserve import errors
-from trainserve.tenancy import Principal
+from trainserve.core import errors
+from trainserve.core.tenancy import Principal
 
 KEY = "ts:tokens"
 REVOKED_KEY = "ts:tokens:revoked"

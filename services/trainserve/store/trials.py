@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import redis
 
-from trainserve.pb import job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.store.events import MAXLEN, EventLog
 from trainserve.store.redis import PREFIX
 

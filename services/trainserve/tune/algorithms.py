@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainserve.train.registry import Registry
+from trainserve.training.registry import Registry
 from trainserve.tune.space import Axis
 
 TRIAL_DONE = "trial_done"  # in a trial's last report: it ran to its end (not stopped)

@@ -19,8 +19,8 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from trainserve.errors import InvalidArgument
-from trainserve.pb import spec_pb2
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.pb import spec_pb2
 
 _CALL = re.compile(r"^\s*([a-z_]+)\s*\((.*)\)\s*$", re.S)
 MAX_VALUES = 1000

@@ -7,12 +7,12 @@ entry's field path rather than failing a trial later.
 """
 from __future__ import annotations
 
-from trainserve.errors import InvalidArgument
-from trainserve.pb import spec_pb2
-from trainserve.train.checks import check_choice, check_range, fail
-from trainserve.train.stopping import default_mode, epoch_metric_names
-from trainserve.train.tasks import task_info
-from trainserve.train.datasets import dataset_info
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.pb import spec_pb2
+from trainserve.training.checks import check_choice, check_range, fail
+from trainserve.training.stopping import default_mode, epoch_metric_names
+from trainserve.training.tasks import task_info
+from trainserve.training.datasets import dataset_info
 from trainserve.tune import algorithms
 from trainserve.tune.space import Axis, apply_values, check_path, field_of, parse_space
 

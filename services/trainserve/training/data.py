@@ -1,0 +1,152 @@
+"""Splits and input normalization: from a `JobSpec` to normalized train/val/test arrays.
+
+numpy/scikit-learn only. The normalization is fitted on the training split alone (fitting on
+all samples would leak test statistics into training) and travels with the model as a
+`Preprocessing`, which the serving side re-applies as `(x - shift) / scale`.
+
+k-fold cross-validation (`SplitSpec.folds` = k >= 2; validation then makes `val_fraction` 0):
+the test set is drawn as always, the other samples are dealt into k folds (stratified for
+classification when `stratify`), and `prepare_data(spec, fold=i)` trains on all folds but i
+and validates on fold i; `prepare_data(spec)` is the final training on all non-test samples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainserve.training.datasets import DatasetInfo, dataset_hash, dataset_info, load_dataset
+
+NORMALIZERS = ("standard", "minmax", "none")
+# A feature whose spread is below this is (nearly) constant on the training split: scale it by
+# 1 rather than by its spread, so an unseen value is not blown up by a huge factor.
+_MIN_SCALE = 1e-6
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Per-feature affine input transform, `(x - shift) / scale` on the flattened sample."""
+    kind: str
+    shift: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalize a batch `x` of shape `(N, *input_shape)`; returns float32, same shape."""
+        x = np.asarray(x, dtype=np.float32)
+        flat = x.reshape(len(x), int(np.prod(x.shape[1:])))  # "-1" fails on an empty split
+        out = (flat - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
+        return out.reshape(np.shape(x)).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "shift": list(self.shift), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(d["kind"], tuple(map(float, d["shift"])), tuple(map(float, d["scale"])))
+
+
+def fit_preprocessing(kind: str, x_train: np.ndarray) -> Preprocessing:
+    """Fit `kind` ("standard", "minmax" or "none") per flattened feature on `x_train`.
+
+    Sequences `(N, T, F)` are fitted per feature over all time steps (a value's statistics do
+    not depend on its position in the window) and the result is repeated for every step, so
+    serving still applies one shift and scale per flattened value.
+    """
+    x = np.asarray(x_train, dtype=np.float64)
+    if x.ndim == 3:
+        pooled = fit_preprocessing(kind, x.reshape(-1, x.shape[2]))
+        return Preprocessing(kind, pooled.shift * x.shape[1], pooled.scale * x.shape[1])
+    flat = x.reshape(len(x), -1)
+    if kind == "standard":
+        shift, spread = flat.mean(axis=0), flat.std(axis=0)
+    elif kind == "minmax":
+        shift, spread = flat.min(axis=0), flat.max(axis=0) - flat.min(axis=0)
+    elif kind == "none":
+        shift, spread = np.zeros(flat.shape[1]), np.ones(flat.shape[1])
+    else:
+        raise ValueError(f"unknown normalization {kind!r}; known: {', '.join(NORMALIZERS)}")
+    scale = np.where(spread > _MIN_SCALE, spread, 1.0)
+    return Preprocessing(kind, tuple(shift.tolist()), tuple(scale.tolist()))
+
+
+def split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int, int]:
+    """`(n_train, n_val, n_test)` for `n` samples; test and val sizes round up (as sklearn)."""
+    n_test = math.ceil(test_fraction * n)
+    n_val = math.ceil(val_fraction * n) if val_fraction > 0 else 0
+    return n - n_test - n_val, n_val, n_test
+
+
+def split_indices(y: np.ndarray, test_fraction: float, val_fraction: float, stratify: bool,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices `(train, val, test)` of a seeded split; stratified on `y` when asked.
+
+    The test set is drawn first, so changing `val_fraction` never changes the test set.
+    """
+    from sklearn.model_selection import train_test_split
+    _, n_val, n_test = split_sizes(len(y), test_fraction, val_fraction)
+    state = seed % 2**32  # sklearn wants a uint32
+    rest, test = train_test_split(np.arange(len(y)), test_size=n_test, random_state=state,
+                                  stratify=y if stratify else None)
+    if n_val == 0:
+        return rest, np.empty(0, dtype=rest.dtype), test
+    train, val = train_test_split(rest, test_size=n_val, random_state=state,
+                                  stratify=y[rest] if stratify else None)
+    return train, val, test
+
+
+def fold_indices(y: np.ndarray, folds: int, stratify: bool,
+                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`(train, val)` positions into `y` for each of `folds` seeded folds; stratified on `y`
+    when asked (every fold then keeps the class proportions)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+    state = seed % 2**32
+    if stratify:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=state)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=state)
+    return list(splitter.split(np.zeros((len(y), 1)), y if stratify else None))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Normalized splits of one job's dataset, with what is needed to reproduce them."""
+    info: DatasetInfo
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    preprocessing: Preprocessing
+    dataset_hash: str
+
+
+def prepare_data(spec, fold: int | None = None) -> PreparedData:
+    """Load, split and normalize the dataset of a checked `JobSpec` (see `validate.check_spec`).
+
+    `fold` (0-based, with `spec.split.folds` >= 2): that cross-validation fold is the
+    validation split and the other non-test samples the training split.
+    """
+    from trainserve.training.tasks import task_info
+    # The split still uses the dataset's labels (stratified as the spec says); the model and
+    # the loop see the task's info (an autoencoder's reconstruction).
+    info = task_info(spec, dataset_info(spec.dataset))
+    x, y = load_dataset(spec.dataset)
+    train, val, test = split_indices(y, spec.split.test_fraction, spec.split.val_fraction,
+                                     spec.split.stratify, spec.training.seed)
+    if fold is not None:
+        rest = np.concatenate([train, val])
+        inner, outer = fold_indices(y[rest], spec.split.folds, spec.split.stratify,
+                                    spec.training.seed)[fold]
+        train, val = rest[inner], rest[outer]
+    pre = fit_preprocessing(spec.dataset.normalize, x[train])
+    train = _label_subset(spec, train, y)  # the inputs of the whole split are known
+    return PreparedData(info, pre.apply(x[train]), y[train], pre.apply(x[val]), y[val],
+                        pre.apply(x[test]), y[test], pre, dataset_hash(x, y))
+
+
+def _label_subset(spec, train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`DatasetSpec.label_fraction` of the training split (see `train.label_fraction`)."""
+    from trainserve.training.label_fraction import fraction_of, subset
+    return subset(train, y, fraction_of(spec), spec.split.stratify, spec.training.seed)
