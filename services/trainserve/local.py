@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 
 from trainserve import ports
 from trainserve.config import Config, stack_file
+from trainserve.store.keys import DISPATCHER_READY
 from trainserve.store.redis import REDIS_PASSWORD_ENV
 
 COMPONENTS = ("redis", "ray", "api", "dispatcher")
@@ -43,9 +44,6 @@ _NEEDS = {"api": ("redis",), "dispatcher": ("redis", "ray")}
 # Started only when asked for (`Config.with_prometheus`), after the others.
 OPTIONAL_COMPONENTS = ("prometheus",)
 ALL_COMPONENTS = COMPONENTS + OPTIONAL_COMPONENTS
-# The dispatcher refreshes this key (value: its queue consumer name) while it serves; see
-# trainserve.dispatch.dispatcher.READY_KEY (not imported: that module pulls in Ray).
-DISPATCHER_READY_KEY = "ts:dispatcher:ready"
 RAY_STARTED_LINE = "Ray runtime started"
 _STOP_GRACE_S = {"redis": 15.0, "ray": 30.0, "api": 15.0, "dispatcher": 30.0,
                  "prometheus": 15.0}
@@ -595,7 +593,7 @@ class LocalStack:
         client = redis.Redis.from_url(self.config.redis_url, socket_timeout=1,
                                       socket_connect_timeout=1)
         try:
-            value = client.get(DISPATCHER_READY_KEY)
+            value = client.get(DISPATCHER_READY)
         finally:
             client.close()
         consumer = self._read_meta("dispatcher").get("consumer")

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trainserve.api.metrics import JobStateCollector, TrainingCollector
 from trainserve.core.state import JobState
-from trainserve.local import DISPATCHER_READY_KEY
+from trainserve.store.keys import DISPATCHER_READY
 from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.store.events import RedisReporter
 from trainserve.store.jobs import JobStore
@@ -65,7 +65,7 @@ def test_jobs_by_state_and_kind_queue_and_dispatcher(redis_client):
     # A dispatcher starts the first job (it leaves the queue); the search is cancelled.
     assert queue.start(a.id)
     store.transition(s.id, JobState.CANCELLED)
-    redis_client.set(DISPATCHER_READY_KEY, "c1", ex=10)
+    redis_client.set(DISPATCHER_READY, "c1", ex=10)
     got = _scrape(collector)
     jobs = _named(got, "trainserve_jobs")
     assert jobs[(("kind", "training"), ("state", "queued"))] == 1

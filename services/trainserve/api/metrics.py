@@ -114,12 +114,12 @@ class JobStateCollector(_RedisCollector):
         return [depth, age]
 
     def _dispatcher_family(self) -> GaugeMetricFamily:
-        from trainserve.local import DISPATCHER_READY_KEY
+        from trainserve.store.keys import DISPATCHER_READY
 
         ready = GaugeMetricFamily("trainserve_dispatcher_ready", "1 while a dispatcher's "
                                   "heartbeat key is fresh in Redis (it expires when no "
                                   "dispatcher renews it), else 0.")
-        ready.add_metric([], 1.0 if self.r.exists(DISPATCHER_READY_KEY) else 0.0)
+        ready.add_metric([], 1.0 if self.r.exists(DISPATCHER_READY) else 0.0)
         return ready
 
 

@@ -22,11 +22,11 @@ from trainserve.store.models import ModelStore
 from trainserve.core.scheduling import Quota, plan
 from trainserve.store.queue import (CLUSTER_KEY, LEASE_SECONDS, JobQueue, Lease,
                                     cluster_resources, quota_of)
-from trainserve.store.redis import PREFIX, connect
+from trainserve.store.keys import DISPATCHER_READY
+from trainserve.store.redis import connect
 from trainserve.training.validate import MAX_JOB_DURATION_S
 
 log = logging.getLogger("trainserve.dispatch")
-READY_KEY = PREFIX + "dispatcher:ready"
 PREWARM_AFTER_SERVE_S = 60.0  # the longest the worker warming waits for Serve
 
 
@@ -143,7 +143,7 @@ class Dispatcher:
     # -- jobs --------------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
         while not self.stop.wait(self.cfg.schedule_interval_s):
-            self.r.set(READY_KEY, self.cfg.consumer, ex=15)
+            self.r.set(DISPATCHER_READY, self.cfg.consumer, ex=15)
             self.metrics.heartbeat.set_to_current_time()
             if self.queue.depth() and self.queue.lock_scheduler():
                 try:
@@ -271,4 +271,4 @@ class Dispatcher:
 
     def shutdown(self) -> None:
         self.stop.set()
-        self.r.delete(READY_KEY)
+        self.r.delete(DISPATCHER_READY)
