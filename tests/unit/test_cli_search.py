@@ -12,6 +12,7 @@ from tests.unit.test_cli_commands import cli  # noqa: F401 - fixture
 from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
 from trainserve.cli import render
 from trainserve.cli.watch import SearchProgress, print_outcome
+from trainserve.core.metrics import search_metric
 from trainserve.core.pb import job_pb2, spec_pb2
 
 # id, state, val_accuracy per epoch, optimizer.lr, hidden, message
@@ -89,13 +90,27 @@ def test_trial_metric_falls_back_to_the_curve_and_the_mode_to_the_metric():
     assert render.trial_metric(trial, "val_accuracy") == 0.75
     assert render.trial_metric(trial, "val_r2") is None
     spec = spec_pb2.JobSpec()
-    spec.search.metric = "val_loss"
-    assert render.search_metric(spec) == ("val_loss", "min")
+    assert search_metric(spec) == ("val_loss", "min")
     spec.search.metric = "cv_accuracy_mean"  # cross-validated: ranked as accuracy is
-    assert render.search_metric(spec) == ("cv_accuracy_mean", "max")
+    assert search_metric(spec) == ("cv_accuracy_mean", "max")
     spec.search.metric = "cv_loss_mean"
-    assert render.search_metric(spec) == ("cv_loss_mean", "min")
+    assert search_metric(spec) == ("cv_loss_mean", "min")
     assert render.config_value('"adam"') == "adam" and render.config_value("3") == "3"
+
+
+def test_a_cross_validated_search_is_ranked_best_first():
+    """cv_accuracy_mean (the spec names no mode) is maximized: the CLI ranks the trials as
+    the server and its plots do."""
+    job = search_job()
+    job.spec.search.metric, job.spec.search.mode = "cv_accuracy_mean", ""
+    for trial in job.trials:
+        for point in trial.curve:
+            point.metrics["cv_accuracy_mean"] = point.metrics.pop("val_accuracy")
+        if "val_accuracy" in trial.metrics:
+            trial.metrics["cv_accuracy_mean"] = trial.metrics.pop("val_accuracy")
+    text = "".join(rendered(part) for part in render.job_detail(job))
+    assert "cv_accuracy_mean (max)" in text
+    assert row_order(text) == ["t-3", "t-1", "t-2", "t-5", "t-4"]
 
 
 # -- trainserve job -------------------------------------------------------------------------

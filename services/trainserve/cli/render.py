@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from trainserve.client import to_json
+from trainserve.core.metrics import search_metric
 from trainserve.core.pb import deployment_pb2, job_pb2
-from trainserve.training.stopping import default_mode
 
 STATE_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red",
                "cancelled": "magenta", "pending": "yellow", "ready": "green",
@@ -198,13 +198,6 @@ def job_detail(job: job_pb2.Job) -> list:
 
 def is_search(job: job_pb2.Job) -> bool:
     return job.spec.HasField("search")
-
-
-def search_metric(spec) -> tuple[str, str]:
-    """The metric a search ranks its trials by, and "max" or "min" (the server fills both
-    in; the fallbacks are its defaults)."""
-    metric = spec.search.metric or "val_loss"
-    return metric, spec.search.mode or default_mode(metric)
 
 
 def search_rows(job: job_pb2.Job) -> list[tuple[str, Any]]:

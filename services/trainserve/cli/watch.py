@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from trainserve.cli import render
+from trainserve.core.metrics import search_metric
 from trainserve.core.pb import job_pb2
 
 # The validation metric the bar shows, first found wins.
@@ -101,7 +102,7 @@ class SearchProgress:
     def __init__(self, console: Console, job: job_pb2.Job, live: bool | None = None):
         self.console = console
         self.job_id = job.id
-        self.metric, self.mode = render.search_metric(job.spec)
+        self.metric, self.mode = search_metric(job.spec)
         self.live = console.is_terminal if live is None else live
         self.trials: dict[str, job_pb2.Trial] = {t.id: t for t in job.trials}
         self.display: Live | None = None
@@ -183,7 +184,7 @@ def print_outcome(console: Console, job: job_pb2.Job) -> None:
                       highlight=False)
     best = next((t for t in job.trials if t.id == job.best_trial), None)
     if best is not None:
-        metric, _ = render.search_metric(job.spec)
+        metric, _ = search_metric(job.spec)
         console.print(f"best trial {escape(render.trial_summary(best, metric))}",
                       highlight=False)
     if job.metrics:

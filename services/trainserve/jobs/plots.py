@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from trainserve.core import errors
+from trainserve.core.metrics import search_metric
 from trainserve.core.pb import job_pb2
 
 TRIAL_CURVES = "trials_curves.png"
@@ -75,13 +76,6 @@ def _finite(value: float | None) -> bool:
 
 # -- searches -------------------------------------------------------------------------------
 
-def search_metric(job: job_pb2.Job) -> tuple[str, str]:
-    """The metric the search ranks trials by, and "max" or "min" (server defaults if unset)."""
-    from trainserve.training.stopping import default_mode
-    metric = job.spec.search.metric or "val_loss"
-    return metric, job.spec.search.mode or default_mode(metric)
-
-
 def curve_of(trial: job_pb2.Trial, metric: str) -> tuple[list[int], list[float]]:
     """The trial's (epochs, values) of `metric`, skipping points without a finite value."""
     points = [(p.epoch, p.metrics[metric]) for p in trial.curve
@@ -99,7 +93,7 @@ def final_metric(trial: job_pb2.Trial, metric: str) -> float | None:
 
 def search_plots(job: job_pb2.Job, out_dir: Path) -> list[Path]:
     """Both search plots of `job` under `out_dir`; `NoEpochs` when no trial reported one."""
-    metric, _ = search_metric(job)
+    metric, _ = search_metric(job.spec)
     if not any(curve_of(t, metric)[0] for t in job.trials):
         raise NoEpochs(f"job {job.id} has no epochs yet: no trial has reported {metric}")
     out_dir = Path(out_dir)
@@ -110,7 +104,7 @@ def search_plots(job: job_pb2.Job, out_dir: Path) -> list[Path]:
 def plot_trial_curves(job: job_pb2.Job, path: Path) -> Path:
     """The search metric per epoch, one line per trial: the best thick and red, trials the
     scheduler stopped early dashed (their last point crossed), the rest thin."""
-    metric, mode = search_metric(job)
+    metric, mode = search_metric(job.spec)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     label_each = len(job.trials) <= 10
@@ -172,7 +166,7 @@ class ParamPanel:
 
 def param_panels(job: job_pb2.Job) -> list[ParamPanel]:
     """Per searched path, each finished or stopped-early trial's value and final metric."""
-    metric, _ = search_metric(job)
+    metric, _ = search_metric(job.spec)
     panels = [_panel(path, job) for path in _searched_paths(job)]
     for trial in job.trials:
         value = final_metric(trial, metric)
@@ -241,7 +235,7 @@ def _is_number(value: Any) -> bool:
 def plot_trial_params(job: job_pb2.Job, path: Path) -> Path:
     """One panel per searched path: the final search metric against the sampled value (log x
     for loguniform, labelled positions for choice/grid); stopped trials grey, the best red."""
-    metric, mode = search_metric(job)
+    metric, mode = search_metric(job.spec)
     panels = param_panels(job)
     if not panels:
         raise NoEpochs(f"job {job.id} has no sampled values to plot")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 
+from trainserve.core.metrics import default_mode
 from trainserve.training.checks import check_choice, check_range, fail
 
 DEFAULT_METRIC = "val_loss"
 DEFAULT_PATIENCE = 5
 MAX_PATIENCE = 100_000
 MODES = ("max", "min")
-# Metric names ending in one of these improve upwards.
-HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2", "exact_match")
 # The token tasks' per-epoch metrics besides <split>_loss (see train.seq_tasks).
 TOKEN_METRICS = {"seq2seq": (["token_accuracy"], ["token_accuracy", "exact_match"]),
                  "language_model": (["token_accuracy"], ["token_accuracy"])}
@@ -38,12 +37,6 @@ def epoch_metric_names(task: str, with_val: bool) -> list[str]:
         return train
     val = ["val_accuracy"] if task == "classification" else ["val_mse", "val_mae", "val_r2"]
     return train + ["val_loss"] + val
-
-
-def default_mode(metric: str) -> str:
-    """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2, exact_match),
-    else "min"; a cross-validated mean (`cv_<name>_mean`, train.cv) goes the way of <name>."""
-    return "max" if metric.removesuffix("_mean").endswith(HIGHER_IS_BETTER) else "min"
 
 
 def check_early_stopping(es, task: str, with_val: bool, path: str) -> None:

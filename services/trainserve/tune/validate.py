@@ -10,7 +10,8 @@ from __future__ import annotations
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import spec_pb2
 from trainserve.training.checks import check_choice, check_range, fail
-from trainserve.training.stopping import default_mode, epoch_metric_names
+from trainserve.core.metrics import default_mode
+from trainserve.training.stopping import epoch_metric_names
 from trainserve.training.tasks import task_info
 from trainserve.training.datasets import dataset_info
 from trainserve.tune import algorithms
