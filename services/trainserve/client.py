@@ -34,6 +34,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from trainserve.core import errors
+from trainserve.core.oip import numpy_dtype
 from trainserve.config import LOOPBACK, api_address, api_token
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
                            job_pb2, job_pb2_grpc, model_pb2, model_pb2_grpc, spec_pb2)
@@ -498,7 +499,6 @@ def _state_name(state: int) -> str:
 def infer_request(instances: Any, input_name: str = "input", datatype: str = "FP32"
                   ) -> dict[str, Any]:
     """The OIP v2 JSON request for a batch of `instances` (one input tensor)."""
-    from trainserve.serve.dataplane import numpy_dtype
     arr = np.asarray(instances, dtype=numpy_dtype(datatype))
     if arr.ndim == 0:
         raise errors.InvalidArgument("instances must be a batch (a list or an array), "
@@ -511,7 +511,6 @@ def infer_request(instances: Any, input_name: str = "input", datatype: str = "FP
 
 def outputs_to_numpy(response: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The outputs of an OIP v2 JSON response as numpy arrays of their shape and datatype."""
-    from trainserve.serve.dataplane import numpy_dtype
     out = {}
     for item in response.get("outputs", []):
         dtype = numpy_dtype(item["datatype"])

@@ -9,7 +9,7 @@ import typer
 from trainserve.cli import render
 from trainserve.cli.app import app, client
 from trainserve.cli.commands import parse_model_ref
-from trainserve.registry.export import check_format, export_filename  # no torch at import
+from trainserve.core.export_formats import check_format, export_filename
 
 
 @app.command("export")

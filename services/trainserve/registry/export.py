@@ -27,28 +27,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trainserve.core.errors import FailedPrecondition, InvalidArgument
+from trainserve.core.errors import FailedPrecondition
+# The API and the tests name these here too.
+from trainserve.core.export_formats import FORMATS, check_format, export_filename  # noqa: F401
 
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 EXPORTABLE_TASKS = ("classification", "regression", "reconstruction")
 ONNX_OPSET = 17
 META_EXTRA_FILE = "meta.json"  # TorchScript: torch.jit.load(f, _extra_files={...})
 
 # The tracer and the ONNX exporter keep global state: one export at a time per process.
 _LOCK = threading.Lock()
-
-
-def check_format(fmt: str) -> str:
-    """The export format, lower-cased; `InvalidArgument` (field `format`) if unknown."""
-    key = (fmt or "").strip().lower()
-    if key not in FORMATS:
-        raise InvalidArgument(f"must be one of {', '.join(FORMATS)}, got {fmt!r}", field="format")
-    return key
-
-
-def export_filename(name: str, version: int, fmt: str) -> str:
-    """The default file name of an export: `<name>-v<version>.pt` or `.onnx`."""
-    return f"{name}-v{version}{FORMATS[check_format(fmt)]}"
 
 
 def check_exportable(meta: dict, ref: str = "the model") -> None:

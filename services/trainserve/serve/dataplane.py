@@ -15,18 +15,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from trainserve.core.errors import InvalidArgument
+from trainserve.core.oip import numpy_dtype
 from trainserve.serve.task_io import ParamSpec, check_parameters
 
-# OIP datatype -> numpy dtype. Raw (binary) tensors are little-endian, row-major.
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
 # Tensor names, shared with the registry's `io_specs` (ModelVersion.inputs / outputs).
 INPUT = "input"
 PROBABILITIES, LABEL, CLASS_NAME, PREDICTION = "probabilities", "label", "class_name", "prediction"
@@ -97,17 +88,6 @@ class ModelMetadata:
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-
-
-# ------------------------------------------------------------------------------ datatypes
-
-
-def numpy_dtype(datatype: str) -> np.dtype:
-    try:
-        return DATATYPES[datatype]
-    except (KeyError, TypeError):
-        raise InvalidArgument(
-            f"unsupported datatype {datatype!r}; known: {', '.join(DATATYPES)}") from None
 
 
 def check_shape(shape: Any, where: str) -> tuple[int, ...]:
