@@ -4,6 +4,7 @@ tests (test_cli_commands.py) reuse it."""
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -112,6 +113,31 @@ class FakeApi(job_pb2_grpc.JobServiceServicer, model_pb2_grpc.ModelServiceServic
             if self.watch_drop_after is not None and n >= self.watch_drop_after:
                 self.watch_drop_after = None
                 context.abort(grpc.StatusCode.UNAVAILABLE, "api restarting")
+
+    def ListArtifacts(self, request, context):
+        self._unary("ListArtifacts", request, context)
+        return job_pb2.ListArtifactsResponse(artifacts=[
+            info for info, _ in self._artifacts(request.job_id, context)])
+
+    def GetArtifact(self, request, context):
+        self.requests.append(("GetArtifact", request))
+        files = {info.name: data for info, data in self._artifacts(request.job_id, context)}
+        if request.name not in files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {request.name!r}")
+        yield job_pb2.ArtifactChunk(data=files[request.name])
+
+    def _artifacts(self, job_id, context) -> list[tuple[job_pb2.ArtifactInfo, bytes]]:
+        """The job's files as the server renders them (`jobs.artifacts`), from its events."""
+        from trainserve.jobs.artifacts import CONTENT_TYPES, write_files
+        if job_id not in self.jobs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id!r} not found")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "plots"
+            out.mkdir()
+            write_files(self.jobs[job_id], self.events[job_id], Path(tmp), out)
+            return [(job_pb2.ArtifactInfo(name=p.name, content_type=CONTENT_TYPES[p.suffix],
+                                          size_bytes=p.stat().st_size), p.read_bytes())
+                    for p in sorted(out.iterdir())]
 
     # -- ModelService
     def ListModels(self, request, context):

@@ -253,7 +253,7 @@ def test_plot_command_replays_a_training_job_s_epochs(cli, tmp_path):  # noqa: F
     assert_png(tmp_path / plots.TRAINING_CURVES)
 
 
-def test_plot_command_stops_at_a_running_job_s_latest_epoch(cli, tmp_path):  # noqa: F811
+def test_plot_command_draws_a_running_job_s_epochs_so_far(cli, tmp_path):  # noqa: F811
     cli.api.add_job("j-3", state=job_pb2.JOB_STATE_RUNNING, epoch=2, total_epochs=5)
     for event in epoch_events(2):
         cli.api.add_event("j-3", **{event.WhichOneof("event"): getattr(

@@ -413,7 +413,8 @@ def test_cli_token_create_and_revoke(tmp_path, monkeypatch):
 
 def test_sdk_sends_the_token_on_inference_calls(monkeypatch):
     sent = []
-    monkeypatch.setattr(sdk, "_http_json", lambda method, url, body, timeout, headers=None:
+    monkeypatch.setattr(sdk.inference, "http_json",
+                        lambda method, url, body, timeout, headers=None:
                         sent.append(headers) or {"outputs": []})
     monkeypatch.setenv("TRAINSERVE_INFERENCE_TOKEN", TOKEN)
     with sdk.Client("127.0.0.1:1") as ts:

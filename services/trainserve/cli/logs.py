@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from trainserve.cli.app import OutputOption, app, client
-from trainserve.cli.render import Output
-from trainserve.client import to_json
+from trainserve.cli.render import Output, to_json
 from trainserve.core.pb import job_pb2
 
 

@@ -9,7 +9,8 @@ import typer
 
 from trainserve.cli import render
 from trainserve.cli.app import app, client
-from trainserve.core.pb import job_pb2
+from trainserve.client import NotSupported
+from trainserve.core import errors
 
 PNG = "image/png"
 
@@ -26,47 +27,19 @@ def plot(
     value; a training job's train and validation curves and, once it succeeded, its
     confusion matrix and ROC curve (classifiers), predictions (regression), reconstructions
     (autoencoders) or generated samples (GANs, VAEs). `trainserve logs` shows its output."""
-    from trainserve.client import NotSupported
     with client(ctx) as ts:
-        job = ts.get_job(job_id)
-        try:
-            paths = _download(ts, job, out)
-        except NotSupported:  # an API older than ListArtifacts: draw the curves here
-            paths = _draw(ts, job, out)
+        paths = _download(ts, job_id, out)
     for path in paths:
         render.stdout().print(str(path), highlight=False, soft_wrap=True)
 
 
-def _download(ts, job: job_pb2.Job, out: Path) -> list[Path]:
-    from trainserve.jobs.plots import NoEpochs
-    names = [a.name for a in ts.list_artifacts(job.id) if a.content_type == PNG]
-    if not names:
-        raise NoEpochs(f"job {job.id} has no epochs yet")
-    return [ts.download_artifact(job.id, name, out) for name in names]
-
-
-def _draw(ts, job: job_pb2.Job, out: Path) -> list[Path]:
-    from trainserve.jobs import plots
-    if render.is_search(job):
-        return plots.search_plots(job, out)
-    return plots.training_plots(job, _epochs(ts, job), out)
-
-
-def _epochs(ts, job: job_pb2.Job) -> list[job_pb2.EpochMetrics]:
-    """The job's epoch events, replayed from its history. A finished job's stream ends by
-    itself; a running job's is left once it reaches the epoch GetJob reported."""
-    from trainserve.client import TERMINAL_STATES
-    from trainserve.jobs.plots import epoch_points
-    if job.state not in TERMINAL_STATES and job.epoch == 0:
-        return []
-    events = []
-    stream = ts.watch(job.id)
+def _download(ts, job_id: str, out: Path) -> list[Path]:
+    """The job's PNG artifacts, which the server renders on demand, written under `out`."""
     try:
-        for event in stream:
-            events.append(event)
-            if (job.state not in TERMINAL_STATES and event.WhichOneof("event") == "epoch"
-                    and event.epoch.epoch >= job.epoch):
-                break
-    finally:
-        stream.close()
-    return epoch_points(events)
+        names = [a.name for a in ts.list_artifacts(job_id) if a.content_type == PNG]
+    except NotSupported:
+        raise NotSupported(f"the job API at {ts.address} renders no plots (it is older than "
+                           "ListArtifacts): upgrade it") from None
+    if not names:
+        raise errors.FailedPrecondition(f"job {job_id} has no epochs yet")
+    return [ts.download_artifact(job_id, name, out) for name in names]

@@ -8,11 +8,12 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from trainserve.client import to_json
+from trainserve.client.messages import job_state_name
 from trainserve.core.metrics import search_metric
 from trainserve.core.pb import deployment_pb2, job_pb2
 
@@ -42,6 +43,13 @@ def stderr() -> Console:
 
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def to_json(message, **kwargs) -> dict[str, Any]:
+    """proto3 JSON of a message with the .proto field names (so a job's spec can be fed back
+    to `submit`) and every field, set or not."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True, **kwargs)
 
 
 def print_messages(key: str | None, messages: Sequence | Any) -> None:
@@ -75,10 +83,6 @@ def show_list(key: str, messages: Sequence, output: Output, table: Callable[[Seq
 
 
 # -- small formatters ---------------------------------------------------------------------
-
-def job_state_name(state: int) -> str:
-    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
-
 
 def deployment_state_name(state: int) -> str:
     return deployment_pb2.DeploymentState.Name(state).removeprefix("DEPLOYMENT_STATE_").lower()
