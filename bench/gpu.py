@@ -7,7 +7,7 @@ Workloads:
 - ResNet ("small" preset) on synthetic 28 x 28 images (10 classes, class-dependent blobs);
 - the transformer on `sine` (sequences of 32 steps, one-step forecast).
 
-Ours: `train.loop.train` on the device (the dataset lives on the device; batches are views
+Ours: `training.loop.train` on the device (the dataset lives on the device; batches are views
 of one gather an epoch), samples/s of its best epoch after the first. Raw: the same model
 built by the zoo, the job's own loss (mean over the batch) and optimizer, the split moved to
 the device once, shuffled with one gather an epoch, batches as views, `torch.autocast` when
@@ -108,7 +108,7 @@ def _peak_mib(device) -> float:
 
 
 def ours(spec, device) -> tuple[float, float]:
-    """(best samples/s after the first epoch, peak MiB) of `train.loop.train`."""
+    """(best samples/s after the first epoch, peak MiB) of `training.loop.train`."""
     from trainserve.training.loop import train
     from trainserve.training.reporting import ListReporter
 

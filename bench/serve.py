@@ -1,6 +1,6 @@
 """Our `trainserve` Serve application against a minimal hand-written Serve deployment.
 
-One digits LeNet-5 is trained in-process (3 epochs, `train.loop.train`), registered in a
+One digits LeNet-5 is trained in-process (3 epochs, `training.loop.train`), registered in a
 throwaway redis-server the way the registry does it, and deployed as endpoint `digits`. Per
 Serve mode (default; HAProxy, `RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_USE_GRPC_BY_DEFAULT=1`
 in the Ray head's environment), a child process starts its own Ray head (2 CPUs, loopback),

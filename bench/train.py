@@ -1,4 +1,4 @@
-"""Steady-state training throughput of the loop (`train.loop.train`, the code a worker runs)
+"""Steady-state training throughput of the loop (`training.loop.train`, the code a worker runs)
 against two plain PyTorch loops, in one process, same model, data, batch size, optimizer
 settings, loss and thread count:
 

@@ -65,7 +65,7 @@ def _trial_rows(trial_dir: Path) -> list[dict]:
 
 
 def _last_epoch(job_dir: Path, trial_id: str) -> tuple[int, float]:
-    """(epoch, mtime) of the trial's last epoch report on disk (`tune.trial.LAST_EPOCH`,
+    """(epoch, mtime) of the trial's last epoch report on disk (`runtime.trial.LAST_EPOCH`,
     written right before each epoch's report to Tune); (0, 0) if none."""
     from trainserve.tune.algorithms import EPOCH
     from trainserve.runtime.trial import LAST_EPOCH

@@ -31,7 +31,7 @@ def _naive_forecast_mse(name: str) -> float:
     """MSE of repeating the last observed value, on the example's test split."""
     import numpy as np
 
-    from trainserve.training.data import split_indices
+    from trainserve.training.splits import split_indices
     from trainserve.training.datasets import load_dataset
 
     spec = check_spec(load_spec_file(EXAMPLES / f"{name}.yaml"))
@@ -217,7 +217,7 @@ def test_transfer_from_the_autoencoder_beats_training_from_scratch(tmp_path):
     assert got > base, f"pretrained {got:.3f} vs scratch {base:.3f}"
 
 
-# --- sequence-to-sequence and language models (train.seq_tasks) ----------------------------
+# --- sequence-to-sequence and language models (training.seq_tasks) ----------------------------
 
 def test_attention_beats_the_fixed_context_vector_at_reversing_20_digits(tmp_path):
     plain = _run("seq2seq_reverse", tmp_path)
@@ -230,7 +230,7 @@ def test_gpt_beats_the_bigram_baseline_on_the_corpus(tmp_path):
     import torch
 
     from trainserve.training.artifacts import load_artifact
-    from trainserve.training.datasets_text import decode, encode
+    from trainserve.training.datasets.text import decode, encode
     result = _train("gpt_corpus", tmp_path)
     metrics = result.metrics
     assert metrics["val_loss"] < metrics["bigram_val_loss"], metrics

@@ -42,7 +42,7 @@ def classifier(tmp_path_factory) -> Predictor:
 def _recognized(classifier: Predictor, samples: np.ndarray) -> tuple[float, int]:
     """For raw (un-normalized) samples: the fraction the classifier labels with confidence
     >= CONFIDENT, and how many digits are covered: labelled so in at least a quarter of a fair
-    share of the samples (as `train.gan_task` counts modes)."""
+    share of the samples (as `training.gan_task` counts modes)."""
     probs = classifier.predict(samples.astype(np.float32))["probabilities"]
     sure = probs.max(axis=1) >= CONFIDENT
     counts = np.bincount(probs.argmax(axis=1)[sure], minlength=DIGITS)

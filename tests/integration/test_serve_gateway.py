@@ -1,5 +1,5 @@
 """The serving layer end to end: a real redis-server, a real Ray head (`ray start`), Serve with
-the `trainserve` application, real artifacts written by `train.artifacts` and registered by
+the `trainserve` application, real artifacts written by `training.artifacts` and registered by
 the registry, and standard clients (tritonclient.http and tritonclient.grpc, raw httpx) that
 send no extra headers or metadata.
 
@@ -167,7 +167,7 @@ def test_ensure_serve_applies_a_changed_config(stack):
 def test_warm_reports_why_it_cannot(stack):
     from trainserve.core.errors import ModelNotReady, NotFound
     from trainserve.serve import control
-    from trainserve.serve.testing import model_version_record
+    from trainserve.serve.signature import version_record
     from trainserve.store.models import ModelStore
 
     with pytest.raises(NotFound, match="model 'ghost' is not deployed"):
@@ -176,7 +176,7 @@ def test_warm_reports_why_it_cannot(stack):
     broken.mkdir(exist_ok=True)
     (broken / "meta.json").write_text("{not json")
     meta = {"task": "classification", "class_names": [], "input_shape": [4], "output_dim": 3}
-    ModelStore(stack.client).put(model_version_record("broken-mlp", 1, meta, str(broken)))
+    ModelStore(stack.client).put(version_record("broken-mlp", 1, meta, str(broken)))
     _deploy(stack.client, "broken", "broken-mlp", 1)
     with pytest.raises(ModelNotReady, match=r"cannot load the model in .*broken: JSONDecodeError"):
         control.warm("broken")

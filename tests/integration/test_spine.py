@@ -13,7 +13,7 @@ import tritonclient.http as thttp
 from tests.integration.helpers import deploy, example, get_model, submit, wait_job, watch
 from trainserve.core.state import JobState
 from trainserve.core.pb import deployment_pb2
-from trainserve.training.data import split_indices
+from trainserve.training.splits import split_indices
 from trainserve.training.datasets import load_dataset
 
 pytestmark = pytest.mark.integration

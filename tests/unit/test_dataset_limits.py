@@ -1,5 +1,5 @@
-"""Uploaded datasets described once, in bounded memory (train.describe), validated from that
-description (train.userdata.uploaded_info), and durable files (store.files) (no servers)."""
+"""Uploaded datasets described once, in bounded memory (training.describe), validated from that
+description (training.userdata.uploaded_info), and durable files (store.files) (no servers)."""
 import hashlib
 import io
 import zipfile

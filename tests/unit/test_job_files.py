@@ -18,7 +18,7 @@ from trainserve.jobs import plots
 from trainserve.jobs import artifacts
 from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.runtime import logcapture
-from trainserve.runtime.launch import JobContext
+from trainserve.runtime.context import JobContext
 from trainserve.training.reporting import ListReporter, LogLinesReporter
 
 

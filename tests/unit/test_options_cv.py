@@ -8,7 +8,8 @@ from google.protobuf import json_format
 
 from trainserve.core.pb import spec_pb2
 from trainserve.training.artifacts import load_artifact
-from trainserve.training.data import fold_indices, prepare_data
+from trainserve.training.data import prepare_data
+from trainserve.training.splits import fold_indices
 from trainserve.training.loop import train
 from trainserve.training.reporting import ListReporter
 from trainserve.training.validate import check_spec

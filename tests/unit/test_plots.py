@@ -135,7 +135,7 @@ def test_training_plots_without_epochs_say_so(tmp_path):
         plots.training_plots(job, plots.epoch_points(epoch_events(0)), tmp_path)
 
 
-# -- evaluation plots (train.evaluation's arrays) ---------------------------------------------
+# -- evaluation plots (training.evaluation's arrays) ---------------------------------------------
 
 RNG = np.random.default_rng(0)
 

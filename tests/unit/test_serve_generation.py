@@ -17,7 +17,8 @@ from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.grpc_api import GrpcInference
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
-from trainserve.serve.testing import LocalServing, RecordingContext, model_version_record
+from trainserve.serve.testing import LocalServing, RecordingContext
+from trainserve.serve.signature import version_record
 from trainserve.training.artifacts import load_artifact
 from trainserve.training.loop import train
 from trainserve.training.reporting import NullReporter
@@ -46,7 +47,7 @@ def served(tmp_path_factory):
         result = train(spec, tmp_path_factory.mktemp(name), NullReporter())
         assert result.status == "succeeded", result
         meta = load_artifact(result.artifact_dir).meta
-        local.models.put(model_version_record(name, 1, meta, str(result.artifact_dir)))
+        local.models.put(version_record(name, 1, meta, str(result.artifact_dir)))
         local.deploy(name, name, 1)
     return local
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from trainserve.core.spec import parse_spec
-from trainserve.registry.versions import io_specs
+from trainserve.serve.signature import io_specs
 from trainserve.serve.predictor import Predictor
 from trainserve.training.artifacts import build_meta
 from trainserve.training.data import Preprocessing

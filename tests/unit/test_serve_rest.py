@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
-from trainserve.serve.testing import LocalServing, model_version_record
+from trainserve.serve.testing import LocalServing
+from trainserve.serve.signature import version_record
 
 IRIS_META = {"task": "classification", "class_names": ["setosa", "versicolor", "virginica"],
              "input_shape": [4], "output_dim": 3,
@@ -34,7 +35,7 @@ def local():
     serving = LocalServing()
     serving.register("iris-mlp", 3, mlp(4, 3), IRIS_META, endpoint="iris")
     serving.register("diabetes-mlp", 1, mlp(3, 1), DIABETES_META, endpoint="diabetes")
-    serving.models.put(model_version_record("gone", 1, IRIS_META, "/nowhere"))
+    serving.models.put(version_record("gone", 1, IRIS_META, "/nowhere"))
     serving.deploy("broken", "gone", 1)
     return serving
 

@@ -10,8 +10,8 @@ from trainserve.serve.config import ServeConfig
 from trainserve.serve.dataplane import InferInput, InferRequest, RequestedOutput
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.resolver import EndpointResolver
-from trainserve.serve.testing import (LocalServing, MemoryDeploymentStore, MemoryModelStore,
-                                      model_version_record)
+from trainserve.serve.testing import LocalServing, MemoryDeploymentStore, MemoryModelStore
+from trainserve.serve.signature import version_record
 
 
 def run(coro):
@@ -72,7 +72,7 @@ def test_requested_outputs_only(local):
     assert [o.name for o in resp.outputs] == ["label"]
 
 
-def test_metadata_comes_from_the_model_version_record(local):
+def test_metadata_comes_from_the_version_record(local):
     md = run(local.service.model_metadata("iris"))
     assert md.versions == ("1",) and md.platform == "pytorch"
     assert [(s.name, s.datatype, s.shape) for s in md.inputs] == [("input", "FP32", (-1, 4))]
@@ -98,7 +98,7 @@ def test_models_load_once_and_ready_reports_load_failures(local):
     assert run(local.service.model_ready("iris"))
     run(local.service.infer("iris", "", request(np.ones((2, 4)))))
     assert local.backend.loads == 1
-    local.models.put(model_version_record("iris-mlp", 2, IRIS_META, "/models/missing"))
+    local.models.put(version_record("iris-mlp", 2, IRIS_META, "/models/missing"))
     local.deploy("broken", "iris-mlp", 2)
     assert run(local.service.model_ready("broken")) is False
     with pytest.raises(ModelNotReady, match="cannot load the model in /models/missing"):

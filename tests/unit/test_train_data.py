@@ -4,9 +4,8 @@ import pytest
 from google.protobuf import json_format
 
 from trainserve.core.pb import spec_pb2
-from trainserve.training.data import (
-    Preprocessing, fit_preprocessing, prepare_data, split_indices, split_sizes,
-)
+from trainserve.training.data import Preprocessing, fit_preprocessing, prepare_data
+from trainserve.training.splits import split_indices, split_sizes
 from trainserve.training.datasets import load_dataset
 from trainserve.training.validate import check_spec
 

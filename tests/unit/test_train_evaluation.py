@@ -1,4 +1,4 @@
-"""What a training run saves for its plots (`<job>/evaluation.npz`, train.evaluation): plain
+"""What a training run saves for its plots (`<job>/evaluation.npz`, training.evaluation): plain
 arrays that load without pickle, in the dataset's units, and the plots drawn from them."""
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import pytest
 
 from trainserve.core import errors
 from trainserve.core.pb import spec_pb2
-from trainserve.runtime.launch import TRAIN_POLL_S, JobContext, poll_workers_often, readable_error
+from trainserve.runtime.context import TRAIN_POLL_S, JobContext, poll_workers_often
+from trainserve.runtime.launch import readable_error
 from trainserve.runtime.reporting import make_reporter
 from trainserve.training.reporting import CancelFileReporter, ListReporter, NullReporter, Reporter
 

@@ -7,7 +7,7 @@ from google.protobuf import json_format
 
 from trainserve.core import errors
 from trainserve.core.pb import spec_pb2
-from trainserve.registry.versions import io_specs
+from trainserve.serve.signature import io_specs
 from trainserve.training.datasets import DatasetInfo
 from trainserve.training.loop import train
 from trainserve.training.reporting import NullReporter

@@ -51,7 +51,7 @@ def test_default_reversal_length_is_20():
 
 
 def test_corpus_windows_are_next_character_pairs():
-    from trainserve.training.datasets_text import corpus_vocab, decode
+    from trainserve.training.datasets.text import corpus_vocab, decode
     spec = check_spec(_spec(_corpus()))
     x, y = load_dataset(spec.dataset)
     assert x.shape[1] == 16 and np.array_equal(x[:, 1:].astype(np.int64), y[:, :-1])
@@ -123,7 +123,7 @@ def test_validation_errors_name_the_field(spec, field):
 # --- training, meta, registry --------------------------------------------------------------
 
 def test_short_training_writes_meta_and_io_specs(tmp_path):
-    from trainserve.registry.versions import io_specs
+    from trainserve.serve.signature import io_specs
     from trainserve.training.artifacts import load_artifact
     from trainserve.training.loop import train
     from trainserve.training.reporting import NullReporter

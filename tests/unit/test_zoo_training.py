@@ -5,7 +5,7 @@ import pytest
 from google.protobuf import json_format
 
 from trainserve.core.pb import spec_pb2
-from trainserve.training.data import split_indices
+from trainserve.training.splits import split_indices
 from trainserve.training.datasets import load_dataset
 from trainserve.training.loop import train
 from trainserve.training.reporting import NullReporter

@@ -73,7 +73,7 @@ def _pin_uploaded(spec: spec_pb2.JobSpec, uploaded) -> spec_pb2.JobSpec:
 
 def _pin_transfer(spec: spec_pb2.JobSpec, models) -> spec_pb2.JobSpec:
     """Point `model.transfer` at the registered version's artifact now (like a dataset's
-    upload), and check what the source's header says (`train.transfer.check_source`)."""
+    upload), and check what the source's header says (`training.transfer.check_source`)."""
     if not spec.model.HasField("transfer"):
         return spec
     from trainserve.training import transfer

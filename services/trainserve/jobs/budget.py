@@ -163,7 +163,7 @@ def warm() -> None:
 
 def batch_per_worker(spec, info) -> int:
     """Samples one worker runs forward in a training step (the loop's `_batch_plan`)."""
-    from trainserve.training.data import split_sizes
+    from trainserve.training.splits import split_sizes
     from trainserve.training.optimizers import step_size
 
     n_train = split_sizes(info.num_samples, spec.split.test_fraction, spec.split.val_fraction)[0]

@@ -1,6 +1,6 @@
 """PNG plots of a job's results: a search's trials (each trial's metric per epoch; the final
 metric against each searched value), an ordinary job's train and validation curves, and what
-its training run saved for plots (`train.evaluation`, `evaluation.npz`): a classifier's
+its training run saved for plots (`training.evaluation`, `evaluation.npz`): a classifier's
 confusion matrix and (binary) ROC curve, a regression's predicted against true values, an
 autoencoder's reconstructions (and a VAE's samples), a GAN's samples (a scatter over the real
 points for 2-D data, an image grid for images).
@@ -334,7 +334,7 @@ def plot_training_curves(series: dict[str, dict[str, tuple[list[int], list[float
     return _save(fig, path)
 
 
-# -- what the training run saved (train.evaluation) -----------------------------------------
+# -- what the training run saved (training.evaluation) -----------------------------------------
 
 def load_evaluation(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of an `evaluation.npz`, loaded without unpickling anything."""

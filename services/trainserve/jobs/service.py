@@ -106,7 +106,7 @@ class JobsCore:
         if ds is None or not visible(ds.user, caller):
             return None
         path = dataset_path(self.storage_dir, ds.sha256, ds.format)
-        # The schema recorded at upload: validation never reads the file (train.userdata).
+        # The schema recorded at upload: validation never reads the file (training.userdata).
         return spec_pb2.UploadedContent(sha256=ds.sha256, format=ds.format, path=str(path),
                                         schema=ds.schema)
 

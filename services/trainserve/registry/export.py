@@ -1,7 +1,7 @@
 """Export a registered model version to a self-contained TorchScript or ONNX file.
 
 The exported graph takes the same raw inputs as the model's inference endpoint and answers
-the same outputs, under the same names (`registry.versions.io_specs`): the training
+the same outputs, under the same names (`serve.signature.io_specs`): the training
 normalization `(x - shift) / scale` runs inside it, and so does the task head:
 
 - classification: `input` -> `probabilities` (softmax; sigmoid for a single logit) and

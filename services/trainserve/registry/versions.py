@@ -15,6 +15,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from trainserve.core.pb import job_pb2, model_pb2, spec_pb2
+from trainserve.serve.signature import version_record
 from trainserve.store import files
 from trainserve.store.models import ModelStore
 from trainserve.store.names import MODEL, NameClaims
@@ -23,71 +24,6 @@ from trainserve.core.tenancy import Principal, check_visible, claim
 
 def model_dir(storage_dir: str | Path, name: str, version: int) -> Path:
     return Path(storage_dir) / "models" / name / str(version)
-
-
-def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.TensorSpec]]:
-    """The inference inputs and outputs of a model, from its artifact metadata."""
-    if meta["task"] == "generation":  # a GAN: how many samples in, the samples out
-        return _generation_io(meta)
-    if meta["task"] in ("seq2seq", "language_model"):
-        return _token_io_specs(meta)
-    inputs = [model_pb2.TensorSpec(name="input", datatype="FP32",
-                                   shape=[-1, *meta["input_shape"]])]
-    if meta["task"] == "classification":
-        n = int(meta.get("output_dim") or len(meta.get("class_names") or []))
-        outputs = [model_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, n]),
-                   model_pb2.TensorSpec(name="label", datatype="INT64", shape=[-1])]
-    elif meta["task"] == "reconstruction":
-        outputs = [model_pb2.TensorSpec(name="reconstruction", datatype="FP32",
-                                        shape=[-1, *meta["input_shape"]]),
-                   model_pb2.TensorSpec(name="latent", datatype="FP32",
-                                        shape=[-1, _latent_dim(meta)])]
-        if _variational(meta):  # a VAE also generates: the alternative input and its output
-            gen_inputs, gen_outputs = _generation_io(meta)
-            inputs, outputs = inputs + gen_inputs, outputs + gen_outputs
-    else:
-        outputs = [model_pb2.TensorSpec(name="prediction", datatype="FP32",
-                                        shape=[-1, int(meta.get("output_dim") or 1)])]
-    return inputs, outputs
-
-
-def _generation_io(meta: dict):
-    """GANs (and VAEs, besides reconstruction): one INT64 input `num_samples` [1] (a request
-    asks for that many samples; the seed is the request parameter `seed`, not an input);
-    output `samples` [-1, *input_shape] in the training data's units."""
-    return ([model_pb2.TensorSpec(name="num_samples", datatype="INT64", shape=[1])],
-            [model_pb2.TensorSpec(name="samples", datatype="FP32",
-                                  shape=[-1, *meta["input_shape"]])])
-
-
-def _token_io_specs(meta: dict):
-    """Token models (train.seq_tasks). seq2seq: input token ids INT64 [-1, T], output the greedy
-    decoding `tokens` INT64 [-1, T]. language_model: one `prompt` string per row BYTES [-1]
-    (characters of the vocabulary, `class_names`), output the generated continuation `text`
-    BYTES [-1]; the request parameters (max_new_tokens, ...) are in serve.task_io."""
-    if meta["task"] == "seq2seq":
-        t = int(meta["input_shape"][0])
-        return ([model_pb2.TensorSpec(name="input", datatype="INT64", shape=[-1, t])],
-                [model_pb2.TensorSpec(name="tokens", datatype="INT64",
-                                      shape=[-1, int(meta.get("output_length") or t)])])
-    return ([model_pb2.TensorSpec(name="prompt", datatype="BYTES", shape=[-1])],
-            [model_pb2.TensorSpec(name="text", datatype="BYTES", shape=[-1])])
-
-
-def _variational(meta: dict) -> bool:
-    """Whether an autoencoder is a VAE: recorded in the meta, else read from the stored spec."""
-    if "variational" in meta:
-        return bool(meta["variational"])
-    ae = ((meta.get("spec") or {}).get("model") or {}).get("autoencoder") or {}
-    return ae.get("kind") == "variational"
-
-
-def _latent_dim(meta: dict) -> int:
-    """An autoencoder's code width: recorded in the meta, else read from the stored spec."""
-    if meta.get("latent_dim"):
-        return int(meta["latent_dim"])
-    ae = ((meta.get("spec") or {}).get("model") or {}).get("autoencoder") or {}
-    return int(ae.get("latentDim", 8))
 
 
 def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
@@ -103,24 +39,17 @@ def register(models: ModelStore, storage_dir: str | Path, job: job_pb2.Job,
     target = model_dir(storage_dir, name, version)
     _copy_once(Path(artifact_dir), target)
     meta = json.loads((target / "meta.json").read_text())
-    inputs, outputs = io_specs(meta)
-    pre = meta.get("preprocessing") or {}
     search = meta.get("search") or {}  # set by a search on its best trial's artifact
     spec = job.spec
     if search:
         spec = json_format.ParseDict(meta["spec"], spec_pb2.JobSpec(), ignore_unknown_fields=True)
         spec.name = job.spec.name
-    mv = model_pb2.ModelVersion(
-        name=name, version=version, job_id=job.id, user=job.user,
-        dataset_hash=meta.get("dataset_hash", ""),
-        seed=job.spec.training.seed, spec=spec, task=meta["task"],
-        trial_id=search.get("trial_id", ""), search_config=search.get("config", {}),
-        class_names=[str(c) for c in meta.get("class_names") or []], inputs=inputs,
-        outputs=outputs, metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
-        artifact_uri=str(target),
-        preprocessing=model_pb2.Preprocessing(kind=pre.get("kind", "none"),
-                                              shift=pre.get("shift", []),
-                                              scale=pre.get("scale", [])))
+    mv = version_record(name, version, meta, str(target))
+    mv.MergeFrom(model_pb2.ModelVersion(
+        job_id=job.id, user=job.user, dataset_hash=meta.get("dataset_hash", ""),
+        seed=job.spec.training.seed, spec=spec, trial_id=search.get("trial_id", ""),
+        search_config=search.get("config", {}),
+        metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()}))
     mv.created_at.FromNanoseconds(int(time.time() * 1e9))
     models.put(mv)
     return mv

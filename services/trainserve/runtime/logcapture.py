@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from trainserve.store.logs import LogSink
-    from trainserve.runtime.launch import JobContext
+    from trainserve.runtime.context import JobContext
 
 PACKAGE_LOGGER = "trainserve"
 

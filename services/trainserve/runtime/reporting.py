@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from trainserve.training.reporting import NullReporter, Reporter
 
 if TYPE_CHECKING:
-    from trainserve.runtime.launch import JobContext
+    from trainserve.runtime.context import JobContext
 
 
 def make_reporter(ctx: "JobContext") -> Reporter:

@@ -33,7 +33,7 @@ _TUNE_KEYS = {"training_iteration", EPOCH, "time_this_iter_s", "time_total_s", "
 
 
 def run_search(ctx) -> TrainResult:
-    """Run (or resume) the search of `ctx` (a `launch.JobContext`) to its end."""
+    """Run (or resume) the search of `ctx` (a `runtime.context.JobContext`) to its end."""
     from ray import tune
     spec = ctx.job_spec()
     axes = parse_space(spec.search)

@@ -112,7 +112,7 @@ def _ddp_trial(trial_spec: spec_pb2.JobSpec, paths: JobPaths, options: dict) -> 
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainserve.runtime.launch import poll_workers_often
+    from trainserve.runtime.context import poll_workers_often
     poll_workers_often()
     sc = trial_spec.scaling
     trainer = TorchTrainer(

@@ -18,7 +18,7 @@ from trainserve.core.errors import InvalidArgument
 from trainserve.core.oip import numpy_dtype
 from trainserve.serve.task_io import ParamSpec, check_parameters
 
-# Tensor names, shared with the registry's `io_specs` (ModelVersion.inputs / outputs).
+# Tensor names, shared with `serve.signature.io_specs` (ModelVersion.inputs / outputs).
 INPUT = "input"
 PROBABILITIES, LABEL, CLASS_NAME, PREDICTION = "probabilities", "label", "class_name", "prediction"
 RECONSTRUCTION, LATENT = "reconstruction", "latent"

@@ -20,7 +20,7 @@ import numpy as np
 
 from trainserve.core.errors import InvalidArgument
 
-# Tensor names, shared with the registry's `io_specs`.
+# Tensor names, shared with `serve.signature.io_specs`.
 NUM_SAMPLES, SAMPLES = "num_samples", "samples"
 TOKENS, PROMPT, TEXT = "tokens", "prompt", "text"
 

@@ -16,6 +16,7 @@ from trainserve.core.pb import deployment_pb2, model_pb2
 from trainserve.serve.host import LocalBackend
 from trainserve.serve.resolver import EndpointResolver
 from trainserve.serve.service import InferenceService
+from trainserve.serve.signature import version_record
 
 
 class MemoryDeploymentStore:
@@ -79,22 +80,6 @@ class MemoryArtifacts:
         return self._artifacts[artifact_dir]
 
 
-def model_version_record(name: str, version: int, meta: dict,
-                         artifact_uri: str) -> model_pb2.ModelVersion:
-    """The `ModelVersion` the registry would write for an artifact with this `meta`."""
-    from trainserve.registry.versions import io_specs
-
-    inputs, outputs = io_specs(meta)
-    pre = meta.get("preprocessing") or {}
-    return model_pb2.ModelVersion(
-        name=name, version=version, task=meta["task"],
-        class_names=[str(c) for c in meta.get("class_names") or []],
-        inputs=inputs, outputs=outputs, artifact_uri=artifact_uri,
-        preprocessing=model_pb2.Preprocessing(kind=pre.get("kind", "none"),
-                                              shift=pre.get("shift", []),
-                                              scale=pre.get("scale", [])))
-
-
 class LocalServing:
     """An `InferenceService` over in-memory records and artifacts."""
 
@@ -115,7 +100,7 @@ class LocalServing:
         given); its directory."""
         artifact_dir = f"/models/{name}/{version}"
         self.artifacts.add(artifact_dir, module, meta)
-        self.models.put(model_version_record(name, version, meta, artifact_dir))
+        self.models.put(version_record(name, version, meta, artifact_dir))
         if endpoint:
             self.deploy(endpoint, name, version, owner)
         return artifact_dir

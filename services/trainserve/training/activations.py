@@ -21,6 +21,7 @@ from trainserve.training.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
+NO_ACTIVATION = "none"  # a layer left linear (e.g. a generator's output)
 DEFAULT_LEAKY_RELU_SLOPE = 0.01  # PyTorch's and the proto's default
 DEFAULT_ELU_ALPHA = 1.0
 

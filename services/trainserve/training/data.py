@@ -11,12 +11,14 @@ and validates on fold i; `prepare_data(spec)` is the final training on all non-t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from trainserve.training.datasets import DatasetInfo, dataset_hash, dataset_info, load_dataset
+from trainserve.training.label_fraction import fraction_of, subset
+from trainserve.training.splits import fold_indices, split_indices
+from trainserve.training.tasks import task_info
 
 NORMALIZERS = ("standard", "minmax", "none")
 # A feature whose spread is below this is (nearly) constant on the training split: scale it by
@@ -70,44 +72,6 @@ def fit_preprocessing(kind: str, x_train: np.ndarray) -> Preprocessing:
     return Preprocessing(kind, tuple(shift.tolist()), tuple(scale.tolist()))
 
 
-def split_sizes(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int, int]:
-    """`(n_train, n_val, n_test)` for `n` samples; test and val sizes round up (as sklearn)."""
-    n_test = math.ceil(test_fraction * n)
-    n_val = math.ceil(val_fraction * n) if val_fraction > 0 else 0
-    return n - n_test - n_val, n_val, n_test
-
-
-def split_indices(y: np.ndarray, test_fraction: float, val_fraction: float, stratify: bool,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices `(train, val, test)` of a seeded split; stratified on `y` when asked.
-
-    The test set is drawn first, so changing `val_fraction` never changes the test set.
-    """
-    from sklearn.model_selection import train_test_split
-    _, n_val, n_test = split_sizes(len(y), test_fraction, val_fraction)
-    state = seed % 2**32  # sklearn wants a uint32
-    rest, test = train_test_split(np.arange(len(y)), test_size=n_test, random_state=state,
-                                  stratify=y if stratify else None)
-    if n_val == 0:
-        return rest, np.empty(0, dtype=rest.dtype), test
-    train, val = train_test_split(rest, test_size=n_val, random_state=state,
-                                  stratify=y[rest] if stratify else None)
-    return train, val, test
-
-
-def fold_indices(y: np.ndarray, folds: int, stratify: bool,
-                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`(train, val)` positions into `y` for each of `folds` seeded folds; stratified on `y`
-    when asked (every fold then keeps the class proportions)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-    state = seed % 2**32
-    if stratify:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=state)
-    else:
-        splitter = KFold(folds, shuffle=True, random_state=state)
-    return list(splitter.split(np.zeros((len(y), 1)), y if stratify else None))
-
-
 @dataclass(frozen=True)
 class PreparedData:
     """Normalized splits of one job's dataset, with what is needed to reproduce them."""
@@ -128,7 +92,6 @@ def prepare_data(spec, fold: int | None = None) -> PreparedData:
     `fold` (0-based, with `spec.split.folds` >= 2): that cross-validation fold is the
     validation split and the other non-test samples the training split.
     """
-    from trainserve.training.tasks import task_info
     # The split still uses the dataset's labels (stratified as the spec says); the model and
     # the loop see the task's info (an autoencoder's reconstruction).
     info = task_info(spec, dataset_info(spec.dataset))
@@ -147,6 +110,5 @@ def prepare_data(spec, fold: int | None = None) -> PreparedData:
 
 
 def _label_subset(spec, train: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`DatasetSpec.label_fraction` of the training split (see `train.label_fraction`)."""
-    from trainserve.training.label_fraction import fraction_of, subset
+    """`DatasetSpec.label_fraction` of the training split (see `training.label_fraction`)."""
     return subset(train, y, fraction_of(spec), spec.split.stratify, spec.training.seed)

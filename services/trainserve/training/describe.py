@@ -22,7 +22,7 @@ import numpy as np
 
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import dataset_pb2
-from trainserve.training.userdata import class_names_of, numeric_if_possible
+from trainserve.training.labels import class_names_of, numeric_if_possible
 
 # Columns of a CSV dataset: course data has tens to hundreds of features. The header's names
 # (copied into the schema of every job that uses the dataset) in all: 25 characters a column.
@@ -37,7 +37,7 @@ MAX_TRACKED_VALUES = 50_000
 MAX_CLASS_CHARS = 100
 # NPZ: members, their declared (inflated) size in all, and the ratio a large member may
 # compress by. Real data compresses by tens; 1 GiB is twice what a worker accepts
-# (train.datasets.MAX_DATASET_VALUES float32 values).
+# (training.datasets.MAX_DATASET_VALUES float32 values).
 MAX_NPZ_MEMBERS = 16
 MAX_NPZ_INFLATED_BYTES = 1 << 30
 MAX_COMPRESSION_RATIO = 200

@@ -1,4 +1,4 @@
-"""The generation task (GANs, `model.gan`): the loop's hook (see `train.task_hooks`).
+"""The generation task (GANs, `model.gan`): the loop's hook (see `training.task_hooks`).
 
 One training step, on a real batch x of n samples:
 1. `discriminator_steps` times: n fresh fakes G(z) (no generator gradient), discriminator loss

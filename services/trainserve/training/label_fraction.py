@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from trainserve.training.checks import check_range, fail
-from trainserve.training.data import split_sizes
+from trainserve.training.splits import split_sizes
 
 FIELD = "spec.dataset.label_fraction"
 

@@ -15,7 +15,7 @@ and reports. At the end, the best epoch's weights are restored when early stoppi
 it, the final split is evaluated with every metric (`metrics.final_metrics`), and rank 0
 writes the artifact and `result.json`.
 
-What a batch's loss and the metrics are depends on the task (`train.tasks`): supervised, or
+What a batch's loss and the metrics are depends on the task (`training.tasks`): supervised, or
 reconstruction for autoencoders; the loop itself is the same for both.
 
 `split.folds` >= 2 runs k-fold cross-validation around this (`cv.cross_validate`).
@@ -49,8 +49,7 @@ from trainserve.training.schedule import LRSchedule
 from trainserve.training.seeds import derive_seed, seed_device_rng
 from trainserve.training.stopping import EarlyStopping
 from trainserve.training import metrics as M
-from trainserve.training.task_hooks import SupervisedTask
-from trainserve.training.tasks import make_task
+from trainserve.training.task_hooks import SupervisedTask, make_task
 from trainserve.training.zoo import build_model
 
 log = logging.getLogger(__name__)
@@ -287,7 +286,7 @@ class _Trainer:
                     module.init_from_data(x)
 
     def _transfer(self) -> None:
-        """`spec.model.transfer`: load the source's matching weights, freeze (`train.transfer`).
+        """`spec.model.transfer`: load the source's matching weights, freeze (`training.transfer`).
         A resumed checkpoint then overwrites the weights; the freezing stays."""
         from trainserve.training.transfer import apply_transfer
         report = apply_transfer(self.spec, self.module)
@@ -564,7 +563,7 @@ class _Trainer:
         split = self.plan.final_split
         out, losses, x, y = self._predict(split)
         metrics, cm = self.task.final_metrics(split, out, x, y, losses, self.module)
-        if self.rank == 0 and self.plan.artifact:  # what the plots need (train.evaluation)
+        if self.rank == 0 and self.plan.artifact:  # what the plots need (training.evaluation)
             save_evaluation(self.paths.root / EVALUATION_FILE, self.data, self.module, out, x,
                             y, self.spec.training.seed)
         if self.stopper is not None:

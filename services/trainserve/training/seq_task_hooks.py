@@ -1,4 +1,4 @@
-"""The loop hooks of the token tasks (imports torch); see `train.seq_tasks` for the metrics."""
+"""The loop hooks of the token tasks (imports torch); see `training.seq_tasks` for the metrics."""
 from __future__ import annotations
 
 import numpy as np

@@ -18,7 +18,7 @@ DEFAULT_METRIC = "val_loss"
 DEFAULT_PATIENCE = 5
 MAX_PATIENCE = 100_000
 MODES = ("max", "min")
-# The token tasks' per-epoch metrics besides <split>_loss (see train.seq_tasks).
+# The token tasks' per-epoch metrics besides <split>_loss (see training.seq_tasks).
 TOKEN_METRICS = {"seq2seq": (["token_accuracy"], ["token_accuracy", "exact_match"]),
                  "language_model": (["token_accuracy"], ["token_accuracy"])}
 

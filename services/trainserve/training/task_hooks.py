@@ -1,4 +1,4 @@
-"""The per-task hooks of the training loop (imports torch); see `train.tasks`.
+"""The per-task hooks of the training loop (imports torch); see `training.tasks`.
 
 Every hook has the same methods, called by `loop._Trainer`:
 - `train_step(model, x, y)` -> `(per-sample losses with grad, float64 sums [3])`;
@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 
 from trainserve.training import metrics as M
+from trainserve.training.gan_task import GenerationTask
+from trainserve.training.seq_tasks import is_token_task, make_token_task
+from trainserve.training.tasks import RECONSTRUCTION
 
 _CHUNK = 4096  # samples per forward pass of the extra final evaluations
 # A code value counts as off when |z| is at most this fraction of its sample's largest |z|.
@@ -129,3 +132,14 @@ class ReconstructionTask:
     def extra_meta(self):
         return {"variational": self.ae.kind == "variational", "latent_dim": self.ae.latent_dim,
                 "autoencoder_kind": self.ae.kind}
+
+
+def make_task(spec, info, loss_fn):
+    """The task hook of a checked `spec` whose (task-)`info` is `info`, `loss_fn` its loss."""
+    if is_token_task(info):  # seq2seq, language_model (training.seq_tasks)
+        return make_token_task(spec, info)
+    if info.task == "generation":  # GANs (training.gan_task)
+        return GenerationTask(spec, info, loss_fn)
+    if info.task == RECONSTRUCTION:
+        return ReconstructionTask(spec, info, loss_fn)
+    return SupervisedTask(info, loss_fn)

@@ -1,10 +1,10 @@
 """Learning tasks: what the training loop computes on a batch, and which metrics it reports.
 
-The loop (`train.loop`) is one code path; a task decides how a batch's loss, its running sums
+The loop (`training.loop`) is one code path; a task decides how a batch's loss, its running sums
 and the split metrics are computed:
 
 - supervised (the dataset's own task, classification or regression): `model(x)` against the
-  targets with the spec's loss; metrics from `train.metrics`.
+  targets with the spec's loss; metrics from `training.metrics`.
 - reconstruction (any dataset trained by an autoencoder; its targets are ignored): the loss per
   sample is the MSE between `model(x)` and the (clean) input, plus the autoencoder kind's
   penalty (sparsity, or beta * KL for the VAE: the negative ELBO). Per epoch `train_loss`,
@@ -15,7 +15,8 @@ and the split metrics are computed:
   `test_code_sparsity`, the fraction of the test codes' values that are off (|z| at most a
   tenth of the largest |z| of the same sample; `task_hooks.code_sparsity`).
 
-`task_info` is torch-free (validation uses it); `make_task` imports torch.
+This module is torch-free (validation uses `task_info`); the hooks themselves, built by
+`task_hooks.make_task`, import torch.
 """
 from __future__ import annotations
 
@@ -34,24 +35,10 @@ def is_reconstruction(spec) -> bool:
 def task_info(spec, info):
     """The `DatasetInfo` the model and the loop see: the dataset's own, or for an autoencoder
     the same inputs with task "reconstruction" (no classes, outputs = the input values)."""
-    if spec.HasField("model") and spec.model.WhichOneof("arch") == "gan":  # train.gan_task
+    if spec.HasField("model") and spec.model.WhichOneof("arch") == "gan":  # training.gan_task
         return dataclasses.replace(info, task="generation", num_classes=0, class_names=(),
                                    num_targets=1)
     if not is_reconstruction(spec):
         return info
     return dataclasses.replace(info, task=RECONSTRUCTION, num_classes=0, class_names=(),
                                num_targets=1)
-
-
-def make_task(spec, info, loss_fn):
-    """The task hook of a checked `spec` whose (task-)`info` is `info`, `loss_fn` its loss."""
-    from trainserve.training.task_hooks import ReconstructionTask, SupervisedTask
-    from trainserve.training.seq_tasks import is_token_task, make_token_task
-    if is_token_task(info):  # seq2seq, language_model (train.seq_tasks)
-        return make_token_task(spec, info)
-    if info.task == "generation":  # GANs (train.gan_task)
-        from trainserve.training.gan_task import GenerationTask
-        return GenerationTask(spec, info, loss_fn)
-    if info.task == RECONSTRUCTION:
-        return ReconstructionTask(spec, info, loss_fn)
-    return SupervisedTask(info, loss_fn)

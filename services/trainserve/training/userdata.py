@@ -2,7 +2,7 @@
 job's spec by content hash. Loaded with numpy only — never unpickled.
 
 Two readers of one spec: `uploaded_info` (spec validation, in the API too) answers from the
-schema recorded at upload (`UploadedContent.schema`, see `train.describe`) and never opens
+schema recorded at upload (`UploadedContent.schema`, see `training.describe`) and never opens
 the file; `load_uploaded` (the worker) reads the file, checks its hash, validates every value
 and checks the classes against that schema.
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from trainserve.core.errors import InvalidArgument
+from trainserve.training.describe import MAX_CLASS_VALUES, describe
+from trainserve.training.labels import label_of, numeric_if_possible
 
 TASKS = ("classification", "regression")
 
@@ -37,22 +39,11 @@ def load_uploaded(ds) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     values, y = np.unique(raw_y, return_inverse=True)
     if len(values) < 2:
         raise InvalidArgument("the target has a single class", field="spec.dataset.target_column")
-    classes = tuple(_label(v) for v in values)
+    classes = tuple(label_of(v) for v in values)
     if up.HasField("schema") and classes != uploaded_info(ds)[2]:
         raise InvalidArgument(f"the classes of {up.path} differ from those recorded at upload; "
                               "upload the dataset again", field="spec.dataset.name")
     return x, y.astype(np.int64), classes
-
-
-def class_names_of(values: np.ndarray) -> tuple[str, ...]:
-    """Class names of target values, in class-index order (what `load_uploaded` gives)."""
-    return tuple(_label(v) for v in np.unique(values))
-
-
-def _label(value) -> str:
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # One file at a time (the folds of a cross-validation read it again otherwise); the API
@@ -140,14 +131,6 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def numeric_if_possible(y: np.ndarray) -> np.ndarray:
-    """Text values as float64 when every one is a number, else unchanged."""
-    try:
-        return y.astype(np.float64)
-    except ValueError:
-        return y
-
-
 # --- from the schema recorded at upload (validation: never opens the file) -------------------
 
 def uploaded_info(ds) -> tuple[tuple[int, ...], int, tuple[str, ...], int]:
@@ -157,7 +140,6 @@ def uploaded_info(ds) -> tuple[tuple[int, ...], int, tuple[str, ...], int]:
     up = ds.uploaded
     schema = up.schema
     if not up.HasField("schema"):
-        from trainserve.training.describe import describe
         schema = describe(up.path, up.format)[0]
     return _npz_info(ds, schema) if up.format == "npz" else _csv_info(ds, schema)
 
@@ -168,8 +150,6 @@ def _fail(field: str, reason: str):
 
 def _target_classes(ds, values, distinct: int, what: str) -> tuple[str, ...]:
     """The classes a classification target has, or () for regression."""
-    from trainserve.training.describe import MAX_CLASS_VALUES
-
     if (ds.task or "classification") == "regression":
         return ()
     if not values and distinct > MAX_CLASS_VALUES:

@@ -23,7 +23,8 @@ from trainserve.core.pb import spec_pb2
 from trainserve.training import datasets as _datasets, zoo as _zoo
 from trainserve.training.augment import check_augmentation
 from trainserve.training.checks import check_choice, check_positive, check_range, fail
-from trainserve.training.data import NORMALIZERS, split_sizes
+from trainserve.training.data import NORMALIZERS
+from trainserve.training.splits import split_sizes
 from trainserve.training.datasets import DATASETS, DatasetInfo, dataset_info, get_dataset
 from trainserve.training.label_fraction import check_label_fraction
 from trainserve.training.losses import DEFAULT_HUBER_DELTA, LOSSES, get_loss
@@ -70,7 +71,7 @@ def check_spec(spec: spec_pb2.JobSpec) -> spec_pb2.JobSpec:
     check_label_fraction(out, info)
     # An autoencoder trains any dataset on reconstruction: from here on, that is the task.
     info = task_info(out, info)
-    if info.task == "generation":  # a GAN: the job-wide fields it refuses (train.zoo.gan)
+    if info.task == "generation":  # a GAN: the job-wide fields it refuses (training.zoo.gan)
         _zoo.gan.check_gan_job(out)
     _check_training(out, info)
     _check_model(out, info)
@@ -252,7 +253,7 @@ def _check_model(spec, info: DatasetInfo) -> None:
     if arch is None:
         fail("spec.model", f"required: set one of {', '.join(ARCHITECTURES.names())}")
     check_choice(arch, ARCHITECTURES, "spec.model", "architecture")
-    check_token_task(spec, info, arch)  # seq2seq / language_model datasets (train.seq_tasks)
+    check_token_task(spec, info, arch)  # seq2seq / language_model datasets (training.seq_tasks)
     entry = get_architecture(arch)
     msg = getattr(spec.model, arch)
     entry.apply_defaults(msg)
@@ -270,7 +271,7 @@ def _check_optimizer_name(opt) -> None:
 
 
 def _check_loss(spec, info: DatasetInfo) -> None:
-    if is_token_task(info):  # per-token cross-entropy only (train.seq_tasks)
+    if is_token_task(info):  # per-token cross-entropy only (training.seq_tasks)
         return check_token_loss(spec, info)
     loss, required = spec.loss, get_optimizer(spec.optimizer.name).loss
     loss.name = loss.name or required or DEFAULT_LOSS[info.task]

@@ -20,14 +20,14 @@ from trainserve.tune.space import Axis, apply_values, check_path, field_of, pars
 DEFAULT_NUM_SAMPLES = 8
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 1024
-# Final validation metrics a cross-validated trial reports as cv_<name>_mean (train.cv).
+# Final validation metrics a cross-validated trial reports as cv_<name>_mean (training.cv).
 CV_METRICS = {"classification": ("loss", "accuracy", "precision", "recall", "f1", "auc"),
               "regression": ("loss", "mse", "mae", "r2")}
 
 
 def check_search(spec: spec_pb2.JobSpec, validate_trial) -> list[Axis]:
     """Apply the search defaults in place and validate; returns the parsed axes.
-    `validate_trial(spec) -> spec` is `train.validate.check_spec`."""
+    `validate_trial(spec) -> spec` is `training.validate.check_spec`."""
     s = spec.search
     s.algorithm = s.algorithm or "random"
     check_choice(s.algorithm, algorithms.SEARCHERS, "spec.search.algorithm", "search algorithm")

@@ -141,7 +141,7 @@ def build_model(spec, info: "DatasetInfo") -> "nn.Module":
     values `(N, output_dim)` for regression.
 
     Activations get the spec's `leaky_relu_slope` / `elu_alpha`; weights are then initialized
-    with `init` (see `train.init`). Regression networks end in a fixed `OutputScale` (buffers,
+    with `init` (see `training.init`). Regression networks end in a fixed `OutputScale` (buffers,
     saved with the weights) that the training loop sets to the training targets' mean and std:
     the layers then learn a standardized target, while outputs and losses stay in the
     dataset's units.

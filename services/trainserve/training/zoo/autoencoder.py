@@ -3,15 +3,14 @@
 The encoder is `hidden` widths then the latent code, the decoder the mirror image back to the
 input's shape. `forward(x)` returns the reconstruction; `forward(x, return_penalty=True)` also
 returns the per-sample penalty the kind adds to the reconstruction loss (the reconstruction
-task in `train.tasks` asks for it through the DDP wrapper, which passes keyword arguments on).
+task in `training.tasks` asks for it through the DDP wrapper, which passes keyword arguments on).
 `encode(x)` is the latent code (the VAE: the posterior mean), `decode(z)` the reconstruction;
 the VAE also has `sample(n, generator)`.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 
-from trainserve.training.activations import ACTIVATIONS, make_activation
+from trainserve.training.activations import ACTIVATIONS
 from trainserve.training.checks import check_choice, check_range, check_widths, fail
 from trainserve.training.zoo import Architecture, register_architecture
 from trainserve.training.zoo.mlp import MAX_LAYERS, MAX_WIDTH
@@ -82,18 +81,6 @@ def build(msg, info):
     """The autoencoder module for a checked `AutoencoderSpec` and the dataset's `info`."""
     from trainserve.training.zoo.autoencoder_net import Autoencoder
     return Autoencoder(msg, info.input_shape)
-
-
-def mlp_stack(widths, activation: str, last_activation: bool):
-    """Linear layers through `widths` ([in, h1, ..., out]) with `activation` between them
-    (and after the last one when `last_activation`)."""
-    from torch import nn
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-        layers.append((f"fc{i}", nn.Linear(a, b)))
-        if i < len(widths) - 1 or last_activation:
-            layers.append((f"act{i}", make_activation(activation)))
-    return nn.Sequential(OrderedDict(layers))
 
 
 register_architecture("autoencoder", Architecture(apply_defaults, check, build))

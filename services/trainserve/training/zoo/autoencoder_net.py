@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from trainserve.training.activations import make_activation
-from trainserve.training.zoo.autoencoder import mlp_stack
 
 _EPS = 1e-6  # keeps the KL sparsity penalty finite when a unit is always off or always on
+
+
+def mlp_stack(widths, activation: str, last_activation: bool):
+    """Linear layers through `widths` ([in, h1, ..., out]) with `activation` between them
+    (and after the last one when `last_activation`)."""
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        layers.append((f"fc{i}", nn.Linear(a, b)))
+        if i < len(widths) - 1 or last_activation:
+            layers.append((f"act{i}", make_activation(activation)))
+    return nn.Sequential(OrderedDict(layers))
 
 
 class Autoencoder(nn.Module):

@@ -8,7 +8,7 @@ holds the job-wide rules of a GAN (`check_gan_job`, called by `validate.check_sp
 task is known to be "generation") and registers the "non_saturating" loss, the only one a GAN
 takes: binary cross-entropy with logits against real (1) / fake (0) labels, per sample. The
 generator is trained on the non-saturating form (its fakes labelled real, i.e.
--log D(G(z))); the alternation itself lives in `train.gan_task`.
+-log D(G(z))); the alternation itself lives in `training.gan_task`.
 
 What a GAN cannot take, and why (each refused at the field's path, with the fix):
 - loss other than "non_saturating", class_weights, huber_delta: the adversarial BCE is the GAN;
@@ -22,7 +22,7 @@ What a GAN cannot take, and why (each refused at the field's path, with the fix)
 """
 from __future__ import annotations
 
-from trainserve.training.activations import ACTIVATIONS
+from trainserve.training.activations import ACTIVATIONS, NO_ACTIVATION
 from trainserve.training.checks import check_choice, check_range, check_widths, fail
 from trainserve.training.losses import Loss, register_loss
 from trainserve.training.zoo import Architecture, check_batch_norm_batch, register_architecture
@@ -37,7 +37,6 @@ MAX_DISCRIMINATOR_STEPS = 10
 DEFAULT_LR_MULTIPLIER = 1.0
 DEFAULT_ACTIVATION = "relu"
 DEFAULT_DISCRIMINATOR_ACTIVATION = "leaky_relu"
-NO_OUTPUT_ACTIVATION = "none"  # the generator's output stays linear
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # one step per batch
 # Why a GAN refuses DDP, and the fix (validation and the loop both say it).
 ONE_WORKER = ("a GAN trains on one worker only: its discriminator is stepped by its own "
@@ -61,7 +60,7 @@ def apply_defaults(msg) -> None:
     msg.activation = msg.activation or DEFAULT_ACTIVATION
     msg.discriminator_activation = msg.discriminator_activation or \
         DEFAULT_DISCRIMINATOR_ACTIVATION
-    msg.output_activation = msg.output_activation or NO_OUTPUT_ACTIVATION
+    msg.output_activation = msg.output_activation or NO_ACTIVATION
 
 
 def check(msg, path: str, info, spec) -> None:
@@ -80,7 +79,7 @@ def check(msg, path: str, info, spec) -> None:
     check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
     check_choice(msg.discriminator_activation, ACTIVATIONS, f"{path}.discriminator_activation",
                  "activation")
-    check_choice(msg.output_activation, [NO_OUTPUT_ACTIVATION, *ACTIVATIONS.names()],
+    check_choice(msg.output_activation, [NO_ACTIVATION, *ACTIVATIONS.names()],
                  f"{path}.output_activation", "output activation")
     check_batch_norm_batch(spec, msg.generator_batch_norm)
 

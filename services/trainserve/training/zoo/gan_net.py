@@ -13,15 +13,14 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from trainserve.training.activations import make_activation
-from trainserve.training.zoo.gan import NO_OUTPUT_ACTIVATION
+from trainserve.training.activations import NO_ACTIVATION, make_activation
 
 
 def gan_stack(widths, activation: str, *, batch_norm: bool = False,
-              output_activation: str = NO_OUTPUT_ACTIVATION) -> nn.Sequential:
+              output_activation: str = NO_ACTIVATION) -> nn.Sequential:
     """Linear layers through `widths` ([in, h1, ..., out]); each hidden layer is followed by
     batch norm (when `batch_norm`) and `activation`, the output layer by `output_activation`
-    unless it is "none". Names as `zoo.autoencoder.mlp_stack` (fc1, act1, ...)."""
+    unless it is "none". Names as `zoo.autoencoder_net.mlp_stack` (fc1, act1, ...)."""
     layers, last = [], len(widths) - 1
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         layers.append((f"fc{i}", nn.Linear(a, b)))
@@ -29,7 +28,7 @@ def gan_stack(widths, activation: str, *, batch_norm: bool = False,
             if batch_norm:
                 layers.append((f"bn{i}", nn.BatchNorm1d(b)))
             layers.append((f"act{i}", make_activation(activation)))
-    if output_activation != NO_OUTPUT_ACTIVATION:
+    if output_activation != NO_ACTIVATION:
         layers.append(("out_act", make_activation(output_activation)))
     return nn.Sequential(OrderedDict(layers))
 
@@ -41,7 +40,7 @@ class GAN(nn.Module):
         self.latent_dim = int(msg.latent_dim)
         features = math.prod(self.input_shape)
         # Artifacts saved before output_activation existed have it unset: linear.
-        output = msg.output_activation or NO_OUTPUT_ACTIVATION
+        output = msg.output_activation or NO_ACTIVATION
         self.generator = gan_stack([self.latent_dim, *msg.generator_hidden, features],
                                    msg.activation, batch_norm=msg.generator_batch_norm,
                                    output_activation=output)

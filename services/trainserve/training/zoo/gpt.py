@@ -1,6 +1,6 @@
 """GPT-style decoder-only transformer over characters (`GPTSpec`).
 
-Only for text datasets (task "language_model", e.g. `corpus`); trained by `train.seq_tasks`
+Only for text datasets (task "language_model", e.g. `corpus`); trained by `training.seq_tasks`
 on next-character cross-entropy. `model(ids)` gives logits `(N, L, V)`;
 `model.generate(prompt_ids, n, temperature, generator)` samples a continuation.
 """

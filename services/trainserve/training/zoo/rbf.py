@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from trainserve.training.checks import check_choice, fail
-from trainserve.training.data import split_sizes
+from trainserve.training.splits import split_sizes
 from trainserve.training.zoo import Architecture, register_architecture
 
 DEFAULT_CENTERS = 32

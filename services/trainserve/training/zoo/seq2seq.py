@@ -1,7 +1,7 @@
 """Sequence-to-sequence LSTM encoder-decoder, with or without attention (`Seq2SeqSpec`).
 
 Only for sequence-to-sequence datasets (task "seq2seq", e.g. `digit_reversal`); trained by the
-task in `train.seq_tasks` (teacher forcing, per-token cross-entropy; greedy decoding at
+task in `training.seq_tasks` (teacher forcing, per-token cross-entropy; greedy decoding at
 evaluation). `model(src, tgt)` gives logits `(N, T, V)`; `model(src)` the greedy tokens `(N, T)`.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ class FeatureTokens(nn.Module):
 
     def __init__(self, features: int, d_model: int):
         super().__init__()
-        # Named feature_* so that `train.init` leaves them alone: "fan in" means nothing here.
+        # Named feature_* so that `training.init` leaves them alone: "fan in" means nothing here.
         self.feature_weight = nn.Parameter(torch.randn(features, d_model) / math.sqrt(d_model))
         self.feature_bias = nn.Parameter(torch.zeros(features, d_model))
 

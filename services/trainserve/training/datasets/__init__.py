@@ -2,8 +2,8 @@
 bundled sets.
 
 numpy/scikit-learn only, no torch: the API process validates specs (which needs `dataset_info`)
-without paying for a torch import. The 2-D toy sets live in `datasets_2d`, the sequence sets in
-`datasets_sequences`; both register on import of this module.
+without paying for a torch import. The 2-D toy sets live in `plane`, the sequence sets in `sequences`,
+the character corpus in `text`; each registers on import of this package.
 
 Shape contract (what `load` returns, what the zoo and the loop rely on):
 - inputs `x` float32 `(N, *input_shape)`: `(C, H, W)` images, `(T, F)` sequences, `(F,)` tabular;
@@ -24,7 +24,7 @@ from trainserve.training.checks import fail
 from trainserve.training.registry import Registry
 
 # "reconstruction" is never a dataset's own task: an autoencoder turns any dataset into it
-# (`train.tasks.task_info`).
+# (`training.tasks.task_info`).
 Task = Literal["classification", "regression", "reconstruction"]
 InputKind = Literal["image", "sequence", "tabular"]
 
@@ -146,7 +146,7 @@ def apply_dataset_defaults(spec) -> None:
     if entry.forecasting and not spec.HasField("horizon"):
         spec.horizon = DEFAULT_HORIZON
     if getattr(entry, "default_normalize", None) and not spec.normalize:
-        spec.normalize = entry.default_normalize  # token datasets (datasets_text): "none"
+        spec.normalize = entry.default_normalize  # token datasets (datasets.text): "none"
 
 
 def check_dataset(spec) -> None:
@@ -294,5 +294,4 @@ _register_sklearn("diabetes", "load_diabetes", "regression", (10,), 442)
 
 
 # Registration happens on import; keep these last.
-from trainserve.training import datasets_2d, datasets_sequences  # noqa: E402,F401
-from trainserve.training import datasets_text  # noqa: E402,F401
+from trainserve.training.datasets import plane, sequences, text  # noqa: E402,F401

@@ -5,7 +5,7 @@ is a class index, not a measurement); it is the default for these sets.
 - `digit_reversal` (task "seq2seq"): input `sequence_length` (default 20) random digits 0..9,
   target the same digits reversed; `x (N, T)`, `y (N, T)`. Vocabulary: the 10 digits.
 - `corpus` (task "language_model"): character-level text, the package's own documentation
-  (`train/data/corpus.txt`). Samples are windows of `sequence_length + 1` characters starting
+  (`training/datasets/corpus.txt`). Samples are windows of `sequence_length + 1` characters starting
   every `sequence_length // 2` characters (windows overlap by half); `x` is the first
   `sequence_length` character ids, `y` the next character at each position (`x` shifted by
   one). Vocabulary: the sorted distinct characters of the corpus (`class_names`).
@@ -29,7 +29,7 @@ SEQ2SEQ = "seq2seq"
 LANGUAGE_MODEL = "language_model"
 TOKEN_TASKS = (SEQ2SEQ, LANGUAGE_MODEL)
 DIGITS = tuple(str(d) for d in range(10))
-CORPUS_FILE = Path(__file__).resolve().parent / "data" / "corpus.txt"
+CORPUS_FILE = Path(__file__).resolve().parent / "corpus.txt"
 DEFAULT_REVERSAL_LENGTH = 20
 DEFAULT_CORPUS_LENGTH = 64
 
