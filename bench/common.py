@@ -18,7 +18,7 @@ RESULTS = ROOT / "bench" / "results"
 @contextmanager
 def local_stack(num_cpus: int = 2):
     """The real local stack on free ports in a temp folder, torn down afterwards."""
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
 
     root = Path(tempfile.mkdtemp(prefix="ts-bench-"))

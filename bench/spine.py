@@ -61,7 +61,7 @@ def ray_start_seconds(stack) -> float:
     from trainserve.local import free_port
 
     c = stack.config
-    cmd = [a for a in stack._ray_command() if not a.startswith(("--port=", "--temp-dir=",
+    cmd = [a for a in stack.launch("ray").argv if not a.startswith(("--port=", "--temp-dir=",
                                                                  "--dashboard-port="))]
     tmp = tempfile.mkdtemp(prefix="ts-bench-ray-")
     cmd += [f"--port={free_port()}", f"--temp-dir={tmp}", f"--dashboard-port={free_port()}"]

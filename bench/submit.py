@@ -90,7 +90,7 @@ def _measure(stack) -> list[dict]:
 
 
 def main() -> list[dict]:
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
 
     root = Path(tempfile.mkdtemp(prefix="ts-bench-"))

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Mapping
 
 from trainserve.local import cmdline, proc_stat, session_members, signal_quietly
-from trainserve.ports import free_port
+from trainserve.core.ports import free_port
 
 RAY_STARTED_LINE = "Ray runtime started"
 # The label every node carries with its name, so that Ray's node list says which is which.

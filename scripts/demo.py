@@ -64,7 +64,7 @@ def wait_ready(client, name: str, timeout: float = 120):
 def main() -> None:
     from trainserve.client import Client
     from trainserve.core.pb import job_pb2
-    from trainserve.config import Config, recorded_config
+    from trainserve.local import Config, recorded_config
     from trainserve.core.spec import load_spec_file
     from trainserve.training.validate import check_spec
 

@@ -17,7 +17,7 @@ from tests.integration.helpers import admin_token
 
 @pytest.fixture(scope="session")
 def stack():
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
 
     # Short root: Ray's unix sockets live under its temp dir (107-byte path limit).
@@ -74,7 +74,7 @@ def fault_stack():
     """A local stack of the module's own (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR
     (`trainserve.core.faults`), with `.stubs`, `.faults` (that folder) and `.redis`: for tests
     that pause and kill its processes."""
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.core.faults import ENV
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc, model_pb2_grpc

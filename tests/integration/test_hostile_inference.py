@@ -73,7 +73,7 @@ def _register_for(redis, storage: Path, tmp: Path, user: str, name: str, seed: i
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     from trainserve.client import Client
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
     from trainserve.serve.auth import create_token
     from trainserve.store.redis import connect

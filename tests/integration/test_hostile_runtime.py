@@ -269,7 +269,7 @@ class _SecondDispatcher:
 
     def __init__(self, stack, consumer: str):
         import subprocess
-        cmd, env, _ = stack._launch_spec("dispatcher")
+        cmd, env, _ = stack.launch("dispatcher")
         cmd = cmd[:cmd.index("--consumer")] + ["--consumer", consumer, "--no-serve"]
         cmd[cmd.index("--metrics-port") + 1] = "0"
         self.log = stack.config.state_dir / "logs" / f"{consumer}.log"

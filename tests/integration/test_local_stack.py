@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainserve.config import Config
+from trainserve.local import Config
 from trainserve.local import LocalStack, PortInUse, free_port
 
 pytestmark = pytest.mark.integration

@@ -47,7 +47,7 @@ lc = _load_local_cluster()
 @pytest.fixture(scope="module")
 def multinode():
     """A 3-worker-node cluster and a stack on it; the nodes see TRAINSERVE_FAULT_DIR."""
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc
 

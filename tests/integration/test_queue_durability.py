@@ -30,7 +30,7 @@ SPEC = parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
 
 @pytest.fixture(scope="module")
 def api_stack():
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc
 

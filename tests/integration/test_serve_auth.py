@@ -33,7 +33,7 @@ X = np.random.default_rng(0).normal(5, 1, size=(3, 4)).astype(np.float32)
 @pytest.fixture(scope="module")
 def auth_stack(tmp_path_factory):
     from trainserve.client import Client
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
     from trainserve.serve.auth import create_token
     from trainserve.store.redis import connect

@@ -66,7 +66,7 @@ def two_replicas(redis_server, tmp_path_factory):
         _deploy(client, "iris", mv.name, mv.version)
         cfg = control.ServeConfig(http_port=free_port(), grpc_port=free_port(),
                                   redis_url=redis_server.url, storage_dir=str(storage),
-                                  host_replicas=2)
+                                  replicas=2)
         control.ensure_serve(cfg)
         yield f"http://127.0.0.1:{cfg.http_port}/v2/models/iris/infer", head.proc.pid
         control.shutdown()

@@ -157,17 +157,17 @@ def test_the_queued_quota_is_read_and_merged():
 
 
 def test_trainserve_up_passes_only_the_limits_it_is_given(tmp_path):
-    from trainserve.config import Config
+    from trainserve.local import Config
     from trainserve.local import LocalStack
     plain = LocalStack(Config(state_dir=tmp_path))
-    assert not [a for a in plain._api_command() + plain._dispatcher_command("d")
+    assert not [a for a in plain.launch("api").argv + plain.launch("dispatcher").argv
                 if a.startswith(("--user-max", "--job-retention"))]
     cfg = Config.from_env({"TRAINSERVE_USER_MAX_QUEUED": "7"}, state_dir=tmp_path,
                           user_max_streams=2, user_max_jobs=1, job_retention_s=0)
     stack = LocalStack(cfg)
     assert {"--user-max-queued=7", "--user-max-streams=2", "--job-retention-s=0"} \
-        <= set(stack._api_command())
-    assert {"--user-max-jobs=1", "--job-retention-s=0"} <= set(stack._dispatcher_command("d"))
+        <= set(stack.launch("api").argv)
+    assert {"--user-max-jobs=1", "--job-retention-s=0"} <= set(stack.launch("dispatcher").argv)
 
 
 def test_renderings_are_capped_per_user_on_a_pool_of_their_own():

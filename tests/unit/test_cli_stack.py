@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trainserve.cli.main import app
-from trainserve.config import Config, stack_file
+from trainserve.local import Config, stack_file
 from trainserve.local import LocalStack, free_port
 
 PORT_FLAGS = ("--api-port", "--redis-port", "--ray-port", "--dashboard-port",

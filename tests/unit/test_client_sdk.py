@@ -475,7 +475,7 @@ def test_default_address_comes_from_env(monkeypatch, tmp_path):
 
 
 def test_default_address_follows_the_recorded_local_stack(monkeypatch, tmp_path):
-    from trainserve.config import Config, stack_file
+    from trainserve.local import Config, stack_file
     monkeypatch.setenv("TRAINSERVE_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("TRAINSERVE_API", raising=False)
     stack_file(tmp_path).parent.mkdir(parents=True)

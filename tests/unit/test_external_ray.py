@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from trainserve.config import Config, recorded_config
+from trainserve.local import Config, recorded_config
 from trainserve.local import LocalStack, LocalStackError
 
 
@@ -17,12 +17,12 @@ def test_the_stack_starts_no_ray_head_and_the_dispatcher_joins_the_cluster(tmp_p
                               ray_token_file=str(token)))
     assert stack.components == ("redis", "api", "dispatcher")
     assert stack.config.ray_address == "127.0.0.2:7000"
-    cmd, env, _ = stack._launch_spec("dispatcher")
+    cmd, env, _ = stack.launch("dispatcher")
     assert cmd[cmd.index("--ray-address") + 1] == "127.0.0.2:7000"
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(token)
     # The one-node switch would keep the driver from the cluster's other nodes.
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env
-    with pytest.raises(LocalStackError, match="starts no Ray head"):
+    with pytest.raises(LocalStackError, match="does not start ray itself"):
         stack.start("ray")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainserve.config import Config, api_address, default_state_dir, recorded_config, stack_file
+from trainserve.core.locations import api_address
+from trainserve.local import Config, default_state_dir, recorded_config, stack_file
 
 
 def test_defaults_are_the_documented_ports(tmp_path):
@@ -100,10 +101,10 @@ def test_redis_password_reaches_services_by_environment_only(tmp_path):
     stack.write_redis_conf()
     password = stack.config.redis_password
     for name in ("api", "dispatcher"):
-        cmd, env, _ = stack._launch_spec(name)
+        cmd, env, _ = stack.launch(name)
         assert env[REDIS_PASSWORD_ENV] == password
         assert not any(password in arg for arg in cmd)
-    _, ray_env, _ = stack._launch_spec("ray")
+    _, ray_env, _ = stack.launch("ray")
     assert REDIS_PASSWORD_ENV not in ray_env
 
 
@@ -119,7 +120,7 @@ def test_redis_maxmemory_is_checked(tmp_path, value, ok):
 
 def test_api_without_auth_runs_in_insecure_loopback_mode(tmp_path):
     from trainserve.local import LocalStack
-    on = LocalStack(Config(state_dir=tmp_path))._api_command()
+    on = LocalStack(Config(state_dir=tmp_path)).launch("api").argv
     assert "--insecure" not in on and "--admin-token-file" in on
-    off = LocalStack(Config(state_dir=tmp_path, api_auth=False))._api_command()
+    off = LocalStack(Config(state_dir=tmp_path, api_auth=False)).launch("api").argv
     assert "--insecure" in off and "--admin-token-file" not in off

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from trainserve.config import Config
-from trainserve.local import (COMPONENTS, LocalStack, LocalStackError, PortInUse, free_port,
-                              port_in_use, redis_conf)
+from trainserve.local import (COMPONENTS, Config, Launch, LocalStack, LocalStackError, PortInUse,
+                              free_port, port_in_use, redis_conf)
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def test_up_refuses_a_taken_port_naming_it_and_the_component(config):
     message = str(info.value)
     assert f"port {config.ray_dashboard_port}" in message
     assert "Ray dashboard" in message and "ray cannot start" in message
-    assert "--dashboard-port" in message
+    assert "--ray-dashboard-port" in message  # the setting's one name
     assert not any(stack.is_running(n) for n in COMPONENTS)
 
 
@@ -115,7 +114,7 @@ def test_ray_env_pins_loopback_and_auth(config):
 
 
 def test_ray_command(config):
-    cmd = LocalStack(config.replace(ray_num_cpus=2))._ray_command()
+    cmd = LocalStack(config.replace(ray_num_cpus=2)).launch("ray").argv
     assert cmd[1:4] == ["start", "--head", "--block"]
     assert "--node-ip-address=127.0.0.1" in cmd and f"--port={config.ray_gcs_port}" in cmd
     assert f"--temp-dir={config.ray_temp_path}" in cmd and "--num-cpus=2" in cmd
@@ -140,9 +139,9 @@ def stand_in(config, monkeypatch):
     """A LocalStack whose "api" is the STUBBORN script (ready once it printed its children's
     pids)."""
     stack = LocalStack(config)
-    monkeypatch.setattr(stack, "_launch_spec", lambda name: (
+    monkeypatch.setattr(stack, "launch", lambda name: Launch(
         [sys.executable, "-c", STUBBORN, "trainserve.api"], dict(os.environ), {}))
-    monkeypatch.setattr(stack, "is_ready", lambda name: "\nPIDS " in stack._log_since_start(name))
+    monkeypatch.setattr(stack, "is_ready", lambda name: "\nPIDS " in stack.log_since_start(name))
     yield stack
     stack.kill("api")
 
@@ -203,7 +202,7 @@ def test_stop_cleans_up_after_a_leader_that_died_alone(stand_in):
 
 def test_a_component_that_exits_while_starting_reports_its_log(config, monkeypatch):
     stack = LocalStack(config)
-    monkeypatch.setattr(stack, "_launch_spec", lambda name: (
+    monkeypatch.setattr(stack, "launch", lambda name: Launch(
         [sys.executable, "-c", "print('cannot bind: boom'); raise SystemExit(3)"],
         dict(os.environ), {}))
     with pytest.raises(LocalStackError) as info:
@@ -215,7 +214,7 @@ def test_a_component_that_exits_while_starting_reports_its_log(config, monkeypat
 
 def test_a_component_that_never_gets_ready_is_stopped(config, monkeypatch):
     stack = LocalStack(config)
-    monkeypatch.setattr(stack, "_launch_spec", lambda name: (
+    monkeypatch.setattr(stack, "launch", lambda name: Launch(
         [sys.executable, "-c", "import time; print('waiting'); time.sleep(600)",
          "trainserve.api"], dict(os.environ), {}))
     monkeypatch.setattr(stack, "is_ready", lambda name: False)
@@ -260,21 +259,21 @@ def test_ports_the_stack_draws_for_ray_avoid_its_configured_ones(config, monkeyp
     alongside) may not have bound its own ports yet: a draw equal to one of them is redrawn."""
     import itertools
 
-    from trainserve import local
+    from trainserve.local import system
     stack = LocalStack(config)
     configured = [u.port for name in ("redis", "api", "dispatcher") for u in stack.ports(name)]
     spare = itertools.count(config.api_port + 1000)
     draws = iter(configured + [next(spare) for _ in range(20)])
-    monkeypatch.setattr(local, "free_port", lambda host="127.0.0.1": next(draws))
-    assert stack._spare_port() not in configured
-    env = stack._ray_head_env({})
+    monkeypatch.setattr(system, "free_port", lambda host="127.0.0.1": next(draws))
+    assert stack.spare_port() not in configured
+    env = stack.launch("ray").env
     drawn = {int(env[k]) for k in ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")}
     drawn |= {int(v) for k, v in env.items() if k.startswith("RAY_SERVE_HAPROXY_") and
               k.endswith("_PORT")}
     assert drawn and not drawn & set(configured)
     draws = iter(configured + [next(spare) for _ in range(20)])  # the head's own flags too
     flags = ("--ray-client-server-port=", "--dashboard-agent-listen-port=")
-    drawn = {int(a.split("=")[1]) for a in stack._ray_command() if a.startswith(flags)}
+    drawn = {int(a.split("=")[1]) for a in stack.launch("ray").argv if a.startswith(flags)}
     assert len(drawn) == 2 and not drawn & set(configured)
 
 

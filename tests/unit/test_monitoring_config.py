@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from trainserve import monitoring
-from trainserve.config import Config
-from trainserve.local import COMPONENTS, LocalStack, LocalStackError, free_port
-from trainserve.monitoring import prometheus_command, prometheus_config, ray_sd_file
+from trainserve.local import COMPONENTS, Config, LocalStack, LocalStackError, free_port
+from trainserve.local.components import prometheus
+from trainserve.local.components.prometheus import (prometheus_command, prometheus_config,
+                                                    ray_sd_file)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_prometheus_is_a_component_only_when_asked_for(config):
 
 def test_missing_binary_is_a_clear_error_before_anything_starts(config, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(monitoring, "DEBIAN_BINARY", tmp_path / "no-prometheus")
+    monkeypatch.setattr(prometheus, "DEBIAN_BINARY", tmp_path / "no-prometheus")
     stack = LocalStack(config.replace(with_prometheus=True))
     with pytest.raises(LocalStackError, match="prometheus is not installed.*apt-get install "
                                               "prometheus.*without --with-prometheus"):

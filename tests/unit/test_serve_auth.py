@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from trainserve import client as sdk
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-from trainserve.config import Config
+from trainserve.local import Config
 from trainserve.core.errors import InvalidArgument, NotFound, Unauthenticated
 from trainserve.local import LocalStack
 from trainserve.serve import auth
@@ -371,9 +371,9 @@ def test_serve_config_is_open_by_default():
 
 def test_local_stack_passes_the_token_file_to_the_dispatcher(tmp_path):
     off = LocalStack(Config(state_dir=tmp_path / "a"))
-    assert "--inference-token-file" not in off._dispatcher_command("c")
+    assert "--inference-token-file" not in off.launch("dispatcher").argv
     cfg = Config(state_dir=tmp_path / "b", inference_auth=True)
-    cmd = LocalStack(cfg)._dispatcher_command("c")
+    cmd = LocalStack(cfg).launch("dispatcher").argv
     path = cmd[cmd.index("--inference-token-file") + 1]
     assert path == str(cfg.inference_token_path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and parse_digests(open(path).read()) == ()

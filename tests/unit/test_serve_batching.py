@@ -267,15 +267,14 @@ def test_host_options_keep_one_replica_by_default_and_autoscale_when_asked():
     assert ServeConfig().host_options() == {
         "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.0},
         "max_ongoing_requests": 256}
-    scaled = ServeConfig(host_min_replicas=0, host_max_replicas=4,
-                         host_target_ongoing_requests=32, host_num_cpus=0.5,
-                         host_num_gpus=0.25).host_options()
+    scaled = ServeConfig(replicas=0, max_replicas=4, target_ongoing_requests=32,
+                         num_cpus=0.5, num_gpus=0.25).host_options()
     assert scaled["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 4,
                                             "target_ongoing_requests": 32}
     assert "num_replicas" not in scaled
     assert scaled["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.25}
-    for bad in ({"host_max_replicas": 1, "host_min_replicas": 2}, {"host_num_gpus": -1},
-                {"host_target_ongoing_requests": 0}, {"host_max_ongoing_requests": 0}):
+    for bad in ({"max_replicas": 1, "replicas": 2}, {"replicas": 0}, {"num_gpus": -1},
+                {"target_ongoing_requests": 0}, {"max_ongoing_requests": 0}):
         with pytest.raises(ValueError):
             ServeConfig(**bad)
 
@@ -284,10 +283,10 @@ def test_the_application_applies_the_host_options():
     from trainserve.serve.app import build_app
     from trainserve.serve.config import ServeConfig
 
-    colocated = build_app(ServeConfig(host_max_replicas=3, host_num_gpus=0.5))
+    colocated = build_app(ServeConfig(max_replicas=3, num_gpus=0.5))
     gateway = colocated._bound_deployment
     assert gateway.init_args[0] is None  # no model host: the gateway runs the models
-    app = build_app(ServeConfig(host_max_replicas=3, host_num_gpus=0.5, colocate_models=False))
+    app = build_app(ServeConfig(max_replicas=3, num_gpus=0.5, colocate_models=False))
     host = app._bound_deployment.init_args[0]._bound_deployment  # the bound model host
     for runs_models in (gateway, host):
         assert runs_models.max_ongoing_requests == 256

@@ -172,7 +172,7 @@ def test_serve_config_validation():
     with pytest.raises(ValueError, match="loader must be 'module:function'"):
         ServeConfig(loader="trainserve.training.artifacts.load_artifact")
     with pytest.raises(ValueError):
-        ServeConfig(host_replicas=0)
+        ServeConfig(replicas=0)
 
 
 class RecordedMetrics:

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from trainserve.config import Config
+from trainserve.core.locations import default_storage_dir
 from trainserve.api.auth import AuthInterceptor, AuthServicer, TokenCache
 from trainserve.api.interceptors import ErrorAndMetricsInterceptor
 from trainserve.api.servicers import (MAX_RENDERS, MAX_STREAMS, USER_MAX_RENDERS,
@@ -46,7 +46,7 @@ class ApiConfig:
     serve_http: str = "127.0.0.1:8000"
     serve_grpc: str = "127.0.0.1:9000"
     # Where uploaded datasets are stored (shared with the training workers).
-    storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
+    storage_dir: str = field(default_factory=lambda: str(default_storage_dir()))
     max_dataset_bytes: int = DEFAULT_MAX_BYTES
     # Uploaded dataset bytes one user may store in all (RESOURCE_EXHAUSTED past it).
     max_user_dataset_bytes: int = DEFAULT_MAX_USER_BYTES

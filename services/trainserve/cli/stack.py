@@ -1,8 +1,15 @@
-"""`trainserve up / down / status`: the one-machine stack (trainserve.local)."""
+"""`trainserve up / down / restart / status`: the one-machine stack (trainserve.local).
+
+The options of `up` are derived from the settings, `trainserve.local.Config`: one flag per
+field, `--<field-with-dashes>`, whose help is the field's `doc`; a few flags keep their
+older names as hidden aliases (`--ray-port` for `--ray-gcs-port`, ...).
+"""
 from __future__ import annotations
 
+import inspect
+from dataclasses import Field, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -10,118 +17,85 @@ from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import OutputOption, app
 from trainserve.cli.render import Output
-from trainserve.config import Config, default_state_dir, recorded_config
-from trainserve.local import ALL_COMPONENTS, LocalStack
+from trainserve.local import (ALL_COMPONENTS, Config, LocalStack, declared, default_state_dir,
+                              recorded_config)
+from trainserve.local.settings import flag, setting_type
 
 StateDir = Annotated[Path | None, typer.Option(
     "--state-dir", envvar="TRAINSERVE_STATE_DIR", file_okay=False,
     help="Logs, pid files, Redis data and models (default: ~/.trainserve).")]
 
 
-def _port(flag: str, what: str):
-    return typer.Option(flag, min=1, max=65535, help=f"{what} port.", show_default=False)
+# -- up: its options, one per setting ------------------------------------------------------------
+
+def _option_type(f: Field) -> type:
+    return Path if f.metadata["path"] else setting_type(f)
 
 
-@app.command()
-def up(
-    state_dir: StateDir = None,
-    api_port: Annotated[int | None, _port("--api-port", "Job API (gRPC)")] = None,
-    redis_port: Annotated[int | None, _port("--redis-port", "Redis")] = None,
-    ray_port: Annotated[int | None, _port("--ray-port", "Ray GCS")] = None,
-    dashboard_port: Annotated[int | None, _port("--dashboard-port", "Ray dashboard")] = None,
-    serve_http_port: Annotated[int | None, _port("--serve-http-port",
-                                                 "Inference REST (Serve HTTP)")] = None,
-    serve_grpc_port: Annotated[int | None, _port("--serve-grpc-port",
-                                                 "Inference gRPC (Serve gRPC)")] = None,
-    metrics_port: Annotated[int | None, _port("--metrics-port", "Job API metrics")] = None,
-    dispatcher_metrics_port: Annotated[int | None, _port("--dispatcher-metrics-port",
-                                                         "Dispatcher metrics")] = None,
-    num_cpus: Annotated[int | None, typer.Option("--num-cpus", min=1,
-                                                 help="CPUs Ray offers (default: all).")] = None,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", help="Seconds to wait for each component (default: 180).")] = None,
-    api_auth: Annotated[bool | None, typer.Option(
-        "--api-auth/--no-api-auth",
-        help="Require bearer tokens on the job API; this machine's CLI uses the admin token "
-             "in <state-dir>/run/admin-token (default: on). Off: development mode, loopback "
-             "only, every caller a plain user.", show_default=False)] = None,
-    redis_maxmemory: Annotated[str | None, typer.Option(
-        "--redis-maxmemory", metavar="SIZE",
-        help="Redis's memory cap, e.g. 2gb (the default) or 512mb; at the cap writes are "
-             "refused (noeviction), nothing is dropped.")] = None,
-    user_max_queued: Annotated[int | None, typer.Option(
-        "--user-max-queued", min=0,
-        help="Jobs one user may have queued (default 100; 0: no limit).")] = None,
-    user_max_streams: Annotated[int | None, typer.Option(
-        "--user-max-streams", min=0,
-        help="Open WatchJob/StreamLogs streams per user (default 16; 0: no limit).")] = None,
-    user_max_jobs: Annotated[int | None, typer.Option(
-        "--user-max-jobs", min=0,
-        help="Running jobs per user (default 4; 0: no limit).")] = None,
-    job_retention_s: Annotated[int | None, typer.Option(
-        "--job-retention-s", min=0,
-        help="Seconds a finished job's events and worker logs are kept (default 604800, "
-             "7 days; 0: forever).")] = None,
-    inference_auth: Annotated[bool | None, typer.Option(
-        "--inference-auth/--no-inference-auth",
-        help="Require bearer tokens (`trainserve token create`) on the inference endpoints "
-             "(default: open).", show_default=False)] = None,
-    serve_mode: Annotated[str | None, typer.Option(
-        "--serve-mode", help="How Ray Serve runs: throughput (HAProxy in front; the default) "
-                             "or default (Serve's own proxies).")] = None,
-    serve_replicas: Annotated[int | None, typer.Option(
-        "--serve-replicas", min=1, help="Inference replicas (the minimum when autoscaling; "
-                                        "default 1).")] = None,
-    serve_max_replicas: Annotated[int | None, typer.Option(
-        "--serve-max-replicas", min=0,
-        help="Autoscale inference replicas up to this many (default 0: fixed).")] = None,
-    serve_target_ongoing: Annotated[float | None, typer.Option(
-        "--serve-target-ongoing", min=0.001,
-        help="Autoscaling target: requests in flight per replica (default 16).")] = None,
-    serve_cpus: Annotated[float | None, typer.Option(
-        "--serve-cpus", min=0, help="CPUs each inference replica reserves (default 0).")] = None,
-    serve_gpus: Annotated[float | None, typer.Option(
-        "--serve-gpus", min=0,
-        help="GPUs each inference replica reserves, fractions share one (default 0).")] = None,
-    with_prometheus: Annotated[bool | None, typer.Option(
-        "--with-prometheus/--without-prometheus",
-        help="Also run a local Prometheus (the `prometheus` binary) scraping the API, the "
-             "dispatcher and Ray (default: off).", show_default=False)] = None,
-    prometheus_port: Annotated[int | None, _port("--prometheus-port",
-                                                 "Prometheus")] = None,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", metavar="HOST:PORT",
-        help="Use this running Ray cluster (its GCS address) instead of starting a Ray head; "
-             "e.g. one of cluster/local_cluster.py.")] = None,
-    ray_token_file: Annotated[Path | None, typer.Option(
-        "--ray-token-file", dir_okay=False,
-        help="That cluster's Ray auth token (default: ~/.ray/auth_token).")] = None,
-) -> None:
-    """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine."""
-    overrides = dict(api_port=api_port, redis_port=redis_port, ray_gcs_port=ray_port,
-                     ray_dashboard_port=dashboard_port, serve_http_port=serve_http_port,
-                     serve_grpc_port=serve_grpc_port, api_metrics_port=metrics_port,
-                     dispatcher_metrics_port=dispatcher_metrics_port, ray_num_cpus=num_cpus,
-                     inference_auth=inference_auth, api_auth=api_auth, serve_mode=serve_mode,
-                     redis_maxmemory=redis_maxmemory, user_max_queued=user_max_queued,
-                     user_max_streams=user_max_streams, user_max_jobs=user_max_jobs,
-                     job_retention_s=job_retention_s,
-                     serve_replicas=serve_replicas, serve_max_replicas=serve_max_replicas,
-                     serve_target_ongoing_requests=serve_target_ongoing,
-                     serve_num_cpus=serve_cpus, serve_num_gpus=serve_gpus,
-                     with_prometheus=with_prometheus, prometheus_port=prometheus_port,
-                     ray_external_address=ray_address,
-                     ray_token_file=str(ray_token_file.expanduser().absolute())
-                     if ray_token_file else None)
-    config = _config(state_dir, overrides)
+def _option(f: Field, decl: str, hidden: bool = False, help: str = "") -> typer.models.OptionInfo:
+    meta = f.metadata
+    lo, hi = meta["bounds"]
+    kind = _option_type(f)
+    if kind is bool:
+        decl = f"{decl}/{meta['off_flag'] or '--no-' + decl[2:]}"
+    extra: dict[str, Any] = {"metavar": meta["metavar"]} if meta["metavar"] else {}
+    if kind in (int, float):
+        extra.update(min=lo, max=hi)
+    if kind is Path:
+        extra.update(file_okay=meta["path"] == "file", dir_okay=meta["path"] == "dir")
+    return typer.Option(None, decl, help=help or meta["doc"], hidden=hidden,
+                        show_default=False, **extra)
+
+
+def _alias_parameter(alias: str) -> str:
+    return "old_" + alias[2:].replace("-", "_")
+
+
+def _up_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per setting, plus a hidden one per older flag name."""
+    params = []
+    for f in fields(Config):
+        kind = _option_type(f) | None
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                        default=_option(f, flag(f.name))))
+        for alias in f.metadata["aliases"]:
+            params.append(inspect.Parameter(
+                _alias_parameter(alias), inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                default=_option(f, alias, hidden=True, help=f"Older name of {flag(f.name)}.")))
+    return params
+
+
+def _settings_given(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line, by their names (an older flag name counts as
+    its setting's; both with different values is an error)."""
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        value = given.get(f.name)
+        for alias in f.metadata["aliases"]:
+            old = given.get(_alias_parameter(alias))
+            if old is not None and value is not None and old != value:
+                raise errors.InvalidArgument(f"{alias} is an older name of {flag(f.name)}: "
+                                             "give one of them")
+            value = old if value is None else value
+        if value is not None:
+            values[f.name] = str(value) if isinstance(value, Path) else value
+    return values
+
+
+def up(**given: Any) -> None:
+    """Start redis, Ray, the job API and the dispatcher (with Ray Serve) on this machine.
+
+    Every setting is also the environment variable TRAINSERVE_<SETTING> (e.g.
+    TRAINSERVE_REDIS_PORT); a flag beats the variable."""
+    overrides = _settings_given(given)
+    config = _config(overrides.pop("state_dir", None), overrides)
     console = render.stdout()
-    stack = LocalStack(config, on_event=lambda name, msg: console.print(
-        f"  {name}: {msg}", style="dim", highlight=False))
+    stack = LocalStack(config, on_event=_printer(console))
     if all(stack.is_running(name) for name in stack.components):
         console.print(f"the stack in {config.state_dir} is already up", highlight=False)
     else:
         console.print(f"starting the local stack in {config.state_dir}", highlight=False)
-        stack.up(timeout=timeout)
+        stack.up()
     console.print(render.stack_table(stack.status(), config.state_dir))
     ray = (f"Ray cluster {config.ray_address}" if config.external_ray
            else f"Ray dashboard {config.dashboard_url}")
@@ -132,12 +106,14 @@ def up(
                   "try: trainserve submit examples/xor_mlp.yaml --wait", highlight=False)
 
 
-_PROMETHEUS_FIELDS = ("with_prometheus", "prometheus_port", "prometheus_scrape_interval_s")
+up.__signature__ = inspect.Signature(_up_parameters(), return_annotation=None)
+app.command()(up)
 
 
 def _config(state_dir: Path | None, overrides: dict) -> Config:
     """The config to start with: the recorded one while any component of the stack in
-    `state_dir` runs (changing its ports then is an error), else defaults + env + flags."""
+    `state_dir` runs (changing its settings then is an error, but for those of a component
+    that is stopped), else defaults + env + flags."""
     state_dir = state_dir or default_state_dir()
     try:
         fresh = Config.from_env(state_dir=state_dir, **overrides)
@@ -151,9 +127,10 @@ def _config(state_dir: Path | None, overrides: dict) -> Config:
     if not running:
         return fresh
     wanted = recorded.replace(**{k: v for k, v in overrides.items() if v is not None})
-    # Prometheus can be added to (or its port chosen for) a running stack while it is down.
-    if not stack.is_running("prometheus"):
-        recorded = recorded.replace(**{k: getattr(wanted, k) for k in _PROMETHEUS_FIELDS})
+    # A setting only `up` reads, or only a component that is stopped, may change.
+    free = {f.name for f in fields(Config) if (only := f.metadata["only_for"])
+            and (only == "up" or not stack.is_running(only))}
+    recorded = recorded.replace(**{k: getattr(wanted, k) for k in free})
     if wanted != recorded:
         raise errors.FailedPrecondition(
             f"the stack in {recorded.state_dir} is running ({', '.join(running)}) with other "
@@ -161,16 +138,43 @@ def _config(state_dir: Path | None, overrides: dict) -> Config:
     return recorded
 
 
+# -- down, restart, status ---------------------------------------------------------------------
+
+Components = Annotated[list[str] | None, typer.Argument(
+    metavar="COMPONENT", show_default=False,
+    help=f"Only these ({', '.join(ALL_COMPONENTS)}); the others keep running.")]
+
+
 @app.command()
-def down(state_dir: StateDir = None) -> None:
-    """Stop every component `up` started (and nothing else)."""
+def down(components: Components = None, state_dir: StateDir = None) -> None:
+    """Stop every component `up` started (and nothing else), or only the ones named."""
     console = render.stdout()
-    stack = LocalStack.from_state_dir(state_dir, on_event=lambda name, msg: console.print(
-        f"  {name}: {msg}", style="dim", highlight=False))
-    stopped = stack.down()
+    stack = LocalStack.from_state_dir(state_dir, on_event=_printer(console))
+    if components:
+        _check_running(stack, components)
+        _note_needed(stack, components, restarting=False)
+        stopped = stack.down(components)
+    else:
+        stopped = stack.down()
     where = stack.config.state_dir
     console.print(f"stopped {', '.join(stopped)}" if stopped else f"nothing running in {where}",
                   highlight=False)
+
+
+@app.command()
+def restart(
+    component: Annotated[str, typer.Argument(
+        metavar="COMPONENT", help=f"One of {', '.join(ALL_COMPONENTS)}.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Stop one component of the running stack and start it again, waiting until it is
+    ready; the others keep running."""
+    console = render.stdout()
+    stack = LocalStack.from_state_dir(state_dir, on_event=_printer(console))
+    _check_running(stack, [component])
+    _note_needed(stack, [component], restarting=True)
+    stack.restart(component)
+    console.print(f"restarted {component}: {stack.address(component)}", highlight=False)
 
 
 @app.command()
@@ -183,3 +187,41 @@ def status(state_dir: StateDir = None, output: OutputOption = Output.table) -> N
                            "components": render.stack_json(statuses)})
     else:
         render.stdout().print(render.stack_table(statuses, stack.config.state_dir))
+
+
+def _check_running(stack: LocalStack, names: list[str]) -> None:
+    """Refuse an unknown component (exit 2), one the stack uses from elsewhere, and one that
+    is not running, naming those that are."""
+    for name in names:
+        try:
+            component = declared(name)
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        if where := component.elsewhere(stack.config):
+            raise errors.FailedPrecondition(f"this stack uses {where}; it neither starts nor "
+                                            f"stops {name}")
+    stopped = [n for n in names if not stack.is_running(n)]
+    if stopped:
+        running = [n for n in ALL_COMPONENTS if stack.is_running(n)]
+        raise errors.FailedPrecondition(
+            f"{', '.join(stopped)} {'is' if len(stopped) == 1 else 'are'} not running in "
+            f"{stack.config.state_dir} (running: {', '.join(running) or 'nothing'}); "
+            "`trainserve up` starts what is missing")
+
+
+def _note_needed(stack: LocalStack, names: list[str], restarting: bool) -> None:
+    """Say which running components need one being stopped or restarted."""
+    for name in names:
+        users = [n for n in stack.components if name in declared(n).needs
+                 and n not in names and stack.is_running(n)]
+        if not users:
+            continue
+        fix = (f"should {users[0]} fail once {name} is back: trainserve restart {users[0]}"
+               if restarting else f"`trainserve up` starts {name} again")
+        render.stderr().print(f"note: {', '.join(users)} "
+                              f"{'needs' if len(users) == 1 else 'need'} {name}; {fix}",
+                              style="yellow", highlight=False)
+
+
+def _printer(console):
+    return lambda name, msg: console.print(f"  {name}: {msg}", style="dim", highlight=False)

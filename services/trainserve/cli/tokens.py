@@ -17,7 +17,7 @@ from trainserve.cli import render
 from trainserve.cli.app import OutputOption, _Group, app
 from trainserve.cli.render import Output
 from trainserve.cli.stack import StateDir
-from trainserve.config import Config, default_state_dir, recorded_config
+from trainserve.local import Config, default_state_dir, recorded_config
 
 token_app = typer.Typer(cls=_Group, no_args_is_help=True,
                         help="Create, list and revoke bearer tokens of the inference "

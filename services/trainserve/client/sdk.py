@@ -21,7 +21,7 @@ from trainserve.client.messages import (TERMINAL_STATES, SpecLike, job_state, jo
                                         load_spec)
 from trainserve.client.transport import (TlsFiles, api_channel, backoff, call_with_retry,
                                          check_token_transport)
-from trainserve.config import api_address
+from trainserve.core.locations import api_address
 from trainserve.core import errors
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
                                 deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc,

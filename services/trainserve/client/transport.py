@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import grpc
 
 from trainserve.client.errors import rpc_error
-from trainserve.config import LOOPBACK, api_token
+from trainserve.core.locations import LOOPBACK, api_token
 from trainserve.core import errors
 
 T = TypeVar("T")

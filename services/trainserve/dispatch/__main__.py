@@ -34,7 +34,7 @@ def main(argv=None) -> None:
                         "inference endpoints (default: open)")
     p.add_argument("--serve-option", action="append", default=[], metavar="FIELD=VALUE",
                    help="a ServeConfig field for the inference application (repeatable), "
-                        "e.g. host_replicas=2")
+                        "e.g. replicas=2")
     p.add_argument("--user-max-jobs", type=int, default=d.user_max_jobs,
                    help="default per-user limit of running jobs (0: none); "
                         "ts:quota:<user> overrides it per user")

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from trainserve.config import Config
+from trainserve.core.locations import default_storage_dir
 from trainserve.dispatch.metrics import DispatcherMetrics
 from trainserve.dispatch.runner import JobRunner
 from trainserve.registry.service import DeploymentsCore
@@ -34,7 +34,7 @@ PREWARM_AFTER_SERVE_S = 60.0  # the longest the worker warming waits for Serve
 class DispatcherConfig:
     redis_url: str = "redis://127.0.0.1:6380/0"
     ray_address: str = "127.0.0.1:6379"
-    storage_dir: str = field(default_factory=lambda: str(Config.from_env().storage_path))
+    storage_dir: str = field(default_factory=lambda: str(default_storage_dir()))
     serve_http: str = "127.0.0.1:8000"
     # Where clients reach Serve (recorded in each Deployment's rest_url / grpc_target);
     # default: serve_http / serve_grpc. In a cluster Serve binds 0.0.0.0 behind a Service.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from trainserve.ports import free_port_block
+from trainserve.core.ports import free_port_block
 
 APP_NAME = "trainserve"
 # Serve's gRPC proxy imports this to learn the service's methods (see its docstring for why
@@ -78,9 +78,19 @@ def serve_mode_env(mode: str, run_dir: str | Path, port: Callable[[], int],
             "RAY_SERVE_HAPROXY_STATS_PORT": str(port())}
 
 
+# Older names of the replica fields, still accepted by `parse_option` (the dispatcher's
+# `--serve-option`); the minimum of an autoscaled deployment is `replicas` now.
+OLD_OPTION_NAMES = {"host_replicas": "replicas", "host_min_replicas": "replicas",
+                    "host_max_replicas": "max_replicas",
+                    "host_target_ongoing_requests": "target_ongoing_requests",
+                    "host_num_cpus": "num_cpus", "host_num_gpus": "num_gpus",
+                    "host_max_ongoing_requests": "max_ongoing_requests"}
+
+
 def parse_option(text: str) -> tuple[str, object]:
     """`field=value` of a `ServeConfig` field, the value converted to the field's type."""
     name, sep, raw = text.partition("=")
+    name = OLD_OPTION_NAMES.get(name, name)
     kinds = {f.name: str(f.type) for f in fields(ServeConfig)}
     if not sep or name not in kinds:
         raise ValueError(f"expected FIELD=VALUE with FIELD one of {', '.join(kinds)}, "
@@ -110,26 +120,25 @@ class ServeConfig:
     # models on demand and keeps the most recently used), so a request makes no second hop
     # inside Serve. False: in a separate model-host deployment that the gateway calls through
     # a handle multiplexed by `name:version` (a model's requests go to the replicas that hold
-    # it; worth it when models are large). The `host_*` settings below apply to whichever
-    # deployment runs the models.
+    # it; worth it when models are large). The replica settings below (`replicas` to
+    # `max_ongoing_requests`) apply to whichever deployment runs the models.
     colocate_models: bool = True
-    # Replicas of the deployment that runs the models; each loads models on demand.
-    host_replicas: int = 1
-    # Logical CPUs each model-host replica reserves. 0 by default: on a small machine a
-    # reserved CPU would be taken from training jobs while the host mostly idles.
-    host_num_cpus: float = 0.0
-    # GPUs each model-host replica reserves (fractional: several replicas share one GPU).
-    host_num_gpus: float = 0.0
-    # Model-host autoscaling: with `host_max_replicas` > 0, Serve keeps between
-    # `host_min_replicas` and `host_max_replicas` replicas, adding one when a replica holds
-    # more than `host_target_ongoing_requests` requests on average (`host_replicas` is then
-    # ignored). 0: a fixed `host_replicas`. Batching needs several requests on a replica at
-    # once, so a target far below an endpoint's `max_batch_size` splits its batches.
-    host_min_replicas: int = 1
-    host_max_replicas: int = 0
-    host_target_ongoing_requests: float = 16.0
-    # Requests one model-host replica takes at once (the rest wait in the gateway).
-    host_max_ongoing_requests: int = 256
+    # Replicas that run the models, each loading models on demand: a fixed number, or with
+    # `max_replicas` > 0 the fewest Serve keeps while autoscaling (then 0 may scale to none).
+    replicas: int = 1
+    # Autoscaling: with `max_replicas` > 0, Serve keeps between `replicas` and `max_replicas`
+    # replicas, adding one when a replica holds more than `target_ongoing_requests` requests
+    # on average. 0: a fixed number of replicas. Batching needs several requests on a replica
+    # at once, so a target far below an endpoint's `max_batch_size` splits its batches.
+    max_replicas: int = 0
+    target_ongoing_requests: float = 16.0
+    # Logical CPUs each replica reserves. 0 by default: on a small machine a reserved CPU
+    # would be taken from training jobs while the replicas mostly idle.
+    num_cpus: float = 0.0
+    # GPUs each replica reserves (fractional: several replicas share one GPU).
+    num_gpus: float = 0.0
+    # Requests one replica takes at once (the rest wait in the gateway).
+    max_ongoing_requests: int = 256
     # torch intra-op threads per model-host replica (Ray does not set them reliably).
     torch_threads: int = 1
     # Largest batch one inference request may carry.
@@ -158,41 +167,42 @@ class ServeConfig:
                 raise ValueError(f"{name} must be a port in 1..65535, got {getattr(self, name)}")
         if self.http_port == self.grpc_port:
             raise ValueError("http_port and grpc_port must differ")
-        if self.host_replicas < 1 or self.torch_threads < 1 or self.max_batch_size < 1:
-            raise ValueError("host_replicas, torch_threads and max_batch_size must be >= 1")
+        if self.torch_threads < 1 or self.max_batch_size < 1:
+            raise ValueError("torch_threads and max_batch_size must be >= 1")
         if self.max_request_bytes < MIN_REQUEST_BYTES:
             raise ValueError(f"max_request_bytes must be >= {MIN_REQUEST_BYTES}, got "
                              f"{self.max_request_bytes}")
-        if self.host_num_cpus < 0 or self.resolve_ttl_s < 0 or self.ready_timeout_s <= 0:
-            raise ValueError("host_num_cpus and resolve_ttl_s must be >= 0, "
-                             "ready_timeout_s > 0")
-        self._check_host_scaling()
+        if self.num_cpus < 0 or self.resolve_ttl_s < 0 or self.ready_timeout_s <= 0:
+            raise ValueError("num_cpus and resolve_ttl_s must be >= 0, ready_timeout_s > 0")
+        self._check_replicas()
         if ":" not in self.loader:
             raise ValueError(f"loader must be 'module:function', got {self.loader!r}")
 
-    def _check_host_scaling(self) -> None:
-        if self.host_num_gpus < 0:
-            raise ValueError(f"host_num_gpus must be >= 0, got {self.host_num_gpus}")
-        if self.host_max_ongoing_requests < 1:
-            raise ValueError("host_max_ongoing_requests must be >= 1")
-        if self.host_max_replicas < 0 or self.host_min_replicas < 0:
-            raise ValueError("host_min_replicas and host_max_replicas must be >= 0")
-        if self.host_max_replicas and self.host_max_replicas < max(self.host_min_replicas, 1):
-            raise ValueError(f"host_max_replicas ({self.host_max_replicas}) must be >= "
-                             f"host_min_replicas ({self.host_min_replicas}) and >= 1")
-        if self.host_target_ongoing_requests <= 0:
-            raise ValueError("host_target_ongoing_requests must be > 0")
+    def _check_replicas(self) -> None:
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
+        if self.max_ongoing_requests < 1:
+            raise ValueError("max_ongoing_requests must be >= 1")
+        if self.max_replicas < 0:
+            raise ValueError(f"max_replicas must be >= 0, got {self.max_replicas}")
+        if self.replicas < (0 if self.max_replicas else 1):
+            raise ValueError(f"replicas must be >= 1 (>= 0 when autoscaling, with "
+                             f"max_replicas > 0), got {self.replicas}")
+        if self.max_replicas and self.max_replicas < max(self.replicas, 1):
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= replicas "
+                             f"({self.replicas}) and >= 1")
+        if self.target_ongoing_requests <= 0:
+            raise ValueError("target_ongoing_requests must be > 0")
 
     def host_options(self) -> dict:
-        """`ModelHost.options(...)` for this config: replicas (fixed or autoscaled), the
-        resources each reserves and how many requests it takes at once."""
-        actor = {"num_cpus": self.host_num_cpus}
-        if self.host_num_gpus:
-            actor["num_gpus"] = self.host_num_gpus
-        options = {"ray_actor_options": actor,
-                   "max_ongoing_requests": self.host_max_ongoing_requests}
-        if not self.host_max_replicas:
-            return {**options, "num_replicas": self.host_replicas}
+        """`.options(...)` of the deployment that runs the models: replicas (fixed or
+        autoscaled), the resources each reserves and how many requests it takes at once."""
+        actor = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor["num_gpus"] = self.num_gpus
+        options = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
+        if not self.max_replicas:
+            return {**options, "num_replicas": self.replicas}
         return {**options, "autoscaling_config": {
-            "min_replicas": self.host_min_replicas, "max_replicas": self.host_max_replicas,
-            "target_ongoing_requests": self.host_target_ongoing_requests}}
+            "min_replicas": self.replicas, "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests}}

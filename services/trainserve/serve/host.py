@@ -28,7 +28,7 @@ from trainserve.serve.predictor import Loader, Predictor, import_loader, load_pr
 
 # Course-sized models weigh kilobytes to a few megabytes each.
 MAX_MODELS_PER_REPLICA = 64
-# Requests a replica takes at once (`ServeConfig.host_max_ongoing_requests` overrides it):
+# Requests a replica takes at once (`ServeConfig.max_ongoing_requests` overrides it):
 # a batch can only merge requests that have reached the replica.
 MAX_ONGOING_REQUESTS = 256
 
