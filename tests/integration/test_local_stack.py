@@ -1,16 +1,20 @@
 """LocalStack for real: redis-server and a Ray head (and the job API and the dispatcher) on
-free ports in a temporary folder; start, status, restart, SIGKILL, stop, and nothing left
-behind. Uses a stack of its own, not the session `stack`, because it stops and kills it."""
+free ports in a temporary folder; start, status, `trainserve down/restart COMPONENT`, SIGKILL,
+stop, and nothing left behind. Uses a stack of its own, not the session `stack`, because it
+stops and kills it."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
+import grpc
 import pytest
 
 from trainserve.local import Config
@@ -131,28 +135,71 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.mark.skipif(not HAVE_SERVICES, reason="trainserve.api / trainserve.dispatch not built")
-def test_full_stack_restart_and_crash_of_single_components(own_stack):
+def test_full_stack_single_components_down_restart_and_crash(own_stack, monkeypatch):
+    """`trainserve down COMPONENT`, `restart COMPONENT`, `status` and `up` on a running stack,
+    and a SIGKILL of the dispatcher: each touches its own component only."""
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+    from trainserve.core.pb import job_pb2, job_pb2_grpc
+    from trainserve.core.state import JobState
+    from tests.integration.helpers import example, submit
+
     stack = own_stack
     assert stack.up(timeout=180) == ["redis", "ray", "api", "dispatcher"]
     assert all(s.ready for s in stack.status())
+    monkeypatch.setenv("COLUMNS", "200")
 
+    def cli(*args):
+        return CliRunner().invoke(app, [*args, "--state-dir", str(stack.config.state_dir)])
+
+    def states():
+        doc = json.loads(cli("status", "-o", "json").stdout)
+        return {c["name"]: c["state"] for c in doc["components"]}
+
+    def stubs():  # a new connection, as a new client would open
+        channel = stack.api_channel()
+        grpc.channel_ready_future(channel).result(timeout=30)
+        return SimpleNamespace(jobs=job_pb2_grpc.JobServiceStub(channel))
+
+    # The dispatcher down: reported so, the others stay up and the API takes jobs.
+    result = cli("down", "dispatcher")
+    assert result.exit_code == 0 and "stopped dispatcher" in result.stdout, result.output
+    assert states() == {"redis": "ready", "ray": "ready", "api": "ready",
+                        "dispatcher": "stopped"}
+    again = cli("down", "dispatcher")
+    assert again.exit_code == 1 and "dispatcher is not running" in again.stderr
+    before = submit(stubs(), example("xor_mlp"))
+
+    # The API restarted: the job submitted before is still there, a new one is accepted.
     api_pid = stack.pid("api")
-    stack.stop("api")
-    assert not stack.is_running("api")
-    stack.start("api")
-    assert stack.pid("api") != api_pid and stack.is_ready("api")
+    result = cli("restart", "api")
+    assert result.exit_code == 0 and "restarted api" in result.stdout, result.output
+    assert stack.pid("api") not in (None, api_pid) and stack.is_ready("api")
+    api = stubs()
+    assert api.jobs.GetJob(job_pb2.GetJobRequest(job_id=before.id), timeout=10).state == \
+        JobState.QUEUED
+    after = submit(api, example("xor_mlp"))
+    assert after.id != before.id
+    for job in (before, after):  # nothing for the dispatcher to train when it is back
+        api.jobs.CancelJob(job_pb2.CancelJobRequest(job_id=job.id), timeout=10)
 
-    dispatcher = stack.session_pids("dispatcher")
-    assert stack.kill("dispatcher")
-    assert _alive(dispatcher) == []
-    stack.start("dispatcher", timeout=180)  # Serve still holds its ports inside Ray: fine
-    assert stack.is_ready("dispatcher")
+    # `up` starts what is missing, and only that; Serve still holds its ports inside Ray.
+    result = cli("up")
+    assert result.exit_code == 0 and "dispatcher: started" in result.stdout, result.output
+    assert "api: started" not in result.stdout
+    assert set(states().values()) == {"ready"}
 
     pids = [p for name in ("redis", "ray", "api", "dispatcher") for p in stack.session_pids(name)]
     password = stack.config.redis_password  # reaches the services, never a log or a ps line
     assert password and all(password not in _cmdline(p) for p in pids)
     assert all(password not in stack.log_path(n).read_text() for n in ("api", "dispatcher"))
-    assert stack.down() == ["dispatcher", "api", "ray", "redis"]
+
+    dispatcher = stack.session_pids("dispatcher")
+    assert stack.kill("dispatcher")  # a crash: its whole session is gone at once
+    assert _alive(dispatcher) == []
+    assert states()["dispatcher"] == "stopped"
+    assert stack.down() == ["api", "ray", "redis"]
     assert _alive(pids) == []
     assert _pgrep(str(stack.config.ray_temp_path)) == []
 

@@ -3,6 +3,7 @@ the recorded stack, and where clients find the job API."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,70 @@ def test_api_without_auth_runs_in_insecure_loopback_mode(tmp_path):
     assert "--insecure" not in on and "--admin-token-file" in on
     off = LocalStack(Config(state_dir=tmp_path, api_auth=False)).launch("api").argv
     assert "--insecure" in off and "--admin-token-file" not in off
+
+
+# -- one name per setting -----------------------------------------------------------------------
+
+def test_every_setting_is_a_flag_of_up_a_variable_and_a_recorded_key(tmp_path):
+    """`--<field>` on `trainserve up` (older names hidden), `TRAINSERVE_<FIELD>`, and the key
+    of stack.json, for every field of Config."""
+    import typer
+
+    from trainserve.cli.main import app
+    from trainserve.local.settings import flag
+    up = typer.main.get_command(app).commands["up"]
+    shown = {o for p in up.params if not p.hidden for o in p.opts + p.secondary_opts}
+    hidden = {o for p in up.params if p.hidden for o in p.opts}
+    names = [f.name for f in fields(Config)]
+    assert {flag(n) for n in names} <= shown
+    assert hidden == {a for f in fields(Config) for a in f.metadata["aliases"]}
+    assert not hidden & shown
+    assert all(f.metadata["doc"] for f in fields(Config))
+    assert set(Config(state_dir=tmp_path).to_dict()) == set(names)
+    values = {"ray_num_cpus": "3", "serve_num_gpus": "0.5", "ray_token_auth": "off",
+              "serve_mode": "default", "ready_timeout_s": "9"}
+    c = Config.from_env({f"TRAINSERVE_{k.upper()}": v for k, v in values.items()},
+                        state_dir=tmp_path)
+    assert (c.ray_num_cpus, c.serve_num_gpus, c.ray_token_auth, c.serve_mode,
+            c.ready_timeout_s) == (3, 0.5, False, "default", 9.0)
+
+
+def test_serve_settings_are_serve_config_fields_of_the_same_name_and_default(tmp_path):
+    from trainserve.local.settings import SERVE_HEAD_SETTINGS, serve_settings
+    from trainserve.serve.config import ServeConfig
+    serve_fields = {f.name: f.default for f in fields(ServeConfig)}
+    prefixed = [f for f in fields(Config) if f.name.startswith("serve_")]
+    assert {f.name for f in prefixed} == set(serve_settings()) | set(SERVE_HEAD_SETTINGS)
+    for f in prefixed:
+        if f.name not in SERVE_HEAD_SETTINGS:
+            assert serve_fields[f.name[len("serve_"):]] == f.default, f.name
+    c = Config(state_dir=tmp_path, serve_replicas=2, serve_max_replicas=4,
+               serve_num_gpus=0.25, serve_http_port=8100)
+    serve = c.serve_config()
+    assert (serve.replicas, serve.max_replicas, serve.num_gpus) == (2, 4, 0.25)
+    assert (serve.http_host, serve.http_port, serve.grpc_port) == ("127.0.0.1", 8100, 9000)
+    assert serve.redis_url == c.redis_address_url and serve.storage_dir == str(c.storage_path)
+
+
+def test_a_bad_serve_combination_names_the_settings(tmp_path):
+    with pytest.raises(ValueError, match=r"serve_max_replicas \(1\) must be >= "
+                                         r"serve_replicas \(2\)"):
+        Config(state_dir=tmp_path, serve_replicas=2, serve_max_replicas=1)
+    with pytest.raises(ValueError, match="serve_http_port and serve_grpc_port must differ"):
+        Config(state_dir=tmp_path, serve_http_port=9000)
+
+
+def test_the_dispatcher_gets_the_serve_settings_by_their_serve_names(tmp_path):
+    from trainserve.local import LocalStack
+    from trainserve.serve.config import ServeConfig, parse_option
+    c = Config(state_dir=tmp_path, serve_replicas=0, serve_max_replicas=3,
+               serve_target_ongoing_requests=8, serve_num_cpus=0.5)
+    argv = LocalStack(c).launch("dispatcher").argv
+    given = dict(parse_option(a.split("=", 1)[1]) for a in argv
+                 if a.startswith("--serve-option="))
+    assert given == {k: v for k, v in c.serve_options().items()
+                     if k not in ("http_port", "grpc_port")}
+    assert argv[argv.index("--serve-http") + 1] == c.serve_http
+    assert ServeConfig(**given).host_options()["autoscaling_config"] == {
+        "min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 8.0}
+    assert parse_option("host_max_replicas=3") == ("max_replicas", 3)  # an older name

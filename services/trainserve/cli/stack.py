@@ -216,11 +216,12 @@ def _note_needed(stack: LocalStack, names: list[str], restarting: bool) -> None:
                  and n not in names and stack.is_running(n)]
         if not users:
             continue
-        fix = (f"should {users[0]} fail once {name} is back: trainserve restart {users[0]}"
-               if restarting else f"`trainserve up` starts {name} again")
-        render.stderr().print(f"note: {', '.join(users)} "
-                              f"{'needs' if len(users) == 1 else 'need'} {name}; {fix}",
-                              style="yellow", highlight=False)
+        one = len(users) == 1
+        fix = (f"restart {'it if it fails' if one else 'any of them that fails'} once {name} "
+               f"is back (`trainserve restart {users[0]}`)" if restarting
+               else f"`trainserve up` starts {name} again")
+        render.stderr().print(f"note: {', '.join(users)} {'needs' if one else 'need'} {name}; "
+                              f"{fix}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def _printer(console):
