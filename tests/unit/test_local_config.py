@@ -192,3 +192,11 @@ def test_the_dispatcher_gets_the_serve_settings_by_their_serve_names(tmp_path):
     assert ServeConfig(**given).host_options()["autoscaling_config"] == {
         "min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 8.0}
     assert parse_option("host_max_replicas=3") == ("max_replicas", 3)  # an older name
+
+
+def test_the_older_flag_names_are_documented_with_the_one_name():
+    from trainserve.local.settings import flag
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for f in fields(Config):
+        for alias in f.metadata["aliases"]:
+            assert f"| `{alias}` | `{flag(f.name)}` |" in text, alias
