@@ -55,6 +55,7 @@ def _measure(stack) -> list[dict]:
     from trainserve.jobs.service import JobsCore
     from trainserve.core.tenancy import Principal
     from trainserve.core.pb import job_pb2, job_pb2_grpc
+    from trainserve.store import keys
     from trainserve.store.jobs import JobStore
     from trainserve.store.redis import connect
 
@@ -75,7 +76,7 @@ def _measure(stack) -> list[dict]:
     _rate(api_submit, 100, CLIENTS)
     api_rate = _rate(api_submit, BURST, CLIENTS)
     store_rate = _rate(lambda i: store.submit(full, uuid.uuid4().hex), BURST, CLIENTS)
-    have = r.zcard("ts:jobs")
+    have = r.zcard(keys.JOBS)
     _rate(lambda i: store.submit_raw(full, uuid.uuid4().hex), max(0, STORED - have), CLIENTS)
     rows = [row(f"SubmitJob/s, {CLIENTS} clients, {BURST} calls", api_rate, store_rate,
                 ">= 500", on="ours", note="baseline: JobStore.submit in the bench process")]
@@ -83,7 +84,7 @@ def _measure(stack) -> list[dict]:
         ours = _p50_ms(lambda: stubs[0].ListJobs(job_pb2.ListJobsRequest(page_size=size),
                                                  timeout=30), CALLS if size == 50 else 50)
         base = _p50_ms(lambda: store.list(page_size=size), CALLS if size == 50 else 50)
-        rows.append(row(f"ListJobs p50 ms, page of {size}, {r.zcard('ts:jobs')} jobs", ours,
+        rows.append(row(f"ListJobs p50 ms, page of {size}, {r.zcard(keys.JOBS)} jobs", ours,
                         base, "<= 50" if size == 50 else None, on="ours",
                         note="baseline: JobStore.list in the bench process"))
     return rows

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trainserve.core.pb import auth_pb2, auth_pb2_grpc, job_pb2, job_pb2_grpc
+from trainserve.store import keys
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def test_tokens_are_stored_hashed_and_managed_by_admins_only(auth_server, redis_
         assert err.value.details().startswith("user:")
         listed = admin.ListTokens(auth_pb2.ListTokensRequest(), timeout=10).tokens
     assert made.info.role == "user" and made.info.id in {t.id for t in listed}
-    stored = b"".join(k + v for k, v in redis_client.hgetall("ts:tokens").items())
+    stored = b"".join(k + v for k, v in redis_client.hgetall(keys.TOKENS).items())
     assert made.token.encode() not in stored and auth_server.admin_token.encode() not in stored
 
     with _channel(auth_server.address, made.token) as ch:

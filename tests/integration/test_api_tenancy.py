@@ -12,6 +12,7 @@ from tests.integration.test_api_auth import Server, _cfg
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
                            deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc,
                            model_pb2, model_pb2_grpc)
+from trainserve.store import keys
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def _register(redis_client, tmp_path, name: str, user: str) -> model_pb2.ModelVe
     mv = model_pb2.ModelVersion(name=name, version=1, job_id=f"j-{user}", user=user,
                                 task="classification", artifact_uri=str(tmp_path / name))
     ModelStore(redis_client).put(mv)
-    redis_client.zadd("ts:models", {name: 0})
+    redis_client.zadd(keys.MODELS, {name: 0})
     return mv
 
 

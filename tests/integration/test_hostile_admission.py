@@ -21,9 +21,9 @@ from trainserve.jobs.service import MAX_SPEC_BYTES
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
 from trainserve.store.events import EventLog
-from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, request_key
+from trainserve.store import keys
+from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S
 from trainserve.store.logs import JobLogs
-from trainserve.store.queue import quota_key
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +100,13 @@ def test_a_request_id_is_its_owners_own_and_expires(users, redis_client):
     again = alice.submit(example("xor_mlp", name="alice-xor"), request_id="predictable-1")
     assert again.id == hers.id
     assert bob.submit(example("xor_mlp", name="bob-xor"), request_id="predictable-1").id == his.id
-    ttl = redis_client.ttl(request_key("alice", "predictable-1"))
+    ttl = redis_client.ttl(keys.request("alice", "predictable-1"))
     assert 0 < ttl <= REQUEST_ID_TTL_S
 
 
 def test_queued_jobs_per_user_are_capped_atomically(users, redis_client):
     admin, alice, bob = users
-    redis_client.hset(quota_key("alice"), "queued", 3)
+    redis_client.hset(keys.quota("alice"), "queued", 3)
 
     def one(i):
         try:

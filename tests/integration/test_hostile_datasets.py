@@ -17,7 +17,7 @@ from trainserve.core import errors
 from trainserve.client import Client
 from trainserve.core.pb import job_pb2
 from trainserve.registry.datasets import USER_BYTES_FIELD
-from trainserve.store.queue import quota_key
+from trainserve.store import keys
 from trainserve.store.redis import connect
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_per_user_storage_quota_refuses_past_it(sdk, stack, tmp_path):
     used = sum(d.size_bytes for d in sdk.list_datasets() if d.user == user)
     limit = used + 4000
     r = connect(stack.config.redis_url)
-    r.hset(quota_key(user or "-"), USER_BYTES_FIELD, limit)
+    r.hset(keys.quota(user or "-"), USER_BYTES_FIELD, limit)
     try:
         # Replacing a name's content counts the new bytes only.
         sdk.upload_dataset(_csv(tmp_path, "a,b,label", _unique_rows(60), "q2.csv"),
@@ -152,7 +152,7 @@ def test_per_user_storage_quota_refuses_past_it(sdk, stack, tmp_path):
             sdk.get_dataset("hostile-quota-2")
         assert not list((stack.config.storage_path / "datasets").glob(".upload-*"))
     finally:
-        r.hdel(quota_key(user or "-"), USER_BYTES_FIELD)
+        r.hdel(keys.quota(user or "-"), USER_BYTES_FIELD)
         sdk.delete_dataset("hostile-quota-1")
 
 

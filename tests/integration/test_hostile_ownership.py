@@ -16,6 +16,7 @@ from tests.integration.test_api_tenancy import CSV, As
 from trainserve.core.state import JobState
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, deployment_pb2, job_pb2,
                            model_pb2)
+from trainserve.store import keys
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def _fake_version(r, name: str, user: str, version: int = 1) -> model_pb2.ModelV
     mv = model_pb2.ModelVersion(name=name, version=version, job_id=f"j-{user}", user=user,
                                 task="classification", artifact_uri="/nonexistent")
     ModelStore(r).put(mv)
-    r.zadd("ts:models", {name: 0})
+    r.zadd(keys.MODELS, {name: 0})
     return mv
 
 
@@ -127,7 +128,7 @@ def test_rollouts_act_only_on_the_callers_endpoint_and_its_owners_versions(users
         err = rpc_error(lambda: alice.deployments.Rollout(deployment_pb2.RolloutRequest(
             name=name, model_version=99, canary_percent=50), timeout=10))
     finally:
-        redis_of.hdel(f"ts:model:{model}", "99")
+        redis_of.hdel(keys.model(model), "99")
     assert err.code() == NOT_FOUND, err.details()
     dep = alice.deployments.GetDeployment(deployment_pb2.GetDeploymentRequest(name=name),
                                           timeout=10)

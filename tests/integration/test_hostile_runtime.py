@@ -18,7 +18,8 @@ from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.registry.service import DeploymentsCore
 from trainserve.store import fencing
 from trainserve.store.events import EventLog
-from trainserve.store.jobs import JobStore, Superseded, job_key, lease_key
+from trainserve.store import keys
+from trainserve.store.jobs import JobStore, Superseded
 from trainserve.store.logs import JobLogs
 from trainserve.store.models import ModelStore
 from trainserve.store.queue import JobQueue, Lease
@@ -41,7 +42,7 @@ def _epoch_event(job_id: str, epoch: int) -> job_pb2.JobEvent:
 
 def _takeover(r, job_id: str) -> int:
     """The first dispatcher's lease lapses and a second takes the job: the new token."""
-    r.delete(lease_key(job_id))
+    r.delete(keys.lease(job_id))
     return JobQueue(r, "dispatcher-2").acquire_lease(job_id)
 
 
@@ -83,7 +84,7 @@ def test_a_superseded_worker_writes_nothing_and_is_told_to_stop(redis_client, re
         sink.close()
     lines = [line.text for line in JobLogs(redis_client).read_after(job.id)]
     assert lines == ["current line"]
-    assert int(redis_client.hget(job_key(job.id), fencing.REFUSED_FIELD)) == 3
+    assert int(redis_client.hget(keys.job(job.id), fencing.REFUSED_FIELD)) == 3
     # Every entry in the events carries the token it was written under, in order.
     tokens = [int(f[b"fence"]) for _, f in redis_client.xrange(EventLog.key(job.id))
               if b"fence" in f]
@@ -154,7 +155,7 @@ def _orphan(r, store, job_id: str, times: int) -> Lease:
     q = JobQueue(r, "dispatcher-1")
     assert q.start(job_id)
     store.update(job_id, attempts=times, run_by="dispatcher-1")
-    r.delete(lease_key(job_id))
+    r.delete(keys.lease(job_id))
     token = JobQueue(r, "dispatcher-2").acquire_lease(job_id)
     return Lease(job_id, "dispatcher-2", token)
 
@@ -305,18 +306,18 @@ def test_a_paused_dispatcher_cannot_write_to_the_job_another_resumed(runtime_sta
 
     stack, r = runtime_stack, runtime_stack.redis
     job = submit(stack.stubs, _long_xor("fenced-pause"))
-    _until(lambda: r.hget(job_key(job.id), "epoch") not in (None, b"0"), 180)
+    _until(lambda: r.hget(keys.job(job.id), "epoch") not in (None, b"0"), 180)
     first = stack.pid("dispatcher")
     assert fencing.newest(r, job.id) == 1
     os.kill(first, signal.SIGSTOP)  # its worker (a Ray worker process) trains on
     try:
         with _SecondDispatcher(stack, "second-dispatcher"):
             # Within a lease (15 s) of the pause, the second takes the job over.
-            _until(lambda: r.hget(job_key(job.id), "run_by") == b"second-dispatcher", 120)
+            _until(lambda: r.hget(keys.job(job.id), "run_by") == b"second-dispatcher", 120)
             assert fencing.newest(r, job.id) == 2
             # The paused dispatcher's worker trains on, but its next write is refused and it
             # stops on its own.
-            _until(lambda: int(r.hget(job_key(job.id), fencing.REFUSED_FIELD) or 0) >= 1, 60)
+            _until(lambda: int(r.hget(keys.job(job.id), fencing.REFUSED_FIELD) or 0) >= 1, 60)
             # Ray keeps the CPUs a paused driver leased: the second's run may have to wait for
             # the first to wake up, which then finds its lease lost and stops (no record).
             os.kill(first, signal.SIGCONT)

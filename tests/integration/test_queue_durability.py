@@ -20,6 +20,7 @@ from tests.conftest import free_port
 from trainserve.core.spec import parse_spec
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
+from trainserve.store import keys
 from trainserve.store.queue import JobQueue
 from trainserve.store.redis import connect
 
@@ -180,7 +181,7 @@ def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_
     other = stack.jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=theirs, request_id="u2",
                                                           user="bob"), timeout=10)
     assert other.user == "bob"
-    stack.redis.hset("ts:quota:alice", mapping={"cpus": "1"})
+    stack.redis.hset(keys.quota("alice"), mapping={"cpus": "1"})
     try:
         big = _spec(0)
         big.name = "alice-xor"
@@ -198,4 +199,4 @@ def test_the_caller_owns_the_job_and_its_quota_refuses_what_could_never_run(api_
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith("spec.priority")
     finally:
-        stack.redis.delete("ts:quota:alice")
+        stack.redis.delete(keys.quota("alice"))

@@ -9,10 +9,9 @@ import pytest
 from tests.integration.helpers import example
 from trainserve.core.errors import InvalidArgument
 from trainserve.jobs.service import JobsCore
-from trainserve.store.queue import CLUSTER_KEY
 from trainserve.core.state import JobState
-from trainserve.store.queue import quota_key
 from trainserve.core.tenancy import Principal
+from trainserve.store import keys
 from trainserve.training.results import TrainResult
 
 pytestmark = pytest.mark.integration
@@ -63,7 +62,7 @@ def sched(dispatcher, redis_client):
     dispatcher.runner._run_job = gate
     dispatcher.running.clear()
     dispatcher._reasons.clear()
-    redis_client.hset(CLUSTER_KEY, mapping={"CPU": "2.0", "GPU": "0.0"})
+    redis_client.hset(keys.CLUSTER, mapping={"CPU": "2.0", "GPU": "0.0"})
     yield dispatcher, _Core(JobsCore(redis_client)), gate
     for job_id in list(gate.events) + gate.started:
         gate.release(job_id)
@@ -120,7 +119,7 @@ def test_a_big_job_is_not_overtaken_by_smaller_later_ones(sched):
 
 def test_per_user_quotas_hold_back_only_that_users_jobs(sched, redis_client):
     d, core, gate = sched
-    redis_client.hset(quota_key("default"), mapping={"jobs": "1"})
+    redis_client.hset(keys.QUOTA_DEFAULT, mapping={"jobs": "1"})
     a1 = core.submit(_spec(), "a1", owner="alice")[0]
     a2 = core.submit(_spec(), "a2", owner="alice")[0]
     theirs = _spec()
@@ -130,7 +129,7 @@ def test_per_user_quotas_hold_back_only_that_users_jobs(sched, redis_client):
     assert core.get(a2.id).queue_reason == ("waiting for the quota of user 'alice': 1 of 1 "
                                             "jobs running")
     assert core.get(a1.id).user == "alice"
-    redis_client.hset(quota_key("alice"), mapping={"jobs": "2"})  # an operator raises it
+    redis_client.hset(keys.quota("alice"), mapping={"jobs": "2"})  # an operator raises it
     assert d.schedule_once() == [] and "needs 1 CPUs" in core.get(a2.id).queue_reason
 
 
@@ -145,7 +144,7 @@ def test_jobs_that_could_never_start_are_refused_at_submission(sched, redis_clie
         with pytest.raises(InvalidArgument) as err:
             core.submit(spec, "x")
         assert err.value.field == field and words in err.value.message
-    redis_client.hset(quota_key("carol"), mapping={"cpus": "1"})
+    redis_client.hset(keys.quota("carol"), mapping={"cpus": "1"})
     with pytest.raises(InvalidArgument, match="user 'carol' may hold at most 1") as err:
         core.submit(_spec(workers=2), "c", owner="carol")
     assert err.value.field == "spec.scaling.num_workers"
@@ -158,8 +157,8 @@ def test_jobs_that_could_never_start_are_refused_at_submission(sched, redis_clie
 def test_jobs_queued_in_the_old_stream_are_moved_into_the_queue(sched, redis_client):
     d, core, gate = sched
     job = core.submit(_spec(), "old")[0]
-    redis_client.zrem("ts:pending", job.id)  # as a version with the stream queue left it
-    redis_client.xadd("ts:queue", {"job_id": job.id, "priority": "0"})
+    redis_client.zrem(keys.PENDING, job.id)  # as a version with the stream queue left it
+    redis_client.xadd(keys.QUEUE, {"job_id": job.id, "priority": "0"})
     assert d.queue.waiting() == []
     assert d.queue.migrate_stream() == 1 and d.queue.migrate_stream() == 0
     assert d.queue.waiting() == [job.id]

@@ -6,6 +6,7 @@ import pytest
 from trainserve.core.errors import FailedPrecondition, NotFound
 from trainserve.core.state import JobState
 from trainserve.core.pb import spec_pb2
+from trainserve.store import keys
 from trainserve.store.jobs import JobStore
 from trainserve.store.models import ModelStore
 from trainserve.store.queue import JobQueue
@@ -106,7 +107,7 @@ def test_a_started_job_is_leased_once_and_orphaned_when_its_lease_lapses(redis_c
     assert q1.waiting() == [] and store.get(job.id).attempts == 1
     assert JobState(store.get(job.id).state) == JobState.RUNNING
     assert q2.orphans() == [] and not q2.acquire_lease(job.id)
-    redis_client.delete(f"ts:lease:{job.id}")  # its dispatcher died: the lease expired
+    redis_client.delete(keys.lease(job.id))  # its dispatcher died: the lease expired
     assert q2.orphans() == [job.id]
     assert q2.acquire_lease(job.id) and not q1.acquire_lease(job.id)
     assert not q1.renew_lease(job.id) and q2.renew_lease(job.id)

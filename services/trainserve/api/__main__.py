@@ -8,6 +8,7 @@ import os
 import signal
 
 from trainserve.api.server import ApiConfig, is_loopback, serve
+from trainserve.store import keys
 from trainserve.store.redis import REDIS_PASSWORD_ENV, with_password
 
 
@@ -40,8 +41,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-spec-bytes", type=int, default=ApiConfig.max_spec_bytes,
                    help="largest serialized job spec SubmitJob accepts (0: no limit)")
     p.add_argument("--user-max-queued", type=int, default=ApiConfig.user_max_queued,
-                   help="jobs one user may have queued (0: no limit); ts:quota:<user> field "
-                        "'queued' overrides it per user")
+                   help="jobs one user may have queued (0: no limit); "
+                        f"{keys.quota('<user>')} field 'queued' overrides it per user")
     p.add_argument("--user-max-streams", type=int, default=ApiConfig.user_max_streams,
                    help="open WatchJob/StreamLogs streams per user in this process (0: none)")
     p.add_argument("--max-streams", type=int, default=ApiConfig.max_streams,

@@ -73,13 +73,13 @@ class JobStateCollector(_RedisCollector):
 
     def _families(self) -> list:
         from trainserve.core.state import JobState
-        from trainserve.store.jobs import index_key
+        from trainserve.store import keys
 
         jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by state and kind (training or "
                                  "search).", labels=["state", "kind"])
         pipe = self.r.pipeline(transaction=False)
         for s in JobState:
-            pipe.zrange(index_key(s), 0, -1)
+            pipe.zrange(keys.jobs_in(s), 0, -1)
         ids_by_state = [[i.decode() for i in ids] for ids in pipe.execute()]
         kinds = self._kinds_of([i for ids in ids_by_state for i in ids])
         for s, ids in zip(JobState, ids_by_state):
@@ -89,13 +89,13 @@ class JobStateCollector(_RedisCollector):
 
     def _kinds_of(self, ids: list[str]) -> dict[str, str]:
         from trainserve.core.pb import spec_pb2
-        from trainserve.store.jobs import job_key
+        from trainserve.store import keys
 
         self._kinds = {i: k for i, k in self._kinds.items() if i in set(ids)}
         new = [i for i in ids if i not in self._kinds]
         pipe = self.r.pipeline(transaction=False)
         for i in new:
-            pipe.hget(job_key(i), "spec")
+            pipe.hget(keys.job(i), "spec")
         for i, raw in zip(new, pipe.execute()):
             if raw is not None:
                 self._kinds[i] = job_kind(spec_pb2.JobSpec.FromString(raw))
@@ -137,13 +137,13 @@ class TrainingCollector(_RedisCollector):
     def _families(self) -> list:
         from trainserve.core.state import JobState
         from trainserve.core.pb import spec_pb2
-        from trainserve.store.jobs import index_key, job_key
+        from trainserve.store import keys
 
         fam = _TrainingFamilies()
-        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        ids = [i.decode() for i in self.r.zrange(keys.jobs_in(JobState.RUNNING), 0, -1)]
         pipe = self.r.pipeline(transaction=False)
         for i in ids:
-            pipe.hget(job_key(i), "spec")
+            pipe.hget(keys.job(i), "spec")
         for job_id, raw in zip(ids, pipe.execute()):
             if raw is None:
                 continue
@@ -159,9 +159,9 @@ class TrainingCollector(_RedisCollector):
 
     def _latest_epoch(self, job_id: str):
         from trainserve.core.pb import job_pb2
-        from trainserve.store.events import EventLog
+        from trainserve.store import keys
 
-        for eid, fields in self.r.xrevrange(EventLog.key(job_id), "+", "-", count=_EVENTS_BACK):
+        for eid, fields in self.r.xrevrange(keys.events(job_id), "+", "-", count=_EVENTS_BACK):
             event = job_pb2.JobEvent.FromString(fields[b"pb"])
             if event.HasField("epoch"):
                 event.event_id = eid.decode()

@@ -9,6 +9,7 @@ import threading
 
 from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from trainserve.serve.config import parse_option
+from trainserve.store import keys
 from trainserve.store.redis import REDIS_PASSWORD_ENV, with_password
 
 
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
                         "e.g. replicas=2")
     p.add_argument("--user-max-jobs", type=int, default=d.user_max_jobs,
                    help="default per-user limit of running jobs (0: none); "
-                        "ts:quota:<user> overrides it per user")
+                        f"{keys.quota('<user>')} overrides it per user")
     p.add_argument("--user-max-cpus", type=float, default=d.user_max_cpus,
                    help="default per-user limit of CPUs held by running jobs (0: none)")
     p.add_argument("--user-max-gpus", type=float, default=d.user_max_gpus,

@@ -8,7 +8,8 @@ import redis
 
 from trainserve.core import errors
 from trainserve.core.pb import deployment_pb2
-from trainserve.store.deployments import DEPLOY_QUEUE, DeploymentStore
+from trainserve.store.deployments import DeploymentStore
+from trainserve.store.keys import DEPLOY_QUEUE
 from trainserve.store.redis import ensure_group
 
 log = logging.getLogger("trainserve.dispatch")

@@ -20,9 +20,8 @@ from trainserve.registry.service import DeploymentsCore
 from trainserve.store.jobs import RETENTION_S, JobStore
 from trainserve.store.models import ModelStore
 from trainserve.core.scheduling import Quota, plan
-from trainserve.store.queue import (CLUSTER_KEY, LEASE_SECONDS, JobQueue, Lease,
-                                    cluster_resources, quota_of)
-from trainserve.store.keys import DISPATCHER_READY
+from trainserve.store import keys
+from trainserve.store.queue import LEASE_SECONDS, JobQueue, Lease, cluster_resources, quota_of
 from trainserve.store.redis import connect
 from trainserve.training.validate import MAX_JOB_DURATION_S
 
@@ -49,8 +48,8 @@ class DispatcherConfig:
     # More `ServeConfig` fields (replicas, autoscaling, resources), by name.
     serve_options: dict = field(default_factory=dict)
     # Default per-user quota (0 = unlimited): concurrent jobs, CPUs, GPUs. Published to
-    # `ts:quota:default`; `ts:quota:<user>` fields override it per user. One user's jobs
-    # alone cannot take every slot of a shared cluster beyond `user_max_jobs`.
+    # `keys.QUOTA_DEFAULT`; the fields of `keys.quota(user)` override it per user. One user's
+    # jobs alone cannot take every slot of a shared cluster beyond `user_max_jobs`.
     user_max_jobs: int = 4
     user_max_cpus: float = 0.0
     user_max_gpus: float = 0.0
@@ -143,7 +142,7 @@ class Dispatcher:
     # -- jobs --------------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
         while not self.stop.wait(self.cfg.schedule_interval_s):
-            self.r.set(DISPATCHER_READY, self.cfg.consumer, ex=15)
+            self.r.set(keys.DISPATCHER_READY, self.cfg.consumer, ex=15)
             self.metrics.heartbeat.set_to_current_time()
             if self.queue.depth() and self.queue.lock_scheduler():
                 try:
@@ -260,7 +259,7 @@ class Dispatcher:
         res = ray.cluster_resources()
         mapping = {"CPU": res.get("CPU", 0.0), "GPU": res.get("GPU", 0.0),
                    "updated_at": time.time()}
-        self.r.hset(CLUSTER_KEY, mapping={k: repr(float(v)) for k, v in mapping.items()})
+        self.r.hset(keys.CLUSTER, mapping={k: repr(float(v)) for k, v in mapping.items()})
 
     # -- deployments ---------------------------------------------------------------------------
     def _deploy_loop(self) -> None:
@@ -271,4 +270,4 @@ class Dispatcher:
 
     def shutdown(self) -> None:
         self.stop.set()
-        self.r.delete(DISPATCHER_READY)
+        self.r.delete(keys.DISPATCHER_READY)

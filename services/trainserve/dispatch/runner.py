@@ -16,7 +16,8 @@ from trainserve.core.pb import job_pb2
 from trainserve.registry import versions
 from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.fencing import Fence
-from trainserve.store.jobs import JobStore, job_key
+from trainserve.store import keys
+from trainserve.store.jobs import JobStore
 from trainserve.store.queue import Lease
 from trainserve.store.models import ModelStore
 from trainserve.store.trials import ENDED, TrialStore
@@ -117,7 +118,7 @@ class JobRunner:
 
     def _why_orphaned(self, job_id: str) -> str:
         """The last reason known why the job's previous run stopped."""
-        reason, owner = self.store.r.hmget(job_key(job_id), INTERRUPTED, RUN_BY)
+        reason, owner = self.store.r.hmget(keys.job(job_id), INTERRUPTED, RUN_BY)
         if reason:
             return reason.decode()
         who = f"dispatcher {owner.decode()}" if owner else "its dispatcher"

@@ -22,7 +22,7 @@ from trainserve.core.pb import dataset_pb2
 from trainserve.store import files
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.names import DATASET, NameClaims
-from trainserve.store.queue import quota_key
+from trainserve.store import keys
 from trainserve.core.tenancy import Principal, check_visible, claim, owner_of, visible
 from trainserve.training.describe import describe
 
@@ -31,7 +31,7 @@ DEFAULT_MAX_BYTES = 256 << 20
 # Uploaded bytes one user may store (their datasets' sizes summed): eight of the largest
 # uploads, far above a course's needs.
 DEFAULT_MAX_USER_BYTES = 2 << 30
-# Field of a user's quota hash (store.queue.quota_key) that overrides it for that user.
+# Field of a user's quota hash (store.keys.quota) that overrides it for that user.
 USER_BYTES_FIELD = "dataset_bytes"
 
 
@@ -152,7 +152,7 @@ class DatasetsCore:
     def user_limit(self, user: str) -> int:
         """Upload bytes `user` may store: the operator's override (`ts:quota:<user>` field
         `dataset_bytes`, when > 0), else the server's `max_user_bytes`."""
-        own = self.store.r.hget(quota_key(user or "-"), USER_BYTES_FIELD)
+        own = self.store.r.hget(keys.quota(user or "-"), USER_BYTES_FIELD)
         return int(own) if own and int(own) > 0 else self.max_user_bytes
 
     def stored_bytes(self, user: str, but: str = "") -> int:

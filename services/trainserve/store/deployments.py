@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 
 from trainserve.core.pb import deployment_pb2
+from trainserve.store import keys
 from trainserve.store.records import NamedRecords
-from trainserve.store.redis import PREFIX
-
-DEPLOY_QUEUE = PREFIX + "deploy-queue"
 
 
 class DeploymentStore(NamedRecords):
-    kind = "deployment"
+    kind = keys.DEPLOYMENT
     message_type = deployment_pb2.Deployment
 
     def put(self, dep: deployment_pb2.Deployment, enqueue: bool = False) -> None:
@@ -22,5 +20,5 @@ class DeploymentStore(NamedRecords):
         pipe = self.r.pipeline(transaction=True)
         super().put(dep, pipe)
         if enqueue:
-            pipe.xadd(DEPLOY_QUEUE, {"name": dep.name}, maxlen=10000, approximate=True)
+            pipe.xadd(keys.DEPLOY_QUEUE, {"name": dep.name}, maxlen=10000, approximate=True)
         pipe.execute()

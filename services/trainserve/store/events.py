@@ -15,7 +15,8 @@ import redis
 
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
-from trainserve.store.redis import PREFIX, connect
+from trainserve.store import keys
+from trainserve.store.redis import connect
 
 MAXLEN = 20000
 
@@ -31,9 +32,7 @@ class EventLog:
     def __init__(self, client: redis.Redis):
         self.r = client
 
-    @staticmethod
-    def key(job_id: str) -> str:
-        return f"{PREFIX}events:{job_id}"
+    key = staticmethod(keys.events)
 
     def append(self, event: job_pb2.JobEvent) -> str:
         if not event.HasField("time"):
@@ -84,7 +83,7 @@ def is_terminal_event(event: job_pb2.JobEvent) -> bool:
 
 
 class RedisReporter:
-    """The training loop's `Reporter` (see train/reporting.py), built inside a Ray worker.
+    """The training loop's `Reporter` (see training/reporting.py), built inside a Ray worker.
 
     Epoch metrics go to the event stream and to the job record (so GetJob shows progress);
     cancellation is a flag set by CancelJob.
@@ -107,7 +106,7 @@ class RedisReporter:
         event.time.GetCurrentTime()
         pipe.xadd(self.events.key(self.job_id), {"pb": event.SerializeToString()},
                   maxlen=MAXLEN, approximate=True)
-        pipe.hset(f"{PREFIX}job:{self.job_id}", mapping={
+        pipe.hset(keys.job(self.job_id), mapping={
             "epoch": str(epoch), "total_epochs": str(total_epochs), "metrics": json.dumps(clean)})
         pipe.execute()
 
@@ -119,5 +118,5 @@ class RedisReporter:
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check > 0.5:
             self._last_cancel_check = now
-            self._cancelled = bool(self.r.exists(f"{PREFIX}cancel:{self.job_id}"))
+            self._cancelled = bool(self.r.exists(keys.cancel(self.job_id)))
         return self._cancelled

@@ -19,8 +19,8 @@ import time
 import redis
 
 from trainserve.core.pb import job_pb2
-from trainserve.store import events as _events, logs as _logs
-from trainserve.store.jobs import FENCE_FIELD, cancel_key, job_key, lease_key
+from trainserve.store import events as _events, keys, logs as _logs
+from trainserve.store.jobs import FENCE_FIELD
 from trainserve.store.redis import connect
 
 # The job hash field counting the writes refused because a newer token exists.
@@ -81,7 +81,7 @@ class Fence:
         pairs = [x for k, v in (fields or {}).items() for x in (k, v)]
         args = [self.token, FENCE_FIELD, REFUSED_FIELD, maxlen, len(pairs) // 2, *pairs,
                 *entries]
-        done = self._write(keys=[job_key(self.job_id), stream], args=args)
+        done = self._write(keys=[keys.job(self.job_id), stream], args=args)
         if done == 0:
             self.superseded = True
         return done == 1
@@ -90,7 +90,7 @@ class Fence:
         """Append `event` to the job's event stream (and set `fields`)."""
         if not event.HasField("time"):
             event.time.GetCurrentTime()
-        return self.write(fields, _events.EventLog.key(self.job_id), [event.SerializeToString()])
+        return self.write(fields, keys.events(self.job_id), [event.SerializeToString()])
 
     def log(self, text: str, level: str = "info") -> bool:
         """A log line in the job's events (what `trainserve watch` shows)."""
@@ -105,8 +105,8 @@ class Fence:
     def check(self) -> tuple[bool, bool]:
         """(cancel requested, superseded) in one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.exists(cancel_key(self.job_id))
-        pipe.hget(job_key(self.job_id), FENCE_FIELD)
+        pipe.exists(keys.cancel(self.job_id))
+        pipe.hget(keys.job(self.job_id), FENCE_FIELD)
         cancelled, newest = pipe.execute()
         if int(newest or 0) > self.token:
             self.superseded = True
@@ -120,18 +120,18 @@ class Fence:
 def acquire(client: redis.Redis, job_id: str, owner: str, lease_s: int) -> int:
     """Take job `job_id`'s lease for `owner` with a new token; 0 when another holds it."""
     return int(client.register_script(_ACQUIRE)(
-        keys=[lease_key(job_id), job_key(job_id)], args=[owner, int(lease_s), FENCE_FIELD]))
+        keys=[keys.lease(job_id), keys.job(job_id)], args=[owner, int(lease_s), FENCE_FIELD]))
 
 
 def take(client: redis.Redis, job_id: str, owner: str) -> int:
     """A new token for the lease `owner` already holds on `job_id`; 0 when it holds none."""
     return int(client.register_script(_TAKE)(
-        keys=[lease_key(job_id), job_key(job_id)], args=[owner, FENCE_FIELD]))
+        keys=[keys.lease(job_id), keys.job(job_id)], args=[owner, FENCE_FIELD]))
 
 
 def newest(client: redis.Redis, job_id: str) -> int:
     """The job's newest token (0: never leased)."""
-    return int(client.hget(job_key(job_id), FENCE_FIELD) or 0)
+    return int(client.hget(keys.job(job_id), FENCE_FIELD) or 0)
 
 
 def _encode(value) -> str | bytes:
@@ -187,7 +187,7 @@ class FencedLogSink(_logs.LogSink):
             batch, self._buffer = self._buffer, []
         if batch:
             try:
-                self.fence.write(None, _logs.JobLogs.key(self.job_id),
+                self.fence.write(None, keys.logs(self.job_id),
                                  [line.SerializeToString() for line in batch],
                                  maxlen=_logs.MAXLEN)
             except redis.RedisError:

@@ -6,7 +6,7 @@ sorted sets with score 0 ordered by the id, which starts with the creation time 
 milliseconds, so the indexes list newest first and page by id.
 
 What a user can make the store hold is bounded here, atomically: a request id is its owner's
-(`request_key`) and expires (`REQUEST_ID_TTL_S`); a user's queued jobs are counted in
+(`keys.request`) and expires (`REQUEST_ID_TTL_S`); a user's queued jobs are counted in
 `ts:queued-of:<owner>` by the same scripts that queue and start them, so concurrent
 submissions cannot pass the limit; a job's event stream is capped (`events.MAXLEN`) and, once
 the job is finished, its event and worker-log streams expire (`RETENTION_S`). The job hash
@@ -25,20 +25,14 @@ from trainserve.core.state import JobState, sources_of
 from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.store.events import MAXLEN as EVENTS_MAXLEN
 from trainserve.store.events import EventLog, state_event
-from trainserve.store.logs import JobLogs
-from trainserve.store.redis import PREFIX
+from trainserve.store import keys
 
-# Queued jobs waiting to start: a sorted set scored by `scheduling.queue_score` (submission ms
-# minus priority × aging), members the job ids (ties: the older id first).
-PENDING = PREFIX + "pending"
-# The stream the queue used to be (read once by `store.queue.migrate_stream`).
-QUEUE = PREFIX + "queue"
-# Per owner, the ids of their jobs still QUEUED (what the queued-jobs limit counts).
-QUEUED_OF = PREFIX + "queued-of:"
 # A request id stands for its job this long (a client's retries come within seconds).
 REQUEST_ID_TTL_S = 24 * 3600
 # A finished job's event and worker-log streams are kept this long (0: forever).
 RETENTION_S = 7 * 24 * 3600
+# The job hash field holding the newest fencing token of the job's lease (store.fencing).
+FENCE_FIELD = "fence"
 
 # KEYS: request-id key, the owner's queued set. ARGV: priority, aging (ms per priority level),
 # event pb, request-id TTL in seconds (0: none), the owner's queued-jobs limit (0: none), events
@@ -47,7 +41,7 @@ RETENTION_S = 7 * 24 * 3600
 # so concurrent submissions cannot overshoot. The id is `j-` + the server's time in ms + a
 # sequence number, both taken here, so ids (and FIFO order within a priority) follow the order
 # submissions were accepted.
-_SUBMIT = """
+_SUBMIT = keys.lua("""
 local existing = redis.call('GET', KEYS[1])
 if existing then return {existing, 0} end
 local limit = tonumber(ARGV[5])
@@ -57,23 +51,23 @@ if limit > 0 then
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seq = redis.call('INCR', 'ts:job-seq') % 4294967296
+local seq = redis.call('INCR', '$JOB_SEQ') % 4294967296
 local id = 'j-' .. string.format('%011x', ms) .. string.format('%08x', seq)
 if tonumber(ARGV[4]) > 0 then
   redis.call('SET', KEYS[1], id, 'EX', tonumber(ARGV[4]))
 else
   redis.call('SET', KEYS[1], id)
 end
-local job = 'ts:job:' .. id
+local job = '$JOB' .. id
 for i = 7, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
-redis.call('ZADD', 'ts:jobs', 0, id)
-redis.call('ZADD', 'ts:jobs:' .. redis.call('HGET', job, 'state'), 0, id)
-redis.call('ZADD', 'ts:jobs-of:' .. redis.call('HGET', job, 'owner'), 0, id)
+redis.call('ZADD', '$JOBS', 0, id)
+redis.call('ZADD', '$JOBS_IN' .. redis.call('HGET', job, 'state'), 0, id)
+redis.call('ZADD', '$JOBS_OF' .. redis.call('HGET', job, 'owner'), 0, id)
 redis.call('ZADD', KEYS[2], 0, id)
-redis.call('XADD', 'ts:events:' .. id, 'MAXLEN', '~', tonumber(ARGV[6]), '*', 'pb', ARGV[3])
-redis.call('ZADD', 'ts:pending', ms - tonumber(ARGV[1]) * tonumber(ARGV[2]), id)
+redis.call('XADD', '$EVENTS' .. id, 'MAXLEN', '~', tonumber(ARGV[6]), '*', 'pb', ARGV[3])
+redis.call('ZADD', '$PENDING', ms - tonumber(ARGV[1]) * tonumber(ARGV[2]), id)
 return {id, 1}
-"""
+""")
 
 # KEYS: job hash, events stream, lease key (or ''), worker log stream, cancel flag. ARGV: id,
 # target state, allowed sources (comma list), event pb, lease owner, lease seconds, the queued-set
@@ -84,12 +78,12 @@ return {id, 1}
 # set and from its owner's queued set; with a lease key, the lease is taken in the same step (a
 # job never runs without one). Reaching a terminal state starts the retention clock of the
 # job's streams (the job hash itself stays: ListJobs shows it).
-_TRANSITION = """
+_TRANSITION = keys.lua("""
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {-1, ''} end
 -- A fenced transition (ARGV[10] a token, see store.fencing) from a superseded lease holder.
 if ARGV[10] ~= '' then
-  if tonumber(redis.call('HGET', KEYS[1], 'fence') or '0') > tonumber(ARGV[10]) then
+  if tonumber(redis.call('HGET', KEYS[1], '$FENCE_FIELD') or '0') > tonumber(ARGV[10]) then
     return {-3, cur}
   end
 end
@@ -103,9 +97,9 @@ if KEYS[3] ~= '' then
 end
 for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
-redis.call('ZREM', 'ts:jobs:' .. cur, ARGV[1])
-redis.call('ZADD', 'ts:jobs:' .. ARGV[2], 0, ARGV[1])
-if redis.call('ZREM', 'ts:pending', ARGV[1]) == 1 then
+redis.call('ZREM', '$JOBS_IN' .. cur, ARGV[1])
+redis.call('ZADD', '$JOBS_IN' .. ARGV[2], 0, ARGV[1])
+if redis.call('ZREM', '$PENDING', ARGV[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'queue_reason')
 end
 redis.call('ZREM', ARGV[7] .. (redis.call('HGET', KEYS[1], 'owner') or ''), ARGV[1])
@@ -115,44 +109,11 @@ if keep > 0 then
   for _, key in ipairs({KEYS[2], KEYS[4], KEYS[5]}) do redis.call('EXPIRE', key, keep) end
 end
 return {1, cur}
-"""
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
-
-
-def index_key(state: JobState | None = None) -> str:
-    return f"{PREFIX}jobs" if state is None else f"{PREFIX}jobs:{int(state)}"
-
-
-def owner_index_key(owner: str) -> str:
-    """The ids of one user's jobs (score 0, ordered by id: by submission)."""
-    return f"{PREFIX}jobs-of:{owner}"
-
-
-def request_key(owner: str, request_id: str) -> str:
-    """The idempotency key of one user's request id (users never share one: `owner` has no
-    ':')."""
-    return f"{PREFIX}reqid:{owner}:{request_id}"
-
-
-def queued_key(owner: str) -> str:
-    return QUEUED_OF + owner
-
-
-# The job hash field holding the newest fencing token of the job's lease (store.fencing); the
-# transition script above spells it 'fence' too.
-FENCE_FIELD = "fence"
+""", FENCE_FIELD=FENCE_FIELD)
 
 
 class Superseded(FailedPrecondition):
     """A fenced write refused: another dispatcher has taken the job's lease since."""
-
-
-def lease_key(job_id: str) -> str:
-    """Who runs the job now (a dispatcher's consumer name, with a TTL it keeps renewing)."""
-    return f"{PREFIX}lease:{job_id}"
 
 
 class JobStore:
@@ -201,7 +162,7 @@ class JobStore:
                 str(int(self.request_id_ttl_s)), str(int(max_queued)), str(EVENTS_MAXLEN)]
         for k, v in fields.items():
             args += [k, v]
-        got = self._submit(keys=[request_key(owner, request_id), queued_key(owner)], args=args)
+        got = self._submit(keys=[keys.request(owner, request_id), keys.queued_of(owner)], args=args)
         if got[1] == -1:
             who = f"user {owner!r}" if owner else "the anonymous user"
             raise ResourceExhausted(f"{who} has {got[2]} queued jobs, the limit "
@@ -209,13 +170,13 @@ class JobStore:
         return got[0].decode(), bool(got[1]), fields
 
     def get(self, job_id: str) -> job_pb2.Job:
-        raw = self.r.hgetall(job_key(job_id)) if job_id else {}
+        raw = self.r.hgetall(keys.job(job_id)) if job_id else {}
         if not raw:
             raise NotFound(f"job {job_id!r} not found")
         return _to_job(job_id, raw)
 
     def exists(self, job_id: str) -> bool:
-        return bool(self.r.exists(job_key(job_id)))
+        return bool(self.r.exists(keys.job(job_id)))
 
     def list(self, state: JobState | None = None, page_size: int = 50,
              page_token: str = "", owner: str | None = None
@@ -223,8 +184,9 @@ class JobStore:
         """Newest first; `page_token` is the last id of the previous page. With `owner`, only
         that user's jobs (read from the user's own index, filtered by state)."""
         if owner is None:
-            return self._page(index_key(state), page_size, page_token, lambda j: True)
-        return self._page(owner_index_key(owner), page_size, page_token,
+            index = keys.JOBS if state is None else keys.jobs_in(state)
+            return self._page(index, page_size, page_token, lambda j: True)
+        return self._page(keys.jobs_of(owner), page_size, page_token,
                           lambda j: state is None or j.state == int(state))
 
     def _page(self, index: str, page_size: int, page_token: str, keep
@@ -236,7 +198,7 @@ class JobStore:
                                                              num=page_size + 1)]
             pipe = self.r.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hgetall(job_key(job_id))
+                pipe.hgetall(keys.job(job_id))
             for job_id, raw in zip(ids, pipe.execute()):
                 if raw and keep(job := _to_job(job_id, raw)):
                     jobs.append(job)
@@ -264,13 +226,13 @@ class JobStore:
         allowed = ",".join(str(int(s)) for s in sources_of(target))
         keep = self.retention_s if target.is_terminal else 0
         args = [job_id, str(int(target)), allowed, event.SerializeToString(), lease_owner,
-                str(int(lease_s)), QUEUED_OF, str(int(keep)), str(EVENTS_MAXLEN),
+                str(int(lease_s)), keys.QUEUED_OF, str(int(keep)), str(EVENTS_MAXLEN),
                 "" if fence is None else str(int(fence))]
         for k, v in fields.items():
             args += [k, _encode(v)]
-        keys = [job_key(job_id), self.events.key(job_id), lease_key(job_id) if lease_owner else "",
-                JobLogs.key(job_id), cancel_key(job_id)]
-        ok, cur = self._transition(keys=keys, args=args)
+        touched = [keys.job(job_id), keys.events(job_id), keys.lease(job_id) if lease_owner else "",
+                   keys.logs(job_id), keys.cancel(job_id)]
+        ok, cur = self._transition(keys=touched, args=args)
         if ok == -1:
             raise NotFound(f"job {job_id!r} not found")
         if ok == -3:
@@ -285,7 +247,7 @@ class JobStore:
     def update(self, job_id: str, **fields) -> None:
         """Set progress fields (epoch, metrics, attempts, ...) without touching the state."""
         if fields:
-            self.r.hset(job_key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+            self.r.hset(keys.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
 
     def request_cancel(self, job_id: str) -> job_pb2.Job:
         """Cancel a queued job at once; flag a running one so its runner stops it."""
@@ -299,17 +261,13 @@ class JobStore:
                 state = JobState(job.state)
         if state.is_terminal:
             raise FailedPrecondition(f"job {job_id} is already {state.name}")
-        self.r.set(cancel_key(job_id), b"1")
+        self.r.set(keys.cancel(job_id), b"1")
         self.update(job_id, cancel_requested=True)
         self.events.log(job_id, "cancel requested", level="warning")
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.r.exists(cancel_key(job_id)))
-
-
-def cancel_key(job_id: str) -> str:
-    return f"{PREFIX}cancel:{job_id}"
+        return bool(self.r.exists(keys.cancel(job_id)))
 
 
 def _encode(value) -> str | bytes:

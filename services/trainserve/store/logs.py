@@ -14,7 +14,8 @@ from typing import Callable, Iterator
 import redis
 
 from trainserve.core.pb import job_pb2
-from trainserve.store.redis import PREFIX, connect
+from trainserve.store import keys
+from trainserve.store.redis import connect
 
 MAXLEN = 10000        # lines kept per job
 FLUSH_S = 0.25        # a sink sends its buffered lines this often
@@ -25,9 +26,7 @@ class JobLogs:
     def __init__(self, client: redis.Redis):
         self.r = client
 
-    @staticmethod
-    def key(job_id: str) -> str:
-        return f"{PREFIX}logs:{job_id}"
+    key = staticmethod(keys.logs)
 
     def append(self, job_id: str, lines: list[job_pb2.JobLogLine]) -> None:
         """Add `lines` (their `id` is assigned by Redis) in one round trip."""

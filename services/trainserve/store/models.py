@@ -9,7 +9,7 @@ import redis
 
 from trainserve.core.errors import NotFound
 from trainserve.core.pb import model_pb2
-from trainserve.store.redis import PREFIX
+from trainserve.store import keys
 
 _ALLOCATE = """
 local got = redis.call('GET', KEYS[1])
@@ -28,15 +28,15 @@ class ModelStore:
 
     def allocate_version(self, name: str, job_id: str) -> int:
         """The version number this job's model gets (the same one on every call)."""
-        keys = [f"{PREFIX}model-by-job:{job_id}", f"{PREFIX}model-seq:{name}", f"{PREFIX}models"]
-        return int(self._allocate(keys=keys, args=[name]))
+        touched = [keys.model_by_job(job_id), keys.model_seq(name), keys.MODELS]
+        return int(self._allocate(keys=touched, args=[name]))
 
     def put(self, mv: model_pb2.ModelVersion) -> None:
-        self.r.hset(f"{PREFIX}model:{mv.name}", str(mv.version), mv.SerializeToString())
+        self.r.hset(keys.model(mv.name), str(mv.version), mv.SerializeToString())
 
     def get(self, name: str, version: int = 0) -> model_pb2.ModelVersion:
         """A version of `name`; 0 is the latest."""
-        key = f"{PREFIX}model:{name}"
+        key = keys.model(name)
         if version <= 0:
             versions = [int(v) for v in self.r.hkeys(key)]
             if not versions:
@@ -50,9 +50,9 @@ class ModelStore:
         return model_pb2.ModelVersion.FromString(raw)
 
     def names(self) -> list[str]:
-        return [n.decode() for n in self.r.zrange(f"{PREFIX}models", 0, -1)]
+        return [n.decode() for n in self.r.zrange(keys.MODELS, 0, -1)]
 
     def versions(self, name: str) -> list[model_pb2.ModelVersion]:
-        raw = self.r.hgetall(f"{PREFIX}model:{name}")
+        raw = self.r.hgetall(keys.model(name))
         return [model_pb2.ModelVersion.FromString(v)
                 for _, v in sorted(raw.items(), key=lambda kv: int(kv[0]))]

@@ -12,22 +12,18 @@ import redis
 
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.deployments import DeploymentStore
+from trainserve.store import keys
+from trainserve.store.keys import DATASET, DEPLOYMENT, MODEL
 from trainserve.store.models import ModelStore
-from trainserve.store.redis import PREFIX
 
-MODEL, DEPLOYMENT, DATASET = "model", "deployment", "dataset"
-KINDS = (MODEL, DEPLOYMENT, DATASET)
+__all__ = ["MODEL", "DEPLOYMENT", "DATASET", "NameClaims"]
 
 
 class NameClaims:
     def __init__(self, client: redis.Redis):
         self.r = client
 
-    @staticmethod
-    def key(kind: str, name: str) -> str:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind of name {kind!r}")
-        return f"{PREFIX}name:{kind}:{name}"
+    key = staticmethod(keys.claim)
 
     def claim(self, wanted: list[tuple[str, str]], user: str) -> list[str]:
         """Claim each (kind, name) of `wanted` for `user` unless someone holds it already;

@@ -19,14 +19,11 @@ import redis
 from trainserve.core.errors import FailedPrecondition
 from trainserve.core.scheduling import Candidate, Need, Quota, Running
 from trainserve.core.state import JobState
-from trainserve.store import fencing
-from trainserve.store.jobs import PENDING, QUEUE, JobStore, index_key, job_key, lease_key
-from trainserve.store.redis import PREFIX
+from trainserve.store import fencing, keys
+from trainserve.store.jobs import JobStore
 
 GROUP = "dispatchers"  # the consumer group of the stream the queue used to be
 LEASE_SECONDS = 15
-SCHEDULER_LOCK = PREFIX + "scheduler"
-QUOTA_DEFAULT = "default"
 
 # Set the waiting reason only while the job is still queued (it may have started meanwhile).
 _SET_REASON = """
@@ -39,13 +36,8 @@ return 0
 _IF_OWNER = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({op}) "
              "else return 0 end")
 
-__all__ = ["GROUP", "QUEUE", "PENDING", "LEASE_SECONDS", "CLUSTER_KEY", "JobQueue", "Lease",
-           "lease_key", "quota_key", "quota_of", "cluster_and_quota", "cluster_resources",
-           "waiting_count", "oldest_waiting_age"]
-
-# The resources the dispatcher last saw in the Ray cluster ({"CPU": ..., "GPU": ...} and
-# `updated_at`), published for admission at submission.
-CLUSTER_KEY = PREFIX + "cluster"
+__all__ = ["GROUP", "LEASE_SECONDS", "JobQueue", "Lease", "quota_of", "cluster_and_quota",
+           "cluster_resources", "waiting_count", "oldest_waiting_age"]
 
 
 @dataclass
@@ -60,32 +52,28 @@ class Lease:
     lost: threading.Event = field(default_factory=threading.Event)
 
 
-def quota_key(user: str) -> str:
-    return f"{PREFIX}quota:{user}"
-
-
 def quota_of(client: redis.Redis, user: str) -> Quota:
     """The user's quota: `ts:quota:default` (the dispatcher publishes its flags there) with
     the non-zero fields of `ts:quota:<user>` (set by an operator) on top."""
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(quota_key(QUOTA_DEFAULT))
-    pipe.hgetall(quota_key(user or "-"))
+    pipe.hgetall(keys.QUOTA_DEFAULT)
+    pipe.hgetall(keys.quota(user or "-"))
     return _quota(*pipe.execute())
 
 
 def cluster_and_quota(client: redis.Redis, user: str) -> tuple[dict, Quota]:
     """(`cluster_resources`, `quota_of(user)`) in one round trip: what admitting a job reads."""
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(CLUSTER_KEY)
-    pipe.hgetall(quota_key(QUOTA_DEFAULT))
-    pipe.hgetall(quota_key(user or "-"))
+    pipe.hgetall(keys.CLUSTER)
+    pipe.hgetall(keys.QUOTA_DEFAULT)
+    pipe.hgetall(keys.quota(user or "-"))
     cluster, default, own = pipe.execute()
     return _resources(cluster), _quota(default, own)
 
 
 def cluster_resources(client: redis.Redis) -> dict:
     """Resources the dispatcher last published ({"CPU": 2.0, ...}); empty if none yet."""
-    return _resources(client.hgetall(CLUSTER_KEY))
+    return _resources(client.hgetall(keys.CLUSTER))
 
 
 def _resources(raw: dict) -> dict:
@@ -98,13 +86,13 @@ def _quota(default: dict, own: dict) -> Quota:
 
 def waiting_count(client: redis.Redis) -> int:
     """Jobs queued and not started."""
-    return int(client.zcard(PENDING))
+    return int(client.zcard(keys.PENDING))
 
 
 def oldest_waiting_age(client: redis.Redis, now: float | None = None) -> float:
     """Seconds the longest-waiting queued job has waited (0 when none waits)."""
     pipe = client.pipeline(transaction=False)
-    pipe.zrange(index_key(JobState.QUEUED), 0, 0)  # ids sort by creation time
+    pipe.zrange(keys.jobs_in(JobState.QUEUED), 0, 0)  # ids sort by creation time
     (first,) = pipe.execute()
     if not first:
         return 0.0
@@ -125,7 +113,7 @@ class JobQueue:
     # -- what waits, in order --------------------------------------------------------------
     def waiting(self, limit: int = 1000, offset: int = 0) -> list[str]:
         """Queued job ids in the order they are to start (before quotas and resources)."""
-        return [i.decode() for i in self.r.zrange(PENDING, offset, offset + limit - 1)]
+        return [i.decode() for i in self.r.zrange(keys.PENDING, offset, offset + limit - 1)]
 
     def depth(self) -> int:
         return waiting_count(self.r)
@@ -135,13 +123,13 @@ class JobQueue:
         return [Candidate(i, user, need) for i, user, need in zip(ids, *self._needs(ids))]
 
     def running(self) -> list[Running]:
-        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        ids = [i.decode() for i in self.r.zrange(keys.jobs_in(JobState.RUNNING), 0, -1)]
         return [Running(i, user, need) for i, user, need in zip(ids, *self._needs(ids))]
 
     def _needs(self, ids: list[str]) -> tuple[list[str], list[Need]]:
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "owner", "cpus", "gpus")
+            pipe.hmget(keys.job(job_id), "owner", "cpus", "gpus")
         users, needs = [], []
         for owner, cpus, gpus in pipe.execute():
             users.append((owner or b"").decode())
@@ -153,7 +141,7 @@ class JobQueue:
         pipe = self.r.pipeline(transaction=False)
         queued = str(int(JobState.QUEUED))
         for job_id, reason in reasons.items():
-            self._set_reason(keys=[job_key(job_id)], args=[queued, reason], client=pipe)
+            self._set_reason(keys=[keys.job(job_id)], args=[queued, reason], client=pipe)
         pipe.execute()
 
     # -- starting and resuming ---------------------------------------------------------------
@@ -162,7 +150,7 @@ class JobQueue:
         token (`store.fencing`). Returns the token, or 0 if the job is no longer queued
         (cancelled, or another dispatcher started it) or the lease was lost before the token
         was taken (the job is then an orphan that recovery resumes)."""
-        attempts = int(self.r.hget(job_key(job_id), "attempts") or 0)
+        attempts = int(self.r.hget(keys.job(job_id), "attempts") or 0)
         try:
             self.store.transition(job_id, JobState.RUNNING, "running",
                                   lease_owner=self.consumer, lease_s=LEASE_SECONDS,
@@ -173,26 +161,26 @@ class JobQueue:
 
     def orphans(self) -> list[str]:
         """RUNNING jobs that no dispatcher holds a lease on (theirs died)."""
-        ids = [i.decode() for i in self.r.zrange(index_key(JobState.RUNNING), 0, -1)]
+        ids = [i.decode() for i in self.r.zrange(keys.jobs_in(JobState.RUNNING), 0, -1)]
         if not ids:
             return []
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.exists(lease_key(job_id))
+            pipe.exists(keys.lease(job_id))
         return [i for i, held in zip(ids, pipe.execute()) if not held]
 
     def migrate_stream(self) -> int:
         """Queue the QUEUED jobs of the stream the queue used to be (an upgrade from a
         version before priorities); idempotent. Returns how many it added."""
-        if not self.r.exists(QUEUE):
+        if not self.r.exists(keys.QUEUE):
             return 0
         added = 0
-        for _, fields in self.r.xrange(QUEUE):
+        for _, fields in self.r.xrange(keys.QUEUE):
             job_id = fields.get(b"job_id", b"").decode()
-            state = self.r.hget(job_key(job_id), "state")
+            state = self.r.hget(keys.job(job_id), "state")
             if state is not None and int(state) == JobState.QUEUED:
                 ms = int(job_id[2:13], 16)
-                added += self.r.zadd(PENDING, {job_id: float(ms)}, nx=True)
+                added += self.r.zadd(keys.PENDING, {job_id: float(ms)}, nx=True)
         return added
 
     # -- leases and the scheduler lock -------------------------------------------------------
@@ -203,19 +191,19 @@ class JobQueue:
 
     def renew_lease(self, job_id: str, owner: str | None = None) -> bool:
         # Renew only our own lease; a stale owner must not extend someone else's.
-        return bool(self._renew(keys=[lease_key(job_id)],
+        return bool(self._renew(keys=[keys.lease(job_id)],
                                 args=[owner or self.consumer, LEASE_SECONDS]))
 
     def release_lease(self, job_id: str, owner: str | None = None) -> None:
-        self._release(keys=[lease_key(job_id)], args=[owner or self.consumer])
+        self._release(keys=[keys.lease(job_id)], args=[owner or self.consumer])
 
     def lock_scheduler(self, ttl_s: int = 10) -> bool:
         """One dispatcher schedules at a time, so two never both fill the same free CPUs."""
-        return bool(self.r.set(SCHEDULER_LOCK, self.consumer, nx=True, ex=ttl_s))
+        return bool(self.r.set(keys.SCHEDULER, self.consumer, nx=True, ex=ttl_s))
 
     def unlock_scheduler(self) -> None:
-        self._release(keys=[SCHEDULER_LOCK], args=[self.consumer])
+        self._release(keys=[keys.SCHEDULER], args=[self.consumer])
 
     def publish_default_quota(self, quota: Quota) -> None:
-        self.r.hset(quota_key(QUOTA_DEFAULT), mapping={
+        self.r.hset(keys.QUOTA_DEFAULT, mapping={
             "jobs": str(quota.jobs), "cpus": repr(quota.cpus), "gpus": repr(quota.gpus)})

@@ -5,24 +5,24 @@ from __future__ import annotations
 import redis
 
 from trainserve.core.errors import NotFound
-from trainserve.store.redis import PREFIX
+from trainserve.store import keys
 
 
 class NamedRecords:
     """get / put / delete / list of one message type, keyed by its `name` field."""
 
-    kind = ""            # "deployment", "dataset"
+    kind = ""            # keys.DEPLOYMENT, keys.DATASET
     message_type = None  # the generated message class
 
     def __init__(self, client: redis.Redis):
         self.r = client
 
     def key(self, name: str) -> str:
-        return f"{PREFIX}{self.kind}:{name}"
+        return keys.record(self.kind, name)
 
     @property
     def index(self) -> str:
-        return f"{PREFIX}{self.kind}s"
+        return keys.records(self.kind)
 
     def find(self, name: str):
         """The record named `name`, or None."""

@@ -7,7 +7,6 @@ import redis
 
 from trainserve.core.errors import Unavailable
 
-PREFIX = "ts:"
 # The Redis password of the API and the dispatcher (`--redis-url` carries none): from the
 # environment, so that it is in no command line (`ps`) and no log. Kubernetes sets it from
 # a Secret; `trainserve up` from `<state>/run/redis-password`.

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from trainserve.core import errors
 from trainserve.core.tenancy import Principal
+from trainserve.store.keys import TOKENS, TOKENS_REVOKED
 
-KEY = "ts:tokens"
-REVOKED_KEY = "ts:tokens:revoked"
 ROLES = ("user", "admin")
 ID_LEN = 12
 _USER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # fullmatch: no trailing newline
@@ -66,11 +65,11 @@ class TokenStore:
             raise errors.PermissionDenied(f"token {token_digest[:ID_LEN]} was revoked; make a "
                                           "new one")
         doc = {"user": user, "role": role, "label": label, "created_at": time.time()}
-        self.r.hset(KEY, token_digest, json.dumps(doc))
+        self.r.hset(TOKENS, token_digest, json.dumps(doc))
         return _record(token_digest, doc)
 
     def is_revoked(self, token_digest: str) -> bool:
-        return bool(self.r.sismember(REVOKED_KEY, token_digest))
+        return bool(self.r.sismember(TOKENS_REVOKED, token_digest))
 
     def lookup(self, token: str) -> Principal | None:
         """Who `token` stands for; None for an unknown token."""
@@ -78,14 +77,14 @@ class TokenStore:
 
     def lookup_digest(self, token_digest: str) -> Principal | None:
         """Who the token of `token_digest` (`digest(token)`) stands for; None if unknown."""
-        raw = self.r.hget(KEY, token_digest)
+        raw = self.r.hget(TOKENS, token_digest)
         if raw is None:
             return None
         doc = json.loads(raw)
         return Principal(doc["user"], doc["role"])
 
     def list(self) -> list[TokenRecord]:
-        items = self.r.hgetall(KEY)
+        items = self.r.hgetall(TOKENS)
         records = [_record(_text(k), json.loads(v)) for k, v in items.items()]
         return sorted(records, key=lambda t: t.created_at)
 
@@ -94,16 +93,16 @@ class TokenStore:
         if not re.fullmatch(r"[0-9a-f]{8,64}", token_id or ""):
             raise errors.InvalidArgument("a token id: 8 to 64 lowercase hex digits",
                                          field="id")
-        keys = [k for k in map(_text, self.r.hkeys(KEY)) if k.startswith(token_id)]
+        keys = [k for k in map(_text, self.r.hkeys(TOKENS)) if k.startswith(token_id)]
         if not keys:
             raise errors.NotFound(f"no token {token_id}")
         if len(keys) > 1:
             raise errors.InvalidArgument(f"{token_id} matches {len(keys)} tokens; give more "
                                          "digits", field="id")
-        raw = self.r.hget(KEY, keys[0])
+        raw = self.r.hget(TOKENS, keys[0])
         pipe = self.r.pipeline()  # MULTI: the token is never gone without being recorded
-        pipe.sadd(REVOKED_KEY, keys[0])
-        pipe.hdel(KEY, keys[0])
+        pipe.sadd(TOKENS_REVOKED, keys[0])
+        pipe.hdel(TOKENS, keys[0])
         pipe.execute()
         return _record(keys[0], json.loads(raw))
 

@@ -9,18 +9,10 @@ from __future__ import annotations
 import redis
 
 from trainserve.core.pb import job_pb2
-from trainserve.store.events import MAXLEN, EventLog
-from trainserve.store.redis import PREFIX
+from trainserve.store import keys
+from trainserve.store.events import MAXLEN
 
 STARTED, REPORTED, ENDED = "started", "reported", "ended"
-
-
-def trials_key(job_id: str) -> str:
-    return f"{PREFIX}trials:{job_id}"
-
-
-def best_key(job_id: str) -> str:
-    return f"{PREFIX}best_trial:{job_id}"
 
 
 class TrialStore:
@@ -36,23 +28,23 @@ class TrialStore:
                                                                           trial=summary))
         event.time.GetCurrentTime()
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(trials_key(job_id), trial.id, trial.SerializeToString())
-        pipe.xadd(EventLog.key(job_id), {"pb": event.SerializeToString()}, maxlen=MAXLEN,
+        pipe.hset(keys.trials(job_id), trial.id, trial.SerializeToString())
+        pipe.xadd(keys.events(job_id), {"pb": event.SerializeToString()}, maxlen=MAXLEN,
                   approximate=True)
         pipe.execute()
 
     def get(self, job_id: str, trial_id: str) -> job_pb2.Trial | None:
-        raw = self.r.hget(trials_key(job_id), trial_id)
+        raw = self.r.hget(keys.trials(job_id), trial_id)
         return job_pb2.Trial.FromString(raw) if raw else None
 
     def list(self, job_id: str) -> list[job_pb2.Trial]:
         """Every trial of the search, by id (Tune's ids sort in creation order)."""
-        raw = self.r.hgetall(trials_key(job_id))
+        raw = self.r.hgetall(keys.trials(job_id))
         return [job_pb2.Trial.FromString(raw[k]) for k in sorted(raw)]
 
     def set_best(self, job_id: str, trial_id: str) -> None:
-        self.r.set(best_key(job_id), trial_id)
+        self.r.set(keys.best_trial(job_id), trial_id)
 
     def best(self, job_id: str) -> str:
-        raw = self.r.get(best_key(job_id))
+        raw = self.r.get(keys.best_trial(job_id))
         return raw.decode() if raw else ""
