@@ -10,6 +10,7 @@ import pytest
 
 from trainserve.core.locations import api_address
 from trainserve.local import Config, default_state_dir, recorded_config, stack_file
+from trainserve.local.components.redis import write_redis_conf
 
 
 def test_defaults_are_the_documented_ports(tmp_path):
@@ -77,10 +78,9 @@ def test_api_address_resolution(tmp_path):
 
 
 def test_redis_password_joins_the_url_once_made(tmp_path):
-    from trainserve.local import LocalStack
     c = Config(state_dir=tmp_path)
     assert c.redis_password == "" and c.redis_url == c.redis_address_url
-    conf = LocalStack(c).write_redis_conf()           # the first start makes the password
+    conf = write_redis_conf(c)                        # the first start makes the password
     password = c.redis_password
     assert len(password) == 64
     assert oct(c.redis_password_path.stat().st_mode & 0o777) == "0o600"
@@ -90,7 +90,7 @@ def test_redis_password_joins_the_url_once_made(tmp_path):
     text = conf.read_text()
     assert f'requirepass "{password}"' in text
     assert "maxmemory 2gb" in text and "maxmemory-policy noeviction" in text
-    LocalStack(c).write_redis_conf()
+    write_redis_conf(c)
     assert c.redis_password == password               # kept across starts
     assert password not in json.dumps(c.to_dict())    # not in the recorded stack.json
 
@@ -99,7 +99,7 @@ def test_redis_password_reaches_services_by_environment_only(tmp_path):
     from trainserve.local import LocalStack
     from trainserve.store.redis import REDIS_PASSWORD_ENV
     stack = LocalStack(Config(state_dir=tmp_path, ray_token_auth=False))
-    stack.write_redis_conf()
+    write_redis_conf(stack.config)
     password = stack.config.redis_password
     for name in ("api", "dispatcher"):
         cmd, env, _ = stack.launch(name)

@@ -12,6 +12,7 @@ import pytest
 
 from trainserve.local import (COMPONENTS, Config, Launch, LocalStack, LocalStackError, PortInUse,
                               free_port, port_in_use, redis_conf)
+from trainserve.local.components.redis import write_redis_conf
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_redis_conf_quotes_odd_paths(tmp_path):
 
 
 def test_write_redis_conf(config):
-    path = LocalStack(config).write_redis_conf()
+    path = write_redis_conf(config)
     assert path == config.state_dir / "redis" / "redis.conf"
     assert path.read_text() == redis_conf(config)
 

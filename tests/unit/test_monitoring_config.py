@@ -76,7 +76,7 @@ def test_prometheus_is_a_component_only_when_asked_for(config):
     assert status["prometheus"].state == "stopped"
     assert status["prometheus"].address == f"http://127.0.0.1:{config.prometheus_port}"
     assert [u.port for u in with_prom.ports("prometheus")] == [config.prometheus_port]
-    path = with_prom.write_prometheus_config()
+    path = prometheus.write_prometheus_config(with_prom.config)
     assert path == config.state_dir / "prometheus" / "prometheus.yml"
     assert path.read_text() == prometheus_config(config)
 

@@ -15,9 +15,7 @@ from typing import Callable, Iterable
 from trainserve.local import system
 from trainserve.local.component import Component, Launch, LocalStackError, PortInUse, PortUse
 from trainserve.local.components import ALL_COMPONENTS, DECLARED, declared
-from trainserve.local.components.prometheus import write_prometheus_config
 from trainserve.local.components.ray import driver_env
-from trainserve.local.components.redis import write_redis_conf
 from trainserve.local.runfiles import RunFiles
 from trainserve.core.locations import default_state_dir
 from trainserve.local.settings import Config, recorded_config
@@ -306,12 +304,6 @@ class LocalStack:
         from trainserve.client import api_channel
         token = self.config.admin_token_path.read_text().strip() if self.config.api_auth else ""
         return api_channel(self.config.api_address, token)
-
-    def write_redis_conf(self) -> Path:
-        return write_redis_conf(self.config)
-
-    def write_prometheus_config(self) -> Path:
-        return write_prometheus_config(self.config)
 
     # -- ports ----------------------------------------------------------------------------------
     def ports(self, name: str) -> list[PortUse]:
