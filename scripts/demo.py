@@ -22,7 +22,7 @@ def sh(*args: str) -> None:
 
 def test_split(spec):
     """The job's test set as raw inputs (the endpoint applies the stored normalization)."""
-    from trainserve.training.data import split_indices
+    from trainserve.training.splits import split_indices
     from trainserve.training.datasets import load_dataset
 
     x, y = load_dataset(spec.dataset)

@@ -151,7 +151,7 @@ class JobRunner:
         return started + limit, limit
 
     def _train(self, job: job_pb2.Job, deadline: float | None = None, limit: float = 0.0):
-        from trainserve.runtime.launch import JobContext
+        from trainserve.runtime.context import JobContext
         run_job = self._run_job
         if run_job is None:
             from trainserve.runtime.launch import run_job

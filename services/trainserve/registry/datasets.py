@@ -2,7 +2,7 @@
 
 The bytes go to `<storage>/datasets/<sha256>.<format>` (written once: identical content
 uploaded twice is stored once), fsynced and renamed into place before the record in Redis maps
-the name to the hash. The content is checked and described once, here (`train.describe`):
+the name to the hash. The content is checked and described once, here (`training.describe`):
 the record carries its schema, so a submission never reads the file. Nothing a user uploads
 is ever unpickled, and no NPZ array is inflated to check it (its .npy headers are read).
 Each user's datasets hold at most `max_user_bytes` in all.
