@@ -85,8 +85,14 @@ class FakeApi(job_pb2_grpc.JobServiceServicer, model_pb2_grpc.ModelServiceServic
         return self.jobs[request.job_id]
 
     def ListJobs(self, request, context):
+        from trainserve.jobs.labels import matches, parse_selector
         self._unary("ListJobs", request, context)
-        jobs = [j for j in self.jobs.values() if not request.state or j.state == request.state]
+        try:
+            pairs = parse_selector(request.labels)
+        except errors.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        jobs = [j for j in self.jobs.values() if (not request.state or j.state == request.state)
+                and matches(j, pairs)]
         start = int(request.page_token or 0)
         size = request.page_size or 50
         page = jobs[start:start + size]
@@ -125,6 +131,30 @@ class FakeApi(job_pb2_grpc.JobServiceServicer, model_pb2_grpc.ModelServiceServic
         if request.name not in files:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {request.name!r}")
         yield job_pb2.ArtifactChunk(data=files[request.name])
+
+    def GetJobCurves(self, request, context):
+        """The job's curves as the server reads them (`jobs.curves`), from its events."""
+        from trainserve.jobs.curves import job_curves
+        self._unary("GetJobCurves", request, context)
+        if request.job_id not in self.jobs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id!r} not found")
+        job = self.jobs[request.job_id]
+        return job_curves(job, self.events[job.id], job.trials, job.best_trial)
+
+    def CompareJobs(self, request, context):
+        """The server's comparison (`jobs.compare`) of the jobs' epoch events."""
+        from trainserve.jobs.compare import check_ids, comparison
+        from trainserve.jobs.curves import epoch_points
+        self._unary("CompareJobs", request, context)
+        try:
+            ids = check_ids(request.job_ids)
+        except errors.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        missing = [i for i in ids if i not in self.jobs]
+        if missing:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {missing[0]!r} not found")
+        jobs = [self.jobs[i] for i in ids]
+        return comparison(jobs, [epoch_points(self.events[j.id]) for j in jobs])
 
     def _artifacts(self, job_id, context) -> list[tuple[job_pb2.ArtifactInfo, bytes]]:
         """The job's files as the server renders them (`jobs.artifacts`), from its events."""

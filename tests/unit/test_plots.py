@@ -13,6 +13,7 @@ import pytest
 from tests.unit.test_cli_commands import assert_error, cli  # noqa: F401 - fixtures
 from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixture
 from trainserve.jobs import plots
+from trainserve.jobs.curves import epoch_points
 from trainserve.core.pb import job_pb2, spec_pb2
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -106,16 +107,8 @@ def test_search_without_any_epoch_says_so(tmp_path):
         plots.search_plots(job, tmp_path)
 
 
-def test_epoch_points_keep_epoch_events_in_order_latest_report_wins():
-    events = epoch_events(3) + [job_pb2.JobEvent(epoch=job_pb2.EpochMetrics(
-        epoch=2, metrics={"train_loss": 9.0}))]
-    points = plots.epoch_points(events)
-    assert [p.epoch for p in points] == [1, 2, 3]
-    assert points[1].metrics["train_loss"] == 9.0
-
-
 def test_metric_series_pairs_train_and_validation():
-    series = plots.metric_series(plots.epoch_points(epoch_events(4)))
+    series = plots.metric_series(epoch_points(epoch_events(4)))
     assert list(series) == ["accuracy", "loss", "lr"]
     assert sorted(series["loss"]) == ["train", "val"] and list(series["lr"]) == [""]
     epochs, values = series["loss"]["val"]
@@ -124,7 +117,7 @@ def test_metric_series_pairs_train_and_validation():
 
 def test_training_plots_write_curves(tmp_path):
     job = job_pb2.Job(id="j-2", spec=spec_pb2.JobSpec(name="xor-mlp"))
-    paths = plots.training_plots(job, plots.epoch_points(epoch_events()), tmp_path)
+    paths = plots.training_plots(job, epoch_points(epoch_events()), tmp_path)
     assert [p.name for p in paths] == [plots.TRAINING_CURVES]
     assert_png(paths[0])
 
@@ -132,7 +125,7 @@ def test_training_plots_write_curves(tmp_path):
 def test_training_plots_without_epochs_say_so(tmp_path):
     job = job_pb2.Job(id="j-2")
     with pytest.raises(plots.NoEpochs, match="j-2 has no epochs yet"):
-        plots.training_plots(job, plots.epoch_points(epoch_events(0)), tmp_path)
+        plots.training_plots(job, epoch_points(epoch_events(0)), tmp_path)
 
 
 # -- evaluation plots (training.evaluation's arrays) ---------------------------------------------

@@ -144,7 +144,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def ListJobs(self, request, context):
         jobs, token = await self.run(self.core.list, request.state, request.page_size,
-                                     request.page_token, principal())
+                                     request.page_token, principal(), list(request.labels))
         return job_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     async def CancelJob(self, request, context):
@@ -179,6 +179,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                                    request.follow, principal())
             while (line := await self.follow(next, lines, None)) is not None:
                 yield line
+
+    async def GetJobCurves(self, request, context):
+        return await self.run(self.core.curves, request.job_id, principal())
+
+    async def CompareJobs(self, request, context):
+        return await self.run(self.core.compare, list(request.job_ids), principal())
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):

@@ -66,17 +66,24 @@ def jobs(
                         "cancelled.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many, "
                                                                      "newest first.")] = 50,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", "-l", metavar="KEY=VALUE",
+        help="Only jobs whose spec.labels hold this label; repeat: all of them.")] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """List jobs, newest first."""
     with client(ctx) as ts:
         found = []
-        for job in ts.iter_jobs(state, page_size=min(limit, 1000)):
+        for job in ts.iter_jobs(state, page_size=min(limit, 1000), labels=label or None):
             found.append(job)
             if len(found) >= limit:
                 break
-    render.show_list("jobs", found, output, render.jobs_table,
-                     "no jobs" + (f" in state {state}" if state else ""))
+    render.show_list("jobs", found, output, render.jobs_table, _no_jobs(state, label))
+
+
+def _no_jobs(state: str | None, labels: list[str] | None) -> str:
+    return ("no jobs" + (f" in state {state}" if state else "")
+            + (f" labelled {', '.join(labels)}" if labels else ""))
 
 
 @app.command()

@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 import numpy as np
@@ -28,6 +28,30 @@ from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb
                                 model_pb2, model_pb2_grpc)
 
 T = TypeVar("T")
+
+
+LabelsLike = Mapping[str, str] | Iterable[str] | str | None
+
+
+def label_selectors(labels: LabelsLike) -> list[str]:
+    """ListJobsRequest.labels of `labels`: a mapping's items as "key=value", one "key=value"
+    string, or such strings as they are (the API checks them)."""
+    if labels is None:
+        return []
+    if isinstance(labels, str):
+        return [labels]
+    if isinstance(labels, Mapping):
+        return [f"{key}={value}" for key, value in labels.items()]
+    return list(labels)
+
+
+def curves_data(curves: job_pb2.JobCurves) -> dict[str, Any]:
+    """The plain Python form of a JobCurves (what `Client.curves` returns)."""
+    def pairs(by_name) -> dict[str, list[tuple[int, float]]]:
+        return {name: list(zip(c.epochs, c.values)) for name, c in sorted(by_name.items())}
+    return {"job_id": curves.job_id, "metrics": pairs(curves.metrics),
+            "trials": {tid: pairs(t.metrics) for tid, t in sorted(curves.trials.items())},
+            "best_trial": curves.best_trial, "stride": curves.stride or 1}
 
 
 class Client:
@@ -96,18 +120,20 @@ class Client:
         return self._call(self._jobs.GetJob, job_pb2.GetJobRequest(job_id=job_id))
 
     def list_jobs(self, state: str | int | None = None, page_size: int = 50,
-                  page_token: str = "") -> job_pb2.ListJobsResponse:
-        """One page of jobs, newest first; `state` is e.g. "running" or JOB_STATE_RUNNING."""
+                  page_token: str = "", labels: LabelsLike = None) -> job_pb2.ListJobsResponse:
+        """One page of jobs, newest first; `state` is e.g. "running" or JOB_STATE_RUNNING;
+        `labels` ({"course": "week3"}, or "key=value" strings) keeps only the jobs whose
+        spec.labels hold every one of them."""
         request = job_pb2.ListJobsRequest(state=job_state(state), page_size=page_size,
-                                          page_token=page_token)
+                                          page_token=page_token, labels=label_selectors(labels))
         return self._call(self._jobs.ListJobs, request)
 
-    def iter_jobs(self, state: str | int | None = None, page_size: int = 100
-                  ) -> Iterator[job_pb2.Job]:
-        """Every job (newest first), fetching pages as needed."""
+    def iter_jobs(self, state: str | int | None = None, page_size: int = 100,
+                  labels: LabelsLike = None) -> Iterator[job_pb2.Job]:
+        """Every job (newest first; `labels` as in `list_jobs`), fetching pages as needed."""
         token = ""
         while True:
-            page = self.list_jobs(state, page_size, token)
+            page = self.list_jobs(state, page_size, token, labels)
             yield from page.jobs
             token = page.next_page_token
             if not token:
@@ -115,6 +141,26 @@ class Client:
 
     def cancel(self, job_id: str) -> job_pb2.Job:
         return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(job_id=job_id))
+
+    def curves(self, job_id: str) -> dict[str, Any]:
+        """Every metric the job reported, epoch by epoch, as plain Python data:
+        {"job_id", "metrics": {name: [(epoch, value), ...]}, "trials": {trial id: {name:
+        [(epoch, value), ...]}} (a search's; its own "metrics" are then empty), "best_trial",
+        "stride"} — stride 1 when every epoch is there, k when a very long job's curves keep
+        every k-th point (and the last)."""
+        return curves_data(self.curves_message(job_id))
+
+    def curves_message(self, job_id: str) -> job_pb2.JobCurves:
+        """`curves` as the API answers it (`JobCurves`)."""
+        return self._call(self._jobs.GetJobCurves, job_pb2.GetJobCurvesRequest(job_id=job_id))
+
+    def compare(self, job_ids: Sequence[str]) -> job_pb2.CompareJobsResponse:
+        """2 to 20 jobs side by side: per job its final metrics and each per-epoch metric's
+        best value and epoch (`jobs`, in the order given), and the spec fields whose values
+        differ (`differences`: a path such as "optimizer.lr" and one JSON value per job, ""
+        where its spec has no such field)."""
+        return self._call(self._jobs.CompareJobs,
+                          job_pb2.CompareJobsRequest(job_ids=list(job_ids)))
 
     def watch(self, job_id: str, after_event_id: str = "",
               reconnect_for: float | None = None) -> Iterator[job_pb2.JobEvent]:

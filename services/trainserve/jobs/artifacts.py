@@ -1,9 +1,9 @@
 """A job's downloadable files (JobService.ListArtifacts / GetArtifact), transport-neutral.
 
 What a job offers:
-- its plots (`trainserve.jobs.plots`): the training curves (from its epoch events), what its
-  training run saved for plots (`<job>/evaluation.npz`: confusion matrix, ROC curve,
-  predictions, reconstructions, samples), or a search's trial plots;
+- its plots (`trainserve.jobs.plots`): the training curves (from its epoch events,
+  `jobs.curves`), what its training run saved for plots (`<job>/evaluation.npz`: confusion
+  matrix, ROC curve, predictions, reconstructions, samples), or a search's trial plots;
 - `metrics.json` (state, epoch, final metrics; a search: each trial's metrics) and
   `curves.csv` (one row per epoch, one column per metric).
 
@@ -27,6 +27,7 @@ from trainserve.core import errors
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
 from trainserve.core.tenancy import Principal
+from trainserve.jobs.curves import epoch_points
 from trainserve.training.evaluation import EVALUATION_FILE
 from trainserve.training.paths import JobPaths
 
@@ -115,7 +116,7 @@ def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
         best = job.best_trial
         evaluation = root / "trials" / best / EVALUATION_FILE if _is_plain(best) else None
     else:
-        epochs = plots.epoch_points(events)
+        epochs = epoch_points(events)
         if epochs:
             plots.training_plots(job, epochs, out)
             (out / "curves.csv").write_text(curves_csv(epochs))

@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -269,16 +269,6 @@ def _draw_panel(ax, panel: ParamPanel, metric: str) -> None:
 
 
 # -- ordinary training jobs -----------------------------------------------------------------
-
-def epoch_points(events: Iterable[job_pb2.JobEvent]) -> list[job_pb2.EpochMetrics]:
-    """The epoch events of a job's history, in epoch order; a repeated epoch (a job resumed
-    after a recovery reports it again) keeps its latest report."""
-    by_epoch: dict[int, job_pb2.EpochMetrics] = {}
-    for event in events:
-        if event.WhichOneof("event") == "epoch":
-            by_epoch[event.epoch.epoch] = event.epoch
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
 
 def split_metric(name: str) -> tuple[str, str]:
     """"val_accuracy" -> ("accuracy", "val"); a name without a split prefix -> (name, "")."""

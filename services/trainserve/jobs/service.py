@@ -1,12 +1,13 @@
 """The job API's core, transport-neutral: what SubmitJob, GetJob, ListJobs, CancelJob,
-WatchJob and StreamLogs do, in plain Python over the Redis store (a job's files:
-`jobs.artifacts`). The gRPC servicer only converts."""
+WatchJob, StreamLogs, GetJobCurves and CompareJobs do, in plain Python over the Redis store
+(a job's files: `jobs.artifacts`; curves and comparisons: `jobs.curves`, `jobs.compare`).
+The gRPC servicer only converts."""
 from __future__ import annotations
 
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import redis
 
@@ -17,6 +18,9 @@ from trainserve.core.errors import InvalidArgument, NotFound, PermissionDenied, 
 from trainserve.core.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
                                         check_fits, need_of)
 from trainserve.jobs.admission import check_submission
+from trainserve.jobs.compare import check_ids, comparison
+from trainserve.jobs.curves import epoch_points, job_curves, trial_points
+from trainserve.jobs.labels import matches, parse_selector
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2, spec_pb2
 from trainserve.registry.datasets import dataset_path
@@ -119,19 +123,26 @@ class JobsCore:
             return None
         return mv.artifact_uri or None if visible(mv.user, caller) else None
 
-    def get(self, job_id: str, caller: Principal) -> job_pb2.Job:
+    def owned(self, job_id: str, caller: Principal) -> job_pb2.Job:
+        """The job's record (a search's without its trials) if `caller` may see it; NOT_FOUND
+        naming the id otherwise, as if it did not exist."""
         if not job_id:
             raise InvalidArgument("required", field="job_id")
         job = self.store.get(job_id)
         check_visible(job.user, caller, f"job {job_id!r} not found")
+        return job
+
+    def get(self, job_id: str, caller: Principal) -> job_pb2.Job:
+        job = self.owned(job_id, caller)
         if job.spec.HasField("search"):
             job.trials.extend(self.trials.list(job_id))
             job.best_trial = self.trials.best(job_id)
         return job
 
-    def list(self, state: int, page_size: int, page_token: str, caller: Principal
-             ) -> tuple[list[job_pb2.Job], str]:
-        """A page of jobs, newest first: all of them for an admin, a user's own otherwise."""
+    def list(self, state: int, page_size: int, page_token: str, caller: Principal,
+             labels: Sequence[str] = ()) -> tuple[list[job_pb2.Job], str]:
+        """A page of jobs, newest first: all of them for an admin, a user's own otherwise;
+        with `labels` ("key=value" each, `jobs.labels`), only those whose labels hold all."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"must be in [0, {MAX_PAGE}]", field="page_size")
         try:
@@ -140,12 +151,35 @@ class JobsCore:
             raise InvalidArgument(f"unknown state {state}", field="state") from None
         if page_token and not page_token.startswith("j-"):
             raise InvalidArgument("not a token this server issued", field="page_token")
+        pairs = parse_selector(labels)
         owner = None if caller.is_admin else caller.user
-        return self.store.list(st, page_size or 50, page_token, owner=owner)
+        return self.store.list(st, page_size or 50, page_token, owner=owner,
+                               where=(lambda job: matches(job, pairs)) if pairs else None)
 
     def cancel(self, job_id: str, caller: Principal) -> job_pb2.Job:
         self.get(job_id, caller)
         return self.store.request_cancel(job_id)
+
+    def curves(self, job_id: str, caller: Principal) -> job_pb2.JobCurves:
+        """Every metric the job reported, epoch by epoch (`jobs.curves`): its epoch events, a
+        search's trials' curves."""
+        job = self.owned(job_id, caller)
+        if job.spec.HasField("search"):  # its epochs are its trials' (`runtime.search`)
+            return job_curves(job, [], self.trials.list(job_id), self.trials.best(job_id))
+        return job_curves(job, self.store.events.history(job_id))
+
+    def compare(self, job_ids: Sequence[str], caller: Principal) -> job_pb2.CompareJobsResponse:
+        """2 to 20 jobs side by side (`jobs.compare`), each checked as GetJob checks it."""
+        jobs = [self.owned(job_id, caller) for job_id in check_ids(job_ids)]
+        return comparison(jobs, [self._epochs(job) for job in jobs])
+
+    def _epochs(self, job: job_pb2.Job) -> list:
+        """The job's per-epoch reports: its epoch events; a search's best trial's curve."""
+        if not job.spec.HasField("search"):
+            return epoch_points(self.store.events.history(job.id))
+        best = self.trials.best(job.id)
+        trial = self.trials.get(job.id, best) if best else None
+        return trial_points(trial) if trial is not None else []
 
     def is_terminal(self, job_id: str) -> bool:
         return JobState(self.store.get(job_id).state).is_terminal

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Callable
 
 import redis
 
@@ -179,15 +180,18 @@ class JobStore:
         return bool(self.r.exists(keys.job(job_id)))
 
     def list(self, state: JobState | None = None, page_size: int = 50,
-             page_token: str = "", owner: str | None = None
+             page_token: str = "", owner: str | None = None,
+             where: Callable[[job_pb2.Job], bool] | None = None
              ) -> tuple[list[job_pb2.Job], str]:
         """Newest first; `page_token` is the last id of the previous page. With `owner`, only
-        that user's jobs (read from the user's own index, filtered by state)."""
+        that user's jobs (read from the user's own index, filtered by state); with `where`,
+        only the jobs it keeps (a page holds `page_size` of those)."""
+        where = where or (lambda j: True)
         if owner is None:
             index = keys.JOBS if state is None else keys.jobs_in(state)
-            return self._page(index, page_size, page_token, lambda j: True)
+            return self._page(index, page_size, page_token, where)
         return self._page(keys.jobs_of(owner), page_size, page_token,
-                          lambda j: state is None or j.state == int(state))
+                          lambda j: (state is None or j.state == int(state)) and where(j))
 
     def _page(self, index: str, page_size: int, page_token: str, keep
               ) -> tuple[list[job_pb2.Job], str]:
