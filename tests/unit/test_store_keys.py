@@ -48,7 +48,7 @@ PINNED = {
     "CLUSTER": (keys.CLUSTER, "ts:cluster"),
     "QUOTA": (keys.QUOTA, "ts:quota:"),
     "quota": (keys.quota("alice"), "ts:quota:alice"),
-    "QUOTA_DEFAULT": (keys.QUOTA_DEFAULT, "ts:quota:default"),
+    "QUOTA_DEFAULT": (keys.QUOTA_DEFAULT, "ts:quota-default"),
     "DISPATCHER_READY": (keys.DISPATCHER_READY, "ts:dispatcher:ready"),
     "MODEL": (keys.MODEL, "model"),
     "DEPLOYMENT": (keys.DEPLOYMENT, "deployment"),
@@ -113,3 +113,8 @@ def test_no_key_is_spelled_outside_store_keys():
             if LITERAL.search(line):
                 found.append(f"{rel}:{n}: {line.strip()}")
     assert not found, "Redis keys are spelled in store/keys.py only:\n" + "\n".join(found)
+
+
+def test_a_user_called_default_cannot_overwrite_everyone_s_quota():
+    assert keys.quota("default") != keys.QUOTA_DEFAULT
+    assert not keys.QUOTA_DEFAULT.startswith(keys.QUOTA)

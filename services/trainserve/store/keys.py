@@ -108,7 +108,7 @@ def quota(user: str) -> str:
     return f"{QUOTA}{user}"
 
 
-QUOTA_DEFAULT = quota("default")
+QUOTA_DEFAULT = PREFIX + "quota-default"  # outside QUOTA + user: a user may be called "default"
 
 # -- models, named records, name claims -------------------------------------------------------
 # The kinds of named things: each kind's names are claimed by their first owner, and
