@@ -13,6 +13,17 @@ from trainserve.store.redis import REDIS_PASSWORD_ENV, with_password
 
 
 def main(argv=None) -> None:
+    p = _parser()
+    args = p.parse_args(argv)
+    _check(p, args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = _config(args)
+    if args.metrics_port:
+        _start_metrics(cfg, args.metrics_port, args.metrics_host)
+    asyncio.run(_run(cfg))
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainserve-api", description=__doc__)
     p.add_argument("--listen", default=ApiConfig.listen)
     p.add_argument("--redis-url", default=ApiConfig.redis_url)
@@ -58,7 +69,10 @@ def main(argv=None) -> None:
                    help="how long a finished job's events and worker logs are kept (0: forever)")
     p.add_argument("--metrics-port", type=int, default=9100)
     p.add_argument("--metrics-host", default="127.0.0.1")
-    args = p.parse_args(argv)
+    return p
+
+
+def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.insecure and args.auth:
         p.error("--insecure and --auth contradict each other")
     if args.insecure and not is_loopback(args.listen):
@@ -68,30 +82,33 @@ def main(argv=None) -> None:
     if args.insecure_admin and not args.insecure:
         p.error("--insecure-admin needs --insecure (with authentication, roles come from "
                 "tokens)")
-    redis_url = with_password(args.redis_url, os.environ.get(REDIS_PASSWORD_ENV, ""))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = ApiConfig(listen=args.listen, redis_url=redis_url, serve_http=args.serve_http,
-                    serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
-                    max_dataset_bytes=args.max_dataset_bytes,
-                    max_user_dataset_bytes=args.max_user_dataset_bytes, auth=not args.insecure,
-                    insecure_admins=tuple(args.insecure_admin),
-                    admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-                    max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
-                    user_max_streams=args.user_max_streams, max_streams=args.max_streams,
-                    user_max_renders=args.user_max_renders, max_renders=args.max_renders,
-                    request_id_ttl_s=args.request_id_ttl_s,
-                    job_retention_s=args.job_retention_s)
-    if args.metrics_port:
-        from prometheus_client import REGISTRY, start_http_server
 
-        from trainserve.api.metrics import JobStateCollector, TrainingCollector
-        from trainserve.store.redis import connect
-        client = connect(cfg.redis_url)
-        REGISTRY.register(JobStateCollector(client))
-        REGISTRY.register(TrainingCollector(client))
-        start_http_server(args.metrics_port, addr=args.metrics_host)
-    asyncio.run(_run(cfg))
+
+def _config(args: argparse.Namespace) -> ApiConfig:
+    redis_url = with_password(args.redis_url, os.environ.get(REDIS_PASSWORD_ENV, ""))
+    return ApiConfig(listen=args.listen, redis_url=redis_url, serve_http=args.serve_http,
+                     serve_grpc=args.serve_grpc, storage_dir=os.path.abspath(args.storage_dir),
+                     max_dataset_bytes=args.max_dataset_bytes,
+                     max_user_dataset_bytes=args.max_user_dataset_bytes, auth=not args.insecure,
+                     insecure_admins=tuple(args.insecure_admin),
+                     admin_token_file=args.admin_token_file, tls_cert=args.tls_cert,
+                     tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+                     max_spec_bytes=args.max_spec_bytes, user_max_queued=args.user_max_queued,
+                     user_max_streams=args.user_max_streams, max_streams=args.max_streams,
+                     user_max_renders=args.user_max_renders, max_renders=args.max_renders,
+                     request_id_ttl_s=args.request_id_ttl_s,
+                     job_retention_s=args.job_retention_s)
+
+
+def _start_metrics(cfg: ApiConfig, port: int, host: str) -> None:
+    from prometheus_client import REGISTRY, start_http_server
+
+    from trainserve.api.metrics import JobStateCollector, TrainingCollector
+    from trainserve.store.redis import connect
+    client = connect(cfg.redis_url)
+    REGISTRY.register(JobStateCollector(client))
+    REGISTRY.register(TrainingCollector(client))
+    start_http_server(port, addr=host)
 
 
 async def _run(cfg: ApiConfig) -> None:

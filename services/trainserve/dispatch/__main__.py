@@ -14,6 +14,21 @@ from trainserve.store.redis import REDIS_PASSWORD_ENV, with_password
 
 
 def main(argv=None) -> None:
+    p = _parser()
+    args = p.parse_args(argv)
+    try:
+        serve_options = dict(parse_option(o) for o in args.serve_option)
+    except ValueError as exc:
+        p.error(f"--serve-option: {exc}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = _config(args, serve_options)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    _run(Dispatcher(cfg))
+
+
+def _parser() -> argparse.ArgumentParser:
     d = DispatcherConfig()
     p = argparse.ArgumentParser(prog="trainserve-dispatch", description=__doc__)
     p.add_argument("--redis-url", default=d.redis_url)
@@ -48,28 +63,25 @@ def main(argv=None) -> None:
     p.add_argument("--max-job-duration-s", type=float, default=d.max_job_duration_s,
                    help="wall-clock limit of a job whose spec sets none, and the most any job "
                         "gets, in seconds (default: 24 h, the most a spec may ask for)")
-    args = p.parse_args(argv)
-    try:
-        serve_options = dict(parse_option(o) for o in args.serve_option)
-    except ValueError as exc:
-        p.error(f"--serve-option: {exc}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return p
+
+
+def _config(args: argparse.Namespace, serve_options: dict) -> DispatcherConfig:
     # The password comes from the environment, never the command line (ps, logs).
     redis_url = with_password(args.redis_url, os.environ.get(REDIS_PASSWORD_ENV, ""))
-    cfg = DispatcherConfig(redis_url=redis_url, ray_address=args.ray_address,
-                           storage_dir=args.storage_dir, serve_http=args.serve_http,
-                           public_http=args.public_http, public_grpc=args.public_grpc,
-                           serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
-                           consumer=args.consumer, start_serve=not args.no_serve,
-                           inference_token_file=args.inference_token_file,
-                           serve_options=serve_options, user_max_jobs=args.user_max_jobs,
-                           user_max_cpus=args.user_max_cpus, user_max_gpus=args.user_max_gpus,
-                           max_job_duration_s=args.max_job_duration_s,
-                           job_retention_s=args.job_retention_s)
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-        start_http_server(args.metrics_port, addr=args.metrics_host)
-    dispatcher = Dispatcher(cfg)
+    return DispatcherConfig(redis_url=redis_url, ray_address=args.ray_address,
+                            storage_dir=args.storage_dir, serve_http=args.serve_http,
+                            public_http=args.public_http, public_grpc=args.public_grpc,
+                            serve_grpc=args.serve_grpc, max_concurrent_jobs=args.max_concurrent_jobs,
+                            consumer=args.consumer, start_serve=not args.no_serve,
+                            inference_token_file=args.inference_token_file,
+                            serve_options=serve_options, user_max_jobs=args.user_max_jobs,
+                            user_max_cpus=args.user_max_cpus, user_max_gpus=args.user_max_gpus,
+                            max_job_duration_s=args.max_job_duration_s,
+                            job_retention_s=args.job_retention_s)
+
+
+def _run(dispatcher: Dispatcher) -> None:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
