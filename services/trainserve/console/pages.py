@@ -1,0 +1,93 @@
+"""The console's pages: the jobs list, a job, a comparison; and the two things a page does
+besides reading: cancelling a job (a POST with the session's CSRF token) and fetching one of
+a job's plots. The pages are shells: their tables and charts come from `data`'s JSON."""
+from __future__ import annotations
+
+import tempfile
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from trainserve.console.context import console_of
+from trainserve.console.views import job_summary
+from trainserve.core import errors
+from trainserve.core.state import JobState
+
+STATES = [state.name.lower() for state in JobState]
+# Served inline (an <img> of the page); anything else downloads.
+INLINE_TYPES = ("image/png",)
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/jobs", status_code=303)
+
+
+async def jobs_page(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signed_in(request)
+    return console.page(request, "jobs.html", session, states=STATES,
+                        state=request.query_params.get("state", ""),
+                        label=request.query_params.get("label", ""))
+
+
+async def job_page(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signed_in(request)
+    job = await console.call(session, "get_job", request.path_params["job_id"])
+    return console.page(request, "job.html", session, job=job_summary(job))
+
+
+async def compare_page(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signed_in(request)
+    return console.page(request, "compare.html", session, ids=compared_ids(request))
+
+
+async def cancel(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signed_in(request)
+    await console.check_form(request, session)
+    job_id = request.path_params["job_id"]
+    await console.call(session, "cancel", job_id)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+async def artifact(request: Request) -> Response:
+    """One of the job's files (`ListArtifacts`/`GetArtifact` through the SDK)."""
+    console = console_of(request)
+    session = console.signed_in(request)
+    job_id, name = request.path_params["job_id"], request.path_params["name"]
+    listed = {a.name: a for a in await console.call(session, "list_artifacts", job_id)}
+    if name not in listed:
+        raise errors.NotFound(f"job {job_id} has no file {name!r}")
+    client = console.sessions.client(session, console.client_factory)
+    body = await run_in_threadpool(_download, client, job_id, name)
+    kind = listed[name].content_type or "application/octet-stream"
+    disposition = "inline" if kind in INLINE_TYPES else "attachment"
+    return Response(body, media_type=kind, headers={
+        "Content-Disposition": f'{disposition}; filename="{name}"'})
+
+
+def _download(client, job_id: str, name: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="ts-console-") as folder:
+        return client.download_artifact(job_id, name, folder).read_bytes()
+
+
+def compared_ids(request: Request) -> list[str]:
+    """The job ids of `?ids=a,b&ids=c`, in order, each once."""
+    ids: list[str] = []
+    for value in request.query_params.getlist("ids"):
+        ids += [i for i in (part.strip() for part in value.split(",")) if i and i not in ids]
+    return ids
+
+
+ROUTES = [
+    Route("/", home),
+    Route("/jobs", jobs_page),
+    Route("/jobs/{job_id}", job_page),
+    Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/jobs/{job_id}/artifacts/{name}", artifact),
+    Route("/compare", compare_page),
+]
