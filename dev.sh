@@ -4,7 +4,7 @@
 #   ./dev.sh test    run the whole test suite (unit + integration, real servers)
 #   ./dev.sh bench   run the benchmarks
 #   ./dev.sh build   install everything and generate the protobuf stubs
-# Each installs what is missing first: Debian's redis-server and prometheus, a virtualenv
+# Each installs what is missing first: Debian's redis-server, prometheus and chromium, a virtualenv
 # in .venv with the Python packages, and the generated stubs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +17,8 @@ ensure_system() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v prometheus >/dev/null || missing+=(prometheus)
+  # The web console's browser tests (tests/e2e) drive Debian's chromium.
+  command -v chromium >/dev/null || missing+=(chromium)
   command -v "$PY" >/dev/null || { command -v python3 >/dev/null && PY=python3; }
   "$PY" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   ((${#missing[@]} == 0)) && return

@@ -25,8 +25,8 @@ def stack():
     cfg = Config(state_dir=root / "state", api_port=free_port(), serve_http_port=free_port(),
                  serve_grpc_port=free_port(), api_metrics_port=free_port(),
                  dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
-                 redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
-                 ray_temp_dir=str(root / "ray"))
+                 redis_port=free_port(), ray_gcs_port=free_port(), console_port=free_port(),
+                 ray_num_cpus=2, ray_temp_dir=str(root / "ray"))
     s = LocalStack(cfg)
     try:
         s.up()
@@ -89,7 +89,7 @@ def fault_stack():
                  **{f: free_port() for f in (
                      "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
                      "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port")})
+                     "dispatcher_metrics_port", "console_port")})
     stack = LocalStack(cfg)
     try:
         stack.up(timeout=240)

@@ -82,8 +82,8 @@ def hostile(tmp_path_factory):
     cfg = Config(state_dir=root / "state", api_port=free_port(), serve_http_port=free_port(),
                  serve_grpc_port=free_port(), api_metrics_port=free_port(),
                  dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
-                 redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
-                 ray_temp_dir=str(root / "ray"), inference_auth=True)
+                 redis_port=free_port(), ray_gcs_port=free_port(), console_port=free_port(),
+                 ray_num_cpus=2, ray_temp_dir=str(root / "ray"), inference_auth=True)
     path = cfg.inference_token_path
     tokens = {user: create_token(path, user=user)[0] for user in ENDPOINTS}
     tokens["admin"] = create_token(path, role="admin")[0]

@@ -36,7 +36,7 @@ def own_stack():
                     **{f: free_port() for f in (
                         "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
                         "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                        "dispatcher_metrics_port")})
+                        "dispatcher_metrics_port", "console_port")})
     stack = LocalStack(config)
     yield stack
     stack.down()
@@ -146,7 +146,7 @@ def test_full_stack_single_components_down_restart_and_crash(own_stack, monkeypa
     from tests.integration.helpers import example, submit
 
     stack = own_stack
-    assert stack.up(timeout=180) == ["redis", "ray", "api", "dispatcher"]
+    assert stack.up(timeout=180) == ["redis", "ray", "api", "dispatcher", "console"]
     assert all(s.ready for s in stack.status())
     monkeypatch.setenv("COLUMNS", "200")
 
@@ -166,7 +166,7 @@ def test_full_stack_single_components_down_restart_and_crash(own_stack, monkeypa
     result = cli("down", "dispatcher")
     assert result.exit_code == 0 and "stopped dispatcher" in result.stdout, result.output
     assert states() == {"redis": "ready", "ray": "ready", "api": "ready",
-                        "dispatcher": "stopped"}
+                        "dispatcher": "stopped", "console": "ready"}
     again = cli("down", "dispatcher")
     assert again.exit_code == 1 and "dispatcher is not running" in again.stderr
     before = submit(stubs(), example("xor_mlp"))
@@ -199,7 +199,7 @@ def test_full_stack_single_components_down_restart_and_crash(own_stack, monkeypa
     assert stack.kill("dispatcher")  # a crash: its whole session is gone at once
     assert _alive(dispatcher) == []
     assert states()["dispatcher"] == "stopped"
-    assert stack.down() == ["api", "ray", "redis"]
+    assert stack.down() == ["console", "api", "ray", "redis"]
     assert _alive(pids) == []
     assert _pgrep(str(stack.config.ray_temp_path)) == []
 
@@ -251,16 +251,18 @@ SERVE_WIDE = ("ray::ServeRepli", "ray::ProxyActor", "haproxy")
 
 
 def test_the_local_stack_listens_on_loopback_only(stack):
-    """Redis, Ray's GCS, dashboard and agents, the workers, the job API and the dispatcher
-    bind 127.0.0.1; only Serve's own gRPC servers and HAProxy's counters bind wider."""
-    sessions = {os.getsid(pid) for name in ("redis", "ray", "api", "dispatcher")
+    """Redis, Ray's GCS, dashboard and agents, the workers, the job API, the dispatcher and
+    the web console bind 127.0.0.1; only Serve's own gRPC servers and HAProxy's counters
+    bind wider."""
+    sessions = {os.getsid(pid) for name in ("redis", "ray", "api", "dispatcher", "console")
                 if (pid := stack.pid(name))}
     listeners = _listeners(sessions)
     assert len(listeners) >= 6, listeners
     c = stack.config
     on_loopback = {port for ip, port, _ in listeners if ip in ("127.0.0.1", "::1")}
     assert {c.redis_port, c.ray_gcs_port, c.ray_dashboard_port, c.api_port,
-            c.api_metrics_port, c.dispatcher_metrics_port, c.serve_http_port} <= on_loopback
+            c.api_metrics_port, c.dispatcher_metrics_port, c.serve_http_port,
+            c.console_port} <= on_loopback
     wide = [(ip, port, proc) for ip, port, proc in listeners
             if ip not in ("127.0.0.1", "::1") and proc not in SERVE_WIDE]
     assert wide == [], wide

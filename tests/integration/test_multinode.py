@@ -60,7 +60,7 @@ def multinode():
                  ray_token_file=str(cluster.token_path),
                  **{f: free_port() for f in (
                      "api_port", "redis_port", "serve_http_port", "serve_grpc_port",
-                     "api_metrics_port", "dispatcher_metrics_port")})
+                     "api_metrics_port", "dispatcher_metrics_port", "console_port")})
     stack = LocalStack(cfg)
     try:
         cluster.start(timeout=180)

@@ -40,7 +40,7 @@ def api_stack():
                  **{f: free_port() for f in (
                      "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
                      "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port")})
+                     "dispatcher_metrics_port", "console_port")})
     stack = LocalStack(cfg)
     try:
         stack.up(["redis", "api"], timeout=120)

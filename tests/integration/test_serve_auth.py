@@ -42,8 +42,8 @@ def auth_stack(tmp_path_factory):
     cfg = Config(state_dir=root / "state", api_port=free_port(), serve_http_port=free_port(),
                  serve_grpc_port=free_port(), api_metrics_port=free_port(),
                  dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
-                 redis_port=free_port(), ray_gcs_port=free_port(), ray_num_cpus=2,
-                 ray_temp_dir=str(root / "ray"), inference_auth=True)
+                 redis_port=free_port(), ray_gcs_port=free_port(), console_port=free_port(),
+                 ray_num_cpus=2, ray_temp_dir=str(root / "ray"), inference_auth=True)
     # An admin's token reaches every endpoint, whoever owns it (tokens of users, which reach
     # only their own: test_hostile_inference.py).
     token, _ = create_token(cfg.inference_token_path, label="tests", role="admin")

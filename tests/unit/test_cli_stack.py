@@ -26,10 +26,11 @@ def run(tmp_path, monkeypatch):
 def test_status_of_nothing(run, tmp_path):
     result = run("status")
     assert result.exit_code == 0
-    assert result.stdout.count("STOPPED") == 4
+    assert result.stdout.count("STOPPED") == 5  # redis, ray, api, dispatcher, console
     doc = json.loads(run("status", "-o", "json").stdout)
     assert doc["state_dir"] == str(tmp_path / "state")
-    assert [c["name"] for c in doc["components"]] == ["redis", "ray", "api", "dispatcher"]
+    assert [c["name"] for c in doc["components"]] == ["redis", "ray", "api", "dispatcher",
+                                                      "console"]
     assert not any(c["running"] for c in doc["components"])
 
 
@@ -123,7 +124,8 @@ def test_down_and_restart_refuse_unknown_and_stopped_components(run, tmp_path):
     for command in ("down", "restart"):
         result = run(command, "redis2")
         assert result.exit_code == 2
-        assert "unknown component 'redis2'; known: redis, ray, api, dispatcher, prometheus" \
+        assert "unknown component 'redis2'; known: redis, ray, api, dispatcher, console, " \
+            "prometheus" \
             in result.stderr
         result = run(command, "api")
         assert result.exit_code == 1

@@ -59,6 +59,7 @@ def test_of_concurrent_redeemers_exactly_one_wins(tmp_path):
     assert sorted(results) == [False] * 7 + [True]
 
 
-def test_signin_url():
-    assert links.signin_url("127.0.0.1", 8270, "abc") == "http://127.0.0.1:8270/signin/abc"
-    assert links.console_url("::1", 8270) == "http://[::1]:8270"
+def test_new_signin_url(tmp_path):
+    url = links.new_signin_url("http://127.0.0.1:8270", tmp_path)
+    prefix = "http://127.0.0.1:8270/signin/"
+    assert url.startswith(prefix) and links.redeem(tmp_path, url[len(prefix):])

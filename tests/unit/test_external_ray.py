@@ -15,7 +15,7 @@ def test_the_stack_starts_no_ray_head_and_the_dispatcher_joins_the_cluster(tmp_p
     token.write_text("t0k3n")
     stack = LocalStack(Config(state_dir=tmp_path, ray_external_address="127.0.0.2:7000",
                               ray_token_file=str(token)))
-    assert stack.components == ("redis", "api", "dispatcher")
+    assert stack.components == ("redis", "api", "dispatcher", "console")
     assert stack.config.ray_address == "127.0.0.2:7000"
     cmd, env, _ = stack.launch("dispatcher")
     assert cmd[cmd.index("--ray-address") + 1] == "127.0.0.2:7000"
@@ -28,7 +28,7 @@ def test_the_stack_starts_no_ray_head_and_the_dispatcher_joins_the_cluster(tmp_p
 
 def test_own_head_is_unchanged(tmp_path):
     stack = LocalStack(Config(state_dir=tmp_path))
-    assert stack.components == ("redis", "ray", "api", "dispatcher")
+    assert stack.components == ("redis", "ray", "api", "dispatcher", "console")
     assert stack.config.ray_address == f"127.0.0.1:{stack.config.ray_gcs_port}"
     assert stack.ray_env()["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
 

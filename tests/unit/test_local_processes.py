@@ -21,7 +21,7 @@ def config(tmp_path):
     ports = {f: free_port() for f in ("api_port", "redis_port", "ray_gcs_port",
                                       "ray_dashboard_port", "serve_http_port",
                                       "serve_grpc_port", "api_metrics_port",
-                                      "dispatcher_metrics_port")}
+                                      "dispatcher_metrics_port", "console_port")}
     return Config(state_dir=tmp_path / "state", **ports)
 
 
@@ -249,10 +249,12 @@ def test_up_starts_each_component_once_what_it_needs_is_ready(config, monkeypatc
     monkeypatch.setattr(stack, "wait_ready", lambda name, timeout=None:
                         steps.append(("ready", name)))
     stack.up()
-    # The API starts while the Ray head is still coming up; the dispatcher needs Ray.
+    # The API starts while the Ray head is still coming up; the dispatcher needs Ray, the
+    # console the API.
     assert steps == [("start", "redis"), ("start", "ray"), ("ready", "redis"),
                      ("start", "api"), ("ready", "ray"), ("start", "dispatcher"),
-                     ("ready", "api"), ("ready", "dispatcher")]
+                     ("ready", "api"), ("start", "console"), ("ready", "dispatcher"),
+                     ("ready", "console")]
 
 
 def test_ports_the_stack_draws_for_ray_avoid_its_configured_ones(config, monkeypatch):

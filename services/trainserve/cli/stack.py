@@ -17,6 +17,7 @@ from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import OutputOption, app
 from trainserve.cli.render import Output
+from trainserve.console.links import new_signin_url
 from trainserve.local import (ALL_COMPONENTS, Config, LocalStack, declared, default_state_dir,
                               recorded_config)
 from trainserve.local.settings import flag, setting_type
@@ -104,6 +105,10 @@ def up(**given: Any) -> None:
                   + (f" · Prometheus {config.prometheus_url}" if config.with_prometheus else "")
                   + "\n"
                   "try: trainserve submit examples/xor_mlp.yaml --wait", highlight=False)
+    if stack.is_ready("console"):
+        console.print(f"web console (a one-time sign-in link; `trainserve console` prints "
+                      f"another): {new_signin_url(config.console_url, config.state_dir)}",
+                      highlight=False, soft_wrap=True)
 
 
 up.__signature__ = inspect.Signature(_up_parameters(), return_annotation=None)

@@ -55,13 +55,10 @@ def redeem(state_dir: Path, code: str, now: float | None = None) -> bool:
     return (time.time() if now is None else now) < expires
 
 
-def console_url(host: str, port: int) -> str:
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
-
-
-def signin_url(host: str, port: int, code: str) -> str:
-    return console_url(host, port) + SIGNIN_PATH + code
+def new_signin_url(console_url: str, state_dir: Path) -> str:
+    """A one-time sign-in link of the console at `console_url` (e.g. http://127.0.0.1:8270)
+    of the stack in `state_dir`: `<console_url>/signin/<a new code>`."""
+    return console_url + SIGNIN_PATH + mint(state_dir)
 
 
 def _digest(code: str) -> str:

@@ -56,8 +56,8 @@ def setting(default: Any = MISSING, *, doc: str, factory: Any = MISSING,
 
 @dataclass(frozen=True)
 class Config:
-    """Everything `LocalStack` needs to run redis, Ray, the job API, the dispatcher and
-    Prometheus. Ports are TCP ports on `host`."""
+    """Everything `LocalStack` needs to run redis, Ray, the job API, the dispatcher, the web
+    console and Prometheus. Ports are TCP ports on `host`."""
 
     state_dir: Path = setting(
         factory=default_state_dir, path="dir",
@@ -81,6 +81,10 @@ class Config:
                                            doc="Dispatcher metrics port.")
     ray_dashboard_port: int = setting(8265, bounds=PORT, aliases=("--dashboard-port",),
                                       doc="Ray dashboard port.")
+    console_port: int = setting(
+        8270, bounds=PORT,
+        doc="Web console port, http://<host>:<port> (`trainserve console` prints a one-time "
+            "sign-in link); the console runs when the host is loopback.")
     redis_port: int = setting(6380, bounds=PORT, chart="redis.port", doc="Redis port.")
     redis_maxmemory: str = setting(
         "2gb", metavar="SIZE", chart="redis.maxmemory",
@@ -265,6 +269,11 @@ class Config:
     @property
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.ray_dashboard_port}"
+
+    @property
+    def console_url(self) -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.console_port}"
 
     @property
     def prometheus_url(self) -> str:

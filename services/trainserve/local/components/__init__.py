@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from trainserve.local.component import Component
 from trainserve.local.components.api import API
+from trainserve.local.components.console import CONSOLE
 from trainserve.local.components.dispatcher import DISPATCHER
 from trainserve.local.components.prometheus import PROMETHEUS
 from trainserve.local.components.ray import RAY
 from trainserve.local.components.redis import REDIS
 
-DECLARED: tuple[Component, ...] = (REDIS, RAY, API, DISPATCHER, PROMETHEUS)
+DECLARED: tuple[Component, ...] = (REDIS, RAY, API, DISPATCHER, CONSOLE, PROMETHEUS)
 BY_NAME = {c.name: c for c in DECLARED}
 # The components every stack runs, and those it runs only when its settings ask.
 COMPONENTS = tuple(c.name for c in DECLARED if not c.optional)
