@@ -117,6 +117,8 @@ class FakeClient:
 
     def download_artifact(self, job_id, name, directory="."):
         self._job(job_id, "download_artifact")
+        if name not in ("curves.png", "metrics.json"):
+            raise errors.NotFound(f"no artifact {name!r}")
         path = Path(directory) / name
         path.write_bytes(b"\x89PNG" if name.endswith(".png") else b"{}")
         return path
@@ -395,3 +397,21 @@ def test_the_console_binds_loopback_only():
     assert (settings.host, settings.port, settings.state_dir) == ("127.0.0.1", 8270, None)
     with pytest.raises(SystemExit):
         parse_args(["--listen", "0.0.0.0:8270", "--api", "127.0.0.1:50051"])
+
+
+def test_plots_refused_while_others_render_are_asked_for_again(app, api, monkeypatch):
+    """The API renders two plots of a user at a time; a page asks for all at once."""
+    for method in ("download_artifact", "list_artifacts"):
+        refusals = iter([errors.ResourceExhausted("2 renderings in progress")] * 2)
+        real = getattr(FakeClient, method)
+
+        def busy(self, *args, refusals=refusals, real=real):
+            error = next(refusals, None)
+            if error is not None:
+                raise error
+            return real(self, *args)
+        monkeypatch.setattr(FakeClient, method, busy)
+    monkeypatch.setattr("trainserve.console.pages.time.sleep", lambda s: None)
+    client = sign_in(app, ALICE)
+    assert client.get("/jobs/j-alice2/artifacts/curves.png").content == b"\x89PNG"
+    assert len(client.get("/api/jobs/j-alice2/artifacts").json()["artifacts"]) == 2

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trainserve.console.context import console_of
 from trainserve.console.live import job_stream
-from trainserve.console.pages import compared_ids
-from trainserve.console.views import (compare_json, curves_json, job_detail, job_summary)
+from trainserve.console.pages import compared_ids, when_not_busy
+from trainserve.console.views import compare_json, curves_json, job_detail, job_summary
 from trainserve.core import errors
 
 
@@ -47,7 +48,8 @@ async def artifacts(request: Request) -> Response:
     console = console_of(request)
     session = console.signed_in(request)
     job_id = request.path_params["job_id"]
-    listed = await console.call(session, "list_artifacts", job_id)
+    client = console.sessions.client(session, console.client_factory)
+    listed = await run_in_threadpool(when_not_busy, client.list_artifacts, job_id)
     return JSONResponse({"artifacts": [
         {"name": a.name, "content_type": a.content_type, "size_bytes": a.size_bytes,
          "url": f"/jobs/{quote(job_id)}/artifacts/{quote(a.name)}"} for a in listed]})

@@ -3,7 +3,10 @@ besides reading: cancelling a job (a POST with the session's CSRF token) and fet
 a job's plots. The pages are shells: their tables and charts come from `data`'s JSON."""
 from __future__ import annotations
 
+import mimetypes
 import tempfile
+import time
+from typing import Any, Callable, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,6 +21,8 @@ from trainserve.core.state import JobState
 STATES = [state.name.lower() for state in JobState]
 # Served inline (an <img> of the page); anything else downloads.
 INLINE_TYPES = ("image/png",)
+RENDER_WAIT_S = 60.0
+T = TypeVar("T")
 
 
 async def home(request: Request) -> Response:
@@ -55,16 +60,14 @@ async def cancel(request: Request) -> Response:
 
 
 async def artifact(request: Request) -> Response:
-    """One of the job's files (`ListArtifacts`/`GetArtifact` through the SDK)."""
+    """One of the job's files (`GetArtifact` through the SDK; the API refuses a name it
+    does not list)."""
     console = console_of(request)
     session = console.signed_in(request)
     job_id, name = request.path_params["job_id"], request.path_params["name"]
-    listed = {a.name: a for a in await console.call(session, "list_artifacts", job_id)}
-    if name not in listed:
-        raise errors.NotFound(f"job {job_id} has no file {name!r}")
     client = console.sessions.client(session, console.client_factory)
-    body = await run_in_threadpool(_download, client, job_id, name)
-    kind = listed[name].content_type or "application/octet-stream"
+    body = await run_in_threadpool(when_not_busy, _download, client, job_id, name)
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
     disposition = "inline" if kind in INLINE_TYPES else "attachment"
     return Response(body, media_type=kind, headers={
         "Content-Disposition": f'{disposition}; filename="{name}"'})
@@ -73,6 +76,21 @@ async def artifact(request: Request) -> Response:
 def _download(client, job_id: str, name: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="ts-console-") as folder:
         return client.download_artifact(job_id, name, folder).read_bytes()
+
+
+def when_not_busy(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)`, asked again while the API answers RESOURCE_EXHAUSTED, for up to
+    RENDER_WAIT_S: it renders at most 2 plots of one user at a time, and a job page asks
+    for all of its plots at once."""
+    deadline, delay = time.monotonic() + RENDER_WAIT_S, 0.25
+    while True:
+        try:
+            return call(*args)
+        except errors.ResourceExhausted:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def compared_ids(request: Request) -> list[str]:

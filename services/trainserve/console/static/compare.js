@@ -28,31 +28,31 @@
     return el("span", {class: "legend"}, item.firstChild);
   }
 
-  /** The index of the best job for `metric`: by its best epoch value when every job has one
-      (in the metric's own direction), else none. */
-  function bestJob(jobs, metric) {
-    const values = jobs.map((j) => j.best[metric]);
-    if (values.some((v) => !v)) return -1;
-    const sign = values[0].mode === "max" ? 1 : -1;
-    let best = 0;
-    values.forEach((v, i) => { if (sign * v.value > sign * values[best].value) best = i; });
-    return best;
+  /** The best of the jobs' best values of `metric` in its direction, when two or more jobs
+      have one (as `trainserve compare` marks it); undefined otherwise. */
+  function topValue(jobs, metric) {
+    const bests = jobs.map((j) => j.best[metric]).filter(Boolean);
+    if (bests.length < 2) return undefined;
+    const values = bests.map((b) => b.value);
+    return bests[0].mode === "max" ? Math.max(...values) : Math.min(...values);
   }
 
   function metricsTable(jobs) {
     const table = $("cmp-metrics");
     const names = [...new Set(jobs.flatMap((j) => [...Object.keys(j.final), ...Object.keys(j.best)]))].sort();
-    fill(table.querySelector("thead"), el("tr", {}, el("th", {scope: "col"}, "Metric"),
-      jobs.map((j) => el("th", {scope: "col", class: "mono"}, j.id))));
+    fill(table.querySelector("thead"),
+      el("tr", {}, el("th", {scope: "col", rowspan: 2}, "Metric"),
+        jobs.map((j) => el("th", {scope: "colgroup", colspan: 2, class: "mono"}, j.id))),
+      el("tr", {}, jobs.map(() => [el("th", {scope: "col", class: "num"}, "final"),
+                                   el("th", {scope: "col", class: "num"}, "best (epoch)")])));
     fill(table.querySelector("tbody"), names.map((name) => {
-      const top = bestJob(jobs, name);
-      return el("tr", {}, el("th", {scope: "row"}, name), jobs.map((job, i) => {
+      const top = topValue(jobs, name);
+      return el("tr", {}, el("th", {scope: "row"}, name), jobs.map((job) => {
         const best = job.best[name];
-        const final = name in job.final ? num(job.final[name]) : "–";
-        const bestText = best ? ` · best ${num(best.value)} @ ${best.epoch}` : "";
-        return el("td", {class: i === top ? "num best" : "num"},
-          i === top ? el("span", {title: "best"}, "★ ") : "", final, bestText,
-          i === top ? el("span", {class: "sr-only"}, " (best)") : "");
+        const isTop = best !== undefined && best.value === top;
+        return [el("td", {class: "num"}, name in job.final ? num(job.final[name]) : ""),
+          el("td", {class: isTop ? "num best" : "num"}, best ? `${isTop ? "★ " : ""}${num(best.value)} (${best.epoch})` : "",
+            isTop ? el("span", {class: "sr-only"}, " best of the jobs") : "")];
       }));
     }));
   }

@@ -24,7 +24,7 @@ const TS = (() => {
       if (key === "dataset") Object.assign(node.dataset, value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === undefined || child === null || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -66,7 +66,7 @@ const TS = (() => {
 
   /** Replace the children of `node`. */
   function fill(node, ...children) {
-    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+    node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
   }
 
   function status(node, text, isError) {

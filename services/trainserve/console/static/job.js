@@ -69,7 +69,12 @@
     return job;
   }
 
+  // A replayed history says queued, then running, then how it ended: never step back.
+  const ORDER = {queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2};
+  let shownState = null;
+
   function showState(state, terminal, message) {
+    shownState = state;
     const badge = $("job-state");
     badge.className = `state state-${state}`;
     badge.textContent = state;
@@ -78,7 +83,7 @@
   }
 
   function summary(job) {
-    const items = [["Owner", job.user || "–"], ["Epoch", job.total_epochs ? `${job.epoch} of ${job.total_epochs}` : job.epoch || "–"],
+    const items = [["Owner", job.user || "–"], ["Epoch", TS.el("span", {id: "summary-epoch"})],
       ["Created", job.created ? new Date(job.created).toLocaleString() : "–"],
       ["Started", job.started ? new Date(job.started).toLocaleString() : "–"],
       ["Finished", job.finished ? new Date(job.finished).toLocaleString() : "–"],
@@ -90,6 +95,7 @@
   }
 
   function progress(epoch, total) {
+    $("summary-epoch").textContent = total ? `${epoch} of ${total}` : "–";
     const bar = $("job-progress");
     bar.max = total || 1;
     bar.value = Math.min(epoch, total || 1);
@@ -112,7 +118,7 @@
       const images = artifacts.filter((a) => a.content_type === "image/png");
       const files = artifacts.filter((a) => a.content_type !== "image/png");
       TS.fill($("plots"), images.map((a) => TS.el("figure", {},
-        TS.el("img", {src: a.url, alt: `${a.name.replace(/\.png$/, "").replace(/_/g, " ")} plot of job ${jobId}`, loading: "lazy"}),
+        TS.el("img", {src: a.url, alt: `${a.name.replace(/\.png$/, "").replace(/_/g, " ")} plot of job ${jobId}`}),
         TS.el("figcaption", {}, TS.el("a", {href: a.url}, a.name)))));
       status.replaceChildren(...(files.length ? ["Files: ", ...files.flatMap((a, i) => [i ? ", " : "", TS.el("a", {href: a.url}, a.name)])] : [images.length ? "" : "No plots for this job."]));
     } catch (err) {
@@ -172,8 +178,9 @@
     source.addEventListener("trial", (e) => onTrial(JSON.parse(e.data)));
     source.addEventListener("state", (e) => {
       const data = JSON.parse(e.data);
+      if ((ORDER[data.state] ?? 0) < (ORDER[shownState] ?? 0)) return;
       showState(data.state, data.terminal, data.message);
-      if (data.terminal) loadJob();
+      loadJob();  // its times, its model once it has one
     });
     source.addEventListener("log", (e) => { appendLog(JSON.parse(e.data)); drawLogs(); });
     source.addEventListener("problem", (e) => {
