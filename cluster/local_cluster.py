@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from trainserve.local import cmdline, proc_stat, session_members, signal_quietly
+from trainserve.local import cmdline, proc_stat, read_from, session_members, signal_quietly
 from trainserve.core.ports import free_port
 
 RAY_STARTED_LINE = "Ray runtime started"
@@ -356,12 +356,7 @@ class LocalCluster:
             proc.poll()
 
     def _log_since(self, name: str, offset: int) -> str:
-        try:
-            with open(self.log_path(name), "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_from(self.log_path(name), offset)
 
     def _tail(self, name: str, offset: int, lines: int = 25) -> str:
         text = self._log_since(name, offset).rstrip().splitlines()[-lines:]

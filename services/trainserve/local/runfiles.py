@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trainserve.core.locations import stack_file
 from trainserve.local.settings import Config
+from trainserve.local.system import read_from
 
 
 class RunFiles:
@@ -52,13 +53,7 @@ class RunFiles:
 
     def log_since_start(self, name: str) -> str:
         """What `name` logged since it last started."""
-        offset = self.meta(name).get("log_offset", 0)
-        try:
-            with open(self.log_path(name), "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_from(self.log_path(name), self.meta(name).get("log_offset", 0))
 
     def tail(self, name: str, lines: int = 25) -> str:
         text = self.log_since_start(name).rstrip().splitlines()[-lines:]

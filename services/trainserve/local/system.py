@@ -11,6 +11,16 @@ from pathlib import Path
 from trainserve.core import ports
 
 
+def read_from(path: str | Path, offset: int) -> str:
+    """A log file's text from byte `offset` on ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def signal_quietly(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
