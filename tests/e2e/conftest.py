@@ -60,13 +60,11 @@ def playwright_browser():
 def stack():
     """The local stack, every port free; anyone may queue any number of jobs (the 200-job
     page)."""
-    from trainserve.local import Config, LocalStack
+    from trainserve.local import Config, LocalStack, port_settings
     if shutil.which("redis-server") is None:
         _missing("redis-server is not installed")
     root = Path(tempfile.mkdtemp(prefix="ts-e2e-"))  # short: Ray's socket paths
-    ports = {f: free_port() for f in (
-        "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port", "serve_http_port",
-        "serve_grpc_port", "api_metrics_port", "dispatcher_metrics_port", "console_port")}
+    ports = {f: free_port() for f in port_settings()}
     config = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
                     user_max_queued=0, **ports)
     s = LocalStack(config)

@@ -17,16 +17,13 @@ from tests.integration.helpers import admin_token
 
 @pytest.fixture(scope="session")
 def stack():
-    from trainserve.local import Config
+    from trainserve.local import Config, port_settings
     from trainserve.local import LocalStack
 
     # Short root: Ray's unix sockets live under its temp dir (107-byte path limit).
     root = Path(tempfile.mkdtemp(prefix="ts-it-"))
-    cfg = Config(state_dir=root / "state", api_port=free_port(), serve_http_port=free_port(),
-                 serve_grpc_port=free_port(), api_metrics_port=free_port(),
-                 dispatcher_metrics_port=free_port(), ray_dashboard_port=free_port(),
-                 redis_port=free_port(), ray_gcs_port=free_port(), console_port=free_port(),
-                 ray_num_cpus=2, ray_temp_dir=str(root / "ray"))
+    cfg = Config(state_dir=root / "state", ray_num_cpus=2, ray_temp_dir=str(root / "ray"),
+                 **{f: free_port() for f in port_settings()})
     s = LocalStack(cfg)
     try:
         s.up()
@@ -74,7 +71,7 @@ def fault_stack():
     """A local stack of the module's own (2 CPUs) whose processes see TRAINSERVE_FAULT_DIR
     (`trainserve.core.faults`), with `.stubs`, `.faults` (that folder) and `.redis`: for tests
     that pause and kill its processes."""
-    from trainserve.local import Config
+    from trainserve.local import Config, port_settings
     from trainserve.core.faults import ENV
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc, model_pb2_grpc
@@ -86,10 +83,7 @@ def fault_stack():
     old = os.environ.get(ENV)
     os.environ[ENV] = str(faults)  # inherited by every process the stack starts
     cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=2,
-                 **{f: free_port() for f in (
-                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
-                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port", "console_port")})
+                 **{f: free_port() for f in port_settings()})
     stack = LocalStack(cfg)
     try:
         stack.up(timeout=240)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from trainserve.local import Config
+from trainserve.local import Config, port_settings
 from trainserve.local import LocalStack, PortInUse, free_port
 
 pytestmark = pytest.mark.integration
@@ -33,10 +33,7 @@ def own_stack():
         pytest.fail("redis-server is not installed (./dev.sh test installs it)")
     root = Path(tempfile.mkdtemp(prefix="ts-ls-"))
     config = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=1,
-                    **{f: free_port() for f in (
-                        "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
-                        "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                        "dispatcher_metrics_port", "console_port")})
+                    **{f: free_port() for f in port_settings()})
     stack = LocalStack(config)
     yield stack
     stack.down()

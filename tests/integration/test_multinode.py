@@ -47,7 +47,7 @@ lc = _load_local_cluster()
 @pytest.fixture(scope="module")
 def multinode():
     """A 3-worker-node cluster and a stack on it; the nodes see TRAINSERVE_FAULT_DIR."""
-    from trainserve.local import Config
+    from trainserve.local import Config, port_settings
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc
 
@@ -58,9 +58,7 @@ def multinode():
                               env={ENV: str(faults)})
     cfg = Config(state_dir=root / "state", ray_external_address=cluster.address,
                  ray_token_file=str(cluster.token_path),
-                 **{f: free_port() for f in (
-                     "api_port", "redis_port", "serve_http_port", "serve_grpc_port",
-                     "api_metrics_port", "dispatcher_metrics_port", "console_port")})
+                 **{f: free_port() for f in port_settings() if not f.startswith("ray_")})
     stack = LocalStack(cfg)
     try:
         cluster.start(timeout=180)

@@ -31,16 +31,13 @@ SPEC = parse_spec({"dataset": {"name": "xor"}, "model": {"mlp": {}},
 
 @pytest.fixture(scope="module")
 def api_stack():
-    from trainserve.local import Config
+    from trainserve.local import Config, port_settings
     from trainserve.local import LocalStack
     from trainserve.core.pb import job_pb2_grpc
 
     root = Path(tempfile.mkdtemp(prefix="ts-qd-"))
     cfg = Config(state_dir=root / "state", ray_temp_dir=str(root / "ray"), ray_num_cpus=1,
-                 **{f: free_port() for f in (
-                     "api_port", "redis_port", "ray_gcs_port", "ray_dashboard_port",
-                     "serve_http_port", "serve_grpc_port", "api_metrics_port",
-                     "dispatcher_metrics_port", "console_port")})
+                 **{f: free_port() for f in port_settings()})
     stack = LocalStack(cfg)
     try:
         stack.up(["redis", "api"], timeout=120)

@@ -200,3 +200,12 @@ def test_the_older_flag_names_are_documented_with_the_one_name():
     for f in fields(Config):
         for alias in f.metadata["aliases"]:
             assert f"| `{alias}` | `{flag(f.name)}` |" in text, alias
+
+
+def test_port_settings_are_every_port_field():
+    """A stack moved onto free ports moves every one (a port added later is not missed)."""
+    import dataclasses
+
+    from trainserve.local import port_settings
+    names = {f.name for f in dataclasses.fields(Config)}
+    assert set(port_settings()) == {n for n in names if n.endswith("_port")}

@@ -11,17 +11,14 @@ import time
 import pytest
 
 from trainserve.local import (COMPONENTS, Config, Launch, LocalStack, LocalStackError, PortInUse,
-                              free_port, port_in_use, redis_conf)
+                              free_port, port_in_use, port_settings, redis_conf)
 from trainserve.local.components.redis import write_redis_conf
 
 
 @pytest.fixture
 def config(tmp_path):
     """A config whose every port is free right now."""
-    ports = {f: free_port() for f in ("api_port", "redis_port", "ray_gcs_port",
-                                      "ray_dashboard_port", "serve_http_port",
-                                      "serve_grpc_port", "api_metrics_port",
-                                      "dispatcher_metrics_port", "console_port")}
+    ports = {f: free_port() for f in port_settings()}
     return Config(state_dir=tmp_path / "state", **ports)
 
 

@@ -32,7 +32,7 @@ from trainserve.local.components import (ALL_COMPONENTS, COMPONENTS, DECLARED,
 from trainserve.local.components.ray import RAY_STARTED_LINE
 from trainserve.local.components.redis import redis_conf
 from trainserve.core.locations import default_state_dir, stack_file
-from trainserve.local.settings import Config, recorded_config
+from trainserve.local.settings import Config, port_settings, recorded_config
 from trainserve.local.supervisor import ComponentStatus, LocalStack
 from trainserve.local.system import (cmdline, free_port, port_in_use, proc_stat, read_from,
                                      session_members, signal_quietly)
@@ -41,6 +41,6 @@ __all__ = [
     "ALL_COMPONENTS", "COMPONENTS", "Component", "ComponentStatus", "Config", "DECLARED",
     "Launch", "LocalStack", "LocalStackError", "OPTIONAL_COMPONENTS", "PortInUse", "PortUse",
     "RAY_STARTED_LINE", "cmdline", "declared", "default_state_dir", "free_port",
-    "port_in_use", "proc_stat", "read_from", "recorded_config", "redis_conf", "secret_file",
+    "port_in_use", "port_settings", "proc_stat", "read_from", "recorded_config", "redis_conf", "secret_file",
     "session_members", "signal_quietly", "stack_file",
 ]

@@ -338,6 +338,12 @@ def setting_type(f: dataclasses.Field) -> type:
     return args[0] if args else hint
 
 
+def port_settings() -> tuple[str, ...]:
+    """The settings that are TCP ports (bounds `PORT`): what a second stack on one machine
+    must all move, e.g. `Config(**{f: free_port() for f in port_settings()})`."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("bounds") == PORT)
+
+
 def flag(name: str) -> str:
     """The `trainserve up` flag of setting `name`: `--redis-port` for `redis_port`."""
     return "--" + name.replace("_", "-")
