@@ -17,13 +17,8 @@ from trainserve.local.components.redis import write_redis_conf
 
 @pytest.fixture
 def config(tmp_path):
-    """A config whose every port is free right now, no two the same (free_port draws at
-    random without holding the port, so two draws can meet)."""
-    ports: dict[str, int] = {}
-    for name in port_settings():
-        while (port := free_port()) in ports.values():
-            pass
-        ports[name] = port
+    """A config whose every port is free right now."""
+    ports = {f: free_port() for f in port_settings()}
     return Config(state_dir=tmp_path / "state", **ports)
 
 

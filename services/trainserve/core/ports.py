@@ -8,14 +8,22 @@ number. A port counts as free when nothing listens on it on any address, IPv4 or
 """
 from __future__ import annotations
 
+import collections
 import random
 import socket
+import threading
 
 # free_port's single ports and free_port_block's blocks come from ranges of their own, both
 # above Ray's default worker port range (10002-19999), which `ray start` refuses to overlap.
 SINGLE_RANGE = (20000, 26000)
 BLOCK_RANGE = (26000, 32700)
 _rng = random.SystemRandom()
+# The ports this process handed out lately: a caller draws several before binding any (a
+# stack's settings, a Ray node's six ports), and nothing listens on them yet, so without this
+# two draws can meet. Bounded, because a long test session draws thousands.
+_RECENT = 1024
+_given: collections.deque[int] = collections.deque(maxlen=_RECENT)
+_lock = threading.Lock()
 
 
 def port_free(port: int) -> bool:
@@ -30,11 +38,14 @@ def port_free(port: int) -> bool:
 
 
 def free_port(attempts: int = 200) -> int:
-    """A port nothing listens on now (another process may still take it before you do)."""
-    for _ in range(attempts):
-        port = _rng.randrange(*SINGLE_RANGE)
-        if port_free(port):
-            return port
+    """A port nothing listens on now and that this process has not handed out lately
+    (another process may still take it before you do)."""
+    with _lock:
+        for _ in range(attempts):
+            port = _rng.randrange(*SINGLE_RANGE)
+            if port not in _given and port_free(port):
+                _given.append(port)
+                return port
     raise RuntimeError(f"no free port in {SINGLE_RANGE} after {attempts} tries")
 
 
