@@ -6,7 +6,8 @@ modes with it, the server's plots and the CLI's leaderboard read a search's rank
 from __future__ import annotations
 
 # Metric names ending in one of these improve upwards.
-HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2", "exact_match")
+HIGHER_IS_BETTER = ("accuracy", "auc", "f1", "precision", "recall", "r2", "exact_match",
+                    "sensitivity", "specificity", "ppv", "npv")
 # What a search ranks by when its spec names nothing (validation names one before a search
 # runs; a spec that never went through it falls back to this).
 DEFAULT_SEARCH_METRIC = "val_loss"
@@ -15,8 +16,8 @@ CV_MEAN_SUFFIX = "_mean"
 
 
 def default_mode(metric: str) -> str:
-    """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2, exact_match),
-    else "min"; a cross-validated mean (`cv_<name>_mean`) goes the way of <name>."""
+    """"max" for accuracy-like metrics (accuracy, auc, f1, precision, recall, r2, exact_match,
+    sensitivity, specificity, ppv, npv), else "min"; a cross-validated mean (`cv_<name>_mean`) goes the way of <name>."""
     return "max" if metric.removesuffix(CV_MEAN_SUFFIX).endswith(HIGHER_IS_BETTER) else "min"
 
 

@@ -3,7 +3,9 @@
 Per epoch (the curves): loss and accuracy, or loss, MSE, MAE and R^2 for regression; the
 names are `stopping.epoch_metric_names`. At the end (`final_metrics`), classification adds
 macro precision, recall and F1, ROC AUC (binary: of the class-1 probability; more classes:
-one-vs-rest, macro-averaged) and the confusion matrix (rows: true class, columns: predicted).
+one-vs-rest, macro-averaged), the confusion matrix (rows: true class, columns: predicted)
+and the clinical metrics of `training.clinical_metrics` (per-class sensitivity, specificity,
+PPV, NPV and counts; top-k accuracy; Brier score and expected calibration error).
 Regression outputs `(N, k)` are averaged over the k outputs (R^2 per output, then the mean).
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from trainserve.training.clinical_metrics import clinical_metrics
 
 
 def train_sums(out: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor,
@@ -46,15 +50,19 @@ def epoch_metrics(split: str, out: torch.Tensor, y: torch.Tensor, per_sample: to
 
 
 def final_metrics(split: str, out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor,
-                  num_classes: int) -> tuple[dict[str, float], list[list[int]] | None]:
+                  num_classes: int, class_names=(), top_k: int | None = None
+                  ) -> tuple[dict[str, float], list[list[int]] | None]:
     """Every metric of `split` and, for classification (`num_classes` > 0), its confusion
-    matrix as nested lists."""
+    matrix as nested lists. `class_names` name the per-class metrics, `top_k` is the spec's
+    k of the top-k accuracy (None: the default; see `training.clinical_metrics`)."""
     metrics = epoch_metrics(split, out, y, per_sample, num_classes > 0)
     if num_classes == 0:
         return metrics, None
     cm = confusion_matrix(out.argmax(dim=1), y, num_classes)
     metrics |= {f"{split}_{k}": v for k, v in from_confusion(cm).items()}
     metrics[f"{split}_auc"] = roc_auc(out, y, num_classes)
+    prob = torch.softmax(out.detach().double(), dim=1).cpu().numpy()
+    metrics |= clinical_metrics(split, prob, y.cpu().numpy(), cm.numpy(), class_names, top_k)
     return metrics, cm.tolist()
 
 

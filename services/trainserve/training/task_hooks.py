@@ -36,8 +36,8 @@ def code_sparsity(codes: torch.Tensor) -> float:
 class SupervisedTask:
     """Classification or regression: the model's outputs against the targets."""
 
-    def __init__(self, info, loss_fn):
-        self.info, self.loss_fn = info, loss_fn
+    def __init__(self, info, loss_fn, top_k: int | None = None):
+        self.info, self.loss_fn, self.top_k = info, loss_fn, top_k
         self.classification = info.task == "classification"
         self.output_shape = (info.output_dim,)  # of one sample's output
 
@@ -59,7 +59,8 @@ class SupervisedTask:
 
     def final_metrics(self, split, out, x, y, per_sample, module):
         classes = self.info.num_classes if self.classification else 0
-        return M.final_metrics(split, out, y, per_sample, classes)
+        return M.final_metrics(split, out, y, per_sample, classes, self.info.class_names,
+                               self.top_k)
 
     def extra_meta(self):
         return {}
@@ -142,4 +143,5 @@ def make_task(spec, info, loss_fn):
         return GenerationTask(spec, info, loss_fn)
     if info.task == RECONSTRUCTION:
         return ReconstructionTask(spec, info, loss_fn)
-    return SupervisedTask(info, loss_fn)
+    top_k = spec.training.top_k if spec.training.HasField("top_k") else None
+    return SupervisedTask(info, loss_fn, top_k)

@@ -212,6 +212,20 @@ def _check_training(spec, info: DatasetInfo) -> None:
                     low=0.0, high=float("inf"))
     _check_performance(tr.performance, info)
     _check_runtime_limits(tr)
+    _check_top_k(tr, info)
+
+
+def _check_top_k(tr, info: DatasetInfo) -> None:
+    """`top_k` (unset: the default of `training.clinical_metrics`) is a classifier's, below its
+    number of classes (k = classes would always score 1)."""
+    if not tr.HasField("top_k"):
+        return
+    if info.task != "classification":
+        fail("spec.training.top_k", f"top-k accuracy needs a classification task; this job's "
+                                    f"is {info.task}")
+    if not 1 <= tr.top_k < info.num_classes:
+        fail("spec.training.top_k", f"must be in [1, {info.num_classes - 1}] for "
+                                    f"{info.num_classes} classes, got {tr.top_k}")
 
 
 def _check_runtime_limits(tr) -> None:
