@@ -105,7 +105,7 @@ def test_plot_command_downloads_the_server_s_plots(cli, classifier, tmp_path):
     result = cli("plot", classifier.id, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["confusion_matrix.png", "curves.png", "roc_curve.png"]
+    assert names == ["confusion_matrix.png", "curves.png", "reliability.png", "roc_curve.png"]
     for path in tmp_path.iterdir():
         assert_png(path.read_bytes())
     assert str(tmp_path / "roc_curve.png") in result.stdout

@@ -144,15 +144,16 @@ def classification_arrays(num_classes: int, n: int = 120) -> dict[str, np.ndarra
 
 def test_binary_classifier_gets_confusion_matrix_and_roc(tmp_path):
     paths = plots.evaluation_plots(classification_arrays(2), tmp_path, "bc")
-    assert [p.name for p in paths] == [plots.CONFUSION, plots.ROC]
+    assert [p.name for p in paths] == [plots.CONFUSION, plots.ROC, plots.RELIABILITY]
     for path in paths:
         assert_png(path)
 
 
-def test_multiclass_classifier_gets_a_confusion_matrix_only(tmp_path):
+def test_multiclass_classifier_gets_a_confusion_matrix_and_reliability(tmp_path):
     paths = plots.evaluation_plots(classification_arrays(10), tmp_path)
-    assert [p.name for p in paths] == [plots.CONFUSION]
-    assert_png(paths[0])
+    assert [p.name for p in paths] == [plots.CONFUSION, plots.RELIABILITY]
+    for path in paths:
+        assert_png(path)
 
 
 def test_confusion_counts_rows_are_true_classes():
@@ -261,3 +262,27 @@ def test_plot_command_errors(cli, tmp_path):  # noqa: F811
     cli.api.add_job("j-5", state=job_pb2.JOB_STATE_QUEUED)
     assert_error(cli("plot", "j-5", "--out", tmp_path), 1, "job j-5 has no epochs yet")
     assert not list(tmp_path.glob("*.png"))
+
+
+def _drawn_panels(monkeypatch, events, tmp_path) -> list[str]:
+    """The metric panels `training_plots` asks for (the PNG itself is drawn as usual)."""
+    drawn = []
+    real = plots.plot_training_curves
+
+    def spy(series, path, title=""):
+        drawn.extend(series)
+        return real(series, path, title)
+    monkeypatch.setattr(plots, "plot_training_curves", spy)
+    plots.training_plots(job_pb2.Job(id="j-3"), epoch_points(events), tmp_path)
+    return drawn
+
+
+def test_a_constant_learning_rate_gets_no_panel(monkeypatch, tmp_path):
+    assert _drawn_panels(monkeypatch, epoch_events(4), tmp_path) == ["accuracy", "loss"]
+
+
+def test_a_scheduled_learning_rate_keeps_its_panel(monkeypatch, tmp_path):
+    events = epoch_events(4)
+    for i, event in enumerate(e for e in events if e.HasField("epoch")):
+        event.epoch.metrics["lr"] = 0.01 / (i + 1)
+    assert _drawn_panels(monkeypatch, events, tmp_path) == ["accuracy", "loss", "lr"]

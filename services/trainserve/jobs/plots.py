@@ -1,7 +1,7 @@
 """PNG plots of a job's results: a search's trials (each trial's metric per epoch; the final
 metric against each searched value), an ordinary job's train and validation curves, and what
 its training run saved for plots (`training.evaluation`, `evaluation.npz`): a classifier's
-confusion matrix and (binary) ROC curve, a regression's predicted against true values, an
+confusion matrix, (binary) ROC curve and reliability diagram (calibration), a regression's predicted against true values, an
 autoencoder's reconstructions (and a VAE's samples), a GAN's samples (a scatter over the real
 points for 2-D data, an image grid for images).
 
@@ -27,6 +27,7 @@ TRIAL_PARAMS = "trials_params.png"
 TRAINING_CURVES = "curves.png"
 CONFUSION = "confusion_matrix.png"
 ROC = "roc_curve.png"
+RELIABILITY = "reliability.png"
 PREDICTIONS = "predictions.png"
 RECONSTRUCTIONS = "reconstructions.png"
 SAMPLES = "samples.png"
@@ -297,11 +298,20 @@ def metric_series(epochs: Sequence[job_pb2.EpochMetrics]
 def training_plots(job: job_pb2.Job, epochs: Sequence[job_pb2.EpochMetrics],
                    out_dir: Path) -> list[Path]:
     """The plots of an ordinary training job (today its curves); `NoEpochs` without any."""
-    series = metric_series(epochs)
+    series = without_constant_lr(metric_series(epochs))
     if not series:
         raise NoEpochs(f"job {job.id} has no epochs yet")
     return [plot_training_curves(series, Path(out_dir) / TRAINING_CURVES,
                                  title=job.spec.name or job.id)]
+
+
+def without_constant_lr(series: dict) -> dict:
+    """`series` without the learning rate's panel when it never changed: the loop reports
+    `lr` every epoch, and a flat line only says that no schedule was set."""
+    values = series.get("lr", {}).get("", ([], []))[1]
+    if values and max(values) == min(values):
+        return {base: splits for base, splits in series.items() if base != "lr"}
+    return series
 
 
 def plot_training_curves(series: dict[str, dict[str, tuple[list[int], list[float]]]],
@@ -342,6 +352,8 @@ def evaluation_plots(arrays: dict[str, np.ndarray], out_dir: Path,
         if arrays["probabilities"].shape[1] == 2 and len(np.unique(arrays["y_true"])) == 2:
             paths.append(plot_roc(arrays["y_true"], arrays["probabilities"][:, 1],
                                   out_dir / ROC, title, positive=str(arrays["class_names"][1])))
+        paths.append(plot_reliability(arrays["y_true"], arrays["probabilities"],
+                                      out_dir / RELIABILITY, title))
         return paths
     if kind == "regression":
         return [plot_predictions(arrays["y_true"], arrays["y_pred"], out_dir / PREDICTIONS, title)]
@@ -411,6 +423,32 @@ def plot_roc(y_true, scores, path: Path, title: str = "", positive: str = "1") -
            title=f"{title + ': ' if title else ''}ROC curve (test, positive: {positive})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_reliability(y_true, probabilities, path: Path, title: str = "") -> Path:
+    """The reliability diagram of the top-label confidence (accuracy against mean confidence
+    per bin, as `training.clinical_metrics` computes the ECE), with the Brier score and ECE,
+    over a histogram of the confidences."""
+    from trainserve.training import clinical_metrics as C
+    prob = np.asarray(probabilities, np.float64)
+    counts, conf, acc = C.reliability_bins(prob, y_true)
+    used = counts > 0
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfectly calibrated")
+    top.plot(conf[used], acc[used], marker="o", color="tab:blue", linewidth=2, label="model")
+    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="accuracy in bin",
+            title=f"{title + ': ' if title else ''}reliability (test, Brier "
+                  f"{C.brier_score(prob, y_true):.3f}, ECE "
+                  f"{C.expected_calibration_error(prob, y_true):.3f})")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left")
+    edges = np.linspace(0, 1, C.ECE_BINS + 1)
+    bottom.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue",
+               alpha=0.6)
+    bottom.set(xlabel="confidence (top-class probability)", ylabel="samples")
     return _save(fig, path)
 
 
