@@ -143,7 +143,7 @@ def test_every_trainserve_pod_shares_storage_and_ray_auth(default):
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     seen = set()
     for name, spec in pod_specs(docs):
-        if name.endswith("-redis"):
+        if name.endswith(("-redis", "-console")):  # the console reads through the API only
             continue
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["storage"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
@@ -292,7 +292,8 @@ def test_api_checks_tokens_by_default_with_the_admin_token_from_a_secret(default
 
 def test_api_serves_tls_and_mutual_tls(render):
     result = render(values={"tls": {"enabled": True, "existingSecret": "api-cert",
-                                    "mutual": True}})
+                                    "mutual": True},
+                            "console": {"apiClientSecret": "console-client"}})
     assert result["ok"], result.get("error")
     assert result["errors"] == []
     api = one(result["docs"], "Deployment", "-api")["spec"]["template"]["spec"]

@@ -175,3 +175,15 @@ imagePullSecrets:
 {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The names the console answers to (its --public-host flags), as a JSON list: its
+     Service's names, then console.publicHosts. */}}
+{{- define "trainserve.consoleHosts" -}}
+{{- $svc := printf "%s-console" (include "trainserve.fullname" .) -}}
+{{- $ns := .Release.Namespace -}}
+{{- concat (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) .Values.console.publicHosts | toJson -}}
+{{- end -}}
+
+{{- define "trainserve.consoleTlsSecret" -}}
+{{- default (printf "%s-console-tls" (include "trainserve.fullname" .)) .Values.console.tlsSecret -}}
+{{- end -}}
