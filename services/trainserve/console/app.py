@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from trainserve.console import auth, data, pages
+from trainserve.console import auth, data, datasets, endpoints, models, pages, searches
 from trainserve.console.context import (STATIC_DIR, ClientFactory, Console, SignInRequired,
                                         console_of, wants_json)
 from trainserve.console.security import CsrfRejected, SecurityHeaders
@@ -29,7 +29,8 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
     `trainserve.client.Client` of `settings.api`; tests pass a fake)."""
     routes = [
         Route("/healthz", lambda request: Response("ok", media_type="text/plain")),
-        *auth.ROUTES, *pages.ROUTES, *data.ROUTES,
+        *auth.ROUTES, *pages.ROUTES, *data.ROUTES, *searches.ROUTES, *models.ROUTES,
+        *endpoints.ROUTES, *datasets.ROUTES,
         Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(

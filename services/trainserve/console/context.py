@@ -7,6 +7,7 @@ Every call to the job API runs on a worker thread with the signed-in user's own 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -18,12 +19,14 @@ from starlette.templating import Jinja2Templates
 
 from trainserve.console.security import CSRF_FIELD, CSRF_HEADER, check_state_change
 from trainserve.console.sessions import COOKIE, Session, SessionStore
+from trainserve.console.serving_stats import ServingStats
 from trainserve.console.settings import ConsoleSettings
 from trainserve.core import errors
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR, TEMPLATES_DIR = HERE / "static", HERE / "templates"
 FORM_LIMIT = 16 * 1024
+JSON_LIMIT = 2 << 20   # a try-it request: an image of up to 65 536 numbers as JSON
 ClientFactory = Callable[[str], Any]
 
 
@@ -40,6 +43,7 @@ class Console:
         self.client_factory = client_factory or sdk_client_factory(settings.api)
         self.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
         self.templates.env.globals["static"] = static_url
+        self.stats = ServingStats(settings.serving_metrics)
 
     def session(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE))
@@ -68,6 +72,30 @@ class Console:
                            or request.headers.get(CSRF_HEADER))
         return form
 
+    async def check_json(self, request: Request, session: Session,
+                         limit: int = JSON_LIMIT) -> dict[str, Any]:
+        """A posted JSON object, once the CSRF token of its `X-CSRF-Token` header and its
+        origin passed (`CsrfRejected` else; checked before the body is read)."""
+        check_state_change(request, session, request.headers.get(CSRF_HEADER))
+        body = await read_body(request, limit)
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            raise errors.InvalidArgument("the body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise errors.InvalidArgument("the body must be a JSON object")
+        return doc
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body; past `limit` bytes RESOURCE_EXHAUSTED."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise errors.ResourceExhausted(f"the request is larger than {limit} bytes")
+    return body
+
 
 async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded form (the console's forms are a few short fields): each field's first
@@ -86,7 +114,8 @@ def sdk_client_factory(api: str) -> ClientFactory:
     never the environment's or the local admin's, which the SDK would fall back to)."""
     def make(token: str):
         from trainserve.client import Client
-        return Client(api, token=token, timeout=15.0, retry_for=3.0)
+        # inference_token="": never the console process's own $TRAINSERVE_INFERENCE_TOKEN
+        return Client(api, token=token, timeout=15.0, retry_for=3.0, inference_token="")
     return make
 
 

@@ -27,6 +27,8 @@ HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+# Served over HTTPS (a cluster's console), browsers are told to never try plain HTTP.
+HSTS = "max-age=31536000"
 STATIC_PREFIX = "/static/"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -61,6 +63,8 @@ class SecurityHeaders:
                     headers.setdefault(name, value)
                 if not static:
                     headers["Cache-Control"] = "no-store"
+                if scope.get("scheme") == "https":
+                    headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
         await self.app(scope, receive, send_with_headers)
 

@@ -74,5 +74,42 @@ const TS = (() => {
     node.classList.toggle("error", Boolean(isError));
   }
 
-  return {getJSON, el, num, ago, timeCell, stateBadge, labelChips, fill, status};
+  /** The session's CSRF token (the page's <main data-csrf>). */
+  function csrf() {
+    return document.getElementById("main").dataset.csrf || "";
+  }
+
+  /** POST `body` (JSON, or a File/Blob as it is) with the session's CSRF token in a header;
+      the answer's JSON, or an Error with the console's message. */
+  async function post(url, body) {
+    const isFile = body instanceof Blob;
+    const response = await fetch(url, {method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: {Accept: "application/json", "X-CSRF-Token": csrf(),
+                "Content-Type": isFile ? "application/octet-stream" : "application/json"},
+      body: isFile ? body : JSON.stringify(body)});
+    if (response.status === 401) {
+      location.assign("/signin?next=" + encodeURIComponent(location.pathname + location.search));
+      throw new Error("signed out");
+    }
+    const answer = await response.json().catch(() => ({error: response.statusText}));
+    if (!response.ok) throw new Error(answer.error || response.statusText);
+    return answer;
+  }
+
+  /** A form that POSTs to `action` with the session's CSRF token, holding `children`. */
+  function postForm(action, attrs, ...children) {
+    const main = document.getElementById("main");
+    return el("form", {method: "post", action, ...attrs},
+      el("input", {type: "hidden", name: main.dataset.csrfField || "csrf_token", value: csrf()}), ...children);
+  }
+
+  /** "1.2 MiB" */
+  function bytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return `${i ? n.toFixed(1) : n} ${units[i]}`;
+  }
+
+  return {getJSON, el, num, ago, timeCell, stateBadge, labelChips, fill, status, csrf, post, postForm, bytes};
 })();

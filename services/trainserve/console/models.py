@@ -1,0 +1,60 @@
+"""The models page: every version the user may see, with its metrics, signature and lineage
+(the job that trained it, the data's hash, the seed, the spec), and deploying a version
+(Deploy through the SDK without waiting: the endpoint's page then follows its loading)."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from trainserve.console.context import console_of
+from trainserve.console.registry_views import model_json
+from trainserve.core import errors
+
+
+async def models_page(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signed_in(request)
+    return console.page(request, "models.html", session)
+
+
+async def models(request: Request) -> Response:
+    """Every model version the user may see (ListModels), newest model first."""
+    console = console_of(request)
+    session = console.signed_in(request)
+    versions = await console.call(session, "list_models")
+    rows = sorted((model_json(v) for v in versions),
+                  key=lambda m: (m["created"] or "", m["version"]), reverse=True)
+    return JSONResponse({"models": rows})
+
+
+async def deploy(request: Request) -> Response:
+    """The deploy form of a version: `endpoint` (default the model's name)."""
+    console = console_of(request)
+    session = console.signed_in(request)
+    form = await console.check_form(request, session)
+    name = request.path_params["name"]
+    version = version_of(request.path_params["version"], "version")
+    endpoint = form.get("endpoint", "").strip() or name
+    dep = await console.call(session, "deploy", name, version, endpoint, wait=False)
+    return RedirectResponse(f"/endpoints/{quote(dep.name)}", status_code=303)
+
+
+def version_of(text: str, field: str) -> int:
+    """A model version number of a path or form (0: the latest)."""
+    try:
+        version = int(text)
+    except ValueError:
+        raise errors.InvalidArgument("a version number", field=field) from None
+    if version < 0:
+        raise errors.InvalidArgument("a version number (0: the latest)", field=field)
+    return version
+
+
+ROUTES = [
+    Route("/models", models_page),
+    Route("/api/models", models),
+    Route("/models/{name}/{version}/deploy", deploy, methods=["POST"]),
+]

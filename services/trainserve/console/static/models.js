@@ -1,0 +1,71 @@
+/* The models page: each model's versions (newest first) with metrics and lineage, a deploy
+   form per version. */
+"use strict";
+
+(() => {
+  const box = document.getElementById("models");
+  const statusLine = document.getElementById("models-status");
+  const {el, num} = TS;
+
+  function metrics(m) {
+    const names = Object.keys(m.metrics).sort();
+    const shown = names.filter((n) => n.startsWith("test_"));
+    return (shown.length ? shown : names).slice(0, 4).map((n) => el("span", {class: "chip mono"}, `${n} ${num(m.metrics[n])}`));
+  }
+
+  function lineage(m) {
+    const job = m.job_id ? el("a", {href: `/jobs/${encodeURIComponent(m.job_id)}`, class: "mono"}, m.job_id) : "–";
+    return [job, m.trial_id ? [" trial ", el("span", {class: "mono"}, m.trial_id)] : ""];
+  }
+
+  function details(m) {
+    const io = (ts) => ts.map((t) => `${t.name} ${t.datatype} [${t.shape.join(", ")}]`).join("; ");
+    const items = [["Task", m.task], ["Inputs", io(m.inputs)], ["Outputs", io(m.outputs)],
+      ["Classes", m.class_names.join(", ") || "–"], ["Preprocessing", m.preprocessing],
+      ["Dataset SHA-256", el("span", {class: "mono"}, m.dataset_hash || "–")],
+      ["All metrics", Object.entries(m.metrics).sort().map(([k, v]) => `${k} ${num(v)}`).join(", ") || "–"]];
+    if (Object.keys(m.search_config).length) items.push(["Trial's values", Object.entries(m.search_config).map(([k, v]) => `${k}=${v}`).join(", ")]);
+    return el("details", {class: "model-details"}, el("summary", {}, `Signature, lineage and spec of ${m.name} v${m.version}`),
+      el("dl", {class: "summary"}, items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v)))),
+      el("pre", {class: "spec", tabindex: 0, "aria-label": `Spec of ${m.name} v${m.version}`}, m.spec));
+  }
+
+  function deployForm(m) {
+    const id = `deploy-${m.name}-${m.version}`;
+    return TS.postForm(`/models/${encodeURIComponent(m.name)}/${m.version}/deploy`, {class: "deploy-form"},
+      el("label", {for: id, class: "sr-only"}, `Endpoint name for ${m.name} v${m.version}`),
+      el("input", {id, name: "endpoint", value: m.name, size: 14, spellcheck: "false", pattern: "[a-z0-9._\\-]{1,63}"}),
+      el("button", {type: "submit"}, "Deploy"));
+  }
+
+  function modelSection(name, versions) {
+    const hid = `model-${name}`;
+    return el("section", {"aria-labelledby": hid, class: "model", dataset: {model: name}},
+      el("h2", {id: hid}, name, " ", el("span", {class: "muted"}, `${versions.length} version${versions.length === 1 ? "" : "s"}`)),
+      el("div", {class: "table-wrap"}, el("table", {class: "data"},
+        el("caption", {class: "sr-only"}, `Versions of ${name}`),
+        el("thead", {}, el("tr", {}, ["Version", "Test metrics", "Job", "Dataset", "Seed", "Owner", "Registered", "Deploy at endpoint"].map((h) => el("th", {scope: "col"}, h)))),
+        el("tbody", {}, versions.map((m) => [
+          el("tr", {dataset: {version: m.version}}, el("th", {scope: "row"}, `v${m.version}`), el("td", {class: "wrap"}, metrics(m)),
+            el("td", {}, lineage(m)), el("td", {}, m.dataset || "–", m.dataset_hash ? el("span", {class: "muted mono", title: m.dataset_hash}, ` ${m.dataset_hash.slice(0, 10)}…`) : ""),
+            el("td", {class: "num"}, m.seed), el("td", {}, m.user || "–"), el("td", {}, TS.timeCell(m.created)), el("td", {}, deployForm(m))),
+          el("tr", {class: "detail-row"}, el("td", {colspan: 8, class: "wrap"}, details(m)))])))));
+  }
+
+  async function load() {
+    try {
+      const {models} = await TS.getJSON("/api/models");
+      const byName = new Map();
+      for (const m of models) { if (!byName.has(m.name)) byName.set(m.name, []); byName.get(m.name).push(m); }
+      for (const versions of byName.values()) versions.sort((a, b) => b.version - a.version);
+      box.replaceChildren(...[...byName].map(([name, versions]) => modelSection(name, versions)));
+      document.getElementById("models-empty").hidden = models.length > 0;
+      TS.status(statusLine, `${byName.size} model${byName.size === 1 ? "" : "s"}, ${models.length} version${models.length === 1 ? "" : "s"}`);
+      document.body.dataset.rendered = "models";
+    } catch (err) {
+      TS.status(statusLine, `Could not load the models: ${err.message}`, true);
+    }
+  }
+
+  load();
+})();
