@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> ConsoleSettings:
         return ConsoleSettings(api=args.api, host=host.strip("[]"), port=int(port),
                                state_dir=args.state_dir, session_idle_s=args.session_idle_s,
                                session_max_s=args.session_max_s, tls_cert=args.tls_cert,
-                               tls_key=args.tls_key, public_hosts=tuple(args.public_host))
+                               tls_key=args.tls_key, public_hosts=tuple(args.public_host),
+                               serving_metrics=args.serving_metrics,
+                               max_upload_bytes=args.max_upload_bytes)
     except ValueError as exc:
         p.error(str(exc))
         raise  # unreachable: p.error exits

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from trainserve.local.component import Component, Launch, Stack, http_ok, port_use
+from trainserve.local.components.prometheus import ray_sd_file
 from trainserve.local.settings import Config
 
 
@@ -17,7 +18,9 @@ def _listen(config: Config) -> str:
 def _launch(stack: Stack, env: dict[str, str]) -> Launch:
     c = stack.config
     argv = [sys.executable, "-m", "trainserve.console", "--listen", _listen(c),
-            "--api", c.api_address, "--state-dir", str(c.state_dir)]
+            "--api", c.api_address, "--state-dir", str(c.state_dir),
+            # the endpoints' requests, latency and errors, from Ray's metrics agents
+            "--serving-metrics", str(ray_sd_file(c))]
     return Launch(argv, env, {})
 
 
