@@ -3,6 +3,7 @@ single red line on stderr (exit 2 for invalid input, 1 otherwise), never a trace
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,10 +27,24 @@ class _Group(TyperGroup):
             fail(str(exc), EXIT_INVALID)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:
+            stdout_closed()
         except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
             if _is_cli_framework(exc) or os.environ.get("TRAINSERVE_DEBUG"):
                 raise
             fail(_message(exc), EXIT_FAILED)
+
+
+def stdout_closed() -> None:
+    """Whoever read our output stopped (`trainserve logs JOB | head -2`): end quietly and
+    successfully, as `cat` does. Python would still report the failed flush of stdout at
+    exit, so stdout is pointed at /dev/null first."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+    raise typer.Exit(0)
 
 
 def _is_cli_framework(exc: BaseException) -> bool:

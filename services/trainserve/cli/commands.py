@@ -91,7 +91,8 @@ def job(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) 
     """Show one job: state, timing, model and metrics; a search's trials, best first."""
     with client(ctx) as ts:
         found = ts.get_job(job_id)
-    render.show_one(found, output, render.job_detail)
+        curves = ts.curves_message(found.id) if output is Output.table else None
+    render.show_one(found, output, lambda one: render.job_detail(one, curves))
 
 
 @app.command()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from google.protobuf import json_format
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -67,7 +70,20 @@ def show_one(message, output: Output, detail: Callable[[Any], list]) -> None:
         print_messages(None, message)
         return
     for part in detail(message):
-        stdout().print(part)
+        emit(part)
+
+
+def emit(part) -> None:
+    """Print `part` on stdout, never cutting an identifier: a table whose uncut columns need
+    more than the terminal's width is printed at the width it needs (the terminal wraps the
+    lines); into a pipe or a file, at its full width."""
+    console = stdout()
+    limit = output_width(console)
+    measured = Measurement.get(console, console.options.update_width(10_000), part)
+    width = measured.maximum if limit is None else max(limit, measured.minimum)
+    if width != console.width:  # print(width=) cannot widen a console: make one as wide
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=width)
+    console.print(part)
 
 
 def show_list(key: str, messages: Sequence, output: Output, table: Callable[[Sequence], Any],
@@ -79,7 +95,65 @@ def show_list(key: str, messages: Sequence, output: Output, table: Callable[[Seq
     elif not messages:
         stdout().print(empty)
     else:
-        stdout().print(table(messages))
+        emit(table(messages))
+
+
+# -- tables that fit the terminal -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a list table. `drop` 0: never dropped nor cut (identifiers, states); the
+    others are dropped on a narrow terminal, highest `drop` first (as `kubectl get` does).
+    `wrap`: the cells wrap onto more lines instead of being dropped while they can."""
+    header: str
+    drop: int = 0
+    wrap: bool = False
+    justify: str = "left"
+
+
+# A column that wraps is dropped rather than squeezed below this (a word a line is unreadable).
+WRAP_MIN_WIDTH = 24
+
+
+def output_width(console: Console) -> int | None:
+    """The width tables must fit: $COLUMNS, else the terminal's; None (no limit) when the
+    output is a pipe or a file, so `| grep` sees every column."""
+    if os.environ.get("COLUMNS", "").isdigit() or console.is_terminal:
+        return console.width
+    return None
+
+
+def min_width(console: Console, renderable) -> int:
+    """The fewest columns `renderable` takes without cutting a cell that may not wrap."""
+    options = console.options.update_width(10_000)
+    return Measurement.get(console, options, renderable).minimum
+
+
+def fitted_table(cols: Sequence[Col], rows: Sequence[Sequence], width: int | None = None,
+                 **table_kwargs) -> Table:
+    """A table of `rows` (one cell per col) within `width` (default: `output_width`):
+    columns are dropped, highest `drop` first, until the rest fit; identifiers stay whole."""
+    console = stdout()
+    width = output_width(console) if width is None else width
+    keep = list(range(len(cols)))
+    while True:
+        table = _table([cols[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                       **table_kwargs)
+        droppable = [i for i in keep if cols[i].drop]
+        if width is None or not droppable or min_width(console, table) <= width:
+            return table
+        keep.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+
+
+def _table(cols: Sequence[Col], rows: Sequence[Sequence], **table_kwargs) -> Table:
+    table = Table(show_edge=False, **table_kwargs)
+    for col in cols:
+        table.add_column(col.header, no_wrap=not col.wrap, justify=col.justify,
+                         overflow="fold" if col.wrap else "ellipsis",
+                         min_width=WRAP_MIN_WIDTH if col.wrap else None)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 # -- small formatters ---------------------------------------------------------------------
@@ -154,21 +228,28 @@ def metrics_table(metrics, title: str = "metrics") -> Table:
 
 # -- jobs ---------------------------------------------------------------------------------
 
-def jobs_table(jobs: Sequence[job_pb2.Job]) -> Table:
-    table = Table(show_edge=False)
-    for column in ("JOB", "NAME", "STATE", "EPOCH", "METRIC", "MODEL", "CREATED", "MESSAGE"):
-        table.add_column(column, no_wrap=column != "MESSAGE", overflow="ellipsis")
+JOB_COLUMNS = (Col("JOB"), Col("NAME"), Col("STATE"), Col("EPOCH", 4), Col("METRIC", 3),
+               Col("MODEL", 5), Col("CREATED", 6), Col("MESSAGE", 2, wrap=True))
+
+
+def jobs_table(jobs: Sequence[job_pb2.Job], width: int | None = None) -> Table:
     now = time.time()
-    for job in jobs:
-        epoch = f"{job.epoch}/{job.total_epochs}" if job.total_epochs else ""
-        table.add_row(job.id, job.spec.name, styled_state(job_state_name(job.state)), epoch,
-                      headline_metric(job.metrics),
-                      model_ref(job.model_name, job.model_version),
-                      age(job.created_at, now), job.message)
-    return table
+    rows = [(job.id, job.spec.name, styled_state(job_state_name(job.state)), job_epoch(job),
+             headline_metric(job.metrics), model_ref(job.model_name, job.model_version),
+             age(job.created_at, now), job.message) for job in jobs]
+    return fitted_table(JOB_COLUMNS, rows, width)
 
 
-def job_detail(job: job_pb2.Job) -> list:
+def job_epoch(job: job_pb2.Job) -> str:
+    """"3/20"; '' for a search (its epochs are its trials') or before the first epoch."""
+    if is_search(job) or not job.total_epochs:
+        return ""
+    return f"{job.epoch}/{job.total_epochs}"
+
+
+def job_detail(job: job_pb2.Job, curves: job_pb2.JobCurves | None = None) -> list:
+    """The job's fields, its final (test) metrics, the metrics of its last epoch (training
+    and validation, from `curves`) and a search's trials."""
     spec = job.spec
     took = ""
     if job.started_at.seconds and job.finished_at.seconds:
@@ -178,7 +259,7 @@ def job_detail(job: job_pb2.Job) -> list:
         ("message", job.message),
         ("dataset", spec.dataset.name), ("architecture", architecture(spec)),
         ("optimizer", spec.optimizer.name), ("workers", spec.scaling.num_workers or ""),
-        ("epoch", f"{job.epoch}/{job.total_epochs}" if job.total_epochs else ""),
+        ("epoch", job_epoch(job)),
         ("created", timestamp(job.created_at)), ("started", timestamp(job.started_at)),
         ("finished", timestamp(job.finished_at)), ("took", took),
         ("attempts", job.attempts if job.attempts > 1 else ""),
@@ -191,11 +272,28 @@ def job_detail(job: job_pb2.Job) -> list:
         rows[at:at] = search_rows(job)
     out: list = [kv_table(rows)]
     if job.metrics:
-        out.append(metrics_table(job.metrics))
+        out.append(metrics_table(job.metrics, title="final metrics"))
+    epoch, last = last_epoch(job, curves)
+    if last:
+        out.append(metrics_table(last, title=f"last epoch ({epoch})"))
     if job.trials:
         metric, mode = search_metric(job.spec)
         out.append(trials_table(job.trials, metric, mode, job.best_trial, title="trials"))
     return out
+
+
+def last_epoch(job: job_pb2.Job, curves: job_pb2.JobCurves | None
+               ) -> tuple[int, dict[str, float]]:
+    """The last epoch reported and each metric's value there (a search's: its best trial's);
+    (0, {}) without curves."""
+    if curves is None:
+        return 0, {}
+    by_name = curves.metrics
+    if is_search(job) and curves.best_trial in curves.trials:
+        by_name = curves.trials[curves.best_trial].metrics
+    ends = {name: (c.epochs[-1], c.values[-1]) for name, c in by_name.items() if c.epochs}
+    epoch = max((e for e, _ in ends.values()), default=0)
+    return epoch, {name: v for name, (e, v) in ends.items() if e == epoch}
 
 
 # -- searches -------------------------------------------------------------------------------
@@ -295,15 +393,15 @@ def trials_table(trials: Sequence[job_pb2.Trial], metric: str, mode: str, best: 
 
 # -- models -------------------------------------------------------------------------------
 
-def models_table(models) -> Table:
-    table = Table(show_edge=False)
-    for column in ("MODEL", "VERSION", "TASK", "ARCHITECTURE", "METRIC", "JOB", "CREATED"):
-        table.add_column(column, no_wrap=True)
+MODEL_COLUMNS = (Col("MODEL"), Col("VERSION", justify="right"), Col("TASK", 4),
+                 Col("ARCHITECTURE", 3), Col("METRIC", 2), Col("JOB", 1), Col("CREATED", 5))
+
+
+def models_table(models, width: int | None = None) -> Table:
     now = time.time()
-    for mv in models:
-        table.add_row(mv.name, str(mv.version), mv.task, architecture(mv.spec),
-                      headline_metric(mv.metrics), mv.job_id, age(mv.created_at, now))
-    return table
+    rows = [(mv.name, str(mv.version), mv.task, architecture(mv.spec),
+             headline_metric(mv.metrics), mv.job_id, age(mv.created_at, now)) for mv in models]
+    return fitted_table(MODEL_COLUMNS, rows, width)
 
 
 def tensor_specs(specs) -> str:
@@ -318,7 +416,7 @@ def model_detail(mv) -> list:
         ("classes", classes), ("inputs", tensor_specs(mv.inputs)),
         ("outputs", tensor_specs(mv.outputs)),
         ("preprocessing", mv.preprocessing.kind), ("job", mv.job_id),
-        ("dataset hash", mv.dataset_hash), ("seed", mv.seed),
+        *dataset_lineage(mv), ("seed", mv.seed),
         ("created", timestamp(mv.created_at)), ("artifact", mv.artifact_uri),
     ]
     out: list = [kv_table(rows)]
@@ -327,19 +425,32 @@ def model_detail(mv) -> list:
     return out
 
 
+def dataset_lineage(mv) -> list[tuple[str, str]]:
+    """The two hashes of a model's data, each labelled for what it hashes: an uploaded file's
+    SHA-256 (pinned in the spec) and the hash of the arrays it was trained on (after
+    loading and splitting: never equal to the file's)."""
+    rows = []
+    if mv.spec.dataset.uploaded.sha256:
+        rows.append(("dataset file sha256", mv.spec.dataset.uploaded.sha256))
+    if mv.dataset_hash:
+        rows.append(("training arrays sha256", f"{mv.dataset_hash} (the loaded x and y "
+                                               "arrays, not a file)"))
+    return rows
+
+
 # -- deployments --------------------------------------------------------------------------
 
-def deployments_table(deployments) -> Table:
-    table = Table(show_edge=False)
-    for column in ("ENDPOINT", "MODEL", "STATE", "REST", "GRPC", "UPDATED", "MESSAGE"):
-        table.add_column(column, no_wrap=column != "MESSAGE", overflow="ellipsis")
+DEPLOYMENT_COLUMNS = (Col("ENDPOINT"), Col("MODEL"), Col("STATE"), Col("REST", 3),
+                      Col("GRPC", 4), Col("UPDATED", 5), Col("MESSAGE", 2, wrap=True))
+
+
+def deployments_table(deployments, width: int | None = None) -> Table:
     now = time.time()
-    for dep in deployments:
-        updated = dep.updated_at if dep.updated_at.seconds else dep.created_at
-        table.add_row(dep.name, model_ref(dep.model_name, dep.model_version),
-                      styled_state(deployment_state_name(dep.state)), dep.rest_url,
-                      dep.grpc_target, age(updated, now), dep.message)
-    return table
+    rows = [(dep.name, model_ref(dep.model_name, dep.model_version),
+             styled_state(deployment_state_name(dep.state)), dep.rest_url, dep.grpc_target,
+             age(dep.updated_at if dep.updated_at.seconds else dep.created_at, now),
+             dep.message) for dep in deployments]
+    return fitted_table(DEPLOYMENT_COLUMNS, rows, width)
 
 
 def deployment_detail(dep) -> list:

@@ -14,8 +14,9 @@ from trainserve.cli import render
 from trainserve.core.metrics import search_metric
 from trainserve.core.pb import job_pb2
 
-# The validation metric the bar shows, first found wins.
-VAL_METRICS = ("val_accuracy", "val_r2", "val_loss")
+# Which metrics of an epoch the bar shows: every validation metric, val_loss first (the one
+# the overfitting lesson compares with the training loss).
+VAL_PREFIX = "val_"
 
 
 class JobProgress:
@@ -62,8 +63,7 @@ class JobProgress:
 
     def _epoch(self, e: job_pb2.EpochMetrics) -> None:
         loss = f"loss {render.number(e.metrics['train_loss'])}" if "train_loss" in e.metrics else ""
-        val = next((f"{k} {render.number(e.metrics[k])}" for k in VAL_METRICS
-                    if k in e.metrics), "")
+        val = validation_text(e.metrics)
         eta = ""
         if e.epoch and e.total_epochs and e.elapsed_seconds:
             left = e.elapsed_seconds / e.epoch * (e.total_epochs - e.epoch)
@@ -75,6 +75,14 @@ class JobProgress:
             fields = "  ".join(x for x in (loss, val, eta) if x)
             self.console.print(f"epoch {e.epoch}/{e.total_epochs}  {fields}".rstrip(),
                                highlight=False)
+
+
+def validation_text(metrics) -> str:
+    """"val_loss 0.31  val_accuracy 0.9": every validation metric of an epoch, val_loss
+    first, the others by name."""
+    names = sorted((k for k in metrics if k.startswith(VAL_PREFIX)),
+                   key=lambda k: (k != "val_loss", k))
+    return "  ".join(f"{k} {render.number(metrics[k])}" for k in names)
 
 
 def progress_for(console: Console, job: job_pb2.Job, live: bool | None = None):

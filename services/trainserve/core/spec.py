@@ -38,8 +38,8 @@ def parse_spec(doc, source: str = "spec") -> spec_pb2.JobSpec:
     """Map a dict onto JobSpec; unknown keys and wrong types name their field path."""
     if not isinstance(doc, dict):
         raise InvalidArgument(f"{source} must be a mapping of spec fields", field="spec")
+    _check_space_values(doc.get("search"))  # before the types: its message says more
     doc = _check_keys(doc, spec_pb2.JobSpec.DESCRIPTOR, "spec")
-    _check_space_values(doc.get("search"))
     try:
         return json_format.ParseDict(doc, spec_pb2.JobSpec())
     except json_format.ParseError as exc:
@@ -60,23 +60,104 @@ def _check_space_values(search) -> None:
 
 
 def _check_keys(doc: dict, desc, path: str) -> dict:
-    """Validate keys recursively (protobuf's own error names no path) and turn YAML's empty
-    values (`lenet5:` with nothing after it) into empty messages."""
+    """Validate keys and value types recursively (protobuf's own errors name no path: "hidden:
+    8" must read "spec.model.mlp.hidden: expected a list of integers, got 8") and turn
+    YAML's empty values (`lenet5:` with nothing after it) into empty messages."""
     fields = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
     out = {}
     for key, value in doc.items():
         field = fields.get(key)
         if field is None:
             raise InvalidArgument(_unknown_key_message(desc, key), field=f"{path}.{key}")
-        is_msg = field.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(field)
-        if is_msg and value is None:
-            value = {}
-        if is_msg and not _is_repeated(field):
-            if not isinstance(value, dict):
-                raise InvalidArgument("expected a mapping", field=f"{path}.{field.name}")
-            value = _check_keys(value, field.message_type, f"{path}.{field.name}")
-        out[key] = value
+        out[key] = _check_field(field, value, f"{path}.{field.name}")
     return out
+
+
+def _check_field(field, value, path: str):
+    """`value` checked against `field` (a list for a repeated field, a mapping for a map or
+    a message, a value of the scalar's kind); returned with empty messages filled in."""
+    if _is_map(field):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"expected a mapping, got {_shown(value)}", field=path)
+        item = field.message_type.fields_by_name["value"]
+        return {k: _check_item(item, v, f'{path}["{k}"]') for k, v in value.items()}
+    if _is_repeated(field):
+        if not isinstance(value, list):
+            raise InvalidArgument(f"expected a list of {_kind(field, plural=True)}, got "
+                                  f"{_shown(value)}", field=path)
+        return [_check_item(field, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _check_item(field, value, path)
+
+
+def _check_item(field, value, path: str):
+    """One value of `field`'s type (one item of a list or a map)."""
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        value = {} if value is None else value
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"expected a mapping, got {_shown(value)}", field=path)
+        return _check_keys(value, field.message_type, path)
+    if not _scalar_ok(field, value):
+        raise InvalidArgument(f"expected {_kind(field)}, got {_shown(value)}", field=path)
+    return value
+
+
+_INTEGERS = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+             FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+             FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64,
+             FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SFIXED64}
+_FLOATS = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
+
+
+def _scalar_ok(field, value) -> bool:
+    """Whether proto3's JSON mapping takes `value` for `field` (numbers may be strings)."""
+    t = field.type
+    if t == FieldDescriptor.TYPE_BOOL:
+        return isinstance(value, bool)
+    if t in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        return isinstance(value, str)
+    if t == FieldDescriptor.TYPE_ENUM:
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value in field.enum_type.values_by_name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    if t in _INTEGERS:
+        return _parses(int, value) and float(value) == int(float(value))
+    return t not in _FLOATS or _parses(float, value)
+
+
+def _parses(kind, value) -> bool:
+    try:
+        kind(value) if not isinstance(value, str) or kind is float else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _kind(field, plural: bool = False) -> str:
+    """What `field` takes, in words: "an integer" ("integers" with `plural`)."""
+    t = field.type
+    if t == FieldDescriptor.TYPE_ENUM:
+        names = ", ".join(field.enum_type.values_by_name)
+        return f"names among {names}" if plural else f"one of {names}"
+    words = {FieldDescriptor.TYPE_BOOL: ("true or false", "true or false values"),
+             FieldDescriptor.TYPE_STRING: ("a string", "strings"),
+             FieldDescriptor.TYPE_BYTES: ("a string", "strings"),
+             FieldDescriptor.TYPE_MESSAGE: ("a mapping", "mappings")}
+    single, many = words.get(t, ("an integer", "integers") if t in _INTEGERS
+                             else ("a number", "numbers"))
+    return many if plural else single
+
+
+def _shown(value) -> str:
+    """`value` as the user wrote it in YAML/JSON: 8, 'yes', [1, 2], a mapping."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unknown_key_message(desc, key: str) -> str:
@@ -92,7 +173,8 @@ def _is_repeated(field) -> bool:
 
 
 def _is_map(field) -> bool:
-    return _is_repeated(field) and field.message_type.GetOptions().map_entry
+    return (_is_repeated(field) and field.message_type is not None
+            and field.message_type.GetOptions().map_entry)
 
 
 def _clean_parse_error(text: str) -> str:
