@@ -63,6 +63,8 @@ PINNED = {
     "model": (keys.model("digits"), "ts:model:digits"),
     "model_seq": (keys.model_seq("digits"), "ts:model-seq:digits"),
     "model_by_job": (keys.model_by_job("j-1"), "ts:model-by-job:j-1"),
+    "model_aliases": (keys.model_aliases("digits"), "ts:model-alias:digits"),
+    "model_tags": (keys.model_tags("digits", 3), "ts:model-tags:digits:3"),
     "claim": ((keys.claim("model", "m"), keys.claim("deployment", "d"),
                keys.claim("dataset", "s")),
               ("ts:name:model:m", "ts:name:deployment:d", "ts:name:dataset:s")),

@@ -128,7 +128,7 @@ def create_server(cfg: ApiConfig) -> tuple[grpc.aio.Server, int, health.HealthSe
                                                  thread_name_prefix="api-stream")),
                     render), server)
     model_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(ModelsCore(client), run, render), server)
+        ModelServicer(ModelsCore(client, cfg.storage_dir), run, render), server)
     deps = DeploymentsCore(client, cfg.serve_http, cfg.serve_grpc)
     deployment_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deps, run),
                                                                 server)

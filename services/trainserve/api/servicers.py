@@ -186,6 +186,9 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     async def CompareJobs(self, request, context):
         return await self.run(self.core.compare, list(request.job_ids), principal())
 
+    async def DeleteJob(self, request, context):
+        return await self.run(self.core.delete, request.job_id, principal())
+
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     """`render` runs the exports (`Rendering`; default: on `run`)."""
@@ -200,12 +203,14 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         return model_pb2.ListModelsResponse(models=models)
 
     async def GetModel(self, request, context):
-        return await self.run(self.core.get, request.name, request.version, principal())
+        return await self.run(self.core.get, request.name, request.version, principal(),
+                              request.alias)
 
     async def ExportModel(self, request, context):
         from trainserve.registry import export  # torch is loaded on the first export only
         fmt = export.check_format(request.format)
-        mv = await self.run(self.core.get, request.name, request.version, principal())
+        mv = await self.run(self.core.get, request.name, request.version, principal(),
+                            request.alias)
         data = await self.render(export.export_artifact, mv.artifact_uri, fmt, mv.name,
                                  mv.version)
         for start in range(0, max(len(data), 1), EXPORT_CHUNK_BYTES):
@@ -215,6 +220,22 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 chunk.format, chunk.version = fmt, mv.version
             yield chunk
 
+    async def SetModelAlias(self, request, context):
+        return await self.run(self.core.set_alias, request.name, request.alias,
+                              request.version, principal())
+
+    async def DeleteModelAlias(self, request, context):
+        return await self.run(self.core.delete_alias, request.name, request.alias, principal())
+
+    async def UpdateModelTags(self, request, context):
+        return await self.run(self.core.update_tags, request.name, request.version,
+                              request.alias, dict(request.set), list(request.remove),
+                              principal())
+
+    async def DeleteModelVersion(self, request, context):
+        return await self.run(self.core.delete_version, request.name, request.version,
+                              principal())
+
 
 class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     def __init__(self, core: DeploymentsCore, run: _Blocking):
@@ -223,7 +244,8 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
 
     async def Deploy(self, request, context):
         return await self.run(self.core.deploy, request.name, request.model_name,
-                              request.model_version, request.options, principal())
+                              request.model_version, request.options, principal(),
+                              request.model_alias)
 
     async def Undeploy(self, request, context):
         return await self.run(self.core.undeploy, request.name, principal())
@@ -238,7 +260,8 @@ class DeploymentServicer(deployment_pb2_grpc.DeploymentServiceServicer):
     async def Rollout(self, request, context):
         percent = request.canary_percent if request.HasField("canary_percent") else None
         return await self.run(self.core.rollout, request.name, request.model_name,
-                              request.model_version, percent, principal())
+                              request.model_version, percent, principal(),
+                              request.model_alias)
 
     async def Promote(self, request, context):
         return await self.run(self.core.promote, request.name, principal())

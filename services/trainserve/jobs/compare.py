@@ -17,20 +17,24 @@ from google.protobuf import json_format
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.metrics import default_mode
 from trainserve.core.pb import job_pb2, spec_pb2
-from trainserve.jobs.curves import EpochPoint
+from trainserve.jobs.curves import EpochPoint, trial_points
+from trainserve.tune.space import apply_values
 
 MIN_JOBS, MAX_JOBS = 2, 20
+# A search compared alone shows its trials, at most this many (the first, in trial order).
+MAX_TRIALS = 100
 # A path segment written `.key`; any other map key is written `["key"]` (JSON-quoted).
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 UNSET = ""  # a SpecDifference value where a spec has no such field (never valid JSON)
 
 
 def check_ids(job_ids: Sequence[str]) -> list[str]:
-    """The ids of a CompareJobs request: 2 to 20, none empty, none twice; INVALID_ARGUMENT
-    naming `job_ids` (or the element) otherwise."""
+    """The ids of a CompareJobs request: 2 to 20, none empty, none twice, each a job id or
+    "SEARCH_ID/TRIAL_ID"; INVALID_ARGUMENT naming `job_ids` (or the element) otherwise. (One
+    search's id alone is a request of its own: `JobsCore.compare`.)"""
     if not MIN_JOBS <= len(job_ids) <= MAX_JOBS:
-        raise InvalidArgument(f"give {MIN_JOBS} to {MAX_JOBS} job ids, got {len(job_ids)}",
-                              field="job_ids")
+        raise InvalidArgument(f"give {MIN_JOBS} to {MAX_JOBS} job ids (or one search's id), "
+                              f"got {len(job_ids)}", field="job_ids")
     seen: dict[str, int] = {}
     for i, job_id in enumerate(job_ids):
         if not job_id:
@@ -39,7 +43,16 @@ def check_ids(job_ids: Sequence[str]) -> list[str]:
             raise InvalidArgument(f"{job_id!r} is job_ids[{seen[job_id]}] already",
                                   field=f"job_ids[{i}]")
         seen[job_id] = i
+        split_trial_ref(job_id, f"job_ids[{i}]")
     return list(job_ids)
+
+
+def split_trial_ref(ref: str, field: str) -> tuple[str, str]:
+    """"SEARCH_ID/TRIAL_ID" -> (search id, trial id); a plain job id -> (it, "")."""
+    job_id, sep, trial_id = ref.partition("/")
+    if sep and (not job_id or not trial_id or "/" in trial_id):
+        raise InvalidArgument(f"{ref!r}: a trial is named SEARCH_ID/TRIAL_ID", field=field)
+    return job_id, trial_id
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -67,6 +80,23 @@ def compared_job(job: job_pb2.Job, points: Sequence[EpochPoint]) -> job_pb2.Comp
     for name, best in best_epochs(points).items():
         row.best[name].CopyFrom(best)
     return row
+
+
+def compared_trial(job: job_pb2.Job, trial: job_pb2.Trial) -> job_pb2.ComparedJob:
+    """One row of a comparison of a search's trials: the trial's own metrics and epochs."""
+    points = trial_points(trial)
+    row = job_pb2.ComparedJob(job_id=job.id, name=job.spec.name, state=job.state,
+                              final_metrics=trial.metrics, epochs=len(points),
+                              trial_id=trial.id, trial_state=trial.state)
+    for name, best in best_epochs(points).items():
+        row.best[name].CopyFrom(best)
+    return row
+
+
+def trial_spec(job: job_pb2.Job, trial: job_pb2.Trial) -> spec_pb2.JobSpec:
+    """The spec `trial` ran: the search's base spec with the trial's sampled values."""
+    return apply_values(job.spec, {path: json.loads(value)
+                                   for path, value in trial.config.items()})
 
 
 # -- specs ------------------------------------------------------------------------------------
@@ -131,6 +161,11 @@ def spec_differences(specs: Sequence[spec_pb2.JobSpec]) -> list[job_pb2.SpecDiff
 def comparison(jobs: Sequence[job_pb2.Job], points: Sequence[Sequence[EpochPoint]]
                ) -> job_pb2.CompareJobsResponse:
     """The CompareJobs answer for `jobs` (in order) and each one's per-epoch points."""
-    return job_pb2.CompareJobsResponse(
-        jobs=[compared_job(job, pts) for job, pts in zip(jobs, points)],
-        differences=spec_differences([job.spec for job in jobs]))
+    return comparison_of([(compared_job(job, pts), job.spec) for job, pts in zip(jobs, points)])
+
+
+def comparison_of(rows: Sequence[tuple[job_pb2.ComparedJob, spec_pb2.JobSpec]]
+                  ) -> job_pb2.CompareJobsResponse:
+    """The CompareJobs answer for rows (a job or a trial each) and the specs they ran."""
+    return job_pb2.CompareJobsResponse(jobs=[row for row, _ in rows],
+                                       differences=spec_differences([spec for _, spec in rows]))

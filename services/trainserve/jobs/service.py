@@ -5,6 +5,7 @@ The gRPC servicer only converts."""
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -14,11 +15,14 @@ import redis
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
-from trainserve.core.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from trainserve.core.errors import (FailedPrecondition, InvalidArgument, NotFound,
+                                   PermissionDenied, ResourceExhausted)
 from trainserve.core.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
                                         check_fits, need_of)
 from trainserve.jobs.admission import check_submission
-from trainserve.jobs.compare import check_ids, comparison
+from trainserve.jobs.compare import (MAX_JOBS, MAX_TRIALS, MIN_JOBS, check_ids, compared_job,
+                                     compared_trial, comparison_of, split_trial_ref,
+                                     trial_spec)
 from trainserve.jobs.curves import epoch_points, job_curves, trial_points
 from trainserve.jobs.labels import matches, parse_selector
 from trainserve.core.state import JobState
@@ -32,6 +36,7 @@ from trainserve.store.names import DEPLOYMENT, MODEL, NameClaims
 from trainserve.store.queue import cluster_and_quota
 from trainserve.store.trials import TrialStore
 from trainserve.core.tenancy import Principal, check_visible, claim, visible
+from trainserve.training.paths import JobPaths
 
 MAX_PAGE = 1000
 USER_RE = re.compile(r"[A-Za-z0-9._@-]*")
@@ -160,6 +165,34 @@ class JobsCore:
         self.get(job_id, caller)
         return self.store.request_cancel(job_id)
 
+    def delete(self, job_id: str, caller: Principal) -> job_pb2.Job:
+        """Remove a finished job: its record, events, worker logs, trials (`store.jobs`), then
+        its files. Refused while it is not finished (cancel it first) or while the model
+        version it registered is there (delete that first). Returns the job as it was."""
+        job = self.get(job_id, caller)
+        if not JobState(job.state).is_terminal:
+            raise FailedPrecondition(f"job {job_id} is {JobState(job.state).name}; cancel it "
+                                     "first (a job is deleted once it has finished)")
+        version = self._registered(job)
+        if version:
+            ref = f"{job.spec.name}:{version}"
+            raise FailedPrecondition(f"job {job_id} registered model version {ref}, which is "
+                                     f"still there; delete it first (trainserve model delete "
+                                     f"{ref})")
+        self.store.delete(job_id)
+        if self.storage_dir:  # the records are gone first: nothing names a half-removed folder
+            shutil.rmtree(JobPaths.of(self.storage_dir, job_id).root, ignore_errors=True)
+        return job
+
+    def _registered(self, job: job_pb2.Job) -> int:
+        """The version of `job`'s model still registered (0: none), also one registered by a
+        run that did not live to record it on the job."""
+        models = ModelStore(self.r)
+        for version in {job.model_version, models.version_of_job(job.id)} - {0}:
+            if models.exists(job.model_name or job.spec.name, version):
+                return version
+        return 0
+
     def curves(self, job_id: str, caller: Principal) -> job_pb2.JobCurves:
         """Every metric the job reported, epoch by epoch (`jobs.curves`): its epoch events, a
         search's trials' curves."""
@@ -169,9 +202,38 @@ class JobsCore:
         return job_curves(job, self.store.events.history(job_id))
 
     def compare(self, job_ids: Sequence[str], caller: Principal) -> job_pb2.CompareJobsResponse:
-        """2 to 20 jobs side by side (`jobs.compare`), each checked as GetJob checks it."""
-        jobs = [self.owned(job_id, caller) for job_id in check_ids(job_ids)]
-        return comparison(jobs, [self._epochs(job) for job in jobs])
+        """2 to 20 jobs (or trials: "SEARCH_ID/TRIAL_ID") side by side (`jobs.compare`), each
+        checked as GetJob checks it; one search's id alone: its trials side by side."""
+        if len(job_ids) == 1 and job_ids[0]:
+            return self._compare_trials(job_ids[0], caller)
+        refs = check_ids(job_ids)
+        return comparison_of([self._row(ref, f"job_ids[{i}]", caller)
+                              for i, ref in enumerate(refs)])
+
+    def _compare_trials(self, ref: str, caller: Principal) -> job_pb2.CompareJobsResponse:
+        """The trials of the search `ref` (the first `MAX_TRIALS`, in trial order)."""
+        job_id, trial_id = split_trial_ref(ref, "job_ids[0]")
+        job = self.owned(job_id, caller)
+        if trial_id or not job.spec.HasField("search"):
+            raise InvalidArgument(f"give {MIN_JOBS} to {MAX_JOBS} job ids, or one search's "
+                                  f"id to compare its trials ({ref} is not a search)",
+                                  field="job_ids")
+        trials = self.trials.list(job_id)[:MAX_TRIALS]
+        if not trials:
+            raise FailedPrecondition(f"search {job_id} has no trials yet")
+        return comparison_of([(compared_trial(job, t), trial_spec(job, t)) for t in trials])
+
+    def _row(self, ref: str, field: str, caller: Principal
+             ) -> tuple[job_pb2.ComparedJob, spec_pb2.JobSpec]:
+        """One row of a comparison and the spec it ran: a job's, or one trial's of a search."""
+        job_id, trial_id = split_trial_ref(ref, field)
+        job = self.owned(job_id, caller)
+        if not trial_id:
+            return compared_job(job, self._epochs(job)), job.spec
+        trial = self.trials.get(job_id, trial_id) if job.spec.HasField("search") else None
+        if trial is None:
+            raise NotFound(f"job {job_id} has no trial {trial_id!r}")
+        return compared_trial(job, trial), trial_spec(job, trial)
 
     def _epochs(self, job: job_pb2.Job) -> list:
         """The job's per-epoch reports: its epoch events; a search's best trial's curve."""

@@ -16,11 +16,12 @@ import time
 import uuid
 from pathlib import Path
 
-from trainserve.core.errors import InvalidArgument, ResourceExhausted
+from trainserve.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from trainserve.core.spec import check_name
 from trainserve.core.pb import dataset_pb2
 from trainserve.store import files
 from trainserve.store.datasets import DatasetStore
+from trainserve.store.jobs import JobStore
 from trainserve.store.names import DATASET, NameClaims
 from trainserve.store import keys
 from trainserve.core.tenancy import Principal, check_visible, claim, owner_of, visible
@@ -174,5 +175,14 @@ class DatasetsCore:
         return [d for d in self.store.list() if visible(d.user, caller)]
 
     def delete(self, name: str, caller: Principal) -> dataset_pb2.Dataset:
-        self.get(name, caller)
+        """Remove the dataset's record (its name stays its owner's). Refused while a queued or
+        running job trains on its content: the job reads the file when it starts or resumes.
+        Model versions trained on it keep their lineage (the content's hash)."""
+        ds = self.get(name, caller)
+        for job in JobStore(self.store.r).unfinished():
+            pinned = job.spec.dataset.uploaded
+            if job.spec.dataset.name == name and pinned.sha256 == ds.sha256:
+                who = f"job {job.id}" if visible(job.user, caller) else "a job of another user"
+                raise FailedPrecondition(f"dataset {name!r}: {who} trains on it and has not "
+                                         "finished; wait for it or cancel it first")
         return self.store.delete(name)

@@ -113,6 +113,33 @@ return {1, cur}
 """, FENCE_FIELD=FENCE_FIELD)
 
 
+# KEYS: job hash, its events, worker logs, cancel flag, lease, trials, best trial, model-by-job.
+# ARGV: id, the terminal states (comma list). Removes a finished job and everything kept under
+# its id, and its entries in every index, in one step: {1} when done, {0, state} when the job
+# is not finished, {-1} when there is none. Its request id goes too (when it still names this
+# job), so a retried submission makes a new job rather than naming a deleted one.
+_DELETE = keys.lua("""
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {-1} end
+local done = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if s == cur then done = true end end
+if not done then return {0, cur} end
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+local rid = redis.call('HGET', KEYS[1], 'request_id') or ''
+if rid ~= '' then
+  local rkey = '$REQUEST' .. owner .. ':' .. rid
+  if redis.call('GET', rkey) == ARGV[1] then redis.call('DEL', rkey) end
+end
+for _, key in ipairs(KEYS) do redis.call('DEL', key) end
+redis.call('ZREM', '$JOBS', ARGV[1])
+redis.call('ZREM', '$JOBS_IN' .. cur, ARGV[1])
+redis.call('ZREM', '$JOBS_OF' .. owner, ARGV[1])
+redis.call('ZREM', '$QUEUED_OF' .. owner, ARGV[1])
+redis.call('ZREM', '$PENDING', ARGV[1])
+return {1}
+""")
+
+
 class Superseded(FailedPrecondition):
     """A fenced write refused: another dispatcher has taken the job's lease since."""
 
@@ -129,6 +156,7 @@ class JobStore:
         self.events = EventLog(client)
         self._submit = client.register_script(_SUBMIT)
         self._transition = client.register_script(_TRANSITION)
+        self._delete = client.register_script(_DELETE)
 
     def submit(self, spec: spec_pb2.JobSpec, request_id: str, owner: str = "",
                max_queued: int = 0) -> tuple[job_pb2.Job, bool]:
@@ -211,6 +239,31 @@ class JobStore:
             if len(ids) <= page_size:
                 return jobs, ""
             upper = f"({ids[-1]}"
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished job's record, its indexes' entries and everything Redis keeps
+        under its id (events, worker logs, trials, flags); FailedPrecondition while it is not
+        finished, NotFound when there is no such job."""
+        touched = [keys.job(job_id), keys.events(job_id), keys.logs(job_id),
+                   keys.cancel(job_id), keys.lease(job_id), keys.trials(job_id),
+                   keys.best_trial(job_id), keys.model_by_job(job_id)]
+        terminal = ",".join(str(int(s)) for s in JobState if s.is_terminal)
+        got = self._delete(keys=touched, args=[job_id, terminal])
+        if got[0] == -1:
+            raise NotFound(f"job {job_id!r} not found")
+        if got[0] == 0:
+            raise FailedPrecondition(f"job {job_id} is {JobState(int(got[1])).name}; cancel "
+                                     "it first (a job is deleted once it has finished)")
+
+    def unfinished(self) -> list[job_pb2.Job]:
+        """Every QUEUED or RUNNING job, of every user (what a deletion must not pull files
+        from under)."""
+        ids = [i.decode() for state in (JobState.QUEUED, JobState.RUNNING)
+               for i in self.r.zrange(keys.jobs_in(state), 0, -1)]
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(keys.job(job_id))
+        return [_to_job(job_id, raw) for job_id, raw in zip(ids, pipe.execute()) if raw]
 
     def transition(self, job_id: str, target: JobState, message: str = "",
                    lease_owner: str = "", lease_s: int = 0, fence: int | None = None,

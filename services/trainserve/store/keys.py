@@ -145,6 +145,16 @@ def model_by_job(job_id: str) -> str:
     return f"{PREFIX}model-by-job:{job_id}"
 
 
+def model_aliases(name: str) -> str:
+    """The hash alias -> version of model `name`."""
+    return f"{PREFIX}model-alias:{name}"
+
+
+def model_tags(name: str, version: int) -> str:
+    """The hash key -> value of the tags of `name`:`version` (names never hold ':')."""
+    return f"{PREFIX}model-tags:{name}:{int(version)}"
+
+
 def claim(kind: str, name: str) -> str:
     """Who holds `name` of `kind` (one of `NAME_KINDS`)."""
     if kind not in NAME_KINDS:
