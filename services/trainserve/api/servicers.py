@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.artifacts import JobArtifacts
-from trainserve.jobs.service import JobsCore
+from trainserve.jobs.service import JobsCore, resolve_job_id, resolve_job_refs
 from trainserve.api.auth import principal
 from trainserve.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from trainserve.core.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
@@ -139,8 +139,12 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             SUBMISSIONS.inc()
         return job
 
+    async def job_id(self, given: str) -> str:
+        """The full id of the job `given` names: its id or a unique prefix of it."""
+        return await self.run(resolve_job_id, self.core, given, principal())
+
     async def GetJob(self, request, context):
-        return await self.run(self.core.get, request.job_id, principal())
+        return await self.run(self.core.get, await self.job_id(request.job_id), principal())
 
     async def ListJobs(self, request, context):
         jobs, token = await self.run(self.core.list, request.state, request.page_size,
@@ -148,25 +152,27 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         return job_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     async def CancelJob(self, request, context):
-        return await self.run(self.core.cancel, request.job_id, principal())
+        return await self.run(self.core.cancel, await self.job_id(request.job_id), principal())
 
     async def WatchJob(self, request, context):
         with self.streams.hold(principal().user):
-            await self.run(self.core.get, request.job_id, principal())  # NOT_FOUND: before
+            job_id = await self.job_id(request.job_id)
+            await self.run(self.core.get, job_id, principal())  # NOT_FOUND: before
             # The store's follow() blocks at most a second a step, on the streams' threads.
             events = self.core.store.events.follow(
-                request.job_id, request.after_event_id,
-                is_done=lambda: self.core.is_terminal(request.job_id))
+                job_id, request.after_event_id,
+                is_done=lambda: self.core.is_terminal(job_id))
             while (event := await self.follow(next, events, None)) is not None:
                 yield event
 
     async def ListArtifacts(self, request, context):
-        infos = await self.render(self.artifacts.list, request.job_id, principal())
+        infos = await self.render(self.artifacts.list, await self.job_id(request.job_id),
+                                  principal())
         return job_pb2.ListArtifactsResponse(artifacts=infos)
 
     async def GetArtifact(self, request, context):
-        info, data = await self.render(self.artifacts.read, request.job_id, request.name,
-                                       principal())
+        info, data = await self.render(self.artifacts.read, await self.job_id(request.job_id),
+                                       request.name, principal())
         for start in range(0, max(len(data), 1), ARTIFACT_CHUNK_BYTES):
             chunk = job_pb2.ArtifactChunk(data=data[start:start + ARTIFACT_CHUNK_BYTES])
             if start == 0:
@@ -175,16 +181,18 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def StreamLogs(self, request, context):
         with self.streams.hold(principal().user):
-            lines = await self.run(self.core.logs, request.job_id, request.after_id,
-                                   request.follow, principal())
+            lines = await self.run(self.core.logs, await self.job_id(request.job_id),
+                                   request.after_id, request.follow, principal())
             while (line := await self.follow(next, lines, None)) is not None:
                 yield line
 
     async def GetJobCurves(self, request, context):
-        return await self.run(self.core.curves, request.job_id, principal())
+        return await self.run(self.core.curves, await self.job_id(request.job_id),
+                              principal())
 
     async def CompareJobs(self, request, context):
-        return await self.run(self.core.compare, list(request.job_ids), principal())
+        refs = await self.run(resolve_job_refs, self.core, list(request.job_ids), principal())
+        return await self.run(self.core.compare, refs, principal())
 
     async def DeleteJob(self, request, context):
         return await self.run(self.core.delete, request.job_id, principal())

@@ -14,7 +14,8 @@ from trainserve.cli.render import Output
 from trainserve.cli.watch import print_outcome, progress_for
 from trainserve.core.pb import job_pb2
 
-JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")]
+JobId = Annotated[str, typer.Argument(
+    metavar="JOB_ID", help="The job's id, or any unique start of it.")]
 
 
 # -- jobs -----------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def differences_table(jobs: Sequence[job_pb2.ComparedJob],
 @app.command()
 def curves(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")],
+    job_id: Annotated[str, typer.Argument(
+        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
     trial: Annotated[str | None, typer.Option(
         "--trial", help="A search's trial (default: its best).")] = None,
     output: OutputOption = Output.table,

@@ -16,7 +16,8 @@ from trainserve.core.pb import job_pb2
 @app.command()
 def logs(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")],
+    job_id: Annotated[str, typer.Argument(
+        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
     follow: Annotated[bool, typer.Option("-f", "--follow",
                                          help="Keep printing new lines until the job ends.")
                       ] = False,

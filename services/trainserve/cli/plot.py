@@ -18,7 +18,8 @@ PNG = "image/png"
 @app.command()
 def plot(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")],
+    job_id: Annotated[str, typer.Argument(
+        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", file_okay=False,
                                       help="Directory for the PNG files (created if needed).")
                    ] = Path("."),

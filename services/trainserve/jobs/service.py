@@ -297,3 +297,44 @@ def _check_scheduling_fields(spec: spec_pb2.JobSpec, by: Principal) -> None:
     sc = spec.scaling
     if sc.HasField("max_failures") and not low <= sc.max_failures <= high:
         raise InvalidArgument(f"must be in [{low}, {high}]", field="spec.scaling.max_failures")
+
+
+# -- short job ids ------------------------------------------------------------------------------
+
+# How many of the matching ids the refusal of an ambiguous prefix names.
+PREFIX_CANDIDATES = 5
+
+
+def resolve_job_id(core: JobsCore, job_id: str, caller: Principal) -> str:
+    """The id of the job `job_id` names: itself when a job has that id, else the one job
+    `caller` can see (a user: their own; an admin: any) whose id starts with it, as Docker
+    takes short ids. NOT_FOUND when none does; INVALID_ARGUMENT naming the candidates when
+    several do. Another user's jobs are never candidates, so a prefix reveals nothing."""
+    from trainserve.store import keys
+    if not job_id or core.store.exists(job_id):
+        return job_id  # the full id: visibility is checked where the job is read
+    index = keys.JOBS if caller.is_admin else keys.jobs_of(caller.user)
+    low = job_id.encode()
+    found = [m.decode() for m in core.r.zrangebylex(index, b"[" + low, b"[" + low + b"\xff",
+                                                    start=0, num=PREFIX_CANDIDATES + 1)]
+    if not found:
+        raise NotFound(f"job {job_id!r} not found")
+    if len(found) > 1:
+        more = " and more" if len(found) > PREFIX_CANDIDATES else ""
+        raise InvalidArgument(f"{job_id!r} is the start of several jobs' ids: "
+                              f"{', '.join(found[:PREFIX_CANDIDATES])}{more}; give more of "
+                              "the id", field="job_id")
+    return found[0]
+
+
+def resolve_job_refs(core: JobsCore, refs: Sequence[str], caller: Principal) -> list[str]:
+    """`resolve_job_id` of the job part of each "JOB_ID" or "SEARCH_ID/TRIAL_ID" of a
+    comparison; more refs than a comparison takes are left as given, for its refusal."""
+    from trainserve.jobs.compare import MAX_JOBS
+    if len(refs) > MAX_JOBS:
+        return list(refs)
+    resolved = []
+    for ref in refs:
+        job_id, sep, trial = ref.partition("/")
+        resolved.append(resolve_job_id(core, job_id, caller) + sep + trial)
+    return resolved
