@@ -171,8 +171,8 @@ def test_submission_is_checked_from_the_schema_not_the_file(sdk, stack, tmp_path
         assert list(job.spec.dataset.uploaded.schema.columns[-1].classes) == ["0", "1"]
         refusals = [({"target_column": "label"}, "spec.dataset.target_column",
                      "no column 'label'; columns: a, name, y"),
-                    ({"feature_columns": ["name"]}, "spec.dataset.feature_columns",
-                     "column 'name' is not numeric (row 2)"),
+                    ({"feature_columns": ["a"], "categorical_columns": ["name"]},
+                     "spec.dataset.categorical_columns[0]", "'name' is not a feature column"),
                     ({"feature_columns": ["zz"]}, "spec.dataset.feature_columns[0]",
                      "no column 'zz'")]
         for fields, field, words in refusals:

@@ -162,9 +162,9 @@ def _rows(bad_row: str) -> bytes:
 
 
 @pytest.mark.parametrize("content,words", [
-    (_rows("nan,3,1"), "column 'a' has a missing or non-finite value (row 5"),
-    (_rows("1,inf,1"), "column 'b' has a missing or non-finite value (row 5"),
-    (_rows(",3,1"), "column 'a' is not numeric (row 5)"),
+    (_rows("nan,3,1"), "missing values (blank, NA, NaN): 'a' (1 missing)"),
+    (_rows("1,inf,1"), "column 'b' has a non-finite value (row 5"),
+    (_rows(",3,1"), "missing values (blank, NA, NaN): 'a' (1 missing)"),
     (_rows("hello,3,1"), "column 'a' is not numeric (row 5)"),
     (_rows("1,3"), "row 5 has 2 fields"),
 ])

@@ -46,6 +46,10 @@ def check_exportable(meta: dict, ref: str = "the model") -> None:
         raise FailedPrecondition(
             f"{ref} is a {task} model; only classification, regression and reconstruction "
             "(autoencoder) models can be exported")
+    if (meta.get("preprocessing") or {}).get("columns"):  # training.tabular
+        raise FailedPrecondition(
+            f"{ref} takes raw table rows (text cells: categories, missing values), which an "
+            "exported graph cannot take; it is served only")
 
 
 def io_names(meta: dict) -> tuple[list[str], list[str]]:

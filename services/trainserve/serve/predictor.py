@@ -2,7 +2,8 @@
 
 The artifact's `meta.json` (see docs/architecture.md) says how: `task`, `class_names`,
 `input_shape`, `output_dim` and `preprocessing` {kind, shift, scale}, the normalization fitted
-on the training split, applied here as `(x - shift) / scale`.
+on the training split, applied here as `(x - shift) / scale`; a table model's preprocessing
+also has `columns` (`training.tabular`): it takes raw rows of text cells and encodes them first.
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trainserve.core.errors import ModelNotReady
+from trainserve.core.errors import InvalidArgument, ModelNotReady
 from trainserve.serve.config import DEFAULT_LOADER
 from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, PROBABILITIES,
                                         RECONSTRUCTION)
+from trainserve.serve.signature import table_columns
 from trainserve.serve.task_io import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE,
                                       MAX_GENERATED_SAMPLES, NUM_SAMPLES, SAMPLES, TEXT, TOKENS,
                                       encode_prompt)
+from trainserve.training.tabular import TableEncoding
 
 
 class Predictor:
@@ -33,6 +36,9 @@ class Predictor:
         self.input_shape = tuple(int(d) for d in meta["input_shape"])
         self.shift, self.scale = _normalization(meta.get("preprocessing") or {},
                                                 self.input_shape)
+        # Table models take raw rows of text cells (categories, blanks) and encode them.
+        columns = table_columns(meta)
+        self.encoding = TableEncoding.from_list(columns) if columns else None
 
     def preprocess(self, x: np.ndarray) -> np.ndarray:
         """The network's input for a batch of raw features: `(x - shift) / scale`, float32."""
@@ -40,6 +46,16 @@ class Predictor:
         if self.shift is not None:
             x = (x - self.shift) / self.scale
         return x
+
+    def encode_rows(self, rows: np.ndarray) -> np.ndarray:
+        """A table model's raw rows [N, columns] of text cells (UTF-8 bytes or str) as the
+        numbers the network was trained on; a bad cell is the request's error."""
+        cells = np.vectorize(_text, otypes=[np.str_])(np.asarray(rows, dtype=object)) \
+            if np.asarray(rows).size else np.asarray(rows, dtype=np.str_)
+        try:
+            return self.encoding.encode(cells.reshape(np.shape(rows)))
+        except ValueError as exc:
+            raise InvalidArgument(f"input 'input': {exc}") from None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The network's raw output on preprocessed inputs."""
@@ -64,6 +80,8 @@ class Predictor:
         """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
         if self.task == "generation":  # a GAN: x holds the number of samples wanted
             return self.generate(x)
+        if self.encoding is not None:
+            x = self.encode_rows(x)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
         if self.task == "seq2seq":
@@ -142,6 +160,10 @@ class Predictor:
 
     def _name(self, label: int) -> str:
         return self.class_names[label] if label < len(self.class_names) else str(label)
+
+
+def _text(cell: Any) -> str:
+    return cell.decode("utf-8", "replace") if isinstance(cell, bytes) else str(cell)
 
 
 def _normalization(pre: dict[str, Any], input_shape: tuple[int, ...]):

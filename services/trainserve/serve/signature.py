@@ -17,7 +17,22 @@ def version_record(name: str, version: int, meta: dict,
         inputs=inputs, outputs=outputs, artifact_uri=artifact_uri,
         preprocessing=model_pb2.Preprocessing(kind=pre.get("kind", "none"),
                                               shift=pre.get("shift", []),
-                                              scale=pre.get("scale", [])))
+                                              scale=pre.get("scale", []),
+                                              columns=_columns(pre)))
+
+
+def _columns(pre: dict) -> list[model_pb2.Preprocessing.Column]:
+    """A table model's column encoding (`training.tabular`), NaN for "no fill"."""
+    return [model_pb2.Preprocessing.Column(
+        name=c["name"], kind=c["kind"],
+        fill=float("nan") if c.get("fill") is None else float(c["fill"]),
+        indicator=bool(c.get("indicator")), categories=c.get("categories", []))
+        for c in pre.get("columns") or []]
+
+
+def table_columns(meta: dict) -> list[dict]:
+    """The raw columns a table model takes (empty for every other model)."""
+    return list((meta.get("preprocessing") or {}).get("columns") or [])
 
 
 def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.TensorSpec]]:
@@ -28,6 +43,9 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
         return _token_io_specs(meta)
     inputs = [model_pb2.TensorSpec(name="input", datatype="FP32",
                                    shape=[-1, *meta["input_shape"]])]
+    if table_columns(meta):  # raw rows: one text cell per column, encoded by the model
+        inputs = [model_pb2.TensorSpec(name="input", datatype="BYTES",
+                                       shape=[-1, len(table_columns(meta))])]
     if meta["task"] == "classification":
         n = int(meta.get("output_dim") or len(meta.get("class_names") or []))
         outputs = [model_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, n]),

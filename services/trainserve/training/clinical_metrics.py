@@ -6,8 +6,8 @@
   so that a name still ends in its metric, which is how `core.metrics.default_mode` tells the
   direction of improvement. Only for up to `MAX_PER_CLASS` classes (8 values a class); past
   that the confusion matrix holds the counts. A rate whose denominator is 0 (a class absent
-  from the split, or never predicted) is NaN: undefined, not 0.
-- Macro means over the classes where defined: `<split>_specificity`, `<split>_npv` (the macro
+  from the split, or never predicted) is undefined, not 0: it is left out of the map.
+- Macro means over the classes where defined (NaN when defined for none): `<split>_specificity`, `<split>_npv` (the macro
   sensitivity and PPV are the existing `<split>_recall` and `<split>_precision`).
 - `<split>_top<k>_accuracy`: the true class among the k most probable; k is
   `spec.training.top_k`, else 5 when there are more than 5 classes, else not reported.
@@ -41,7 +41,8 @@ def clinical_metrics(split: str, prob: np.ndarray, y: np.ndarray, cm: np.ndarray
            f"{split}_npv": _nanmean(rates["npv"])}
     if num_classes <= MAX_PER_CLASS:
         for c, name in enumerate(metric_class_names(class_names, num_classes)):
-            out |= {f"{split}_{name}_{m}": float(rates[m][c]) for m in PER_CLASS}
+            out |= {f"{split}_{name}_{m}": float(rates[m][c]) for m in PER_CLASS
+                    if math.isfinite(rates[m][c])}
     k = top_k_of(top_k, num_classes)
     if k:
         out[f"{split}_top{k}_accuracy"] = top_k_accuracy(prob, y, k)

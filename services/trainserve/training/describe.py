@@ -1,7 +1,9 @@
 """The schema of an uploaded dataset, found once at upload in bounded memory.
 
 CSV: streamed row by row; per column whether every value is a number, the first bad value,
-and its distinct values up to `MAX_CLASS_VALUES` (class names if it becomes the target).
+its missing cells (blank, NA, NaN, ...: `training.tabular.is_missing`), its kind (numeric,
+categorical, text) and its distinct values up to `MAX_CLASS_VALUES` (class names if it
+becomes the target).
 NPZ: each member's .npy header is read (`numpy.lib.format`) without inflating the array; the
 declared sizes are checked against the zip's own sizes and bounded (a 2 MiB file that claims
 to hold 2 GiB is refused before a byte of it is inflated). Only `y` is read, in chunks of
@@ -23,6 +25,7 @@ import numpy as np
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import dataset_pb2
 from trainserve.training.labels import class_names_of, numeric_if_possible
+from trainserve.training.tabular import MAX_CATEGORIES, is_missing
 
 # Columns of a CSV dataset: course data has tens to hundreds of features. The header's names
 # (copied into the schema of every job that uses the dataset) in all: 25 characters a column.
@@ -68,10 +71,14 @@ class _Column:
     def __init__(self, name: str, always_count: bool):
         self.name, self.always_count = name, always_count
         self.numeric, self.bad_row, self.bad_value = True, 0, ""
+        self.missing, self.numbers = 0, False
         self.values: set[str] | None = set()
 
     def add(self, text: str, line: int, budget: list[int]) -> None:
-        if self.numeric or not self.bad_row:
+        if is_missing(text):  # neither a number nor a category
+            self.missing += 1
+            return
+        if self.numeric or not self.bad_row or not self.numbers:
             self._check_number(text, line)
         if self.values is None:
             return
@@ -93,18 +100,24 @@ class _Column:
             if self.numeric:
                 self.numeric, self.bad_row, self.bad_value = False, line, text[:64]
             return
+        self.numbers = True
         if not self.bad_row and not math.isfinite(number):
             self.bad_row, self.bad_value = line, text[:64]
 
     def schema(self) -> dataset_pb2.ColumnSchema:
         out = dataset_pb2.ColumnSchema(name=self.name, numeric=self.numeric,
-                                       bad_row=self.bad_row, bad_value=self.bad_value)
+                                       bad_row=self.bad_row, bad_value=self.bad_value,
+                                       missing=self.missing)
         if self.values is None:
             out.distinct_values = MAX_CLASS_VALUES + 1
         else:
             names = class_names_of(numeric_if_possible(np.array(sorted(self.values))))
             out.distinct_values = len(names)
             out.classes.extend(names)
+        # Categories are text values only: a number among them (or one word among numbers)
+        # is more likely a typo than a category.
+        out.kind = "numeric" if self.numeric else "categorical" if not self.numbers and \
+            out.distinct_values <= MAX_CATEGORIES else "text"
         return out
 
 

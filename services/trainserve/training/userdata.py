@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import numpy as np
 from trainserve.core.errors import InvalidArgument
 from trainserve.training.describe import MAX_CLASS_VALUES, describe
 from trainserve.training.labels import label_of, numeric_if_possible
+from trainserve.training.tabular import (DEFAULT_MISSING, MAX_CATEGORIES, MISSING_CHOICES,
+                                         TableEncoding, fit_encoding, is_missing,
+                                         missing_mask)
+
+MISSING_ADVICE = ("set spec.dataset.missing to impute (the training split's median) or drop "
+                  "(leave such rows out), or fill such cells")
 
 TASKS = ("classification", "regression")
 
@@ -79,8 +86,41 @@ def _read_npz(path: Path, features, target) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_csv(text: str, features, target) -> tuple[np.ndarray, np.ndarray]:
+    header, body, features, target = _parse_csv(text, features, target)
+    cols = [header.index(n) for n in features]
+    x = np.empty((len(body), len(cols)), dtype=np.float32)
+    for r, row in enumerate(body):
+        try:
+            x[r] = [float(row[c]) for c in cols]
+        except ValueError:
+            k = next(k for k, c in enumerate(cols) if not _is_number(row[c]))
+            _refuse_cell(features[k], r, row[cols[k]])
+    _check_finite(x, features)
+    return x, _target_values(body, header, target)
+
+
+def _refuse_cell(name: str, r: int, text: str):
+    """A feature cell that is not a number: missing (blank, NA, ...) or text."""
+    if is_missing(text):
+        raise InvalidArgument(f"column {name!r} has a missing value (row {r + 2}: {text!r}); "
+                              f"{MISSING_ADVICE}", field="spec.dataset.missing")
+    raise InvalidArgument(not_numeric(name, r + 2, text), field="spec.dataset.feature_columns")
+
+
+def not_numeric(name: str, line: int, text: str) -> str:
+    return (f"column {name!r} is not numeric (row {line}: {text[:40]!r}); list it in "
+            "spec.dataset.categorical_columns if its values are categories, or leave it out "
+            "of the feature columns")
+
+
+def _parse_csv(text: str, features, target):
+    """(header, data rows, feature names, target name), the names checked."""
     rows = list(csv.reader(text.splitlines()))
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    return _parse_csv_rows(rows[0], rows[1:], features, target)
+
+
+def _parse_csv_rows(header, body, features, target):
+    header = [h.strip() for h in header]
     target = target or header[-1]
     if target not in header:
         raise InvalidArgument(f"no column {target!r}; columns: {', '.join(header)}",
@@ -93,24 +133,23 @@ def _read_csv(text: str, features, target) -> tuple[np.ndarray, np.ndarray]:
         if name == target:
             raise InvalidArgument("the target cannot also be a feature",
                                   field=f"spec.dataset.feature_columns[{i}]")
-    cols = [header.index(n) for n in features]
-    x = np.empty((len(body), len(cols)), dtype=np.float32)
+    return header, body, features, target
+
+
+def _target_values(body, header, target: str) -> np.ndarray:
+    t = header.index(target)
     for r, row in enumerate(body):
-        try:
-            x[r] = [float(row[c]) for c in cols]
-        except ValueError:
-            bad = next(features[k] for k, c in enumerate(cols) if not _is_number(row[c]))
-            raise InvalidArgument(f"column {bad!r} is not numeric (row {r + 2}); list only "
-                                  "numeric feature columns", field="spec.dataset.feature_columns"
-                                  ) from None
-    _check_finite(x, features)
-    y = numeric_if_possible(np.array([row[header.index(target)].strip() for row in body]))
+        if is_missing(row[t]):
+            raise InvalidArgument(f"column {target!r} has a missing value (row {r + 2}: "
+                                  f"{row[t]!r}); fill such rows, or drop them with "
+                                  "spec.dataset.missing: drop", field="spec.dataset.target_column")
+    y = numeric_if_possible(np.array([row[t].strip() for row in body]))
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         row = int(np.flatnonzero(~np.isfinite(y))[0])
         raise InvalidArgument(f"column {target!r} has a missing or non-finite value (row "
-                              f"{row + 2}: {body[row][header.index(target)]!r}); fill or drop "
-                              "such rows", field="spec.dataset.target_column")
-    return x, y
+                              f"{row + 2}: {body[row][t]!r}); fill or drop such rows",
+                              field="spec.dataset.target_column")
+    return y
 
 
 def _check_finite(x: np.ndarray, features: list[str]) -> None:
@@ -118,8 +157,11 @@ def _check_finite(x: np.ndarray, features: list[str]) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
-        raise InvalidArgument(f"column {features[c]!r} has a missing or non-finite value "
-                              f"(row {r + 2}: {x[r, c]}); fill or drop such rows",
+        if np.isnan(x[r, c]):  # written NaN: a missing value
+            raise InvalidArgument(f"column {features[c]!r} has a missing value (row {r + 2}: "
+                                  f"nan); {MISSING_ADVICE}", field="spec.dataset.missing")
+        raise InvalidArgument(f"column {features[c]!r} has a non-finite value (row {r + 2}: "
+                              f"{x[r, c]}); fill or drop such rows",
                               field="spec.dataset.feature_columns")
 
 
@@ -129,6 +171,117 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# --- clinical tables: categorical columns and missing values (training.tabular) -------------
+
+@dataclass(frozen=True)
+class TablePlan:
+    """How an uploaded CSV's feature columns are encoded: which are categorical (listed in
+    `categorical_columns`, or not numeric), and what a missing cell does."""
+    features: tuple[str, ...]
+    categorical: frozenset[str]
+    missing: str
+    indicators: bool
+
+    def fit(self, cells: np.ndarray) -> TableEncoding:
+        """The encoding fitted on the training split's cells."""
+        return fit_encoding(cells, self.features, self.categorical, self.missing == "impute",
+                            self.indicators)
+
+
+def table_plan(ds) -> TablePlan | None:
+    """The encoding plan of a checked uploaded CSV `DatasetSpec` that needs one (a categorical
+    feature, or missing values allowed), else None: its features are plain numbers."""
+    up = ds.uploaded
+    if not ds.HasField("uploaded") or up.format != "csv":
+        return None
+    schema = up.schema if up.HasField("schema") else describe(up.path, up.format)[0]
+    header = [c.name for c in schema.columns]
+    target = ds.target_column or header[-1]
+    features = tuple(ds.feature_columns) or tuple(h for h in header if h != target)
+    columns = {c.name: c for c in schema.columns}
+    categorical = frozenset(ds.categorical_columns) | {
+        n for n in features if n in columns and column_kind(columns[n]) == "categorical"}
+    missing = missing_of(ds)
+    if not categorical and missing == DEFAULT_MISSING:
+        return None
+    return TablePlan(features, categorical, missing, ds.missing_indicators)
+
+
+def missing_of(ds) -> str:
+    return ds.missing or DEFAULT_MISSING
+
+
+def load_uploaded_table(ds, plan: TablePlan) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(text cells [N, features], y, class names) of an uploaded CSV under `plan`: rows with a
+    missing cell dropped with `missing: drop`; a numeric column's other cells checked to be
+    numbers, naming the first bad cell."""
+    up = ds.uploaded
+    header, body = _read_rows(up.path, up.sha256)
+    header, body, features, target = _parse_csv_rows(header, body, plan.features,
+                                                     ds.target_column)
+    cols = [header.index(n) for n in features]
+    t = header.index(target)
+    cells = np.array([[row[c].strip() for c in cols] for row in body], dtype=np.str_)
+    cells = cells.reshape(len(body), len(cols))
+    keep = _kept_rows(cells, body, t, plan)
+    cells, body = cells[keep], [row for row, k in zip(body, keep) if k]
+    _check_numeric_cells(cells, features, plan, np.flatnonzero(keep))
+    y = _target_values(body, header, target)
+    return cells, *_classes_of(ds, y)
+
+
+def _kept_rows(cells: np.ndarray, body, t: int, plan: TablePlan) -> np.ndarray:
+    if plan.missing != "drop":
+        return np.ones(len(body), dtype=bool)
+    target_missing = np.array([is_missing(row[t]) for row in body], dtype=bool)
+    keep = ~(missing_mask(cells).any(axis=1) | target_missing)
+    if keep.sum() < 2:
+        raise InvalidArgument(f"only {int(keep.sum())} row(s) have no missing value; "
+                              "spec.dataset.missing: drop leaves too little to train on",
+                              field="spec.dataset.missing")
+    return keep
+
+
+def _check_numeric_cells(cells: np.ndarray, features, plan: TablePlan, rows) -> None:
+    for k, name in enumerate(features):
+        if name in plan.categorical:
+            continue
+        for r, text in enumerate(cells[:, k]):
+            if is_missing(text):
+                if plan.missing == "error":
+                    _refuse_cell(name, int(rows[r]), text)
+            elif not _is_number(text):
+                _refuse_cell(name, int(rows[r]), text)
+            elif not np.isfinite(float(text)):
+                raise InvalidArgument(f"column {name!r} has a non-finite value (row "
+                                      f"{rows[r] + 2}: {text!r}); fill or drop such rows",
+                                      field="spec.dataset.feature_columns")
+
+
+def _classes_of(ds, raw_y: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Targets as `load_uploaded` gives them: float32 (regression) or class indices."""
+    if (ds.task or "classification") == "regression":
+        try:
+            return raw_y.astype(np.float32), ()
+        except ValueError:
+            raise InvalidArgument("the target is not numeric; use task classification",
+                                  field="spec.dataset.task") from None
+    values, y = np.unique(raw_y, return_inverse=True)
+    if len(values) < 2:
+        raise InvalidArgument("the target has a single class", field="spec.dataset.target_column")
+    return y.astype(np.int64), tuple(label_of(v) for v in values)
+
+
+@lru_cache(maxsize=1)
+def _read_rows(path: str, sha256: str) -> tuple[list[str], list[list[str]]]:
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise InvalidArgument(f"the stored content of this dataset changed ({path})",
+                              field="spec.dataset.name")
+    rows = list(csv.reader(data.decode("utf-8").splitlines()))
+    return rows[0], rows[1:]
 
 
 # --- from the schema recorded at upload (validation: never opens the file) -------------------
@@ -161,6 +314,9 @@ def _target_classes(ds, values, distinct: int, what: str) -> tuple[str, ...]:
 
 
 def _npz_info(ds, schema):
+    for name in ("categorical_columns", "missing", "missing_indicators"):
+        if getattr(ds, name):
+            _fail(name, "only CSV datasets have columns to encode")
     if ds.feature_columns or ds.target_column:
         _fail("feature_columns" if ds.feature_columns else "target_column",
               "an NPZ dataset has arrays x and y, not columns")
@@ -186,26 +342,84 @@ def _csv_info(ds, schema):
             _fail(f"feature_columns[{i}]", f"no column {name!r}; columns: {', '.join(header)}")
         if name == target:
             _fail(f"feature_columns[{i}]", "the target cannot also be a feature")
-    # The first bad row (then column) is the one the worker meets first, row by row.
-    text = [columns[n] for n in features if not columns[n].numeric]
-    if text:
-        c = min(text, key=lambda c: c.bad_row)
-        _fail("feature_columns", f"column {c.name!r} is not numeric (row {c.bad_row}); list "
-                                 "only numeric feature columns")
-    odd = [columns[n] for n in features if columns[n].bad_row]
+    categorical = _categorical_features(ds, features, columns)
+    numeric = [columns[n] for n in features if n not in categorical]
+    _check_missing(ds, numeric + [columns[n] for n in categorical])
+    odd = [c for c in numeric if c.bad_row]
     if odd:
         c = min(odd, key=lambda c: c.bad_row)
-        _fail("feature_columns", f"column {c.name!r} has a missing or non-finite value (row "
-                                 f"{c.bad_row}: {np.float32(float(c.bad_value))}); fill or "
-                                 "drop such rows")
-    t = columns[target]
+        _fail("feature_columns", f"column {c.name!r} has a non-finite value (row {c.bad_row}: "
+                                 f"{c.bad_value.strip()!r}); fill or drop such rows")
+    t = _check_target(ds, columns[target])
+    classes = _target_classes(ds, t.classes, t.distinct_values, f"column {target!r}")
+    return (_encoded_width(ds, numeric, [columns[n] for n in categorical]),), \
+        int(schema.num_rows), classes, 1
+
+
+def column_kind(c) -> str:
+    """A column's kind as recorded at upload; "text" (refused as a feature unless listed as
+    categorical) for a non-numeric column of a schema recorded before kinds."""
+    return c.kind or ("numeric" if c.numeric else "text")
+
+
+def _categorical_features(ds, features, columns) -> set[str]:
+    """The features one-hot encoded: those listed in `categorical_columns` and every other
+    non-numeric one; refused when a column has too many values to be categories."""
+    for i, name in enumerate(ds.categorical_columns):
+        if name not in features:
+            _fail(f"categorical_columns[{i}]", f"{name!r} is not a feature column; features: "
+                                               f"{', '.join(features)}")
+    chosen = set(ds.categorical_columns) | {n for n in features
+                                            if column_kind(columns[n]) == "categorical"}
+    wide = [n for n in features if (n in chosen or not columns[n].numeric)
+            and columns[n].distinct_values > MAX_CATEGORIES]
+    if wide:
+        listed = list(ds.categorical_columns)
+        field = f"categorical_columns[{listed.index(wide[0])}]" if wide[0] in listed \
+            else "feature_columns"
+        _fail(field, f"column {wide[0]!r} has more than {MAX_CATEGORIES} distinct values: free "
+                     "text or an identifier, not categories; leave it out of "
+                     "spec.dataset.feature_columns")
+    text = [columns[n] for n in features if n not in chosen and not columns[n].numeric]
+    if text:
+        c = min(text, key=lambda c: c.bad_row)
+        _fail("feature_columns", not_numeric(c.name, c.bad_row, c.bad_value))
+    return chosen
+
+
+def _check_missing(ds, feature_columns) -> None:
+    """`missing` and `missing_indicators`, and with `missing: error` every feature column that
+    has missing cells, named at once."""
+    mode = missing_of(ds)
+    if mode not in MISSING_CHOICES:
+        _fail("missing", f"must be one of {', '.join(MISSING_CHOICES)}, got {mode!r}")
+    if ds.missing_indicators and mode != "impute":
+        _fail("missing_indicators", "indicator columns mark imputed values; they need "
+                                    "spec.dataset.missing: impute")
+    holes = [c for c in feature_columns if c.missing]
+    if mode == "error" and holes:
+        listed = ", ".join(f"{c.name!r} ({c.missing} missing)" for c in holes)
+        _fail("missing", f"feature columns with missing values (blank, NA, NaN): {listed}; "
+                         f"{MISSING_ADVICE}")
+
+
+def _check_target(ds, t):
+    if t.missing and missing_of(ds) != "drop":
+        _fail("target_column", f"column {t.name!r} has {t.missing} missing value(s); fill "
+                               "such rows, or drop them with spec.dataset.missing: drop")
     if t.numeric and t.bad_row:
-        _fail("target_column", f"column {target!r} has a missing or non-finite value (row "
+        _fail("target_column", f"column {t.name!r} has a missing or non-finite value (row "
                                f"{t.bad_row}: {t.bad_value.strip()!r}); fill or drop such rows")
     if ds.task == "regression" and not t.numeric:
         _fail("task", "the target is not numeric; use task classification")
-    classes = _target_classes(ds, t.classes, t.distinct_values, f"column {target!r}")
-    return (len(features),), int(schema.num_rows), classes, 1
+    return t
+
+
+def _encoded_width(ds, numeric, categorical) -> int:
+    """The network's input width: an upper bound when categories are fitted on the training
+    split (which may lack some of the file's)."""
+    indicators = sum(1 for c in numeric if c.missing) if ds.missing_indicators else 0
+    return len(numeric) + indicators + sum(int(c.distinct_values) for c in categorical)
 
 
 def schema_for_job(schema, target_column: str):

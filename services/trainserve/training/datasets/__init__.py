@@ -139,6 +139,9 @@ def apply_dataset_defaults(spec) -> None:
     """Fill `sequence_length` and `horizon` of a `DatasetSpec` in place where they apply."""
     if spec.HasField("uploaded"):
         spec.task = spec.task or "classification"
+        if spec.uploaded.format == "csv":
+            from trainserve.training.tabular import DEFAULT_MISSING
+            spec.missing = spec.missing or DEFAULT_MISSING
         return
     entry = get_dataset(spec.name)
     if entry.default_sequence_length is not None and not spec.HasField("sequence_length"):
