@@ -195,7 +195,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         return await self.run(self.core.compare, refs, principal())
 
     async def DeleteJob(self, request, context):
-        return await self.run(self.core.delete, request.job_id, principal())
+        return await self.run(self.core.delete, await self.job_id(request.job_id), principal())
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):

@@ -12,6 +12,7 @@ from trainserve.cli import render
 from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
 from trainserve.cli.render import Output
 from trainserve.cli.watch import print_outcome, progress_for
+from trainserve.core.modelrefs import parse_ref
 from trainserve.core.pb import job_pb2
 
 JobId = Annotated[str, typer.Argument(
@@ -132,53 +133,14 @@ def cancel(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.tabl
     render.stdout().print(f"job {found.id}: {what}", highlight=False)
 
 
-# -- models ---------------------------------------------------------------------------------
-
-@app.command()
-def models(
-    ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Only versions of this model.")] = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """List registered model versions."""
-    with client(ctx) as ts:
-        found = ts.list_models(name)
-    render.show_list("models", found, output, render.models_table,
-                     "no models" + (f" named {name}" if name else ""))
-
-
-@app.command()
-def model(
-    ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]",
-                                       help="Model name; without a version, the latest.")],
-    output: OutputOption = Output.table,
-) -> None:
-    """Show one model version: signature, preprocessing, metrics, lineage."""
-    name, version = parse_model_ref(ref)
-    with client(ctx) as ts:
-        mv = ts.get_model(name, version)
-    render.show_one(mv, output, render.model_detail)
-
-
-def parse_model_ref(ref: str) -> tuple[str, int]:
-    """"digits-lenet5:3" -> ("digits-lenet5", 3); no version -> 0 (the latest)."""
-    name, sep, version = ref.rpartition(":")
-    if not sep:
-        return ref, 0
-    if not version.isdigit():
-        raise errors.InvalidArgument(f"version must be a positive number, got {version!r}",
-                                     field="model")
-    return name, int(version)
-
-
 # -- deployments ----------------------------------------------------------------------------
 
 @app.command()
 def deploy(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]",
-                                       help="Model to serve; without a version, the latest.")],
+    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION|@ALIAS]",
+                                       help="Model to serve: a version, the version an alias "
+                                            "names now, or (neither) the latest.")],
     name: Annotated[str | None, typer.Option(
         "--name", help="Endpoint name (default: the model's name).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once recorded, "
@@ -195,15 +157,16 @@ def deploy(
     output: OutputOption = Output.table,
 ) -> None:
     """Serve a model version at an inference endpoint (creates or re-points it)."""
-    model_name, version = parse_model_ref(ref)
-    batching = {"max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms}
+    model = parse_ref(ref)
+    batching = {"max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
+                "alias": model.alias}
     with client(ctx) as ts:
         if output is Output.table and not no_wait:
             with render.stdout().status(f"deploying {ref} …"):
-                dep = ts.deploy(model_name, version, name=name, wait=True, timeout=timeout,
-                                **batching)
+                dep = ts.deploy(model.name, model.version, name=name, wait=True,
+                                timeout=timeout, **batching)
         else:
-            dep = ts.deploy(model_name, version, name=name, wait=not no_wait,
+            dep = ts.deploy(model.name, model.version, name=name, wait=not no_wait,
                             timeout=timeout, **batching)
     if output is Output.json:
         render.print_messages(None, dep)

@@ -22,11 +22,13 @@ UNSET = Text("unset", style="dim")
 @app.command()
 def compare(
     ctx: typer.Context,
-    job_ids: Annotated[list[str], typer.Argument(metavar="JOB_ID",
-                                                 help="2 to 20 jobs to compare.")],
+    job_ids: Annotated[list[str], typer.Argument(
+        metavar="JOB_ID", help="2 to 20 jobs (a trial: SEARCH_ID/TRIAL_ID), or one search "
+                               "to compare its trials.")],
     output: OutputOption = Output.table,
 ) -> None:
-    """Compare jobs: each metric's final value and best epoch, and how their specs differ."""
+    """Compare jobs (or a search's trials): each metric's final value and best epoch, and how
+    their specs differ."""
     with client(ctx) as ts:
         found = ts.compare(job_ids)
     render.show_one(found, output, comparison_parts)
@@ -42,13 +44,20 @@ def comparison_parts(found: job_pb2.CompareJobsResponse) -> list:
 
 
 def jobs_table(jobs: Sequence[job_pb2.ComparedJob]) -> Table:
+    trials = any(job.trial_id for job in jobs)
     table = Table(show_edge=False)
-    for column in ("JOB", "NAME", "STATE", "EPOCHS"):
+    for column in ("JOB", *(("TRIAL",) if trials else ()), "NAME", "STATE", "EPOCHS"):
         table.add_column(column, no_wrap=True)
     for job in jobs:
-        table.add_row(job.job_id, job.name, render.styled_state(render.job_state_name(job.state)),
-                      str(job.epochs))
+        state = job.trial_state if job.trial_id else render.job_state_name(job.state)
+        table.add_row(job.job_id, *((job.trial_id,) if trials else ()), job.name,
+                      render.styled_state(state), str(job.epochs))
     return table
+
+
+def label(job: job_pb2.ComparedJob) -> str:
+    """A compared row's column header: the trial's id for a search's trial, else the job's."""
+    return job.trial_id or job.job_id
 
 
 def metrics_table(jobs: Sequence[job_pb2.ComparedJob]) -> Table:
@@ -57,8 +66,8 @@ def metrics_table(jobs: Sequence[job_pb2.ComparedJob]) -> Table:
     table = Table(title="metrics", title_justify="left", show_edge=False)
     table.add_column("METRIC", no_wrap=True)
     for job in jobs:
-        table.add_column(f"{job.job_id}\nfinal", justify="right", no_wrap=True)
-        table.add_column(f"{job.job_id}\nbest (epoch)", justify="right", no_wrap=True)
+        table.add_column(f"{label(job)}\nfinal", justify="right", no_wrap=True)
+        table.add_column(f"{label(job)}\nbest (epoch)", justify="right", no_wrap=True)
     for name in sorted({n for job in jobs for n in (*job.final_metrics, *job.best)}):
         top = _top_value(jobs, name)
         cells = []
@@ -90,7 +99,7 @@ def differences_table(jobs: Sequence[job_pb2.ComparedJob],
     table = Table(title="spec differences", title_justify="left", show_edge=False)
     table.add_column("FIELD", no_wrap=True)
     for job in jobs:
-        table.add_column(job.job_id, overflow="fold")
+        table.add_column(label(job), overflow="fold")
     for diff in differences:
         table.add_row(diff.path, *(render.config_value(v) if v else UNSET
                                    for v in diff.values))

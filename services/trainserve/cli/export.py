@@ -8,15 +8,16 @@ import typer
 
 from trainserve.cli import render
 from trainserve.cli.app import app, client
-from trainserve.cli.commands import parse_model_ref
+from trainserve.core.modelrefs import parse_ref
 from trainserve.core.export_formats import check_format, export_filename
 
 
 @app.command("export")
 def export_model(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]",
-                                       help="Model to export; without a version, the latest.")],
+    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION|@ALIAS]",
+                                       help="Model to export: a version, the version an alias "
+                                            "names now, or (neither) the latest.")],
     fmt: Annotated[str, typer.Option(
         "--format", "-f", metavar="torchscript|onnx",
         help="torchscript (torch.jit.load) or onnx (opset 17, e.g. for onnxruntime).")],
@@ -26,12 +27,12 @@ def export_model(
 ) -> None:
     """Export a model version as one file that takes the endpoint's raw inputs (its
     preprocessing included) and returns the endpoint's outputs, under the same names."""
-    name, version = parse_model_ref(ref)
+    model = parse_ref(ref)
     fmt = check_format(fmt)
     with client(ctx) as ts:
         with render.stdout().status(f"exporting {ref} to {fmt} …"):
-            filename, data = ts.export_model_file(name, version, fmt)
-    path = out or Path(filename or export_filename(name, version, fmt))
+            filename, data = ts.export_model_file(model.name, model.version, fmt, model.alias)
+    path = out or Path(filename or export_filename(model.name, model.version, fmt))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     render.stdout().print(f"wrote [bold]{path}[/bold] ({fmt}, {len(data):,} bytes)",

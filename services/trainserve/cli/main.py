@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from trainserve.cli import (  # noqa: F401 - importing registers the commands
-    access, commands, compare, console, datasets, export, logs, plot, rollout, stack)
+    access, commands, compare, console, datasets, export, logs, plot, registry, rollout, stack)
 from trainserve.cli import tokens  # noqa: F401 - registers `trainserve token`
 from trainserve.cli.app import app
 

@@ -18,6 +18,8 @@ def rollout(
     name: Annotated[str, typer.Argument(help="Endpoint name.")],
     version: Annotated[int, typer.Option("--version", "-v", help="Version of the endpoint's "
                                          "model to roll out; 0 = the latest.")] = 0,
+    alias: Annotated[str, typer.Option("--alias", "-a", help="Instead of --version: the "
+                                       "version this alias of the model names now.")] = "",
     percent: Annotated[int | None, typer.Option(
         "--percent", "-p", help="Share of the requests the new version takes once loaded, "
                                 "1-100 (default 10; again with another value re-weights).")
@@ -32,7 +34,8 @@ def rollout(
     spinner = render.stdout().status(f"loading the new version of {name} …") \
         if output is Output.table and not no_wait else contextlib.nullcontext()
     with client(ctx) as ts, spinner:
-        dep = ts.rollout(name, version, percent, wait=not no_wait, timeout=timeout)
+        dep = ts.rollout(name, version, percent, wait=not no_wait, timeout=timeout,
+                         alias=alias)
     _show(dep, output, f"{name}: {dep.canary_percent}% to "
                        f"{dep.model_name}:{dep.canary_version}, the rest to "
                        f"{dep.model_name}:{dep.model_version}")

@@ -23,6 +23,7 @@ from trainserve.client.transport import (TlsFiles, api_channel, backoff, call_wi
                                          check_token_transport)
 from trainserve.core.locations import api_address
 from trainserve.core import errors
+from trainserve.core.modelrefs import ModelRef, parse_ref
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
                                 deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc,
                                 model_pb2, model_pb2_grpc)
@@ -43,6 +44,18 @@ def label_selectors(labels: LabelsLike) -> list[str]:
     if isinstance(labels, Mapping):
         return [f"{key}={value}" for key, value in labels.items()]
     return list(labels)
+
+
+def model_ref(name: str, version: int = 0, alias: str = "") -> ModelRef:
+    """The version a call names: `name` with `version` (0: the latest) or `alias`, or `name`
+    itself a reference, "digits:3" or "digits@production" (model names hold neither ':' nor
+    '@')."""
+    if "@" in name or ":" in name:
+        if version or alias:
+            raise errors.InvalidArgument(f"{name!r} names its version already: leave version "
+                                         "and alias out", field="version")
+        return parse_ref(name, "name")
+    return ModelRef(name, version, alias)
 
 
 def curves_data(curves: job_pb2.JobCurves) -> dict[str, Any]:
@@ -142,6 +155,15 @@ class Client:
     def cancel(self, job_id: str) -> job_pb2.Job:
         return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(job_id=job_id))
 
+    def delete_job(self, job_id: str) -> job_pb2.Job:
+        """Remove a finished job and everything kept for it (record, events, curves, worker
+        logs, trials, files); returns the job as it was. `FailedPrecondition` while it is
+        queued or running (cancel it first) or while the model version it registered is still
+        there (the message names it: `delete_model_version` first); `NotFound` for an unknown
+        job, another user's, or one already deleted. Not retried."""
+        return self._call(self._jobs.DeleteJob, job_pb2.DeleteJobRequest(job_id=job_id),
+                          retry=False)
+
     def curves(self, job_id: str) -> dict[str, Any]:
         """Every metric the job reported, epoch by epoch, as plain Python data:
         {"job_id", "metrics": {name: [(epoch, value), ...]}, "trials": {trial id: {name:
@@ -158,7 +180,9 @@ class Client:
         """2 to 20 jobs side by side: per job its final metrics and each per-epoch metric's
         best value and epoch (`jobs`, in the order given), and the spec fields whose values
         differ (`differences`: a path such as "optimizer.lr" and one JSON value per job, ""
-        where its spec has no such field)."""
+        where its spec has no such field). A search among them stands for its best trial;
+        "SEARCH_ID/TRIAL_ID" names one trial; one search's id alone compares its trials (each
+        row's `trial_id` and `trial_state` say which)."""
         return self._call(self._jobs.CompareJobs,
                           job_pb2.CompareJobsRequest(job_ids=list(job_ids)))
 
@@ -276,21 +300,75 @@ class Client:
             if not token:
                 return models
 
-    def get_model(self, name: str, version: int = 0) -> model_pb2.ModelVersion:
-        """One model version; version 0 is the latest."""
-        return self._call(self._models.GetModel, model_pb2.GetModelRequest(name=name,
-                                                                          version=version))
+    def get_model(self, name: str, version: int = 0, alias: str = "") -> model_pb2.ModelVersion:
+        """One model version: `name` with `version` (0: the latest) or `alias` (the version it
+        points at now); `name` may also be a reference, "digits:3" or "digits@production".
+        The answer carries the version's `aliases` and `tags`."""
+        ref = model_ref(name, version, alias)
+        return self._call(self._models.GetModel, model_pb2.GetModelRequest(
+            name=ref.name, version=ref.version, alias=ref.alias))
 
-    def export_model(self, name: str, version: int = 0, format: str = "onnx") -> bytes:
-        """A model version (0 = the latest) as a TorchScript (`format="torchscript"`) or ONNX
-        file's bytes. The exported graph takes the endpoint's raw inputs (the preprocessing is
-        inside) and returns its outputs under the same names. Not retried: a stream."""
-        return self.export_model_file(name, version, format)[1]
+    def set_model_alias(self, name: str, alias: str, version: int = 0
+                        ) -> model_pb2.ModelVersion:
+        """Point `alias` (e.g. "production") of model `name` at `version` (0: the latest now;
+        `name` may be "digits:3" or "digits@staging" instead), moving it off the version it
+        named; returns the version it now names. An alias is a lowercase letter then
+        lowercase letters, digits, '-' or '_' (at most 63), never "latest"; a model has at
+        most 32. Only the model's owner (or an admin) may; another user's model is
+        `NotFound`."""
+        ref = model_ref(name, version)
+        if ref.alias:  # "digits@staging": the version that alias names now
+            ref = ModelRef(ref.name, self.get_model(ref.name, alias=ref.alias).version)
+        return self._call(self._models.SetModelAlias, model_pb2.SetModelAliasRequest(
+            name=ref.name, alias=alias, version=ref.version))
 
-    def export_model_file(self, name: str, version: int = 0, format: str = "onnx"
-                          ) -> tuple[str, bytes]:
+    def delete_model_alias(self, name: str, alias: str = "") -> model_pb2.ModelVersion:
+        """Remove `alias` of model `name` (or `name` as "digits@production"); returns the
+        version it named. `NotFound` if the model has no such alias. Not retried."""
+        ref = model_ref(name, 0, alias)
+        if not ref.alias:
+            raise errors.InvalidArgument("name the alias to remove", field="alias")
+        return self._call(self._models.DeleteModelAlias, model_pb2.DeleteModelAliasRequest(
+            name=ref.name, alias=ref.alias), retry=False)
+
+    def update_model_tags(self, name: str, version: int = 0,
+                          set: Mapping[str, str] | None = None, remove: Iterable[str] = (),
+                          alias: str = "") -> model_pb2.ModelVersion:
+        """Set the tags `set` ({"reviewed": "yes"}) and remove the keys `remove` of one
+        version (`name`/`version`/`alias` as in `get_model`); returns the version with its
+        tags. At most 32 tags per version, keys of letters, digits and . _ / - (at most 63),
+        values of at most 256 characters."""
+        ref = model_ref(name, version, alias)
+        return self._call(self._models.UpdateModelTags, model_pb2.UpdateModelTagsRequest(
+            name=ref.name, version=ref.version, alias=ref.alias, set=dict(set or {}),
+            remove=list(remove)))
+
+    def delete_model_version(self, name: str, version: int = 0) -> model_pb2.ModelVersion:
+        """Remove one version (`version`, or `name` as "digits:3"; a number is required) with
+        its aliases, tags and files; returns it as it was. `FailedPrecondition` while an
+        endpoint serves it (as its version or a rollout's canary; the message names the
+        endpoint) or a queued or running job starts from its weights. Not retried."""
+        ref = model_ref(name, version)
+        if ref.alias or not ref.version:
+            raise errors.InvalidArgument("give the version to delete by its number, e.g. "
+                                         "digits:3", field="version")
+        return self._call(self._models.DeleteModelVersion, model_pb2.DeleteModelVersionRequest(
+            name=ref.name, version=ref.version), retry=False)
+
+    def export_model(self, name: str, version: int = 0, format: str = "onnx",
+                     alias: str = "") -> bytes:
+        """A model version (0 = the latest; or `alias`, or `name` as "digits@production") as
+        a TorchScript (`format="torchscript"`) or ONNX file's bytes. The exported graph takes
+        the endpoint's raw inputs (the preprocessing is inside) and returns its outputs under
+        the same names. Not retried: a stream."""
+        return self.export_model_file(name, version, format, alias)[1]
+
+    def export_model_file(self, name: str, version: int = 0, format: str = "onnx",
+                          alias: str = "") -> tuple[str, bytes]:
         """`export_model`, with the server's file name for it (`<name>-v<version>.onnx`)."""
-        request = model_pb2.ExportModelRequest(name=name, version=version, format=format)
+        ref = model_ref(name, version, alias)
+        request = model_pb2.ExportModelRequest(name=ref.name, version=ref.version,
+                                               format=format, alias=ref.alias)
         filename, parts = "", []
         try:
             for chunk in self._models.ExportModel(request, timeout=max(self.timeout, 300.0)):
@@ -303,8 +381,11 @@ class Client:
     # -- deployments ----------------------------------------------------------------------------
     def deploy(self, model: str, version: int = 0, name: str | None = None, wait: bool = True,
                timeout: float = 300.0, max_batch_size: int = 0,
-               batch_wait_ms: float | None = None) -> deployment_pb2.Deployment:
-        """Serve `model` (version 0 = latest) at endpoint `name` (default: the model's name).
+               batch_wait_ms: float | None = None, alias: str = ""
+               ) -> deployment_pb2.Deployment:
+        """Serve `model` (version 0 = latest; or `alias`, the version it names now; or `model`
+        as "digits:3" or "digits@production") at endpoint `name` (default: the model's name).
+        The endpoint keeps that version when the alias moves later.
 
         `max_batch_size` > 1 turns on dynamic batching: concurrent requests arriving within
         `batch_wait_ms` (default 2) run as one forward pass of up to that many instances.
@@ -313,8 +394,10 @@ class Client:
         options = deployment_pb2.ServingOptions(max_batch_size=max_batch_size)
         if batch_wait_ms is not None:
             options.batch_wait_ms = batch_wait_ms
+        ref = model_ref(model, version, alias)
         dep = self._call(self._deployments.Deploy, deployment_pb2.DeployRequest(
-            name=name or "", model_name=model, model_version=version, options=options))
+            name=name or "", model_name=ref.name, model_version=ref.version, options=options,
+            model_alias=ref.alias))
         if not wait:
             return dep
         return self.wait_deployment(dep.name, timeout)
@@ -354,13 +437,13 @@ class Client:
 
     def rollout(self, name: str, version: int = 0, percent: int | None = None,
                 model: str = "", wait: bool = False,
-                timeout: float = 300.0) -> deployment_pb2.Deployment:
+                timeout: float = 300.0, alias: str = "") -> deployment_pb2.Deployment:
         """Send `percent` (default 10) of endpoint `name`'s requests to another version of its
-        model (0 = latest) once that version is loaded; again with another percent
-        re-weights the rollout. With `wait`, poll until the new version is loaded (as
-        `wait_deployment`)."""
+        model (0 = latest; or `alias`, the version it names now) once that version is loaded;
+        again with another percent re-weights the rollout. With `wait`, poll until the new
+        version is loaded (as `wait_deployment`)."""
         request = deployment_pb2.RolloutRequest(name=name, model_name=model,
-                                                model_version=version)
+                                                model_version=version, model_alias=alias)
         if percent is not None:
             request.canary_percent = percent
         dep = self._call(self._deployments.Rollout, request)
