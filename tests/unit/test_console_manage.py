@@ -413,3 +413,17 @@ def test_serving_stats_come_from_the_metrics_agents(metrics_agent):
     assert 1.0 < first["latency_p50_ms"] < 10.0 and first["latency_p99_ms"] <= 10.0
     assert stats.endpoint("ep-alice")["rate_per_s"] == 0.0  # nothing new in 10 s
     assert serving_stats.ServingStats(None).endpoint("ep-alice")["available"] is False
+
+
+def test_a_searchs_trials_compare_with_their_own_curves():
+    from trainserve.console.views import compare_json
+    if "trial_id" not in job_pb2.ComparedJob.DESCRIPTOR.fields_by_name:
+        pytest.skip("this job API's CompareJobs has no trial rows")
+    answer = job_pb2.CompareJobsResponse(jobs=[
+        job_pb2.ComparedJob(job_id="s-alice", trial_id=t, name="search") for t in ("t0", "t1")])
+    curves = {"s-alice": {"metrics": {}, "best_trial": "t0", "stride": 1, "trials": {
+        "t0": {"val_loss": [(1, 0.5)]}, "t1": {"val_loss": [(1, 0.7), (2, 0.6)]}}}}
+    got = compare_json(answer, curves)["jobs"]
+    assert [(j["id"], j["link"]) for j in got] == [("s-alice/t0", "/searches/s-alice"),
+                                                   ("s-alice/t1", "/searches/s-alice")]
+    assert got[1]["curves"] == {"val_loss": [[1, 0.7], [2, 0.6]]}

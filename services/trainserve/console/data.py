@@ -72,12 +72,14 @@ async def live(request: Request) -> Response:
 
 
 async def compare(request: Request) -> Response:
-    """CompareJobs of `?ids=` (2 to 20 jobs) and each job's curves."""
+    """CompareJobs of `?ids=` (2 to 20 jobs, or trials as SEARCH/TRIAL) and their curves."""
     console = console_of(request)
     session = console.signed_in(request)
     ids = compared_ids(request)
     answer = await console.call(session, "compare", ids)
-    curves_by_id = {job_id: await console.call(session, "curves", job_id) for job_id in ids}
+    # "SEARCH/TRIAL" names a trial of a search: its curves are among the search's.
+    jobs = dict.fromkeys(job_id.split("/", 1)[0] for job_id in ids)
+    curves_by_id = {job_id: await console.call(session, "curves", job_id) for job_id in jobs}
     return JSONResponse(compare_json(answer, curves_by_id))
 
 

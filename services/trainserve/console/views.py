@@ -126,14 +126,31 @@ def log_json(line: job_pb2.JobLogLine) -> dict[str, Any]:
             "source": line.source, "level": line.level, "text": line.text}
 
 
+def _compared_id(j: job_pb2.ComparedJob) -> dict[str, str]:
+    """A compared row's id and page: a job's own, or a search's trial ("SEARCH/TRIAL")."""
+    trial = getattr(j, "trial_id", "")
+    if trial:
+        return {"id": f"{j.job_id}/{trial}", "link": f"/searches/{j.job_id}"}
+    return {"id": j.job_id, "link": f"/jobs/{j.job_id}"}
+
+
+def _compared_curves(j: job_pb2.ComparedJob, data: Mapping[str, Any]
+                     ) -> dict[str, list[list[float]]]:
+    trial = getattr(j, "trial_id", "")
+    if trial:
+        return curves_json(data)["trials"].get(trial) or {}
+    return own_curves(data)
+
+
 def compare_json(answer: job_pb2.CompareJobsResponse,
                  curves: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """CompareJobs' answer, with each job's curves (`curves`: job id -> `Client.curves`)."""
-    jobs = [{"id": j.job_id, "name": j.name, "state": state_name(j.state),
+    """CompareJobs' answer, with each job's curves (`curves`: job id -> `Client.curves`; a
+    search's trial row, "SEARCH/TRIAL", draws that trial's curves of its search's)."""
+    jobs = [{**_compared_id(j), "name": j.name, "state": state_name(j.state),
              "epochs": j.epochs, "final": dict(j.final_metrics),
              "best": {m: {"value": b.value, "epoch": b.epoch, "mode": b.mode}
                       for m, b in sorted(j.best.items())},
-             "curves": own_curves(curves[j.job_id])} for j in answer.jobs]
+             "curves": _compared_curves(j, curves[j.job_id])} for j in answer.jobs]
     return {"jobs": jobs,
             "differences": [{"path": d.path, "values": list(d.values)}
                             for d in answer.differences]}

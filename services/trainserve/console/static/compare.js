@@ -18,7 +18,7 @@
       ["Line", "Job", "Name", "State", "Epochs"].map((h) => el("th", {scope: "col"}, h))));
     fill(table.querySelector("tbody"), jobs.map((job, i) => el("tr", {},
       el("td", {}, swatch(i)),
-      el("td", {}, el("a", {href: `/jobs/${encodeURIComponent(job.id)}`, class: "mono"}, job.id)),
+      el("td", {}, el("a", {href: job.link || `/jobs/${encodeURIComponent(job.id)}`, class: "mono"}, job.id)),
       el("td", {}, job.name), el("td", {}, TS.stateBadge(job.state)), el("td", {class: "num"}, job.epochs))));
   }
 

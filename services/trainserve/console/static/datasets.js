@@ -17,21 +17,26 @@
     return d.columns.length > 8 ? `${shown}, … (${d.columns.length})` : shown;
   }
 
+  function classes(names) {
+    const list = names || [];
+    return list.slice(0, 20).join(", ") + (list.length > 20 ? `, … (${list.length})` : "");
+  }
+
   function describe(d) {
     const s = d.schema || {};
     const rows = (s.columns || []).map((c) => el("tr", {},
       el("th", {scope: "row", class: "mono"}, c.name), el("td", {}, c.numeric ? "number" : "text"),
-      el("td", {class: "num"}, c.distinct_values ?? ""), el("td", {class: "wrap"}, (c.classes || []).slice(0, 20).join(", ")),
-      el("td", {class: "wrap"}, c.bad_row ? `row ${c.bad_row}: ${c.bad_value}` : "")));
+      el("td", {class: "num"}, c.distinct_values ?? ""), el("td", {class: "wrap"}, classes(c.classes)),
+      el("td", {class: "wrap"}, c.numeric && c.bad_row ? `row ${c.bad_row}: ${c.bad_value}` : "")));
     const arrays = ["x", "y"].filter((k) => s[k]).map((k) => el("tr", {},
       el("th", {scope: "row", class: "mono"}, k), el("td", {}, `${s[k].dtype} [${(s[k].shape || []).join(", ")}]`),
-      el("td", {class: "num"}, s[k].distinct_values ?? ""), el("td", {class: "wrap"}, (s[k].classes || []).slice(0, 20).join(", ")), el("td")));
+      el("td", {class: "num"}, s[k].distinct_values ?? ""), el("td", {class: "wrap"}, classes(s[k].classes)), el("td")));
     return el("section", {"aria-labelledby": "detail-h", class: "card detail", dataset: {dataset: d.name}},
       el("h3", {id: "detail-h", tabindex: -1}, `${d.name}: ${num(d.num_rows)} rows, ${d.format.toUpperCase()}, ${TS.bytes(d.size_bytes)}`),
       d.description ? el("p", {}, d.description) : "",
       el("p", {class: "hint mono wrap"}, `sha256 ${d.sha256}`),
       el("div", {class: "table-wrap"}, el("table", {class: "data"}, el("caption", {class: "sr-only"}, `Columns of ${d.name}`),
-        el("thead", {}, el("tr", {}, ["Column / array", "Type", "Distinct values", "Classes", "First bad value"].map((h) => el("th", {scope: "col"}, h)))),
+        el("thead", {}, el("tr", {}, ["Column / array", "Type", "Distinct values", "Classes", "First non-finite value"].map((h) => el("th", {scope: "col"}, h)))),
         el("tbody", {}, rows, arrays))));
   }
 

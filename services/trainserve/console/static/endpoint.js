@@ -49,7 +49,7 @@
       const badge = $("ep-state");
       badge.className = `state state-${e.state}`;
       badge.textContent = e.state;
-      $("ep-message").textContent = e.message || "";
+      $("ep-message").textContent = e.message && e.message !== e.state ? e.message : "";
       summary(e, answer.model);
       split(e);
       versions(answer.versions, e);
@@ -76,6 +76,7 @@
           ["By version", Object.entries(s.by_version).map(([v, n]) => `v${v}: ${num(n)}`).join(", ") || "–"],
           ["By status", Object.entries(s.by_code).map(([c, n]) => `${c}: ${num(n)}`).join(", ") || "–"]];
         fill($("traffic"), items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
+        $("traffic").dataset.requests = String(s.requests);
         $("traffic-source").textContent = `From the serving metrics (${s.source}); rates over the last ${s.window_s} s of this page's reads. Ray exports them every few seconds.`;
       }
     } catch (err) {

@@ -7,10 +7,14 @@
   const statusLine = document.getElementById("models-status");
   const {el, num} = TS;
 
+  // The headline metrics, in this order; per-class ones (test_3_fp) only in the details.
+  const HEADLINE = ["test_accuracy", "test_loss", "test_f1", "test_auc", "test_mae", "test_rmse", "test_r2", "test_recon_mse"];
+
   function metrics(m) {
     const names = Object.keys(m.metrics).sort();
-    const shown = names.filter((n) => n.startsWith("test_"));
-    return (shown.length ? shown : names).slice(0, 4).map((n) => el("span", {class: "chip mono"}, `${n} ${num(m.metrics[n])}`));
+    const headline = HEADLINE.filter((n) => n in m.metrics);
+    const shown = headline.length ? headline : names.filter((n) => !/_\d+_/.test(n));
+    return shown.slice(0, 4).map((n) => el("span", {class: "chip mono"}, `${n} ${num(m.metrics[n])}`));
   }
 
   function lineage(m) {

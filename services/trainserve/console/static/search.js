@@ -4,12 +4,12 @@
    the search runs; once it ended, read once more and left. */
 "use strict";
 
-/* Parallel coordinates in SVG: an axis per hyperparameter (numbers on a linear scale, or a
-   log scale when the values span more than a factor 20 and are all positive; anything else
-   as evenly spaced categories) and one for the metric; each trial a polyline. */
+/* Parallel coordinates in SVG: an axis per hyperparameter (numbers on a linear scale, a log
+   scale for a loguniform distribution; anything else as evenly spaced categories) and one
+   for the metric; each trial a polyline. */
 const TSParallel = (() => {
   const NS = "http://www.w3.org/2000/svg";
-  const H = 280, M = {top: 34, bottom: 40, left: 40, right: 40};
+  const H = 300, M = {top: 34, bottom: 24, left: 100, right: 100};
 
   function node(tag, attrs, text) {
     const n = document.createElementNS(NS, tag);
@@ -18,7 +18,7 @@ const TSParallel = (() => {
     return n;
   }
 
-  function scaleOf(values) {
+  function scaleOf(values, logScale) {
     const present = values.filter((v) => v !== undefined);
     const numeric = present.length && present.every((v) => typeof v === "number");
     if (!numeric) {
@@ -26,7 +26,7 @@ const TSParallel = (() => {
       return {ticks: cats, at: (v) => (cats.length < 2 ? 0.5 : cats.indexOf(String(v)) / (cats.length - 1))};
     }
     let lo = Math.min(...present), hi = Math.max(...present);
-    const log = lo > 0 && hi / lo > 20;
+    const log = Boolean(logScale) && lo > 0;
     const f = log ? Math.log10 : (x) => x;
     if (hi === lo) { return {ticks: [lo], at: () => 0.5}; }
     return {ticks: [lo, hi], at: (v) => (f(v) - f(lo)) / (f(hi) - f(lo)), log};
@@ -35,20 +35,23 @@ const TSParallel = (() => {
   function label(v) { return typeof v === "number" ? TS.num(v) : String(v); }
 
   function draw(figure, search, paths, value, metricOf) {
-    const axes = [...paths.map((p) => ({name: p, get: (t) => (p in t.config ? value(t.config[p]) : undefined)})),
+    const axes = [...paths.map((p) => ({name: p, log: /^\s*loguniform/.test(search.space[p]),
+                                        get: (t) => (p in t.config ? value(t.config[p]) : undefined)})),
                   {name: search.metric, get: metricOf, metric: true}];
-    const W = Math.max(480, 150 * axes.length);
+    const W = Math.max(720, 220 * axes.length);
     const x = (i) => M.left + (axes.length < 2 ? 0 : i * (W - M.left - M.right) / (axes.length - 1));
     const y = (f) => H - M.bottom - f * (H - M.top - M.bottom);
     const trials = search.trials;
     const nodes = [node("title", {id: "pc-t"}, `Parallel coordinates of ${trials.length} trials`),
                    node("desc", {id: "pc-d"}, describe(search, metricOf))];
-    const scales = axes.map((a) => scaleOf(trials.map(a.get)));
+    const scales = axes.map((a) => scaleOf(trials.map(a.get), a.log));
+    const last = axes.length - 1;
     axes.forEach((a, i) => {
       nodes.push(node("line", {class: "axis", x1: x(i), x2: x(i), y1: M.top, y2: H - M.bottom}));
       nodes.push(node("text", {class: "tick axis-name", x: x(i), y: M.top - 14, "text-anchor": "middle"}, a.name + (scales[i].log ? " (log)" : "")));
       for (const t of scales[i].ticks.slice(0, 12)) {
-        nodes.push(node("text", {class: "tick", x: x(i) + 4, y: y(scales[i].at(t)) + 4}, label(t)));
+        nodes.push(node("text", {class: "tick", x: i === last ? x(i) - 5 : x(i) + 5, y: y(scales[i].at(t)) + 4,
+                                 "text-anchor": i === last ? "end" : "start"}, label(t)));
       }
     });
     const ordered = [...trials].sort((a, b) => (a.id === search.best_trial) - (b.id === search.best_trial));
@@ -102,6 +105,11 @@ const TSParallel = (() => {
     return Number.isFinite(v) ? v : undefined;
   }
 
+  /** A sampled value for the table: numbers in 4 significant digits (the cell's title has all). */
+  function shown(v) {
+    return typeof v === "number" ? num(v) : String(v);
+  }
+
   function sortValue(trial, key) {
     if (key === "id") return trial.id;
     if (key === "state") return trial.state;
@@ -134,7 +142,7 @@ const TSParallel = (() => {
       el("th", {scope: "row", class: "mono"}, best ? "★ " : "", trial.id, best ? el("span", {class: "sr-only"}, " (best trial)") : ""),
       el("td", {}, el("span", {class: `state state-${trial.state}`, title: trial.message || null}, trial.state.replace("_", " "))),
       el("td", {class: "num"}, trial.epochs),
-      paths().map((p) => el("td", {class: "mono"}, p in trial.config ? String(value(trial.config[p])) : "–")),
+      paths().map((p) => el("td", {class: "mono", title: trial.config[p]}, p in trial.config ? shown(value(trial.config[p])) : "–")),
       el("td", {class: best ? "num best" : "num"}, num(metricOf(trial))));
   }
 
@@ -155,7 +163,7 @@ const TSParallel = (() => {
       ["Ranks by", `${search.metric} (${search.mode})`],
       ["Trials", Object.entries(counts).map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(", ") || "none yet"],
       ["Best trial", search.best_trial || "–"],
-      ["Space", Object.entries(search.space).map(([p, d]) => `${p}: ${d}`).join("; ")]];
+      ["Space", el("ul", {class: "plain"}, Object.entries(search.space).map(([p, d]) => el("li", {}, el("span", {class: "mono"}, p), `: ${d}`)))]];
     fill($("search-summary"), items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
     const badge = $("search-state");
     badge.className = `state state-${search.state}`;
@@ -179,7 +187,8 @@ const TSParallel = (() => {
 
   function updateSelection() {
     $("show-selected").disabled = selected.size === 0;
-    $("trials-selected").textContent = selected.size ? `${selected.size} selected` : "Tick trials to draw their curves side by side.";
+    $("compare-selected").disabled = selected.size < 2 || selected.size > 20;
+    $("trials-selected").textContent = selected.size ? `${selected.size} selected` : "Tick trials to draw their curves side by side, or two to twenty to compare them.";
   }
 
   async function load() {
@@ -214,6 +223,10 @@ const TSParallel = (() => {
     $("trials").querySelector(`thead button[data-sort="${CSS.escape(key)}"]`).focus();
   });
   $("show-selected").addEventListener("click", () => { showSelected = true; drawCurves(); });
+  // CompareJobs names a search's trial "SEARCH/TRIAL".
+  $("compare-selected").addEventListener("click", () => {
+    location.assign(`/compare?ids=${encodeURIComponent([...selected].map((t) => `${jobId}/${t}`).join(","))}`);
+  });
 
   poll();
 })();
