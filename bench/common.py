@@ -16,17 +16,15 @@ RESULTS = ROOT / "bench" / "results"
 
 
 @contextmanager
-def local_stack(num_cpus: int = 2):
-    """The real local stack on free ports in a temp folder, torn down afterwards."""
-    from trainserve.local import Config
-    from trainserve.local import LocalStack
+def local_stack(num_cpus: int = 2, **settings):
+    """The real local stack on free ports in a temp folder, torn down afterwards; `settings`
+    are more of its `Config`'s."""
+    from trainserve.local import Config, LocalStack, port_settings
 
     root = Path(tempfile.mkdtemp(prefix="ts-bench-"))
-    ports = {k: free_port() for k in ("api_port", "serve_http_port", "serve_grpc_port",
-                                      "api_metrics_port", "dispatcher_metrics_port",
-                                      "ray_dashboard_port", "redis_port", "ray_gcs_port")}
+    ports = {f: free_port() for f in port_settings()}
     stack = LocalStack(Config(state_dir=root / "state", ray_num_cpus=num_cpus,
-                              ray_temp_dir=str(root / "ray"), **ports))
+                              ray_temp_dir=str(root / "ray"), **ports, **settings))
     t0 = time.perf_counter()
     stack.up()
     stack.bench_up_s = time.perf_counter() - t0  # what `trainserve up` takes to ready
@@ -63,6 +61,53 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def spread(xs) -> str:
+    """How far repeats of one figure lie apart: "min-max over n"."""
+    return f"{min(xs):.3g}-{max(xs):.3g} over {len(xs)}" if xs else "no samples"
+
+
+def provenance() -> dict:
+    """What a result was measured on: the commit (and whether the tree had changes), the
+    versions that matter, the machine."""
+    import os
+    import platform
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+    versions = {}
+    for package in ("torch", "ray", "grpcio", "redis"):
+        try:
+            from importlib.metadata import version
+            versions[package] = version(package)
+        except Exception:  # noqa: BLE001 - not installed: say so
+            versions[package] = None
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "python": platform.python_version(), "versions": versions,
+            "machine": {"cpus": os.cpu_count(), "processor": _cpu_model(),
+                        "memory_gib": _memory_gib(), "system": platform.platform()}}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor()
+
+
+def _memory_gib() -> float | None:
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(kib / 2**20, 1)
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>10} met")
@@ -79,6 +124,6 @@ def print_table(title: str, rows: list[dict]) -> None:
 def save(name: str, rows: list[dict], meta: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"bench": name, "time": time.time(), **meta, "rows": rows},
-                               indent=2))
+    path.write_text(json.dumps({"bench": name, "time": time.time(), **provenance(), **meta,
+                                "rows": rows}, indent=2))
     return path

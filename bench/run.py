@@ -2,7 +2,7 @@
 figure — ours, baseline, ratio, target, met — also written to bench/results/all.json (each
 bench still writes its own bench/results/<name>.json).
 
-    .venv/bin/python bench/run.py                # spine, train, tune, serve, submit (+ gpu with CUDA)
+    .venv/bin/python bench/run.py                # spine, train, tune, serve, submit, console (+ gpu with CUDA)
     .venv/bin/python bench/run.py train submit   # some of them
     .venv/bin/python bench/run.py --markdown     # the last all.json as a Markdown table
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import gpu, serve, spine, submit, train, tune  # noqa: E402
-from bench.common import RESULTS, print_table  # noqa: E402
+from bench import console, gpu, serve, spine, submit, train, tune  # noqa: E402
+from bench.common import RESULTS, print_table, provenance  # noqa: E402
 
 BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
-           "submit": submit.main, "gpu": gpu.main}
+           "submit": submit.main, "console": console.main, "gpu": gpu.main}
 
 
 def default_benches() -> list[str]:
@@ -46,7 +46,7 @@ def write_all(rows: list[dict], names: list[str], seconds: float) -> Path:
     path = RESULTS / "all.json"
     targets = [r for r in rows if r.get("met") is not None]
     path.write_text(json.dumps({
-        "benches": names, "time": time.time(), "seconds": round(seconds, 1),
+        "benches": names, "time": time.time(), "seconds": round(seconds, 1), **provenance(),
         "targets": len(targets), "met": sum(bool(r["met"]) for r in targets),
         "rows": rows}, indent=2, default=str))
     return path

@@ -93,3 +93,14 @@ def test_gpu_bench_leaves_no_dataset_registered():
     from trainserve.training.datasets import DATASETS
     gpu.run("cpu", 2, {}, images=16)
     assert gpu.IMAGES28 not in DATASETS.names()
+
+
+def test_results_record_what_they_were_measured_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    doc = json.loads(common.save("x", [common.row("a", 1.0, 2.0)], {"repeats": 3}).read_text())
+    head = __import__("subprocess").run(["git", "rev-parse", "HEAD"], cwd=common.ROOT,
+                                        capture_output=True, text=True).stdout.strip()
+    assert doc["commit"] == head and isinstance(doc["dirty"], bool)
+    assert doc["versions"]["torch"] and doc["versions"]["ray"]
+    assert doc["machine"]["cpus"] >= 1 and doc["repeats"] == 3
+    assert common.spread([0.5, 0.25, 1.0]) == "0.25-1 over 3"
