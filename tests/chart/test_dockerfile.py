@@ -2,7 +2,10 @@
 and every Python dependency installed from a lock with hashes."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +76,14 @@ def test_entrypoint_runs_each_role():
     script = (ROOT / "cluster" / "image" / "entrypoint.sh").read_text()
     assert "python -m trainserve.api" in script and "python -m trainserve.dispatch" in script
     assert re.search(r"^\s*ray\) exec ray", script, re.MULTILINE)
+
+
+def test_entrypoint_starts_the_console():
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    out = subprocess.run(["bash", str(ROOT / "cluster" / "image" / "entrypoint.sh"), "console",
+                          "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "python -m trainserve.console" in out.stdout and "--tls-cert" in out.stdout
 
 
 LOCK = ROOT / "cluster" / "image" / "requirements.lock"
