@@ -15,12 +15,13 @@ import numpy as np
 
 from trainserve.client import inference
 from trainserve.client.errors import DeploymentFailed, rpc_error
+from trainserve.client.events import WatchEvent
 from trainserve.client.inference import (INFERENCE_TOKEN_ENV, infer_request, outputs_to_numpy,
                                          rest_base)
 from trainserve.client.messages import (TERMINAL_STATES, SpecLike, job_state, job_state_name,
                                         load_spec)
-from trainserve.client.transport import (TlsFiles, api_channel, backoff, call_with_retry,
-                                         check_token_transport)
+from trainserve.client.transport import (CONNECT_RETRY_S, TlsFiles, api_channel, backoff,
+                                         call_with_retry, check_token_transport)
 from trainserve.core.locations import api_address
 from trainserve.core import errors
 from trainserve.core.modelrefs import ModelRef, parse_ref
@@ -74,7 +75,8 @@ class Client:
     `trainserve up`, then 127.0.0.1:50051. `timeout` bounds each unary call (seconds).
     Calls that fail with UNAVAILABLE (the API restarting, Redis briefly gone) are retried
     with backoff for up to `retry_for` seconds; `submit` retries with the same request id,
-    so a retried submission never creates a second job.
+    so a retried submission never creates a second job. Until the API has answered once,
+    for at most 2 s (`CONNECT_RETRY_S`): an address where nothing listens fails quickly.
     `inference_token` (default `$TRAINSERVE_INFERENCE_TOKEN`) is sent as a bearer token to
     the inference endpoints (`predict`, `infer`, `model_metadata`) when set.
     `token` (default `$TRAINSERVE_TOKEN`, else the admin token of the local stack when
@@ -95,6 +97,7 @@ class Client:
         self.timeout = timeout
         self.retry_for = retry_for
         self._insecure = insecure
+        self._answered = False  # whether the API has answered a call of this client yet
         self._channel = channel or api_channel(self.address, token, tls, insecure)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
@@ -187,14 +190,17 @@ class Client:
                           job_pb2.CompareJobsRequest(job_ids=list(job_ids)))
 
     def watch(self, job_id: str, after_event_id: str = "",
-              reconnect_for: float | None = None) -> Iterator[job_pb2.JobEvent]:
+              reconnect_for: float | None = None) -> Iterator[WatchEvent]:
         """The job's events: its history first, then live ones; ends once the job is terminal.
+        Each is a `WatchEvent`: `print(event)` shows one line ("epoch 3/20  train_loss 0.31
+        val_loss 0.35 ..."), `event.kind`, `event.metrics`, `event.state_name` are plain
+        values, `event.raw` the `JobEvent` message.
 
         If the connection drops (the API restarts), the watch resumes after the last event
         it yielded, for up to `reconnect_for` seconds (default `retry_for`) of failed
         reconnects."""
         last = after_event_id
-        reconnect_for = self.retry_for if reconnect_for is None else reconnect_for
+        reconnect_for = self._retry_window() if reconnect_for is None else reconnect_for
         failing_since: float | None = None
         attempt = 0
         while True:
@@ -202,9 +208,9 @@ class Client:
                                                                  after_event_id=last))
             try:
                 for event in stream:
-                    failing_since, attempt = None, 0
+                    failing_since, attempt, self._answered = None, 0, True
                     last = event.event_id or last
-                    yield event
+                    yield WatchEvent(event)
                 return
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
@@ -218,10 +224,11 @@ class Client:
                 stream.cancel()
 
     def wait(self, job_id: str, timeout: float | None = None,
-             on_event: Callable[[job_pb2.JobEvent], None] | None = None) -> job_pb2.Job:
+             on_event: Callable[[WatchEvent], None] | None = None) -> job_pb2.Job:
         """Block until the job is terminal and return it; `TimeoutError` after `timeout` s.
 
-        `on_event` sees every event on the way (the CLI's progress bar uses it)."""
+        `on_event` sees every event on the way, as `watch` yields them (the CLI's progress
+        bar uses it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = ""
         while True:
@@ -238,7 +245,7 @@ class Client:
             time.sleep(0.2)  # the stream ended early (server restart): do not spin
 
     def _watch_until(self, job_id: str, last: str, deadline: float | None
-                     ) -> Iterator[job_pb2.JobEvent]:
+                     ) -> Iterator[WatchEvent]:
         """Events until the job is terminal or `deadline` passes (then the stream's gRPC
         deadline ends it with DEADLINE_EXCEEDED and `wait` re-checks the job)."""
         if deadline is None:
@@ -248,7 +255,7 @@ class Client:
         stream = self._jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job_id, after_event_id=last),
                                      timeout=remaining)
         try:
-            yield from stream
+            yield from (WatchEvent(event) for event in stream)
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                 raise rpc_error(exc, self.address) from None
@@ -489,27 +496,33 @@ class Client:
                           dataset_pb2.DeleteDatasetRequest(name=name), retry=False)
 
     # -- inference (OIP v2 REST) ------------------------------------------------------------
-    def predict(self, name: str, instances: Any, http: str = "127.0.0.1:8000", *,
+    def predict(self, name: str, instances: Any, http: str | None = None, *,
                 input_name: str = "input", datatype: str = "FP32") -> dict[str, np.ndarray]:
         """Run endpoint `name` on a batch of `instances` (array-like, first axis = batch).
 
-        Sends `POST /v2/models/{name}/infer` to `http` (host:port or URL) and returns the
-        outputs by name as numpy arrays, e.g. {"probabilities": (N, C), "label": (N,)}."""
+        Sends `POST /v2/models/{name}/infer` to `http` (host:port or URL; default: the
+        endpoint's own REST address, from the job API) and returns the outputs by name as
+        numpy arrays, e.g. {"probabilities": (N, C), "label": (N,)}."""
         request = infer_request(instances, input_name, datatype)
         return outputs_to_numpy(self.infer(name, request, http))
 
-    def infer(self, name: str, request: Mapping[str, Any], http: str = "127.0.0.1:8000"
+    def infer(self, name: str, request: Mapping[str, Any], http: str | None = None
               ) -> dict[str, Any]:
         """Send a ready-made OIP v2 inference request (a dict) and return the JSON response."""
-        base = rest_base(http)
+        base = self._rest_base(name, http)
         return inference.http_json("POST", inference.model_url(base, name, "infer"), request,
                                    self.timeout, self._inference_headers(base))
 
-    def model_metadata(self, name: str, http: str = "127.0.0.1:8000") -> dict[str, Any]:
+    def model_metadata(self, name: str, http: str | None = None) -> dict[str, Any]:
         """`GET /v2/models/{name}`: the endpoint's inputs and outputs (name, datatype, shape)."""
-        base = rest_base(http)
+        base = self._rest_base(name, http)
         return inference.http_json("GET", inference.model_url(base, name), None, self.timeout,
                                    self._inference_headers(base))
+
+    def _rest_base(self, name: str, http: str | None) -> str:
+        """http[s]://host:port of `http`, or of endpoint `name`'s REST address (the job API
+        knows where the stack serves it)."""
+        return rest_base(http or self.get_deployment(name).rest_url)
 
     def _inference_headers(self, base: str) -> dict[str, str]:
         """The inference token's header for requests to `base` (http[s]://host:port)."""
@@ -521,6 +534,23 @@ class Client:
 
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request, retry: bool = True) -> T:
-        """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds."""
-        return call_with_retry(method, request, timeout=self.timeout, retry_for=self.retry_for,
-                               address=self.address, retry=retry)
+        """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds,
+        while the API has never answered and cannot be connected to for `CONNECT_RETRY_S`."""
+        connect_for = None if self._answered else CONNECT_RETRY_S
+        try:
+            reply = call_with_retry(method, request, timeout=self.timeout,
+                                    retry_for=self.retry_for, address=self.address,
+                                    retry=retry, connect_for=connect_for)
+        except errors.Unavailable:
+            raise
+        except errors.TrainserveError:
+            self._answered = True  # refused, but by the API
+            raise
+        self._answered = True
+        return reply
+
+    def _retry_window(self) -> float:
+        """How long a watch reconnects: `retry_for` once the API has answered this client
+        (it may be restarting); before that at most `CONNECT_RETRY_S`, so that an address
+        where nothing listens fails within about 2 s instead of `retry_for`."""
+        return self.retry_for if self._answered else min(self.retry_for, CONNECT_RETRY_S)

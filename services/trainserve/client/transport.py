@@ -21,6 +21,9 @@ from trainserve.core import errors
 T = TypeVar("T")
 # Set to 1 to let the SDK and the CLI send the job API token without TLS to another machine.
 ALLOW_INSECURE_TOKEN_ENV = "TRAINSERVE_ALLOW_INSECURE_TOKEN"
+# How long a client that has never reached the API retries UNAVAILABLE: nothing listening at
+# the address is far likelier than an API restarting at that moment, and a person is waiting.
+CONNECT_RETRY_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,10 @@ def is_loopback_host(host: str) -> bool:
 
 
 def call_with_retry(method: Callable[..., T], request, *, timeout: float, retry_for: float,
-                    address: str, retry: bool = True) -> T:
-    """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds. Errors
-    are raised as `trainserve.core.errors` exceptions."""
+                    address: str, retry: bool = True, connect_for: float | None = None) -> T:
+    """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds, and for
+    only `connect_for` (when given) while no connection can be made at all. Errors are
+    raised as `trainserve.core.errors` exceptions."""
     start = time.monotonic()
     attempt = 0
     while True:
@@ -95,9 +99,20 @@ def call_with_retry(method: Callable[..., T], request, *, timeout: float, retry_
         except grpc.RpcError as exc:
             attempt += 1
             transient = exc.code() == grpc.StatusCode.UNAVAILABLE
-            if not (retry and transient) or time.monotonic() - start > retry_for:
+            window = min(retry_for, connect_for) if connect_for is not None \
+                and unreachable(exc) else retry_for
+            left = window - (time.monotonic() - start)
+            if not (retry and transient) or left <= 0:
                 raise rpc_error(exc, address) from None
-            time.sleep(backoff(attempt))
+            time.sleep(min(backoff(attempt), left))  # the last try at the window's end
+
+
+def unreachable(exc: grpc.RpcError) -> bool:
+    """Whether the call failed for want of a connection (nothing listens at the address, the
+    name does not resolve), not with an answer of the API's."""
+    details = (exc.details() or "").lower()
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "dns resolution failed" in details)
 
 
 def backoff(attempt: int) -> float:
