@@ -44,7 +44,8 @@ def test_a_succeeded_classifier_s_files(tmp_path):
     out.mkdir()
     artifacts.write_files(job, epoch_events(4), tmp_path, out)
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        plots.TRAINING_CURVES, plots.CONFUSION, plots.ROC, "metrics.json", "curves.csv"])
+        plots.TRAINING_CURVES, plots.CONFUSION, plots.ROC, plots.RELIABILITY, "metrics.json",
+        "curves.csv"])
     for png in out.glob("*.png"):
         assert_png(png)
     doc = json.loads((out / "metrics.json").read_text())
@@ -63,7 +64,8 @@ def test_a_search_shows_its_best_trial_s_evaluation(tmp_path):
     out.mkdir()
     artifacts.write_files(job, [], tmp_path, out)
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        plots.TRIAL_CURVES, plots.TRIAL_PARAMS, plots.CONFUSION, "metrics.json"])
+        plots.TRIAL_CURVES, plots.TRIAL_PARAMS, plots.CONFUSION, plots.RELIABILITY,
+        "metrics.json"])
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["best_trial"] == "t-2" and doc["trials"]["t-3"]["state"] == "stopped_early"
 

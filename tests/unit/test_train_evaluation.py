@@ -35,7 +35,7 @@ def test_binary_classifier_saves_test_probabilities(tmp_path):
     cm = plots.confusion_counts(y, prob.argmax(axis=1), 2)
     assert cm.tolist() == meta["confusion_matrix"]
     names = [p.name for p in plots.evaluation_plots(arrays, tmp_path / "png")]
-    assert names == [plots.CONFUSION, plots.ROC]
+    assert names == [plots.CONFUSION, plots.ROC, plots.RELIABILITY]
 
 
 def test_vae_saves_reconstructions_and_seeded_samples_in_data_units(tmp_path):

@@ -1,0 +1,95 @@
+"""A clinical table end to end on the real stack: upload the example CSV (categorical columns,
+blank / NA / NaN cells), train examples/clinical/mlp.yaml, read the clinical metrics and the
+stored encoding from the registry, deploy, and query the endpoint with raw rows."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.integration.helpers import EXAMPLES, example
+from trainserve.client import Client
+from trainserve.core import errors
+from trainserve.core.pb import job_pb2
+
+pytestmark = pytest.mark.integration
+
+CSV = EXAMPLES / "clinical" / "clinical.csv"
+ROWS = [["63", "M", "", "1.6", "current", "3"],      # a blank bmi
+        ["35", "F", "22.0", "NA", "never", "1"],     # creatinine written NA
+        ["71", "F", "31.5", "0.9", "former", "2"]]
+
+
+@pytest.fixture(scope="module")
+def sdk(stack):
+    with Client(stack.config.api_address, retry_for=0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def trained(sdk):
+    ds = sdk.upload_dataset(CSV, "clinical")
+    spec = example("clinical/mlp", training={"epochs": 25})
+    job = sdk.submit(spec)
+    done = sdk.wait(job.id, timeout=300)
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
+    return ds, done
+
+
+def test_the_upload_describes_each_column(trained):
+    ds, _ = trained
+    cols = {c.name: c for c in ds.schema.columns}
+    assert [cols[n].kind for n in ("age", "sex", "bmi", "creatinine", "smoker", "stage")] == [
+        "numeric", "categorical", "numeric", "numeric", "categorical", "numeric"]
+    assert cols["creatinine"].missing > 0 and cols["bmi"].missing > 0
+    assert cols["age"].missing == 0 and list(cols["sex"].classes) == ["F", "M"]
+
+
+def test_missing_values_are_refused_with_advice_unless_the_spec_says_what_to_do(sdk, trained):
+    spec = example("clinical/mlp")
+    spec.dataset.ClearField("missing")
+    spec.dataset.missing_indicators = False
+    with pytest.raises(errors.InvalidArgument) as e:
+        sdk.submit(spec)
+    assert e.value.field == "spec.dataset.missing"
+    assert "'bmi'" in str(e.value) and "'creatinine'" in str(e.value)
+    assert "impute" in str(e.value) and "not numeric" not in str(e.value)
+
+
+def test_the_job_reports_clinical_metrics_and_stores_the_encoding(sdk, trained):
+    _, done = trained
+    m = done.metrics
+    assert m["test_accuracy"] > 0.65, dict(m)   # the majority class is 0.60
+    for key in ("test_disease_sensitivity", "test_disease_specificity", "test_disease_ppv",
+                "test_disease_npv", "test_healthy_sensitivity", "test_brier", "test_ece",
+                "test_specificity", "test_npv"):
+        assert math.isfinite(m[key]), key
+    assert m["test_disease_tp"] + m["test_disease_fn"] == \
+        m["test_healthy_tn"] + m["test_healthy_fp"]        # the diseased, counted both ways
+    mv = sdk.get_model(done.model_name, done.model_version)
+    assert mv.metrics["test_brier"] == m["test_brier"]
+    columns = {c.name: c for c in mv.preprocessing.columns}
+    assert list(columns) == ["age", "sex", "bmi", "creatinine", "smoker", "stage"]
+    assert list(columns["stage"].categories) == ["1", "2", "3"]
+    assert columns["creatinine"].indicator and 0.5 < columns["creatinine"].fill < 1.5
+    assert (mv.inputs[0].datatype, list(mv.inputs[0].shape)) == ("BYTES", [-1, 6])
+
+
+def test_the_endpoint_answers_raw_rows(sdk, stack, trained):
+    _, done = trained
+    endpoint = "clinical-raw"
+    sdk.deploy(done.model_name, done.model_version, name=endpoint, timeout=180)
+    try:
+        http = stack.config.serve_http
+        out = sdk.predict(endpoint, ROWS, http=http, datatype="BYTES")
+        assert out["probabilities"].shape == (3, 2)
+        np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1, rtol=1e-5)
+        assert set(out["class_name"].tolist()) <= {"disease", "healthy"}
+        with pytest.raises(errors.InvalidArgument, match="'old' is not a number"):
+            sdk.predict(endpoint, [["old", "M", "", "1.6", "current", "3"]], http=http,
+                        datatype="BYTES")
+        with pytest.raises(errors.InvalidArgument, match="BYTES"):
+            sdk.predict(endpoint, [[63, 1, 27, 1.6, 1, 3]], http=http)  # numbers: refused
+    finally:
+        sdk.undeploy(endpoint)
