@@ -121,7 +121,8 @@ class ManageClient(FakeClient):
 
 def digits_model(user: str, version: int = 1) -> model_pb2.ModelVersion:
     return model_pb2.ModelVersion(
-        name=f"digits-{user}", version=version, user=user, job_id=f"j-{user}", task="classification",
+        name=f"digits-{user}", version=version, user=user, job_id=f"j-{user}",
+        task="classification",
         dataset_hash="cd" * 32, seed=0, class_names=["0", "1", "2"], metrics={"test_accuracy": 0.9},
         spec=spec_pb2.JobSpec(name=f"digits-{user}", dataset=spec_pb2.DatasetSpec(name="digits")),
         inputs=[model_pb2.TensorSpec(name="input", datatype="FP32", shape=[-1, 1, 8, 8])],
