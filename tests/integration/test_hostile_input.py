@@ -165,7 +165,7 @@ def _rows(bad_row: str) -> bytes:
     (_rows("nan,3,1"), "missing values (blank, NA, NaN): 'a' (1 missing)"),
     (_rows("1,inf,1"), "column 'b' has a non-finite value (row 5"),
     (_rows(",3,1"), "missing values (blank, NA, NaN): 'a' (1 missing)"),
-    (_rows("hello,3,1"), "column 'a' is not numeric (row 5)"),
+    (_rows("hello,3,1"), "column 'a' is not numeric (row 5: 'hello')"),
     (_rows("1,3"), "row 5 has 2 fields"),
 ])
 def test_bad_csv_content_is_refused_when_a_job_uses_it(stubs, channel, content, words):
