@@ -148,7 +148,8 @@ class _Core:
     def __init__(self, artifact_dir: Path):
         self.artifact_dir = artifact_dir
 
-    def get(self, name: str, version: int = 0, caller=None) -> model_pb2.ModelVersion:
+    def get(self, name: str, version: int = 0, caller=None, alias: str = ""
+            ) -> model_pb2.ModelVersion:
         if name != "moons":
             raise errors.NotFound(f"model {name!r} not found")
         return model_pb2.ModelVersion(name=name, version=version or 2,

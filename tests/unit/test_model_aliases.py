@@ -178,3 +178,16 @@ def test_tag_bounds(redis_client):
         core.update_tags("digits", 1, "", {"one-more": "v"}, [], ALICE)
     got = core.update_tags("digits", 1, "", {"one-more": "v"}, ["k0"], ALICE)  # room made
     assert len(got.tags) == MAX_TAGS
+
+
+def test_a_transfer_source_may_be_named_by_alias(redis_client):
+    from trainserve.jobs.service import JobsCore
+    register(redis_client, n=2)
+    ModelsCore(redis_client).set_alias("digits", "production", 1, ALICE)
+    jobs = JobsCore(redis_client)
+    assert jobs.model_artifact("digits@production", 0, ALICE) == "/nowhere/digits/1"
+    assert jobs.model_artifact("digits", 0, ALICE) == "/nowhere/digits/2"
+    assert jobs.model_artifact("digits@production", 2, ALICE) is None  # not both
+    assert jobs.model_artifact("digits@nope", 0, ALICE) is None
+    assert jobs.model_artifact("digits@production", 0, BOB) is None  # never another's
+    assert jobs.model_artifact("digits", 0, BOB) is None

@@ -27,7 +27,9 @@ from trainserve.jobs.curves import epoch_points, job_curves, trial_points
 from trainserve.jobs.labels import matches, parse_selector
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2, spec_pb2
+from trainserve.core.modelrefs import ModelRef, parse_ref
 from trainserve.registry.datasets import dataset_path
+from trainserve.registry.service import resolve
 from trainserve.store.datasets import DatasetStore
 from trainserve.store.jobs import REQUEST_ID_TTL_S, RETENTION_S, JobStore
 from trainserve.store.logs import JobLogs
@@ -120,13 +122,17 @@ class JobsCore:
                                         schema=ds.schema)
 
     def model_artifact(self, name: str, version: int, caller: Principal) -> str | None:
-        """The artifact directory of a registered model version (0: the latest), or None
-        (also for another user's)."""
+        """The artifact directory of a registered model version (0: the latest; `name` may be
+        "NAME@ALIAS", the version the alias names now), or None (also for another user's)."""
         try:
-            mv = ModelStore(self.r).get(name, version)
-        except NotFound:
+            ref = parse_ref(name, "spec.model.transfer.model") if "@" in name else \
+                ModelRef(name, version)
+            if ref.alias and version:
+                return None  # one or the other
+            mv = resolve(ModelStore(self.r), ref.name, ref.version, ref.alias, caller)
+        except (NotFound, InvalidArgument):
             return None
-        return mv.artifact_uri or None if visible(mv.user, caller) else None
+        return mv.artifact_uri or None
 
     def owned(self, job_id: str, caller: Principal) -> job_pb2.Job:
         """The job's record (a search's without its trials) if `caller` may see it; NOT_FOUND
