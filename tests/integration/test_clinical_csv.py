@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import numpy as np
 import pytest
 
@@ -86,6 +87,11 @@ def test_the_endpoint_answers_raw_rows(sdk, stack, trained):
         assert out["probabilities"].shape == (3, 2)
         np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1, rtol=1e-5)
         assert set(out["class_name"].tolist()) <= {"disease", "healthy"}
+        v1 = httpx.post(f"http://{http}/v1/models/{endpoint}:predict",
+                        json={"instances": ROWS}, timeout=60)
+        assert v1.status_code == 200, v1.text
+        assert [p["class_name"] for p in v1.json()["predictions"]] == \
+            out["class_name"].tolist()
         with pytest.raises(errors.InvalidArgument, match="'old' is not a number"):
             sdk.predict(endpoint, [["old", "M", "", "1.6", "current", "3"]], http=http,
                         datatype="BYTES")
