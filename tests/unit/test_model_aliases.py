@@ -4,7 +4,12 @@ a second user can neither see, resolve, set nor remove another's; every bound re
 the field at fault."""
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from tests.unit.test_cli_commands import assert_error, cli  # noqa: F401 - fixtures
+from tests.unit.test_client_sdk import fake_api  # noqa: F401 - fixtures
 
 from trainserve.core import errors
 from trainserve.core.modelrefs import MAX_ALIASES, MAX_TAGS, ModelRef, check_alias, parse_ref
@@ -191,3 +196,26 @@ def test_a_transfer_source_may_be_named_by_alias(redis_client):
     assert jobs.model_artifact("digits@nope", 0, ALICE) is None
     assert jobs.model_artifact("digits@production", 0, BOB) is None  # never another's
     assert jobs.model_artifact("digits", 0, BOB) is None
+
+
+# -- the CLI's parsing (against the fake job API of the CLI's tests) ---------------------------
+
+def test_cli_model_shows_a_version_with_or_without_show(cli):  # noqa: F811
+    from tests.unit.test_cli_commands import add_model
+    add_model(cli.api, 1)
+    assert "xor-mlp:1" in cli("model", "xor-mlp").stdout
+    assert "xor-mlp:1" in cli("model", "show", "xor-mlp:1").stdout
+    assert json.loads(cli("model", "-o", "json", "xor-mlp").stdout)["version"] == 1
+
+
+@pytest.mark.parametrize("args, text", [
+    (("model", "unalias", "xor-mlp"), "NAME@ALIAS"),
+    (("model", "delete", "xor-mlp"), "by its number"),
+    (("model", "delete", "xor-mlp@production"), "by its number"),
+    (("model", "tag", "xor-mlp:1"), "KEY=VALUE"),
+    (("model", "tag", "xor-mlp:1", "novalue"), "not KEY=VALUE"),
+    (("model", "alias", "xor-mlp:x", "production"), "positive number"),
+    (("deploy", "xor-mlp@"), "an alias follows '@'")])
+def test_cli_refuses_malformed_references_before_calling(cli, args, text):  # noqa: F811
+    assert_error(cli(*args), 2, text)
+    assert not [name for name, _ in cli.api.requests]

@@ -20,10 +20,10 @@ from trainserve.core.modelrefs import parse_ref
 
 class _ModelGroup(_Group):
     """`trainserve model REF` is `trainserve model show REF`: a first argument that is no
-    subcommand names the version to show."""
+    subcommand (nor --help) names the version to show, or is one of show's options."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and args[0] != "--help":
             args = ["show", *args]
         return super().parse_args(ctx, args)
 
