@@ -214,3 +214,18 @@ def test_piping_into_head_ends_quietly(many_lines_api, tmp_path, command):
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert len(run.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_datasets_never_cut_names(monkeypatch, capsys, columns):
+    from trainserve.cli import render
+    from trainserve.cli.datasets import _table
+    from trainserve.core.pb import dataset_pb2
+    monkeypatch.setenv("COLUMNS", str(columns))
+    ds = dataset_pb2.Dataset(name="icu-patients-2026-cohort", format="csv", num_rows=1200,
+                             columns=["age", "sex", "lactate", "outcome"], size_bytes=48_213,
+                             sha256="ab" * 32)
+    render.emit(_table([ds]))
+    out = capsys.readouterr().out
+    assert "icu-patients-2026-cohort" in out and "…" not in out
+    assert max(len(line) for line in lines_of(out)) <= columns

@@ -1,8 +1,6 @@
 """The commands that talk to the job API and the inference endpoints."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +9,7 @@ from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
 from trainserve.cli.render import Output
+from trainserve.cli.specs import DryRunOption, SetOption, print_dry_run, read_spec
 from trainserve.cli.watch import print_outcome, progress_for
 from trainserve.core.modelrefs import parse_ref
 from trainserve.core.pb import job_pb2
@@ -31,10 +30,15 @@ def submit(
     request_id: Annotated[str | None, typer.Option(
         "--request-id", help="Idempotency key: resubmitting with it returns the same job.")
     ] = None,
+    set_: SetOption = None,
+    dry_run: DryRunOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Submit a training job."""
-    spec = _read_spec(file)
+    spec = read_spec(file, set_)
+    if dry_run:
+        print_dry_run(spec, output)
+        return
     with client(ctx) as ts:
         job = ts.submit(spec, request_id=request_id)
         if output is Output.json and not wait:
@@ -45,19 +49,6 @@ def submit(
                                   f"{render.job_state_name(job.state)}", highlight=False)
         if wait:
             _follow(ts, job.id, output, job)
-
-
-def _read_spec(file: str):
-    from trainserve.client import load_spec
-    from trainserve.core.spec import parse_spec
-    if file != "-":
-        return load_spec(Path(file))
-    import yaml
-    try:
-        doc = yaml.safe_load(sys.stdin.read())
-    except yaml.YAMLError as exc:
-        raise errors.InvalidArgument(f"stdin is not valid YAML/JSON: {exc}") from None
-    return parse_spec(doc, "stdin")
 
 
 @app.command()

@@ -16,14 +16,16 @@ app.add_typer(dataset_app, name="dataset")
 Name = Annotated[str, typer.Argument(help="Dataset name.")]
 
 
+COLUMNS = (render.Col("NAME"), render.Col("FORMAT", 1), render.Col("ROWS", 2, justify="right"),
+           render.Col("COLUMNS", 3, wrap=True), render.Col("SIZE", 4, justify="right"),
+           render.Col("SHA256", 5), render.Col("CREATED", 6))
+
+
 def _table(datasets) -> Table:
-    table = Table(show_edge=False)
-    for column in ("NAME", "FORMAT", "ROWS", "COLUMNS", "SIZE", "SHA256", "CREATED"):
-        table.add_column(column, no_wrap=column != "COLUMNS", overflow="ellipsis")
-    for ds in datasets:
-        table.add_row(ds.name, ds.format, str(ds.num_rows), ", ".join(ds.columns),
-                      f"{ds.size_bytes:,} B", ds.sha256[:12], render.age(ds.created_at))
-    return table
+    rows = [(ds.name, ds.format, str(ds.num_rows), ", ".join(ds.columns),
+             f"{ds.size_bytes:,} B", ds.sha256[:12], render.age(ds.created_at))
+            for ds in datasets]
+    return render.fitted_table(COLUMNS, rows)
 
 
 def _show(ds, output: Output) -> None:

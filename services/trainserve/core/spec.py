@@ -22,16 +22,20 @@ def check_name(name: str, field: str) -> None:
 
 def load_spec_file(path: str | Path) -> spec_pb2.JobSpec:
     """Read a YAML or JSON spec file."""
+    return parse_spec(read_spec_doc(path), str(path))
+
+
+def read_spec_doc(path: str | Path):
+    """The document of a YAML or JSON spec file, as read (`parse_spec` checks it)."""
     import yaml
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise InvalidArgument(f"no such file: {path}") from None
     except yaml.YAMLError as exc:
         raise InvalidArgument(f"{path} is not valid YAML/JSON: {exc}") from None
-    return parse_spec(doc, str(path))
 
 
 def parse_spec(doc, source: str = "spec") -> spec_pb2.JobSpec:
@@ -68,7 +72,7 @@ def _check_keys(doc: dict, desc, path: str) -> dict:
     for key, value in doc.items():
         field = fields.get(key)
         if field is None:
-            raise InvalidArgument(_unknown_key_message(desc, key), field=f"{path}.{key}")
+            raise InvalidArgument(unknown_key_message(desc, key), field=f"{path}.{key}")
         out[key] = _check_field(field, value, f"{path}.{field.name}")
     return out
 
@@ -160,7 +164,7 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown_key_message(desc, key: str) -> str:
+def unknown_key_message(desc, key: str) -> str:
     if desc.full_name == "trainserve.v1.ModelSpec":
         known = ", ".join(f.name for f in desc.oneofs_by_name["arch"].fields)
         return f"unknown architecture {key!r}; known architectures: {known}"
