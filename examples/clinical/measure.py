@@ -23,8 +23,9 @@ from trainserve.training.userdata import schema_for_job
 from trainserve.training.validate import check_spec
 
 HERE = Path(__file__).parent
-SHOWN = ("majority_class_accuracy", "test_accuracy", "test_auc", "test_disease_sensitivity", "test_disease_specificity",
-         "test_disease_ppv", "test_disease_npv", "test_brier", "test_ece")
+SHOWN = ("majority_class_accuracy", "test_accuracy", "test_auc", "test_disease_sensitivity",
+         "test_disease_specificity", "test_disease_ppv", "test_disease_npv", "test_brier",
+         "test_ece")
 
 
 def pinned_spec(seed: int, csv: Path = HERE / "clinical.csv"):

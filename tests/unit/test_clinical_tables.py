@@ -19,7 +19,7 @@ from trainserve.training.artifacts import load_artifact
 from trainserve.training.data import Preprocessing, prepare_data
 from trainserve.training.loop import train
 from trainserve.training.reporting import ListReporter
-from trainserve.training.tabular import TableEncoding, is_missing
+from trainserve.training.tabular import is_missing
 from trainserve.training.userdata import schema_for_job
 from trainserve.training.validate import check_spec
 

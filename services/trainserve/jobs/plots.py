@@ -1,9 +1,9 @@
 """PNG plots of a job's results: a search's trials (each trial's metric per epoch; the final
 metric against each searched value), an ordinary job's train and validation curves, and what
 its training run saved for plots (`training.evaluation`, `evaluation.npz`): a classifier's
-confusion matrix, (binary) ROC curve and reliability diagram (calibration), a regression's predicted against true values, an
-autoencoder's reconstructions (and a VAE's samples), a GAN's samples (a scatter over the real
-points for 2-D data, an image grid for images).
+confusion matrix, (binary) ROC curve and reliability diagram (calibration), a regression's
+predicted against true values, an autoencoder's reconstructions (and a VAE's samples), a
+GAN's samples (a scatter over the real points for 2-D data, an image grid for images).
 
 Plain functions: protos or arrays in, PNG paths out; no API calls, no model runs. matplotlib
 (Agg backend) is imported on first use, so importing this module stays cheap.

@@ -7,8 +7,9 @@
   direction of improvement. Only for up to `MAX_PER_CLASS` classes (8 values a class); past
   that the confusion matrix holds the counts. A rate whose denominator is 0 (a class absent
   from the split, or never predicted) is undefined, not 0: it is left out of the map.
-- Macro means over the classes where defined (NaN when defined for none): `<split>_specificity`, `<split>_npv` (the macro
-  sensitivity and PPV are the existing `<split>_recall` and `<split>_precision`).
+- Macro means over the classes where defined (NaN when defined for none):
+  `<split>_specificity`, `<split>_npv` (the macro sensitivity and PPV are the existing
+  `<split>_recall` and `<split>_precision`).
 - `<split>_top<k>_accuracy`: the true class among the k most probable; k is
   `spec.training.top_k`, else 5 when there are more than 5 classes, else not reported.
 - Calibration of the softmax probabilities: `<split>_brier` (binary: the mean squared error of
