@@ -16,6 +16,7 @@ import numpy as np
 from trainserve.client import inference
 from trainserve.client.errors import DeploymentFailed, rpc_error
 from trainserve.client.events import WatchEvent
+from trainserve.client.frames import Curves, JobList, TrialList
 from trainserve.client.inference import (INFERENCE_TOKEN_ENV, infer_request, outputs_to_numpy,
                                          rest_base)
 from trainserve.client.messages import (TERMINAL_STATES, SpecLike, job_state, job_state_name,
@@ -155,6 +156,22 @@ class Client:
             if not token:
                 return
 
+    def jobs(self, state: str | int | None = None, labels: LabelsLike = None,
+             limit: int | None = None) -> JobList:
+        """Every job (newest first), or the first `limit`, as a `JobList`: a list of `Job`
+        messages with `to_pandas()` (one row per job, a column per final metric)."""
+        found = JobList()
+        for job in self.iter_jobs(state, page_size=min(limit or 1000, 1000), labels=labels):
+            if limit is not None and len(found) >= limit:
+                break
+            found.append(job)
+        return found
+
+    def trials(self, job_id: str) -> TrialList:
+        """A search's trials as a `TrialList` (`to_pandas()`: a row per trial, a column per
+        sampled value and metric)."""
+        return TrialList(self.get_job(job_id).trials)
+
     def cancel(self, job_id: str) -> job_pb2.Job:
         return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(job_id=job_id))
 
@@ -167,13 +184,14 @@ class Client:
         return self._call(self._jobs.DeleteJob, job_pb2.DeleteJobRequest(job_id=job_id),
                           retry=False)
 
-    def curves(self, job_id: str) -> dict[str, Any]:
+    def curves(self, job_id: str) -> Curves:
         """Every metric the job reported, epoch by epoch, as plain Python data:
         {"job_id", "metrics": {name: [(epoch, value), ...]}, "trials": {trial id: {name:
         [(epoch, value), ...]}} (a search's; its own "metrics" are then empty), "best_trial",
         "stride"} — stride 1 when every epoch is there, k when a very long job's curves keep
-        every k-th point (and the last)."""
-        return curves_data(self.curves_message(job_id))
+        every k-th point (and the last). A `Curves` dict: `.to_pandas()` gives a row per epoch
+        and a column per metric, `.plot()` a matplotlib Figure (a search's: its best trial's)."""
+        return Curves(curves_data(self.curves_message(job_id)))
 
     def curves_message(self, job_id: str) -> job_pb2.JobCurves:
         """`curves` as the API answers it (`JobCurves`)."""
