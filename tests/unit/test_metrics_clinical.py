@@ -166,3 +166,17 @@ def test_top_k_is_validated():
     with pytest.raises(InvalidArgument, match="classification") as e:
         check_spec(spec)
     assert e.value.field == "spec.training.top_k"
+
+
+@pytest.mark.parametrize("metric,mode", [("cv_specificity_mean", "max"),
+                                         ("cv_npv_mean", "max"), ("cv_brier_mean", "min"),
+                                         ("cv_ece_mean", "min")])
+def test_a_cross_validated_search_ranks_by_a_clinical_metric(metric, mode):
+    from trainserve.tune.validate import check_search
+    spec = _spec()
+    spec.split.folds = 3
+    spec.search.space["optimizer.lr"] = "choice([0.01, 0.001])"
+    spec.search.metric = metric
+    spec = check_spec(spec)
+    check_search(spec, check_spec)
+    assert (spec.search.metric, spec.search.mode) == (metric, mode)

@@ -21,7 +21,8 @@ DEFAULT_NUM_SAMPLES = 8
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 1024
 # Final validation metrics a cross-validated trial reports as cv_<name>_mean (training.cv).
-CV_METRICS = {"classification": ("loss", "accuracy", "precision", "recall", "f1", "auc"),
+CV_METRICS = {"classification": ("loss", "accuracy", "precision", "recall", "f1", "auc",
+                                  "specificity", "npv", "brier", "ece"),
               "regression": ("loss", "mse", "mae", "r2")}
 
 
