@@ -275,3 +275,18 @@ def test_a_table_model_is_not_exported(trained):
     _, _, loaded, _ = trained
     with pytest.raises(FailedPrecondition, match="raw table rows"):
         export_model(loaded.module, loaded.meta, "onnx")
+
+
+@pytest.mark.parametrize("cell,mode,field,words", [
+    ("abc", "impute", "spec.dataset.feature_columns", "column 'a' is not numeric (row 4: 'abc')"),
+    ("inf", "impute", "spec.dataset.feature_columns", "non-finite value (row 4: 'inf')"),
+    ("NA", "error", "spec.dataset.missing", "column 'a' has a missing value (row 4: 'NA')"),
+])
+def test_the_worker_checks_every_numeric_cell_of_a_table(tmp_path, cell, mode, field, words):
+    # What validation refuses from the schema, the worker refuses again from the file.
+    from trainserve.training.userdata import TablePlan, load_uploaded_table
+    path = _csv(tmp_path, ["1,M,0", "2,F,1", f"{cell},M,0", "4,F,1"], header="a,s,y")
+    plan = TablePlan(("a", "s"), frozenset({"s"}), mode, False)
+    with pytest.raises(InvalidArgument) as e:
+        load_uploaded_table(_spec(path).dataset, plan)
+    assert e.value.field == field and words in str(e.value), str(e.value)

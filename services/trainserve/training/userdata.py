@@ -245,19 +245,26 @@ def _kept_rows(cells: np.ndarray, body, t: int, plan: TablePlan) -> np.ndarray:
 
 
 def _check_numeric_cells(cells: np.ndarray, features, plan: TablePlan, rows) -> None:
+    """Every cell of a numeric feature is a finite number or (unless `missing: error`)
+    missing; the first that is not is refused, naming its row (`rows`: file positions)."""
     for k, name in enumerate(features):
         if name in plan.categorical:
             continue
-        for r, text in enumerate(cells[:, k]):
-            if is_missing(text):
-                if plan.missing == "error":
-                    _refuse_cell(name, int(rows[r]), text)
-            elif not _is_number(text):
-                _refuse_cell(name, int(rows[r]), text)
-            elif not np.isfinite(float(text)):
-                raise InvalidArgument(f"column {name!r} has a non-finite value (row "
-                                      f"{rows[r] + 2}: {text!r}); fill or drop such rows",
-                                      field="spec.dataset.feature_columns")
+        missing = missing_mask(cells[:, k])
+        if plan.missing == "error" and missing.any():
+            r = int(np.flatnonzero(missing)[0])
+            _refuse_cell(name, int(rows[r]), str(cells[r, k]))
+        present = np.flatnonzero(~missing)
+        try:
+            values = cells[present, k].astype(np.float64)
+        except ValueError:
+            r = next(int(r) for r in present if not _is_number(cells[r, k]))
+            _refuse_cell(name, int(rows[r]), str(cells[r, k]))
+        if not np.isfinite(values).all():
+            r = int(present[np.flatnonzero(~np.isfinite(values))[0]])
+            raise InvalidArgument(f"column {name!r} has a non-finite value (row "
+                                  f"{rows[r] + 2}: {str(cells[r, k])!r}); fill or drop such rows",
+                                  field="spec.dataset.feature_columns")
 
 
 def _classes_of(ds, raw_y: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
