@@ -71,7 +71,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
 
 
 app = typer.Typer(
-    cls=_Group, name="trainserve", no_args_is_help=True, add_completion=False,
+    cls=_Group, name="trainserve", no_args_is_help=True, add_completion=True,
     pretty_exceptions_enable=False,
     help="Train the networks of the course on Ray, serve them with Ray Serve.")
 

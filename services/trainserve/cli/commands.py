@@ -8,6 +8,7 @@ import typer
 from trainserve.core import errors
 from trainserve.cli import render
 from trainserve.cli.app import EXIT_FAILED, OutputOption, app, client
+from trainserve.cli.completion import endpoint_names, job_ids, model_names
 from trainserve.cli.render import Output
 from trainserve.cli.specs import DryRunOption, SetOption, print_dry_run, read_spec
 from trainserve.cli.watch import print_outcome, progress_for
@@ -15,7 +16,9 @@ from trainserve.core.modelrefs import parse_ref
 from trainserve.core.pb import job_pb2
 
 JobId = Annotated[str, typer.Argument(
-    metavar="JOB_ID", help="The job's id, or any unique start of it.")]
+    metavar="JOB_ID", help="The job's id, or any unique start of it.",
+    autocompletion=job_ids)]
+Endpoint = Annotated[str, typer.Argument(help="Endpoint name.", autocompletion=endpoint_names)]
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -130,6 +133,7 @@ def cancel(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.tabl
 def deploy(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION|@ALIAS]",
+                                       autocompletion=model_names,
                                        help="Model to serve: a version, the version an alias "
                                             "names now, or (neither) the latest.")],
     name: Annotated[str | None, typer.Option(
@@ -170,7 +174,7 @@ def deploy(
 
 
 @app.command()
-def undeploy(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+def undeploy(ctx: typer.Context, name: Endpoint,
              output: OutputOption = Output.table) -> None:
     """Remove an inference endpoint."""
     with client(ctx) as ts:
@@ -190,7 +194,7 @@ def deployments(ctx: typer.Context, output: OutputOption = Output.table) -> None
 
 
 @app.command()
-def deployment(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Endpoint name.")],
+def deployment(ctx: typer.Context, name: Endpoint,
                output: OutputOption = Output.table) -> None:
     """Show one inference endpoint."""
     with client(ctx) as ts:
@@ -203,7 +207,7 @@ def deployment(ctx: typer.Context, name: Annotated[str, typer.Argument(help="End
 @app.command()
 def predict(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    name: Endpoint,
     input: Annotated[str | None, typer.Option(
         "--input", "-i", metavar="FILE|JSON",
         help="Instances: a .npy/.csv/.json file, or inline JSON (a list of instances or an "

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from trainserve.cli import render
 from trainserve.cli.app import OutputOption, app, client
+from trainserve.cli.completion import job_ids as complete_job_ids
 from trainserve.cli.render import Output
 from trainserve.core import errors
 from trainserve.core.metrics import default_mode
@@ -24,7 +25,7 @@ def compare(
     ctx: typer.Context,
     job_ids: Annotated[list[str], typer.Argument(
         metavar="JOB_ID", help="2 to 20 jobs (a trial: SEARCH_ID/TRIAL_ID), or one search "
-                               "to compare its trials.")],
+                               "to compare its trials.", autocompletion=complete_job_ids)],
     output: OutputOption = Output.table,
 ) -> None:
     """Compare jobs (or a search's trials): each metric's final value and best epoch, and how
@@ -110,7 +111,8 @@ def differences_table(jobs: Sequence[job_pb2.ComparedJob],
 def curves(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(
-        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
+        metavar="JOB_ID", help="The job's id, or any unique start of it.",
+        autocompletion=complete_job_ids)],
     trial: Annotated[str | None, typer.Option(
         "--trial", help="A search's trial (default: its best).")] = None,
     output: OutputOption = Output.table,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from trainserve.cli.app import OutputOption, app, client
+from trainserve.cli.completion import job_ids as complete_job_ids
 from trainserve.cli.render import Output, to_json
 from trainserve.core.pb import job_pb2
 
@@ -17,7 +18,8 @@ from trainserve.core.pb import job_pb2
 def logs(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(
-        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
+        metavar="JOB_ID", help="The job's id, or any unique start of it.",
+        autocompletion=complete_job_ids)],
     follow: Annotated[bool, typer.Option("-f", "--follow",
                                          help="Keep printing new lines until the job ends.")
                       ] = False,

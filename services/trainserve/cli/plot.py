@@ -9,6 +9,7 @@ import typer
 
 from trainserve.cli import render
 from trainserve.cli.app import app, client
+from trainserve.cli.completion import job_ids as complete_job_ids
 from trainserve.client import NotSupported
 from trainserve.core import errors
 
@@ -19,7 +20,8 @@ PNG = "image/png"
 def plot(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(
-        metavar="JOB_ID", help="The job's id, or any unique start of it.")],
+        metavar="JOB_ID", help="The job's id, or any unique start of it.",
+        autocompletion=complete_job_ids)],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", file_okay=False,
                                       help="Directory for the PNG files (created if needed).")
                    ] = Path("."),
