@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from trainserve.console import auth, data, datasets, endpoints, models, pages, searches
+from trainserve.console import (auth, data, datasets, endpoints, models, pages, searches,
+                                submit)
 from trainserve.console.context import (STATIC_DIR, ClientFactory, Console, SignInRequired,
                                         console_of, wants_json)
 from trainserve.console.security import CsrfRejected, SecurityHeaders
@@ -29,8 +30,9 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
     `trainserve.client.Client` of `settings.api`; tests pass a fake)."""
     routes = [
         Route("/healthz", lambda request: Response("ok", media_type="text/plain")),
-        *auth.ROUTES, *pages.ROUTES, *data.ROUTES, *searches.ROUTES, *models.ROUTES,
-        *endpoints.ROUTES, *datasets.ROUTES,
+        # submit's /jobs/new before pages' /jobs/{job_id}
+        *auth.ROUTES, *submit.ROUTES, *pages.ROUTES, *data.ROUTES, *searches.ROUTES,
+        *models.ROUTES, *endpoints.ROUTES, *datasets.ROUTES,
         Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = Starlette(

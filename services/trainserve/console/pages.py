@@ -1,6 +1,6 @@
-"""The console's pages: the jobs list, a job, a comparison; and the two things a page does
-besides reading: cancelling a job (a POST with the session's CSRF token) and fetching one of
-a job's plots. The pages are shells: their tables and charts come from `data`'s JSON."""
+"""The console's pages: the jobs list, a job, a comparison; and what a page does besides
+reading: cancelling or deleting a job (a POST with the session's CSRF token) and fetching one
+of a job's plots. The pages are shells: their tables and charts come from `data`'s JSON."""
 from __future__ import annotations
 
 import mimetypes
@@ -59,6 +59,16 @@ async def cancel(request: Request) -> Response:
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
+async def delete(request: Request) -> Response:
+    """Delete a finished job (the API refuses a queued or running one, and one whose
+    registered model version is still there: FAILED_PRECONDITION, its message shown)."""
+    console = console_of(request)
+    session = console.signed_in(request)
+    await console.check_form(request, session)
+    await console.call(session, "delete_job", request.path_params["job_id"])
+    return RedirectResponse("/jobs", status_code=303)
+
+
 async def artifact(request: Request) -> Response:
     """One of the job's files (`GetArtifact` through the SDK; the API refuses a name it
     does not list)."""
@@ -106,6 +116,7 @@ ROUTES = [
     Route("/jobs", jobs_page),
     Route("/jobs/{job_id}", job_page),
     Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/jobs/{job_id}/delete", delete, methods=["POST"]),
     Route("/jobs/{job_id}/artifacts/{name}", artifact),
     Route("/compare", compare_page),
 ]

@@ -25,7 +25,7 @@ def model_json(m: model_pb2.ModelVersion) -> dict[str, Any]:
         "inputs": [tensor_json(t) for t in m.inputs],
         "outputs": [tensor_json(t) for t in m.outputs],
         "preprocessing": m.preprocessing.kind or "none", "created": timestamp(m.created_at),
-        "spec": spec_text(m.spec),
+        "spec": spec_text(m.spec), "aliases": sorted(m.aliases), "tags": dict(m.tags),
     }
 
 

@@ -79,6 +79,7 @@
     badge.className = `state state-${state}`;
     badge.textContent = state;
     $("cancel-form").hidden = terminal;
+    $("delete-form").hidden = !terminal;
     if (message !== undefined) $("job-message").textContent = message || "";
   }
 
@@ -204,4 +205,8 @@
     }
     connect();
   })();
+
+  $("delete-form").addEventListener("submit", (e) => {
+    if (!confirm(`Delete job ${jobId} with its curves, logs and files?`)) e.preventDefault();
+  });
 })();

@@ -1,5 +1,6 @@
-/* The models page: each model's versions (newest first) with metrics and lineage, a deploy
-   form per version. */
+/* The models page: each model's versions (newest first) with metrics, lineage and aliases;
+   per version a deploy form, an alias form (point an alias here), a remove button per alias
+   and a delete button. */
 "use strict";
 
 (() => {
@@ -42,18 +43,40 @@
       el("button", {type: "submit"}, "Deploy"));
   }
 
+  const path = (m, tail) => `/models/${encodeURIComponent(m.name)}/${tail}`;
+
+  function aliasRemovers(m) {
+    return (m.aliases || []).map((a) => TS.postForm(path(m, `aliases/${encodeURIComponent(a)}/delete`),
+      {class: "manage-form alias", dataset: {alias: a}},
+      el("button", {type: "submit", "aria-label": `Remove alias ${a} of ${m.name}`}, `Remove @${a}`)));
+  }
+
+  function manageForms(m) {
+    const id = `alias-${m.name}-${m.version}`;
+    const setAlias = TS.postForm(path(m, `${m.version}/alias`), {class: "manage-form alias-form"},
+      el("label", {for: id, class: "sr-only"}, `Alias to point at ${m.name} v${m.version}`),
+      el("input", {id, name: "alias", placeholder: "production", required: true, spellcheck: "false", pattern: "[a-z][a-z0-9_\-]{0,62}"}),
+      el("button", {type: "submit"}, "Set alias"));
+    const del = TS.postForm(path(m, `${m.version}/delete`), {class: "manage-form delete-form"},
+      el("button", {type: "submit", class: "danger", "aria-label": `Delete ${m.name} v${m.version}`}, "Delete version"));
+    del.addEventListener("submit", (e) => {
+      if (!confirm(`Delete ${m.name} v${m.version} with its aliases, tags and files?`)) e.preventDefault();
+    });
+    return [setAlias, aliasRemovers(m), del];
+  }
+
   function modelSection(name, versions) {
     const hid = `model-${name}`;
     return el("section", {"aria-labelledby": hid, class: "model", dataset: {model: name}},
       el("h2", {id: hid}, name, " ", el("span", {class: "muted"}, `${versions.length} version${versions.length === 1 ? "" : "s"}`)),
       el("div", {class: "table-wrap"}, el("table", {class: "data"},
         el("caption", {class: "sr-only"}, `Versions of ${name}`),
-        el("thead", {}, el("tr", {}, ["Version", "Test metrics", "Job", "Dataset", "Seed", "Owner", "Registered", "Deploy at endpoint"].map((h) => el("th", {scope: "col"}, h)))),
+        el("thead", {}, el("tr", {}, ["Version", "Test metrics", "Job", "Dataset", "Seed", "Owner", "Registered", "Deploy at endpoint", "Aliases and deletion"].map((h) => el("th", {scope: "col"}, h)))),
         el("tbody", {}, versions.map((m) => [
-          el("tr", {dataset: {version: m.version}}, el("th", {scope: "row"}, `v${m.version}`), el("td", {class: "wrap"}, metrics(m)),
+          el("tr", {dataset: {version: m.version}}, el("th", {scope: "row"}, `v${m.version}`, (m.aliases || []).map((a) => [" ", el("span", {class: "badge mono alias-badge"}, `@${a}`)])), el("td", {class: "wrap"}, metrics(m)),
             el("td", {}, lineage(m)), el("td", {}, m.dataset || "–", m.dataset_hash ? el("span", {class: "muted mono", title: m.dataset_hash}, ` ${m.dataset_hash.slice(0, 10)}…`) : ""),
-            el("td", {class: "num"}, m.seed), el("td", {}, m.user || "–"), el("td", {}, TS.timeCell(m.created)), el("td", {}, deployForm(m))),
-          el("tr", {class: "detail-row"}, el("td", {colspan: 8, class: "wrap"}, details(m)))])))));
+            el("td", {class: "num"}, m.seed), el("td", {}, m.user || "–"), el("td", {}, TS.timeCell(m.created)), el("td", {}, deployForm(m)), el("td", {class: "wrap"}, manageForms(m))),
+          el("tr", {class: "detail-row"}, el("td", {colspan: 9, class: "wrap"}, details(m)))])))));
   }
 
   async function load() {
