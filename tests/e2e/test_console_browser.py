@@ -1,7 +1,9 @@
 """The web console in a real browser (Debian's chromium, Playwright) against the real local
 stack: sign in with the one-time link and with tokens, watch a job's curve grow as its epochs
 arrive, compare two finished jobs, cancel a job with its button, see none of another user's
-jobs, and the refusals (a wrong token, a POST without its CSRF token). Measured and printed:
+jobs, submit a spec on the New job page (a wrong field named by its path), alias and delete
+its model version and delete the job, and the refusals (a wrong token, a POST without its
+CSRF token). Measured and printed:
 how fast a page of 200 jobs renders, and how soon after an epoch is reported its point is
 drawn. Each page is saved as a screenshot (conftest.SHOTS)."""
 from __future__ import annotations
@@ -12,6 +14,8 @@ import threading
 import time
 
 import pytest
+import yaml
+from google.protobuf.json_format import MessageToDict
 from typer.testing import CliRunner
 
 from tests.integration.helpers import example
@@ -242,6 +246,67 @@ def test_another_user_sees_none_of_the_first_users_jobs(playwright_browser, base
     assert answer.status == 404
     assert bob.request.get(f"/api/jobs/{finished[0].id}/curves").status == 404
     bob.context.close()
+
+
+def test_a_spec_is_submitted_from_the_new_job_page(alice, users, shots):
+    """The New job page: a wrong field named by its path (the spec kept), then the spec
+    picked as a file and submitted; the job's page follows it to `succeeded`. Its model
+    version gets an alias and is deleted from the models page; then the job is deleted
+    (refused while the version it registered was still there)."""
+    sdk = users["alice"].sdk
+    spec = example("xor_mlp", name="from-browser", training={"epochs": 3})
+    text = yaml.safe_dump(MessageToDict(spec, preserving_proto_field_name=True),
+                          sort_keys=False)
+    alice.goto("/jobs")
+    alice.locator("main").get_by_role("link", name="New job").click()
+    alice.wait_for_url(re.compile(r"/jobs/new$"))
+    box = alice.get_by_label("Spec (YAML or JSON)")
+    wrong = text.replace("training:", "trainin:", 1)
+    box.fill(wrong)
+    alice.get_by_role("button", name="Submit").click()
+    assert alice.get_by_role("alert").inner_text().startswith("spec.trainin: unknown field")
+    assert box.input_value() == wrong and box.get_attribute("aria-invalid") == "true"
+    alice.screenshot(path=shots / "new-job-error.png", full_page=True)
+
+    alice.get_by_label("Spec file").set_input_files(
+        files=[{"name": "xor.yaml", "mimeType": "text/yaml", "buffer": text.encode()}])
+    until(alice, "() => document.getElementById('spec').value.includes('training:')")
+    alice.get_by_role("button", name="Submit").click()
+    alice.wait_for_url(re.compile(r"/jobs/(?!new$)[^/]+$"))
+    job_id = alice.url.rsplit("/", 1)[1]
+    alice.locator("#job-state", has_text="succeeded").wait_for(timeout=180_000)
+    job = sdk.get_job(job_id)
+    assert job.user == users["alice"].name and job.spec.name == "from-browser"
+    assert job.model_version
+
+    def accept(dialog):  # the delete buttons' confirm()
+        dialog.accept()
+    alice.on("dialog", accept)
+    with alice.expect_navigation():
+        alice.locator("#delete-form").get_by_role("button", name="Delete job").click()
+    assert alice.locator("h1").inner_text() == "Not possible now"
+    assert job.model_name in alice.get_by_role("alert").inner_text()
+
+    alice.goto("/models")
+    until(alice, "() => document.body.dataset.rendered === 'models'")
+    row = alice.locator(f'section[data-model="{job.model_name}"] '
+                        f'tr[data-version="{job.model_version}"]')
+    row.get_by_label(f"Alias to point at {job.model_name} v{job.model_version}").fill("web")
+    with alice.expect_navigation():
+        row.get_by_role("button", name="Set alias").click()
+    until(alice, "() => document.body.dataset.rendered === 'models'")
+    assert row.locator(".alias-badge").inner_text() == "@web"
+    assert sdk.get_model(job.model_name, alias="web").version == job.model_version
+    alice.screenshot(path=shots / "models-alias.png", full_page=True)
+    with alice.expect_navigation():
+        row.get_by_role("button", name=f"Delete {job.model_name} v{job.model_version}").click()
+    until(alice, "() => document.body.dataset.rendered === 'models'")
+    assert row.count() == 0
+    alice.goto(f"/jobs/{job_id}")
+    alice.locator("#delete-form").get_by_role("button", name="Delete job").click()
+    alice.wait_for_url(re.compile(r"/jobs$"))
+    assert job_id not in jobs_rows(alice)
+    alice.remove_listener("dialog", accept)
 
 
 def test_a_page_of_200_jobs_renders_within_a_second(playwright_browser, stack, base, users,
