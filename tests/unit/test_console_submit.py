@@ -167,6 +167,21 @@ def test_a_spec_past_the_size_bound_is_refused_before_it_is_read(app, api):
     assert api.submitted == []
 
 
+def test_a_streamed_spec_past_the_size_bound_is_refused_as_it_is_read(app, api):
+    client = sign_in(app, ALICE)
+    token = new_job_form(client)
+    chunk = b"x" * 65536
+
+    def body():  # no Content-Length: sent chunked, counted as it arrives
+        yield f"csrf_token={token}&spec=".encode()
+        for _ in range(SPEC_LIMIT // len(chunk) + 2):
+            yield chunk
+    answer = client.post("/jobs/new", content=body(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 429 and "larger than" in alert_of(answer.text)
+    assert api.submitted == []
+
+
 @pytest.mark.parametrize("text,expected", [
     ("name: [unclosed\n", "spec: not valid YAML or JSON: "),
     ("- name: a\n- name: b\n", "spec: a spec is a mapping of fields"),
@@ -233,6 +248,7 @@ def test_a_running_job_is_not_deleted_and_the_reason_is_shown(app, api):
         client.get("/jobs/j-running").text)})
     assert answer.status_code == 409
     assert "still running: cancel it first" in alert_of(answer.text)
+    assert '<a href="/jobs/j-running">Back to the job</a>' in answer.text
     assert "j-running" in api.jobs
 
 
@@ -283,6 +299,7 @@ def test_a_version_is_deleted_but_not_while_it_is_served(app, api):
     served = client.post("/models/digits-alice/1/delete", data={"csrf_token": token})
     assert served.status_code == 409
     assert "served by endpoint 'ep-alice'" in alert_of(served.text)
+    assert '<a href="/models">Back to the models</a>' in served.text
     answer = client.post("/models/digits-alice/2/delete", data={"csrf_token": token})
     assert answer.status_code == 303
     assert [m.version for m in api.models if m.name == "digits-alice"] == [1]

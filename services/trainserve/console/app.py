@@ -74,8 +74,22 @@ def _error(request: Request, status: int, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
     console = console_of(request)
+    back, back_text = back_link(request.url.path)
     return console.page(request, "error.html", console.session(request), status=status,
-                        status_code=status, message=message)
+                        status_code=status, message=message, back=back, back_text=back_text)
+
+
+def back_link(path: str) -> tuple[str, str]:
+    """Where the error page's link goes: the page whose form failed (the console sends no
+    Referer), else the jobs list."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "jobs" and len(parts) == 3 and parts[1] != "new":
+        return f"/jobs/{_quote(parts[1])}", "Back to the job"
+    for section in ("models", "endpoints", "datasets", "searches"):
+        if parts[0] == section and len(parts) > 1:
+            target = f"/endpoints/{_quote(parts[1])}" if section == "endpoints" else f"/{section}"
+            return target, f"Back to the {'endpoint' if section == 'endpoints' else section}"
+    return "/jobs", "Back to the jobs"
 
 
 def _quote(path: str) -> str:
