@@ -36,12 +36,15 @@ class SubmitClient(ManageClient):
 
     def submit(self, spec, request_id=None):
         user, _ = self._who("submit")
+        if request_id in self.api.by_request:
+            return self.api.jobs[self.api.by_request[request_id]]
         parsed = load_spec(spec)  # the SDK's own check: unknown fields, wrong types
         if parsed.training.epochs > 1000:
             raise errors.InvalidArgument("at most 1000", field="spec.training.epochs")
         job = job_pb2.Job(id=f"j-new-{len(self.api.jobs)}", user=user, spec=parsed,
                           state=job_pb2.JOB_STATE_QUEUED)
         self.api.jobs[job.id] = job
+        self.api.by_request[request_id] = job.id
         self.api.submitted.append((self.token, spec))
         return job
 
@@ -85,7 +88,7 @@ class SubmitClient(ManageClient):
 @pytest.fixture
 def api():
     api = ManageApi()
-    api.submitted = []
+    api.submitted, api.by_request = [], {}
     api.add("j-alice", "alice", state=SUCCEEDED)
     api.add("j-running", "alice")
     api.add("j-bob", "bob", state=SUCCEEDED)
@@ -106,9 +109,15 @@ def new_job_form(client) -> str:
     return csrf_of(page.text)
 
 
+def request_id_of(page: str) -> str:
+    return re.search(r'name="request_id" value="([0-9a-f]{32})"', page).group(1)
+
+
 def post_spec(client, spec: str, action: str = "submit", token: str | None = None):
-    token = new_job_form(client) if token is None else token
-    return client.post("/jobs/new", data={"csrf_token": token, "spec": spec, "action": action})
+    page = client.get("/jobs/new").text
+    token = csrf_of(page) if token is None else token
+    return client.post("/jobs/new", data={"csrf_token": token, "spec": spec, "action": action,
+                                          "request_id": request_id_of(page)})
 
 
 def alert_of(page: str) -> str:
@@ -142,6 +151,19 @@ def test_a_spec_is_submitted_as_the_signed_in_user_and_opens_the_jobs_page(app, 
     assert job.user == "alice" and job.spec.name == "xor-web" and job.spec.training.epochs == 2
     assert api.submitted == [(ALICE, yaml.safe_load(SPEC))]
     assert client.get(answer.headers["location"]).status_code == 200
+
+
+def test_the_same_form_posted_twice_makes_one_job_and_each_rendering_a_new_one(app, api):
+    client = sign_in(app, ALICE)
+    page = client.get("/jobs/new").text
+    form = {"csrf_token": csrf_of(page), "spec": SPEC, "request_id": request_id_of(page)}
+    first, again = (client.post("/jobs/new", data=form) for _ in range(2))
+    assert first.headers["location"] == again.headers["location"]
+    assert len(api.submitted) == 1
+    assert request_id_of(client.get("/jobs/new").text) != form["request_id"]
+    refused = client.post("/jobs/new", data={**form, "request_id": "x"})
+    assert refused.status_code == 400 and alert_of(refused.text).startswith("request_id: ")
+    assert textarea_of(refused.text) == SPEC
 
 
 def test_json_is_a_spec_too(app, api):

@@ -1,7 +1,8 @@
 """The "New job" page: a spec written or picked in the browser (YAML or JSON), checked or
 submitted through the SDK as the signed-in user.
 
-The form posts urlencoded (`spec`, `action`, the CSRF token); its body is bounded by
+The form posts urlencoded (`spec`, `action`, `request_id`: the idempotency key of this
+rendering of the form, the CSRF token); its body is bounded by
 SPEC_LIMIT before it is parsed. The spec is read with PyYAML's safe loader, with anchors and
 aliases refused (a few lines of aliases can stand for an exponentially large document). A
 spec the SDK or the API refuses is shown again with the error and its field path.
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import parse_qs, quote
+
+import re
+import uuid
 
 import yaml
 from starlette.requests import Request
@@ -24,6 +28,9 @@ from trainserve.core import errors
 
 SPEC_LIMIT = 1 << 20   # bytes of the posted form: far more than any spec needs
 ACTIONS = ("submit", "validate")
+# Each rendering of the form carries a new idempotency key: the same form posted twice (a
+# double click) makes one job.
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -84,13 +91,20 @@ async def new_job(request: Request) -> Response:
             return _form(request, session, spec=text,
                          notice="The spec is valid: its fields and their types are "
                                 "right. The job API checks the rest when it is submitted.")
-        job = await console.call(session, "submit", doc)
+        job = await console.call(session, "submit", doc, request_id=_request_id(form))
     except errors.Unauthenticated:
         raise
     except errors.TrainserveError as exc:
         return _form(request, session, spec=text, error=str(exc), status=exc.http_status,
                      field=getattr(exc, "field", None) or "")
     return RedirectResponse(f"/jobs/{quote(job.id)}", status_code=303)
+
+
+def _request_id(form: dict[str, str]) -> str:
+    key = form.get("request_id", "")
+    if not REQUEST_ID.fullmatch(key):
+        raise errors.InvalidArgument("32 hex digits (reload the page)", field="request_id")
+    return key
 
 
 async def _read_spec_form(request: Request, session: Session) -> dict[str, str]:
@@ -112,7 +126,8 @@ def _form(request: Request, session: Session, spec: str, error: str = "", field:
           notice: str = "", status: int = 200) -> Response:
     return console_of(request).page(request, "new_job.html", session, status=status,
                                     spec=spec, error=error, field=field, notice=notice,
-                                    spec_limit_kib=SPEC_LIMIT // 1024)
+                                    spec_limit_kib=SPEC_LIMIT // 1024,
+                                    request_id=uuid.uuid4().hex)
 
 
 ROUTES = [
