@@ -19,6 +19,8 @@ from trainserve.core.tenancy import Principal
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALICE, ADMIN = Principal("alice", "user"), Principal("root", "admin")
 UNKNOWN_999 = bytes([0xB8, 0x3E, 0x01])  # field 999, varint 1
+# A whole job id (`j-`, 11 + 8 hex digits): the servicer looks up no prefix for it.
+WHOLE_ID = "j-19af3c2b1d40000002a"
 
 
 def _with_unknown(msg):
@@ -129,7 +131,7 @@ def test_live_streams_never_delay_other_calls():
 
     servicer = JobServicer(Core(), _Blocking(ThreadPoolExecutor(1)), StreamSlots(),
                            _Blocking(ThreadPoolExecutor(3)))
-    request = job_pb2.WatchJobRequest(job_id="j-1")
+    request = job_pb2.WatchJobRequest(job_id=WHOLE_ID)
 
     async def scenario():
         async def watch():
@@ -138,7 +140,7 @@ def test_live_streams_never_delay_other_calls():
         watches = [asyncio.create_task(watch()) for _ in range(3)]
         await asyncio.sleep(0.2)
         started = time.perf_counter()
-        await servicer.GetJob(job_pb2.GetJobRequest(job_id="j-1"), None)
+        await servicer.GetJob(job_pb2.GetJobRequest(job_id=WHOLE_ID), None)
         took = time.perf_counter() - started
         for w in watches:
             w.cancel()
@@ -196,7 +198,7 @@ def test_renderings_are_capped_per_user_on_a_pool_of_their_own():
     servicer = JobServicer(Core(), _Blocking(ThreadPoolExecutor(1)), StreamSlots(), None,
                            Rendering(RenderSlots(2, 3), _Blocking(ThreadPoolExecutor(3))))
     servicer.artifacts = Artifacts()
-    request = job_pb2.ListArtifactsRequest(job_id="j-1")
+    request = job_pb2.ListArtifactsRequest(job_id=WHOLE_ID)
 
     async def as_user(p, call):
         with acting_as(p):
@@ -215,7 +217,8 @@ def test_renderings_are_capped_per_user_on_a_pool_of_their_own():
         with pytest.raises(ResourceExhausted, match=r"this server has 3 .*\(max_renders\)"):
             await as_user(Principal("carol", "user"), render)
         started = time.perf_counter()
-        await as_user(ALICE, lambda: servicer.GetJob(job_pb2.GetJobRequest(job_id="j-1"), None))
+        await as_user(ALICE,
+                      lambda: servicer.GetJob(job_pb2.GetJobRequest(job_id=WHOLE_ID), None))
         took = time.perf_counter() - started
         release.set()
         await asyncio.gather(*held, bobs)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from trainserve.api.metrics import SUBMISSIONS
 from trainserve.jobs.artifacts import JobArtifacts
-from trainserve.jobs.service import JobsCore, resolve_job_id, resolve_job_refs
+from trainserve.jobs.service import FULL_JOB_ID, JobsCore, resolve_job_id, resolve_job_refs
 from trainserve.api.auth import principal
 from trainserve.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from trainserve.core.pb import (dataset_pb2, dataset_pb2_grpc, deployment_pb2, deployment_pb2_grpc,
@@ -141,6 +141,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def job_id(self, given: str) -> str:
         """The full id of the job `given` names: its id or a unique prefix of it."""
+        if FULL_JOB_ID.fullmatch(given):
+            return given  # the common case costs nothing
         return await self.run(resolve_job_id, self.core, given, principal())
 
     async def GetJob(self, request, context):

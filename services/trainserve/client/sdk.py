@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 
 LabelsLike = Mapping[str, str] | Iterable[str] | str | None
+# Where inference goes when neither the caller nor the job API says (Serve's default port).
+DEFAULT_INFERENCE_HTTP = "127.0.0.1:8000"
 
 
 def label_selectors(labels: LabelsLike) -> list[str]:
@@ -99,6 +101,7 @@ class Client:
         self.retry_for = retry_for
         self._insecure = insecure
         self._answered = False  # whether the API has answered a call of this client yet
+        self._rest_bases: dict[str, str] = {}  # endpoint -> its REST base, as looked up
         self._channel = channel or api_channel(self.address, token, tls, insecure)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._models = model_pb2_grpc.ModelServiceStub(self._channel)
@@ -519,8 +522,8 @@ class Client:
         """Run endpoint `name` on a batch of `instances` (array-like, first axis = batch).
 
         Sends `POST /v2/models/{name}/infer` to `http` (host:port or URL; default: the
-        endpoint's own REST address, from the job API) and returns the outputs by name as
-        numpy arrays, e.g. {"probabilities": (N, C), "label": (N,)}."""
+        endpoint's own REST address, asked of the job API, else 127.0.0.1:8000) and returns
+        the outputs by name as numpy arrays, e.g. {"probabilities": (N, C), "label": (N,)}."""
         request = infer_request(instances, input_name, datatype)
         return outputs_to_numpy(self.infer(name, request, http))
 
@@ -538,9 +541,18 @@ class Client:
                                    self._inference_headers(base))
 
     def _rest_base(self, name: str, http: str | None) -> str:
-        """http[s]://host:port of `http`, or of endpoint `name`'s REST address (the job API
-        knows where the stack serves it)."""
-        return rest_base(http or self.get_deployment(name).rest_url)
+        """http[s]://host:port of `http`, else of endpoint `name`'s REST address as the job
+        API knows it, else of DEFAULT_INFERENCE_HTTP (a caller holding only an inference
+        token may not ask the job API). Looked up once per endpoint and client."""
+        if http:
+            return rest_base(http)
+        if name not in self._rest_bases:
+            try:
+                found = self.get_deployment(name).rest_url
+            except errors.TrainserveError:
+                found = DEFAULT_INFERENCE_HTTP
+            self._rest_bases[name] = rest_base(found)
+        return self._rest_bases[name]
 
     def _inference_headers(self, base: str) -> dict[str, str]:
         """The inference token's header for requests to `base` (http[s]://host:port)."""

@@ -309,6 +309,8 @@ def _check_scheduling_fields(spec: spec_pb2.JobSpec, by: Principal) -> None:
 
 # How many of the matching ids the refusal of an ambiguous prefix names.
 PREFIX_CANDIDATES = 5
+# A whole job id as the submit script makes it: `j-`, 11 hex digits of ms, 8 of a counter.
+FULL_JOB_ID = re.compile(r"j-[0-9a-f]{19}")
 
 
 def resolve_job_id(core: JobsCore, job_id: str, caller: Principal) -> str:
@@ -317,7 +319,7 @@ def resolve_job_id(core: JobsCore, job_id: str, caller: Principal) -> str:
     takes short ids. NOT_FOUND when none does; INVALID_ARGUMENT naming the candidates when
     several do. Another user's jobs are never candidates, so a prefix reveals nothing."""
     from trainserve.store import keys
-    if not job_id or core.store.exists(job_id):
+    if not job_id or FULL_JOB_ID.fullmatch(job_id) or core.store.exists(job_id):
         return job_id  # the full id: visibility is checked where the job is read
     index = keys.JOBS if caller.is_admin else keys.jobs_of(caller.user)
     low = job_id.encode()
