@@ -22,7 +22,7 @@ def test_predict_goes_to_the_endpoints_own_address(client, fake_api, fake_oip): 
     assert looked_up == ["GetDeployment"]  # once per endpoint and client
 
 
-def test_an_endpoint_the_job_api_does_not_know_goes_to_the_default(client, monkeypatch):  # noqa: F811
+def test_an_endpoint_unknown_to_the_job_api_goes_to_the_default(client, monkeypatch):  # noqa: F811
     sent = []
     monkeypatch.setattr(sdk.inference, "http_json",
                         lambda method, url, body, timeout, headers=None:
