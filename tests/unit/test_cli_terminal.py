@@ -229,3 +229,30 @@ def test_datasets_never_cut_names(monkeypatch, capsys, columns):
     out = capsys.readouterr().out
     assert "icu-patients-2026-cohort" in out and "…" not in out
     assert max(len(line) for line in lines_of(out)) <= columns
+
+
+
+class NoCurves(FakeApi):
+    """A server from before GetJobCurves."""
+
+    def GetJobCurves(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
+def test_job_shows_the_final_metrics_from_a_server_without_curves(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from trainserve.cli.main import app
+    api = NoCurves()
+    finish(api, api.add_job("j-1"))
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    job_pb2_grpc.add_JobServiceServicer_to_server(api, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("TRAINSERVE_STATE_DIR", str(tmp_path))
+        result = CliRunner().invoke(app, ["--api", f"127.0.0.1:{port}", "job", "j-1"])
+    finally:
+        server.stop(None)
+    assert result.exit_code == 0, result.output
+    assert "final metrics" in result.stdout and "last epoch" not in result.stdout

@@ -87,8 +87,17 @@ def job(ctx: typer.Context, job_id: JobId, output: OutputOption = Output.table) 
     """Show one job: state, timing, model and metrics; a search's trials, best first."""
     with client(ctx) as ts:
         found = ts.get_job(job_id)
-        curves = ts.curves_message(found.id) if output is Output.table else None
+        curves = _last_epochs(ts, found.id) if output is Output.table else None
     render.show_one(found, output, lambda one: render.job_detail(one, curves))
+
+
+def _last_epochs(ts, job_id: str) -> job_pb2.JobCurves | None:
+    """The job's curves, for its last epoch's metrics; None from a server without them."""
+    from trainserve.client import NotSupported
+    try:
+        return ts.curves_message(job_id)
+    except NotSupported:
+        return None
 
 
 @app.command()
