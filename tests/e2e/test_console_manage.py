@@ -84,13 +84,26 @@ def follow_search(page, search_id: str, shots) -> None:
 
 
 def draw_a_one(page) -> None:
-    """A vertical stroke down the middle of the pad (mouse events, as a hand would)."""
-    box = page.locator("canvas.pad").bounding_box()
+    """A vertical stroke down the middle of the pad (mouse events, as a hand would); the
+    pad must be in the viewport, where the mouse is, and the model's preview must show ink
+    down the middle column and none in the corners."""
+    pad = page.locator("canvas.pad")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
     x = box["x"] + box["width"] * 0.5
     page.mouse.move(x, box["y"] + box["height"] * 0.12)
     page.mouse.down()
     page.mouse.move(x, box["y"] + box["height"] * 0.88, steps=12)
     page.mouse.up()
+    ink = page.evaluate("""() => {
+        const c = document.querySelector('canvas.pad-preview');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return Array.from({length: c.width * c.height}, (_, i) => 1 - d[i * 4] / 255);
+    }""")
+    side = int(len(ink) ** 0.5)
+    middle = [ink[r * side + side // 2] + ink[r * side + side // 2 - 1] for r in range(side)]
+    assert sum(v > 0.2 for v in middle) >= side // 2, ink  # the stroke registered
+    assert ink[0] == ink[side - 1] == ink[-1] == 0, ink
 
 
 def deploy_and_try(page, model: str, endpoint: str, shots) -> None:
