@@ -79,6 +79,17 @@ def test_public_hosts_and_network_peers(render):
     assert not bad["ok"] and "schema" in bad["error"].lower()
 
 
+def test_the_console_reads_serving_metrics_from_a_prometheus(render, default):
+    args = container(default["docs"], "Deployment", "-console")["args"]
+    assert not [a for a in args if a.startswith("--prometheus")]
+    url = "http://prometheus-operated.monitoring:9090"
+    result = render(values={"console": {"prometheusUrl": url}})
+    assert result["ok"], result.get("error")
+    assert f"--prometheus={url}" in container(result["docs"], "Deployment", "-console")["args"]
+    bad = render(values={"console": {"prometheusUrl": "file:///etc/passwd"}})
+    assert not bad["ok"] and "schema" in bad["error"].lower()
+
+
 def test_mutual_tls_gives_the_console_its_client_certificate(render):
     refused = render(values={"tls": {"mutual": True, "clientCA": "PEM"}})
     assert not refused["ok"] and "console.apiClientSecret" in refused["error"]

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> ConsoleSettings:
     p.add_argument("--serving-metrics", type=Path, default=None, metavar="FILE",
                    help="Ray's list of its metrics agents (prom_metrics_service_discovery.json "
                         "in Ray's temp folder): the endpoints' requests, latency and errors.")
+    p.add_argument("--prometheus", default=None, metavar="URL",
+                   help="A Prometheus that scrapes Ray's metrics agents (http://HOST:PORT), "
+                        "read instead of the agents themselves (a cluster's console).")
     p.add_argument("--max-upload-bytes", type=int, default=MAX_UPLOAD_BYTES,
                    help="The largest dataset file an upload may send (default 256 MiB).")
     args = p.parse_args(argv)
@@ -50,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> ConsoleSettings:
                                session_max_s=args.session_max_s, tls_cert=args.tls_cert,
                                tls_key=args.tls_key, public_hosts=tuple(args.public_host),
                                serving_metrics=args.serving_metrics,
+                               prometheus=args.prometheus,
                                max_upload_bytes=args.max_upload_bytes)
     except ValueError as exc:
         p.error(str(exc))

@@ -43,7 +43,7 @@ class Console:
         self.client_factory = client_factory or sdk_client_factory(settings.api)
         self.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
         self.templates.env.globals["static"] = static_url
-        self.stats = ServingStats(settings.serving_metrics)
+        self.stats = ServingStats(settings.serving_metrics, prometheus=settings.prometheus)
 
     def session(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE))

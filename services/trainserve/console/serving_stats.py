@@ -6,6 +6,9 @@ Where they come from: Ray's metrics agents, whose addresses Ray lists in its ser
 file (`prom_metrics_service_discovery.json`, the file the stack's Prometheus reads too). The
 console reads their Prometheus text itself, so the numbers are there without a Prometheus;
 the rate is the change of the request counter between the reads of the last `WINDOW_S`.
+Where the agents are out of reach (a cluster, whose console runs outside the Ray nodes), the
+same totals come from a Prometheus that scrapes them (`--prometheus URL`), one instant query
+per series, and the rate is worked out the same way.
 The caller checks that the user may see the endpoint (GetDeployment) before asking.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
@@ -90,8 +94,10 @@ class ServingStats:
     """Reads the serving metrics for the console; remembers each endpoint's recent totals to
     tell its request rate."""
 
-    def __init__(self, targets_file: Path | None, clock=time.monotonic):
+    def __init__(self, targets_file: Path | None, clock=time.monotonic,
+                 prometheus: str | None = None):
         self.targets_file = targets_file
+        self.prometheus = prometheus.rstrip("/") if prometheus else None
         self._clock = clock
         self._history: dict[str, deque] = {}
         self._lock = threading.Lock()
@@ -111,18 +117,24 @@ class ServingStats:
     def endpoint(self, name: str) -> dict[str, Any]:
         """{"available", "requests", "errors", "by_code", "by_version", "rate_per_s",
         "error_rate_per_s", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"}."""
+        if self.prometheus:
+            try:
+                totals = query_prometheus(self.prometheus, name)
+            except (OSError, ValueError) as exc:
+                return {"available": False, "source": f"Prometheus at {self.prometheus}: {exc}"}
+            return self._summary(name, totals, f"Prometheus at {self.prometheus}")
         targets = self.targets()
         if not targets:
             return {"available": False, "source": "no serving metrics configured"}
         totals = merge(parse(text, name) for text in _scrape_all(targets))
-        return self._summary(name, totals, len(targets))
+        return self._summary(name, totals, f"{len(targets)} Ray metrics agent(s)")
 
-    def _summary(self, name: str, totals: dict[str, Any], agents: int) -> dict[str, Any]:
+    def _summary(self, name: str, totals: dict[str, Any], source: str) -> dict[str, Any]:
         requests = sum(totals["codes"].values())
         errors = requests - totals["codes"].get("OK", 0.0)
         rate, error_rate = self._rates(name, requests, errors)
         ms = lambda v: None if v is None else v * 1000  # noqa: E731
-        return {"available": True, "source": f"{agents} Ray metrics agent(s)",
+        return {"available": True, "source": source,
                 "requests": requests, "errors": errors,
                 "by_code": dict(totals["codes"]), "by_version": dict(totals["versions"]),
                 "rate_per_s": rate, "error_rate_per_s": error_rate, "window_s": WINDOW_S,
@@ -164,3 +176,41 @@ def _scrape(target: str, texts: list[str]) -> None:
             texts.append(answer.read(32 << 20).decode("utf-8", "replace"))
     except (OSError, ValueError):
         pass
+
+
+# One instant query per part of `parse`'s answer: (PromQL template, the part, its label).
+_QUERIES = (
+    (f"sum by (code) ({REQUESTS}{{endpoint=%s}})", "codes", "code"),
+    (f"sum by (version) ({REQUESTS}{{endpoint=%s}})", "versions", "version"),
+    (f"sum by (le) ({DURATION}_bucket{{endpoint=%s}})", "buckets", "le"),
+    (f"sum({DURATION}_sum{{endpoint=%s}})", "sum", None),
+    (f"sum({DURATION}_count{{endpoint=%s}})", "count", None),
+)
+
+
+def query_prometheus(base: str, endpoint: str) -> dict[str, Any]:
+    """The endpoint's totals, as `parse` gives them, from Prometheus's HTTP API at `base`."""
+    out: dict[str, Any] = {"codes": defaultdict(float), "versions": defaultdict(float),
+                           "buckets": defaultdict(float), "sum": 0.0, "count": 0.0}
+    matcher = json.dumps(endpoint)  # a PromQL string literal: quotes and backslashes escaped
+    for template, part, label in _QUERIES:
+        for sample in _instant(base, template.replace("%s", matcher)):
+            value = float(sample["value"][1])
+            if label is None:
+                out[part] += value
+            elif label == "le":
+                out[part][float(sample["metric"].get("le", "inf"))] += value
+            else:
+                out[part][sample["metric"].get(label, "")] += value
+    return out
+
+
+def _instant(base: str, promql: str) -> list[dict]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=SCRAPE_TIMEOUT_S) as answer:
+        doc = json.loads(answer.read(8 << 20))
+    if doc.get("status") != "success":
+        raise ValueError(doc.get("error") or "query failed")
+    return doc["data"]["result"]
+

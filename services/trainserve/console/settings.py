@@ -28,6 +28,9 @@ class ConsoleSettings:
     # Ray's list of its metrics agents (prom_metrics_service_discovery.json): the endpoints'
     # request rate, latency and errors. None: the endpoint pages show no serving metrics.
     serving_metrics: Path | None = None
+    # Or a Prometheus that scrapes Ray's metrics agents (http://HOST:PORT), where the console
+    # cannot reach the agents itself (a cluster); it takes precedence over serving_metrics.
+    prometheus: str | None = None
     # The largest dataset file the console takes in an upload (the job API has its own limit,
     # --max-dataset-bytes, 256 MiB by default, and refuses past it).
     max_upload_bytes: int = MAX_UPLOAD_BYTES
@@ -43,6 +46,9 @@ class ConsoleSettings:
     def __post_init__(self):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both a TLS certificate and its key, or neither")
+        if self.prometheus and not self.prometheus.startswith(("http://", "https://")):
+            raise ValueError(f"the Prometheus URL must be http:// or https://, not "
+                             f"{self.prometheus!r}")
         if self.host not in LOOPBACK and not self.https:
             raise ValueError(f"without a TLS certificate the console serves plain HTTP and "
                              f"binds loopback only ({', '.join(LOOPBACK)}), not {self.host!r}")
