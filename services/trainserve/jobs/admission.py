@@ -9,6 +9,7 @@ from __future__ import annotations
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import spec_pb2
 from trainserve.core.spec import architecture, check_name, check_scaling
+from trainserve.core.tracking import check_tracking
 
 
 def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
@@ -32,6 +33,7 @@ def check_submission(spec: spec_pb2.JobSpec, cluster: dict | None = None,
         full.name = f"{full.dataset.name}-{architecture(full)}".replace("_", "-")
     check_name(full.name, "spec.name")
     check_scaling(full.scaling, cluster or {})
+    check_tracking(full)
     _check_batch_per_worker(full)
     if full.HasField("search"):
         from trainserve.tune.validate import check_search

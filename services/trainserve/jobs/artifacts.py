@@ -28,13 +28,15 @@ from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
 from trainserve.core.tenancy import Principal
 from trainserve.jobs.curves import epoch_points
+from trainserve.runtime.tracking import EVENTS_SUFFIX, TENSORBOARD_DIR
 from trainserve.training.evaluation import EVALUATION_FILE
 from trainserve.training.paths import JobPaths
 
 CACHE_DIR = "plots"
 STAMP = ".stamp"
 MAX_NAME = 255
-CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
+CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv",
+                 EVENTS_SUFFIX: "application/octet-stream"}  # TensorBoard event files
 _RENDER_LOCK = threading.Lock()  # pyplot keeps global state: one rendering at a time
 
 
@@ -124,6 +126,14 @@ def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
             and job.state == job_pb2.JOB_STATE_SUCCEEDED:
         plots.evaluation_plots(plots.load_evaluation(evaluation), out, title)
     (out / "metrics.json").write_text(json.dumps(metrics_doc(job), indent=2, sort_keys=True))
+    copy_event_files(root, out)
+
+
+def copy_event_files(root: Path, out: Path) -> None:
+    """The TensorBoard event files the job's worker wrote (`spec.tracking.tensorboard`)."""
+    for events in sorted((root / TENSORBOARD_DIR).glob(f"events.out.tfevents.*{EVENTS_SUFFIX}")):
+        if events.is_file() and not events.is_symlink():
+            shutil.copyfile(events, out / events.name)
 
 
 def curves_csv(epochs: list[job_pb2.EpochMetrics]) -> str:

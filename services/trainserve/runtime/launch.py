@@ -25,6 +25,7 @@ from trainserve.runtime.context import JobContext, poll_workers_often
 from trainserve.runtime.logcapture import capture_logs
 from trainserve.training.paths import JobPaths
 from trainserve.runtime.reporting import make_reporter
+from trainserve.runtime.tracking import tracked
 from trainserve.training.reporting import CancelFileReporter, LogLinesReporter, NullReporter
 from trainserve.training.results import TrainResult, write_json_atomic
 
@@ -102,6 +103,9 @@ def _remote(fn):
 
 
 def _start(ctx: JobContext, workers: int, cpus: float, use_gpu: bool):
+    if ctx.job_spec().HasField("evaluate"):  # external validation: one task, no training
+        from trainserve.runtime.evaluation import start_evaluation
+        return start_evaluation(_remote, ctx, cpus, use_gpu)
     if ctx.job_spec().HasField("search"):  # Tune's driver; the trials reserve the resources
         return _remote(_search_task).options(
             num_cpus=0, max_retries=0, name=f"trainserve-search-{ctx.job_id}").remote(ctx)
@@ -189,10 +193,11 @@ def _fast_path_task(ctx: JobContext) -> TrainResult:
     from trainserve.training.loop import train
     from trainserve.training.validate import check_spec
     _, cpus, use_gpu = ctx.scaling()
-    with capture_logs(ctx) as sink:
-        reporter = _logged(CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag), sink)
-        return train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
-                     num_threads=_threads(cpus), device="cuda" if use_gpu else "cpu")
+    with capture_logs(ctx) as sink, tracked(ctx, _logged(CancelFileReporter(
+            make_reporter(ctx), ctx.paths.cancel_flag), sink)) as reporter:
+        return reporter.finished(train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
+                                       num_threads=_threads(cpus),
+                                       device="cuda" if use_gpu else "cpu"))
 
 
 def _logged(reporter, sink):
@@ -255,16 +260,16 @@ def _train_worker(config: dict) -> None:
     ctx: JobContext = config["ctx"]
     tc = ray.train.get_context()
     rank = tc.get_world_rank()
-    with capture_logs(ctx, rank) as sink:
-        reporter = _logged(CancelFileReporter(make_reporter(ctx), ctx.paths.cancel_flag),
-                           sink) if rank == 0 else NullReporter()
+    with capture_logs(ctx, rank) as sink, tracked(ctx, _logged(CancelFileReporter(
+            make_reporter(ctx), ctx.paths.cancel_flag), sink) if rank == 0 else NullReporter(),
+            enabled=rank == 0) as reporter:
         log.info("rank %d of %d on %s", rank, tc.get_world_size(), ray.train.torch.get_device())
         try:
             data = config.get("data")
-            train(check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
-                  world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
-                  device=ray.train.torch.get_device(),
-                  data=None if data is None else ray.get(data))
+            reporter.finished(train(
+                check_spec(ctx.job_spec()), ctx.paths.root, reporter, rank=rank,
+                world_size=tc.get_world_size(), num_threads=_threads(ctx.scaling()[1]),
+                device=ray.train.torch.get_device(), data=None if data is None else ray.get(data)))
         except errors.TrainingError as exc:
             log.error("training failed: %s", exc.message)
             if rank == 0:

@@ -357,6 +357,7 @@ def _to_job(job_id: str, raw: dict) -> job_pb2.Job:
         priority=int(get("priority", "0")), queue_reason=get("queue_reason"))
     job.spec.ParseFromString(raw.get(b"spec", b""))
     job.metrics.update(json.loads(get("metrics", "{}")))
+    job.tracking.update(json.loads(get("tracking", "{}")))
     _ts(raw, b"created_at", job.created_at)
     _ts(raw, b"started_at", job.started_at)
     _ts(raw, b"finished_at", job.finished_at)

@@ -1,0 +1,111 @@
+"""A small client of MLflow's tracking REST API (`/api/2.0/mlflow/...`), the calls a job's run
+needs: find or create the experiment, create or reopen the run, log params and metrics in
+batches, end the run.
+
+The REST API rather than the `mlflow` package: the workers need no extra dependency (the
+package pulls in a web framework, a database layer and pinned versions of much of the
+scientific stack), and every request here is bounded: a timeout, no redirects (the checked
+address is the only one contacted), http(s) only (`core.tracking.check_uri`).
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TIMEOUT_S = 5.0
+MAX_PARAMS = 100     # per log-batch request (the server's limit)
+MAX_METRICS = 1000   # per log-batch request
+MAX_PARAM_VALUE = 500  # characters; the oldest servers still accept this many
+MAX_KEY = 250
+
+
+class MlflowError(RuntimeError):
+    """The server could not be reached or refused a request; the message says which."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise MlflowError(f"the tracking server redirected to {newurl!r}; give its final "
+                          "address instead")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class MlflowRest:
+    """Calls on one tracking server, `uri` its base address (checked by the caller)."""
+
+    def __init__(self, uri: str, timeout: float = TIMEOUT_S):
+        self.base = uri.rstrip("/") + "/api/2.0/mlflow/"
+        self.timeout = timeout
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment `name`, created when there is none."""
+        try:
+            got = self._call("GET", "experiments/get-by-name", {"experiment_name": name})
+            return got["experiment"]["experiment_id"]
+        except _Missing:
+            return self._call("POST", "experiments/create", {"name": name})["experiment_id"]
+
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+        body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": _now_ms(),
+                "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        return self._call("POST", "runs/create", body)["run"]["info"]["run_id"]
+
+    def set_status(self, run_id: str, status: str, end: bool = False) -> None:
+        """"RUNNING", "FINISHED", "FAILED" or "KILLED"; `end` also sets the end time."""
+        body = {"run_id": run_id, "status": status} | ({"end_time": _now_ms()} if end else {})
+        self._call("POST", "runs/update", body)
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        items = [{"key": k[:MAX_KEY], "value": str(v)[:MAX_PARAM_VALUE]}
+                 for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS):
+            self._call("POST", "runs/log-batch", {"run_id": run_id,
+                                                  "params": items[i:i + MAX_PARAMS]})
+
+    def log_metrics(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """`points`: (key, value, step); all stamped now."""
+        now = _now_ms()
+        items = [{"key": k[:MAX_KEY], "value": float(v), "timestamp": now, "step": int(step)}
+                 for k, v, step in points]
+        for i in range(0, len(items), MAX_METRICS):
+            self._call("POST", "runs/log-batch", {"run_id": run_id,
+                                                  "metrics": items[i:i + MAX_METRICS]})
+
+    def _call(self, method: str, path: str, body: dict) -> dict:
+        url, data = self.base + path, None
+        if method == "GET":
+            url += "?" + urllib.parse.urlencode(body)
+        else:
+            data = json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise _refusal(exc, path) from None
+        except (OSError, ValueError) as exc:  # URLError, timeouts, a body that is no JSON
+            raise MlflowError(f"{path}: {exc}") from None
+
+
+class _Missing(MlflowError):
+    """RESOURCE_DOES_NOT_EXIST."""
+
+
+def _refusal(exc: urllib.error.HTTPError, path: str) -> MlflowError:
+    try:
+        doc = json.loads(exc.read(4096) or b"{}")
+    except ValueError:
+        doc = {}
+    code, message = doc.get("error_code", ""), doc.get("message", exc.reason)
+    kind = _Missing if code == "RESOURCE_DOES_NOT_EXIST" else MlflowError
+    return kind(f"{path}: HTTP {exc.code} {code} {message}".strip())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
