@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from trainserve.training.checks import fail
 
-SEQ2SEQ, LANGUAGE_MODEL = "seq2seq", "language_model"
-TOKEN_TASKS = (SEQ2SEQ, LANGUAGE_MODEL)
-ARCH_OF_TASK = {SEQ2SEQ: "seq2seq", LANGUAGE_MODEL: "gpt"}
-EXAMPLE_DATASET = {SEQ2SEQ: "digit_reversal", LANGUAGE_MODEL: "corpus"}
+SEQ2SEQ, LANGUAGE_MODEL, MASKED_LM = "seq2seq", "language_model", "masked_lm"
+TOKEN_TASKS = (SEQ2SEQ, LANGUAGE_MODEL, MASKED_LM)  # masked_lm: training.mlm_task
+ARCH_OF_TASK = {SEQ2SEQ: "seq2seq", LANGUAGE_MODEL: "gpt", MASKED_LM: "bert"}
+EXAMPLE_DATASET = {SEQ2SEQ: "digit_reversal", LANGUAGE_MODEL: "corpus", MASKED_LM: "corpus_mlm"}
 LOSS = "cross_entropy"
 
 
@@ -65,5 +65,8 @@ def check_token_loss(spec, info) -> None:
 
 
 def make_token_task(spec, info):
+    if info.task == MASKED_LM:
+        from trainserve.training.mlm_task import MaskedLMTask
+        return MaskedLMTask(spec, info)
     from trainserve.training.seq_task_hooks import LanguageModelTask, Seq2SeqTask
     return (Seq2SeqTask if info.task == SEQ2SEQ else LanguageModelTask)(spec, info)

@@ -192,4 +192,4 @@ def init_from_data(model: "nn.Module", x_train) -> int:
 from trainserve.training.zoo import (  # noqa: E402,F401
     autoencoder, cnn, lenet5, mlp, perceptron, rbf, resnet, rnn, transformer)
 from trainserve.training.zoo import gan  # noqa: E402,F401  (generation task)
-from trainserve.training.zoo import gpt, seq2seq  # noqa: E402,F401  (token tasks)
+from trainserve.training.zoo import bert, gpt, seq2seq  # noqa: E402,F401  (token tasks)
