@@ -13,6 +13,7 @@ import traceback
 from trainserve.core import errors
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
+from trainserve.jobs.evaluation import evaluation_message
 from trainserve.registry import versions
 from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.fencing import Fence
@@ -175,6 +176,10 @@ class JobRunner:
         at submission) fails the job with the reason, nothing registered; an endpoint name
         another user holds leaves the job SUCCEEDED with the deploy failure in its events
         and `deployment` empty."""
+        if job.spec.HasField("evaluate"):  # an evaluation registers nothing
+            return self._finish(job.id, JobState.SUCCEEDED,
+                                evaluation_message(job.spec, result.metrics),
+                                metrics=dict(result.metrics))
         owner = Principal(job.user, "user")
         try:
             mv = versions.register(self.models, self.storage_dir, job, result.artifact_dir,

@@ -20,6 +20,7 @@ from trainserve.core.errors import (FailedPrecondition, InvalidArgument, NotFoun
 from trainserve.core.scheduling import (DEFAULT_PRIORITY, MAX_FAILURES_RANGE, PRIORITY_RANGE,
                                         check_fits, need_of)
 from trainserve.jobs.admission import check_submission
+from trainserve.jobs.evaluation import check_evaluation
 from trainserve.jobs.compare import (MAX_JOBS, MAX_TRIALS, MIN_JOBS, check_ids, compared_job,
                                      compared_trial, comparison_of, split_trial_ref,
                                      trial_spec)
@@ -93,10 +94,16 @@ class JobsCore:
         check_spec_size(spec, self.admission.max_spec_bytes)
         _check_scheduling_fields(spec, by)
         cluster, quota = cluster_and_quota(self.r, owner)
-        full = check_submission(spec, cluster, lambda n: self.uploaded(n, caller),
-                                lambda n, v=0: self.model_artifact(n, v, caller))
+        if spec.HasField("evaluate"):  # external validation: registers nothing, claims nothing
+            full = check_evaluation(spec, cluster, lambda n: self.uploaded(n, caller),
+                                    lambda n, v, a: resolve(ModelStore(self.r), n, v, a, caller,
+                                                           ("spec.evaluate.model",) * 3))
+        else:
+            full = check_submission(spec, cluster, lambda n: self.uploaded(n, caller),
+                                    lambda n, v=0: self.model_artifact(n, v, caller))
         check_fits(need_of(full), cluster, quota, owner)
-        self._claim_names(full, owner)  # last check: a job refused above claims nothing
+        if not full.HasField("evaluate"):
+            self._claim_names(full, owner)  # last check: a job refused above claims nothing
         max_queued = 0 if by.is_admin else quota.queued or self.admission.user_max_queued
         return self.store.submit(full, request_id or uuid.uuid4().hex, owner=owner,
                                  max_queued=max_queued)

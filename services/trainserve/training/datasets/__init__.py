@@ -297,5 +297,5 @@ _register_sklearn("diabetes", "load_diabetes", "regression", (10,), 442)
 
 
 # Registration happens on import; keep these last.
-from trainserve.training.datasets import plane, sequences, text  # noqa: E402,F401
+from trainserve.training.datasets import phantoms, plane, sequences, text  # noqa: E402,F401
 from trainserve.training.datasets import bert_text  # noqa: E402,F401  (model.bert)
