@@ -20,8 +20,8 @@ from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, P
                                         RECONSTRUCTION)
 from trainserve.serve.signature import table_columns
 from trainserve.serve.task_io import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE,
-                                      MAX_GENERATED_SAMPLES, NUM_SAMPLES, SAMPLES, TEXT, TOKENS,
-                                      encode_prompt)
+                                      MAX_GENERATED_SAMPLES, NUM_SAMPLES, SAMPLES, TEXT,
+                                      TEXT_INPUT, TOKENS, decode_text, encode_prompt)
 from trainserve.training.tabular import TableEncoding
 
 
@@ -74,7 +74,17 @@ class Predictor:
             return self.generate(x, params.get("seed"))
         if self.task == "language_model":
             return self.complete(x, **params)
+        if name == TEXT_INPUT:  # a BERT classifier asked with raw text
+            return self.predict(self.tokenize(x))
         return self.predict(x)
+
+    def tokenize(self, texts: np.ndarray) -> np.ndarray:
+        """A BERT model's `text` rows as token ids [N, T] (`training.tokenizer`: [CLS], the
+        characters, [PAD]; longer text is cut)."""
+        from trainserve.training import tokenizer
+        rows = np.asarray(texts, dtype=object).reshape(-1)
+        return tokenizer.encode_batch((decode_text(t, i) for i, t in enumerate(rows)),
+                                      self.input_shape[0])
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model, by name, for a batch [N, *input_shape] of raw inputs."""
@@ -86,6 +96,9 @@ class Predictor:
             raise ValueError(f"batch shape {x.shape} does not fit input {self.input_shape}")
         if self.task == "seq2seq":
             return self.translate(x)
+        if self.task == "masked_lm":  # BERT pre-trained: the likeliest token everywhere
+            logits = self.forward(np.asarray(x, dtype=np.float32))
+            return {TOKENS: logits.argmax(-1).astype(np.int64)}
         if self.task == "reconstruction":
             return self._reconstruct(self.preprocess(x))
         raw = self.forward(self.preprocess(x)).reshape(len(x), -1)

@@ -41,6 +41,8 @@ def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.Ten
         return _generation_io(meta)
     if meta["task"] in ("seq2seq", "language_model"):
         return _token_io_specs(meta)
+    if meta["task"] == "masked_lm" or is_text_classifier(meta):
+        return _bert_io_specs(meta)
     inputs = [model_pb2.TensorSpec(name="input", datatype="FP32",
                                    shape=[-1, *meta["input_shape"]])]
     if table_columns(meta):  # raw rows: one text cell per column, encoded by the model
@@ -85,6 +87,31 @@ def _token_io_specs(meta: dict):
                                       shape=[-1, int(meta.get("output_length") or t)])])
     return ([model_pb2.TensorSpec(name="prompt", datatype="BYTES", shape=[-1])],
             [model_pb2.TensorSpec(name="text", datatype="BYTES", shape=[-1])])
+
+
+def is_text_classifier(meta: dict) -> bool:
+    """A BERT classifier (`model.bert`): its inputs are the tokenizer's ids, or raw text."""
+    return meta["task"] == "classification" and "bert" in _stored_model(meta)
+
+
+def _bert_io_specs(meta: dict):
+    """BERT (docs/bert.md). Both take token ids `input` INT64 [-1, T] (`training.tokenizer`:
+    [CLS] first, [PAD] after the text). masked_lm: output `tokens` INT64 [-1, T], the most
+    likely token at every position (at a [MASK], the model's guess). A classifier also takes
+    `text` BYTES [-1] instead (one UTF-8 string per row, tokenized by the server) and answers
+    like every classifier."""
+    t = int(meta["input_shape"][0])
+    ids = model_pb2.TensorSpec(name="input", datatype="INT64", shape=[-1, t])
+    if meta["task"] == "masked_lm":
+        return [ids], [model_pb2.TensorSpec(name="tokens", datatype="INT64", shape=[-1, t])]
+    n = int(meta.get("output_dim") or len(meta.get("class_names") or []))
+    return ([ids, model_pb2.TensorSpec(name="text", datatype="BYTES", shape=[-1])],
+            [model_pb2.TensorSpec(name="probabilities", datatype="FP32", shape=[-1, n]),
+             model_pb2.TensorSpec(name="label", datatype="INT64", shape=[-1])])
+
+
+def _stored_model(meta: dict) -> dict:
+    return (meta.get("spec") or {}).get("model") or {}
 
 
 def _variational(meta: dict) -> bool:

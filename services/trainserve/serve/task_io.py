@@ -23,6 +23,9 @@ from trainserve.core.errors import InvalidArgument
 # Tensor names, shared with `serve.signature.io_specs`.
 NUM_SAMPLES, SAMPLES = "num_samples", "samples"
 TOKENS, PROMPT, TEXT = "tokens", "prompt", "text"
+# A BERT classifier's raw-text input, and the classifier outputs (= serve.dataplane's).
+TEXT_INPUT = "text"
+PROBABILITIES_OUT, LABEL_OUT, CLASS_NAME_OUT = "probabilities", "label", "class_name"
 
 MAX_GENERATED_SAMPLES = 10_000
 MAX_PROMPT_CHARS = 10_000
@@ -110,6 +113,11 @@ def task_rules(task: str, input_names: Sequence[str], vocabulary: Sequence[str])
                          parameters=(SEED,), check=check_num_samples)
     if task == "seq2seq":
         return TaskRules(check=lambda inputs: check_token_ids(inputs, len(vocabulary)))
+    if task == "masked_lm":  # BERT pre-trained: token ids of its tokenizer
+        return TaskRules(check=lambda inputs: check_token_ids(inputs, len(vocabulary)))
+    if task == "classification" and TEXT_INPUT in input_names:  # a BERT classifier
+        outs = (PROBABILITIES_OUT, LABEL_OUT) + ((CLASS_NAME_OUT,) if vocabulary else ())
+        return TaskRules(forms=(("input", outs), (TEXT_INPUT, outs)), check=check_texts)
     if task == "language_model":
         vocab = tuple(vocabulary)
         return TaskRules(parameters=LM_PARAMETERS,
@@ -160,3 +168,26 @@ def encode_prompt(prompt: Any, vocabulary: Sequence[str], row: int = 0) -> list[
         shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
         raise InvalidArgument(f"{where}: characters not in the model's vocabulary: {shown}")
     return [index[c] for c in text]
+
+
+def check_texts(inputs: dict[str, np.ndarray]) -> None:
+    """A BERT classifier's `text` rows: UTF-8, at most MAX_PROMPT_CHARS characters each."""
+    if TEXT_INPUT in inputs:
+        for row, text in enumerate(inputs[TEXT_INPUT].reshape(-1)):
+            decode_text(text, row)
+    else:  # token ids: the tokenizer's vocabulary
+        from trainserve.training.tokenizer import vocab_size
+        check_token_ids(inputs, vocab_size())
+
+
+def decode_text(value: Any, row: int = 0) -> str:
+    """One `text` row (UTF-8 bytes or str) as str; characters outside the tokenizer's
+    vocabulary become [UNK] later, so only the encoding and the length are checked."""
+    where = f"input {TEXT_INPUT!r} row {row}"
+    try:
+        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{where}: text must be UTF-8") from None
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidArgument(f"{where}: at most {MAX_PROMPT_CHARS} characters, got {len(text)}")
+    return text
