@@ -21,6 +21,8 @@ import numpy as np
 from trainserve.core import errors
 from trainserve.core.metrics import search_metric
 from trainserve.core.pb import job_pb2
+from trainserve.jobs.figures import (grid as _grid, pyplot as _pyplot, save as _save,
+                                     show_image as _show_image)
 
 TRIAL_CURVES = "trials_curves.png"
 TRIAL_PARAMS = "trials_params.png"
@@ -35,7 +37,6 @@ SPLITS = ("train", "val")
 STOPPED = "stopped_early"
 SCORED_STATES = ("finished", STOPPED)
 BEST_COLOR, STOPPED_COLOR = "tab:red", "0.6"
-DPI = 110
 
 
 class NoEpochs(errors.FailedPrecondition):
@@ -43,33 +44,6 @@ class NoEpochs(errors.FailedPrecondition):
 
 
 # -- shared helpers -------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
-
-
-def _grid(n: int, cols: int = 3, size: tuple[float, float] = (4.6, 3.4)):
-    """A figure with `n` panels in rows of at most `cols`; the unused panels hidden."""
-    plt = _pyplot()
-    ncols = min(n, cols)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows),
-                             squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
@@ -297,12 +271,18 @@ def metric_series(epochs: Sequence[job_pb2.EpochMetrics]
 
 def training_plots(job: job_pb2.Job, epochs: Sequence[job_pb2.EpochMetrics],
                    out_dir: Path) -> list[Path]:
-    """The plots of an ordinary training job (today its curves); `NoEpochs` without any."""
-    series = without_constant_lr(metric_series(epochs))
+    """The plots of an ordinary training job: its curves, and the per-layer statistics of
+    `spec.training.diagnostics` in plots of their own (`plots_inside`); `NoEpochs` without
+    any epoch."""
+    from trainserve.jobs import plots_inside
+    everything = metric_series(epochs)
+    series = without_constant_lr({base: splits for base, splits in everything.items()
+                                  if not plots_inside.is_diagnostic(base)})
     if not series:
         raise NoEpochs(f"job {job.id} has no epochs yet")
-    return [plot_training_curves(series, Path(out_dir) / TRAINING_CURVES,
-                                 title=job.spec.name or job.id)]
+    title = job.spec.name or job.id
+    return [plot_training_curves(series, Path(out_dir) / TRAINING_CURVES, title=title),
+            *plots_inside.curve_plots(everything, Path(out_dir), title)]
 
 
 def without_constant_lr(series: dict) -> dict:
@@ -344,8 +324,15 @@ def load_evaluation(path: str | Path) -> dict[str, np.ndarray]:
 
 def evaluation_plots(arrays: dict[str, np.ndarray], out_dir: Path,
                      title: str = "") -> list[Path]:
-    """The plots of a job's saved evaluation (see the module docstring), under `out_dir`."""
-    out_dir, kind = Path(out_dir), str(arrays["kind"])
+    """The plots of a job's saved evaluation (see the module docstring), and those looking
+    inside the network (`plots_inside`), under `out_dir`."""
+    from trainserve.jobs import plots_inside
+    return [*_task_plots(arrays, Path(out_dir), title),
+            *plots_inside.evaluation_plots(arrays, Path(out_dir), title)]
+
+
+def _task_plots(arrays: dict[str, np.ndarray], out_dir: Path, title: str) -> list[Path]:
+    kind = str(arrays["kind"])
     if kind == "classification":
         paths = [plot_confusion(arrays["y_true"], arrays["probabilities"].argmax(axis=1),
                                 list(arrays["class_names"]), out_dir / CONFUSION, title)]
@@ -471,17 +458,6 @@ def plot_predictions(y_true, y_pred, path: Path, title: str = "") -> Path:
 
 def _is_image(sample_shape: tuple[int, ...]) -> bool:
     return len(sample_shape) == 3 and sample_shape[0] in (1, 3)
-
-
-def _show_image(ax, image: np.ndarray, vmin: float, vmax: float) -> None:
-    """One [C, H, W] image, grey for one channel, colour (scaled to [0, 1]) for three."""
-    if image.shape[0] == 1:
-        ax.imshow(image[0], cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
-    else:
-        rgb = (np.transpose(image, (1, 2, 0)) - vmin) / max(vmax - vmin, 1e-12)
-        ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def plot_reconstructions(originals, reconstructions, path: Path, title: str = "") -> Path:

@@ -34,15 +34,17 @@ NUM_POINTS = 1000            # generated (and real) points of a 2-D dataset
 SAMPLE_STREAM = 7            # derive_seed(seed, SAMPLE_STREAM): the samples' generator
 
 
-def save_evaluation(path: str | Path, data, module, out, x, y, seed: int) -> Path | None:
+def save_evaluation(path: str | Path, data, module, out, x, y, seed: int,
+                    extra: dict[str, np.ndarray] | None = None) -> Path | None:
     """Write `evaluation.npz` of the final split (`out` the model's outputs on `x`, targets
-    `y`; `data` the job's `PreparedData`). Returns its path, or None when the task plots
-    nothing. Never raises: a plot must not fail a trained job."""
+    `y`; `data` the job's `PreparedData`), with `extra` arrays (`training.inside`'s) added.
+    Returns its path, or None when the task plots nothing. Never raises: a plot must not
+    fail a trained job."""
     try:
         arrays = evaluation_arrays(data, module, out, x, y, seed)
         if arrays is None:
             return None
-        return _write_npz(Path(path), arrays)
+        return _write_npz(Path(path), arrays | (extra or {}))
     except Exception:  # noqa: BLE001 - see the docstring
         log.warning("could not save the evaluation data for plots", exc_info=True)
         return None

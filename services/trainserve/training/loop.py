@@ -38,7 +38,9 @@ from trainserve.training import checkpoints, zoo
 from trainserve.training.artifacts import save_artifact, unwrap
 from trainserve.training.augment import Augmenter, enabled as augmentation_enabled
 from trainserve.training.data import PreparedData, prepare_data
+from trainserve.training.diagnostics import PROBE_SAMPLES, make_diagnostics
 from trainserve.training.evaluation import EVALUATION_FILE, save_evaluation
+from trainserve.training.inside import inside_arrays
 from trainserve.training.losses import build_loss, build_mean_loss
 from trainserve.training.optimizers import build_optimizer, get_optimizer, step_size
 from trainserve.training.paths import JobPaths
@@ -255,6 +257,7 @@ class _Trainer:
             if spec.training.HasField("early_stopping") else None
         self.augment = self._augmenter()
         self.penalized = self._penalized_parameters()
+        self.diagnostics = make_diagnostics(spec, self.module)  # None unless asked for
         start_epoch = self._resume()
         self.seeds = _EpochSeeds(spec.training.seed, self.rank, spec.training.epochs)
         self.seeds(start_epoch + 1)  # derives the first block's
@@ -368,6 +371,8 @@ class _Trainer:
             return None
         metrics = self._train_metrics(sums, epoch)
         seconds = time.monotonic() - t0
+        if self.diagnostics is not None:  # every rank: the metrics' keys must agree
+            metrics.update(self.diagnostics.epoch_metrics(self._probe))
         if self.has_val:
             metrics.update(self._evaluate("val"))
         metrics = self._agree(metrics | {"lr": lr})
@@ -402,6 +407,7 @@ class _Trainer:
         step, forward, optimizer, poll = sums.step, self.forward, self.optimizer, self.poll
         augment, penalized = self.augment, self.penalized
         grad_clip = self.spec.optimizer.grad_clip
+        diagnose = None if self.diagnostics is None else self.diagnostics.step
         for batch, scale in self.batches:
             xb, yb = self._batch_input(xs[batch]), ys[batch]
             if augment is not None:
@@ -415,12 +421,20 @@ class _Trainer:
                 loss = loss + self._penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if diagnose is not None:
+                diagnose()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), grad_clip)
             optimizer.step()
             if poll.step():
                 return None
         return self._sum_over_ranks(sums.total())
+
+    def _probe(self) -> None:
+        """The probe batch of the activation statistics (`training.diagnostics`)."""
+        self.module.eval()
+        self._evaluate_chunk(self.tensors["x_train"][:PROBE_SAMPLES],
+                             self.tensors["y_train"][:PROBE_SAMPLES])
 
     def _batch_input(self, xb: torch.Tensor) -> torch.Tensor:
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
@@ -565,7 +579,8 @@ class _Trainer:
         metrics, cm = self.task.final_metrics(split, out, x, y, losses, self.module)
         if self.rank == 0 and self.plan.artifact:  # what the plots need (training.evaluation)
             save_evaluation(self.paths.root / EVALUATION_FILE, self.data, self.module, out, x,
-                            y, self.spec.training.seed)
+                            y, self.spec.training.seed,
+                            extra=inside_arrays(self.spec, self.data, self.module, x, y))
         if self.stopper is not None:
             metrics |= self.stopper.summary(self.epoch)
         return self._finish("succeeded", metrics | dict(self.plan.extra_metrics), cm)

@@ -24,6 +24,7 @@ from trainserve.training import datasets as _datasets, zoo as _zoo
 from trainserve.training.augment import check_augmentation
 from trainserve.training.checks import check_choice, check_positive, check_range, fail
 from trainserve.training.data import NORMALIZERS
+from trainserve.training.diagnostics import check_diagnostics
 from trainserve.training.splits import split_sizes
 from trainserve.training.datasets import DATASETS, DatasetInfo, dataset_info, get_dataset
 from trainserve.training.label_fraction import check_label_fraction
@@ -214,6 +215,7 @@ def _check_training(spec, info: DatasetInfo) -> None:
     _check_performance(tr.performance, info)
     _check_runtime_limits(tr)
     _check_top_k(tr, info)
+    check_diagnostics(tr)
 
 
 def _check_top_k(tr, info: DatasetInfo) -> None:
