@@ -326,9 +326,10 @@ def evaluation_plots(arrays: dict[str, np.ndarray], out_dir: Path,
                      title: str = "") -> list[Path]:
     """The plots of a job's saved evaluation (see the module docstring), and those looking
     inside the network (`plots_inside`), under `out_dir`."""
-    from trainserve.jobs import plots_inside
+    from trainserve.jobs import plots_attention, plots_inside
     return [*_task_plots(arrays, Path(out_dir), title),
-            *plots_inside.evaluation_plots(arrays, Path(out_dir), title)]
+            *plots_inside.evaluation_plots(arrays, Path(out_dir), title),
+            *plots_attention.attention_plots(arrays, Path(out_dir), title)]
 
 
 def _task_plots(arrays: dict[str, np.ndarray], out_dir: Path, title: str) -> list[Path]:

@@ -12,6 +12,10 @@ and never unpickles anything: `<job>/evaluation.npz`, plain arrays only (loads w
 - "generation" (GANs): `samples` [n, *input_shape], and `real` (up to `NUM_POINTS` samples of
   the final split) with their labels `real_labels`, in the dataset's units.
 
+A network that keeps attention weights (`model.bert`) adds `attention_weights` and
+`attention_tokens` of one sample (`training.attention`); its masked-language-model task, which
+saves nothing else, gets the kind "masked_lm".
+
 Samples are drawn with a generator seeded by the job's seed, so they are reproducible. Token
 tasks (seq2seq, language models) save nothing: their curves say it all.
 """
@@ -53,8 +57,11 @@ def save_evaluation(path: str | Path, data, module, out, x, y, seed: int,
 def evaluation_arrays(data, module, out, x, y, seed: int) -> dict[str, np.ndarray] | None:
     """The arrays of `evaluation.npz` (see the module docstring), or None."""
     import torch
+
+    from trainserve.training.attention import with_attention
     with torch.no_grad():
-        return _arrays(data, module, out, x, y, seed)
+        arrays = _arrays(data, module, out, x, y, seed)
+        return with_attention(arrays, data.info.task, module, x)  # BERT's attention maps
 
 
 def _arrays(data, module, out, x, y, seed: int) -> dict[str, np.ndarray] | None:
