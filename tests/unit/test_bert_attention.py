@@ -4,7 +4,7 @@ import torch
 
 from trainserve.jobs import plots
 from trainserve.jobs.plots_attention import ATTENTION, attention_plots
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 from trainserve.training.attention import attention_arrays, with_attention
 from trainserve.training.zoo.nets.bert import BERT
 

@@ -7,11 +7,11 @@ from google.protobuf import json_format
 
 from trainserve.core import errors
 from trainserve.core.pb import spec_pb2
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 from trainserve.training.datasets import dataset_info, load_dataset
 from trainserve.training.datasets.bert_text import SOURCES, documents
 from trainserve.training.mlm_task import mask_tokens
-from trainserve.training.tokenizer import CLS, MASK, PAD, SPECIALS
+from trainserve.training.datasets.tokenizer import CLS, MASK, PAD, SPECIALS
 from trainserve.training.validate import check_spec
 from trainserve.training.zoo import build_model
 from trainserve.training.zoo.nets.bert import BERT

@@ -10,7 +10,7 @@ from trainserve.serve.dataplane import InferInput, InferRequest, ModelSignature
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.signature import io_specs
 from trainserve.serve.task_io import task_rules
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 from trainserve.training.artifacts import load_artifact
 from trainserve.training.loop import train
 from trainserve.training.reporting import ListReporter, NullReporter

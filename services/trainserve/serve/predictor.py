@@ -79,9 +79,9 @@ class Predictor:
         return self.predict(x)
 
     def tokenize(self, texts: np.ndarray) -> np.ndarray:
-        """A BERT model's `text` rows as token ids [N, T] (`training.tokenizer`: [CLS], the
+        """A BERT model's `text` rows as token ids [N, T] (`training.datasets.tokenizer`: [CLS], the
         characters, [PAD]; longer text is cut)."""
-        from trainserve.training import tokenizer
+        from trainserve.training.datasets import tokenizer
         rows = np.asarray(texts, dtype=object).reshape(-1)
         return tokenizer.encode_batch((decode_text(t, i) for i, t in enumerate(rows)),
                                       self.input_shape[0])

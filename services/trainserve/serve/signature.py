@@ -95,9 +95,10 @@ def is_text_classifier(meta: dict) -> bool:
 
 
 def _bert_io_specs(meta: dict):
-    """BERT (docs/bert.md). Both take token ids `input` INT64 [-1, T] (`training.tokenizer`:
-    [CLS] first, [PAD] after the text). masked_lm: output `tokens` INT64 [-1, T], the most
-    likely token at every position (at a [MASK], the model's guess). A classifier also takes
+    """BERT (docs/bert.md). Both take token ids `input` INT64 [-1, T]
+    (`training.datasets.tokenizer`: [CLS] first, [PAD] after the text). masked_lm: output
+    `tokens` INT64 [-1, T], the most likely token at every position (at a [MASK], the
+    model's guess). A classifier also takes
     `text` BYTES [-1] instead (one UTF-8 string per row, tokenized by the server) and answers
     like every classifier."""
     t = int(meta["input_shape"][0])

@@ -176,7 +176,7 @@ def check_texts(inputs: dict[str, np.ndarray]) -> None:
         for row, text in enumerate(inputs[TEXT_INPUT].reshape(-1)):
             decode_text(text, row)
     else:  # token ids: the tokenizer's vocabulary
-        from trainserve.training.tokenizer import vocab_size
+        from trainserve.training.datasets.tokenizer import vocab_size
         check_token_ids(inputs, vocab_size())
 
 

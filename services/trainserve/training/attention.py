@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 
 
 def attention_arrays(module, x) -> dict[str, np.ndarray]:

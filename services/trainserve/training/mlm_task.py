@@ -21,7 +21,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from trainserve.training.tokenizer import MASK, SPECIALS
+from trainserve.training.datasets.tokenizer import MASK, SPECIALS
 
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen tokens; the rest stay unchanged
 EVAL_MASK_SEED = 20240611  # fixed: every job's val/test masks are the same

@@ -1,4 +1,4 @@
-"""The text datasets of the BERT models (`model.bert`), tokenized by `training.tokenizer`
+"""The text datasets of the BERT models (`model.bert`), tokenized by `datasets.tokenizer`
 (characters; `[CLS]` first, `[PAD]` after the text). Inputs are token ids stored as float32
 like every input; `normalize` must be "none". `sequence_length` (default 64) counts the
 `[CLS]` token.
@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 from trainserve.training.checks import fail
 from trainserve.training.datasets import (DatasetInfo, data_rng, optional_field,
                                           register_dataset, sequence_length_of)

@@ -7,7 +7,7 @@ masked out of attention, pre-norm encoder layers, a masked-LM head or a [CLS] he
 """
 from __future__ import annotations
 
-from trainserve.training import tokenizer
+from trainserve.training.datasets import tokenizer
 from trainserve.training.checks import check_range, fail
 from trainserve.training.zoo import Architecture, register_architecture
 

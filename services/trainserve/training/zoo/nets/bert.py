@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainserve.training.tokenizer import PAD
+from trainserve.training.datasets.tokenizer import PAD
 
 
 class EncoderLayer(nn.Module):
