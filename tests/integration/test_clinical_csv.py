@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.helpers import EXAMPLES, example
+from tests.integration.helpers import EXAMPLES, admin_token, example
 from trainserve.client import Client
 from trainserve.core import errors
 from trainserve.core.pb import job_pb2
@@ -97,5 +97,38 @@ def test_the_endpoint_answers_raw_rows(sdk, stack, trained):
                         datatype="BYTES")
         with pytest.raises(errors.InvalidArgument, match="BYTES"):
             sdk.predict(endpoint, [[63, 1, 27, 1.6, 1, 3]], http=http)  # numbers: refused
+        in_the_console(stack, endpoint, ROWS[0], out["class_name"][0])
     finally:
         sdk.undeploy(endpoint)
+
+
+def in_the_console(stack, endpoint: str, row: list[str], expected: str) -> None:
+    """The console's try-it panel builds its form from the stored columns (a menu of each
+    categorical's categories, a text box per number, blank for missing) and gets the same
+    answer as the SDK for the same raw row."""
+    from tests.e2e.conftest import chromium_binary
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed (./dev.sh test installs it)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_binary(), headless=True)
+        page = browser.new_page(base_url=stack.config.console_url)
+        page.goto("/signin")
+        page.get_by_label("Job API token").fill(admin_token(stack.config))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/jobs")
+        page.goto(f"/endpoints/{endpoint}")
+        page.get_by_label("sex", exact=True).wait_for(timeout=60_000)
+        assert page.get_by_label("stage", exact=True).locator("option").all_inner_texts() == [
+            "(missing)", "1", "2", "3"]
+        for name, cell in zip(["age", "sex", "bmi", "creatinine", "smoker", "stage"], row):
+            field = page.get_by_label(name, exact=True)
+            if field.evaluate("e => e.tagName") == "SELECT":
+                field.select_option(cell)
+            else:
+                field.fill(cell)
+        page.get_by_role("button", name="Send").click()
+        page.locator("#answer-label").wait_for(timeout=30_000)
+        assert page.locator("#answer-label").inner_text() == expected
+        browser.close()

@@ -349,7 +349,7 @@ def test_a_second_user_neither_sees_nor_acts_on_the_firsts_objects(app, api):
 
 def test_the_panel_follows_the_signature():
     numbers = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]}
-    assert tryit.panel(numbers) == {"kind": "numbers", "features": 4}
+    assert tryit.panel(numbers) == {"kind": "numbers", "features": 4, "names": []}
     assert tryit.oip_request(numbers, {"kind": "numbers", "values": [1, 2, 3, 4]})["inputs"] == [
         {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]
     with pytest.raises(errors.InvalidArgument, match="values"):
@@ -365,6 +365,32 @@ def test_the_panel_follows_the_signature():
         tryit.oip_request(gpt, {"kind": "prompt", "prompt": "x", "max_new_tokens": 10**6})
     with pytest.raises(errors.InvalidArgument, match="kind"):
         tryit.oip_request(gpt, {"kind": "image", "values": []})
+
+
+def test_tabular_forms_name_their_columns_and_raw_rows_go_as_text():
+    from trainserve.console.registry_views import model_json
+    from trainserve.core.pb import model_pb2
+    plain = model_pb2.ModelVersion(name="iris", version=1)
+    plain.spec.dataset.feature_columns.extend(["sepal_len", "sepal_wid"])
+    plain.inputs.add(name="input", datatype="FP32", shape=[-1, 2])
+    assert tryit.panel(model_json(plain))["names"] == ["sepal_len", "sepal_wid"]
+
+    clinical = model_pb2.ModelVersion(name="ckd", version=1)
+    clinical.inputs.add(name="input", datatype="BYTES", shape=[-1, 2])
+    clinical.preprocessing.columns.add(name="sex", kind="categorical", categories=["F", "M"])
+    clinical.preprocessing.columns.add(name="creatinine", kind="numeric", fill=1.1)
+    model = model_json(clinical)
+    panel = tryit.panel(model)
+    assert panel["kind"] == "row"
+    assert [(c["name"], c["categories"], c["missing_ok"]) for c in panel["columns"]] == [
+        ("sex", ["F", "M"], True), ("creatinine", [], True)]
+    request = tryit.oip_request(model, {"kind": "row", "cells": ["M", ""]})
+    assert request["inputs"] == [{"name": "input", "datatype": "BYTES", "shape": [1, 2],
+                                  "data": ["M", ""]}]
+    with pytest.raises(errors.InvalidArgument, match="cells"):
+        tryit.oip_request(model, {"kind": "row", "cells": ["M"]})
+    with pytest.raises(errors.InvalidArgument, match=r"cells\[1\]"):
+        tryit.oip_request(model, {"kind": "row", "cells": ["M", "9" * 1000]})
 
 
 # -- serving metrics -----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 of names, numbers and strings (the job API's messages stay on the server side)."""
 from __future__ import annotations
 
+import math
+
 from typing import Any, Iterable
 
 from google.protobuf.json_format import MessageToDict
@@ -26,6 +28,10 @@ def model_json(m: model_pb2.ModelVersion) -> dict[str, Any]:
         "outputs": [tensor_json(t) for t in m.outputs],
         "preprocessing": m.preprocessing.kind or "none", "created": timestamp(m.created_at),
         "spec": spec_text(m.spec), "aliases": sorted(m.aliases), "tags": dict(m.tags),
+        "feature_names": list(m.spec.dataset.feature_columns),
+        "columns": [{"name": c.name, "kind": c.kind, "categories": list(c.categories),
+                     "missing_ok": not math.isnan(c.fill) or c.kind == "categorical"}
+                    for c in m.preprocessing.columns],
     }
 
 

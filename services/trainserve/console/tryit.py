@@ -18,15 +18,20 @@ MAX_PROMPT = 2_000         # characters of a prompt
 MAX_NEW_TOKENS = 500       # what the prompt box lets a page ask for
 MAX_SAMPLES = 16
 MAX_SHOWN = 4_096          # numbers of an output the page is sent
+MAX_CELL = 200             # characters of one cell of a raw table row
 
 
 def panel(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The form for `model` (`registry_views.model_json`): `numbers` (tabular features),
+    """The form for `model` (`registry_views.model_json`): `numbers` (tabular features, named
+    when the spec listed them), `row` (a raw table row: text and category cells, for models
+    that encode their clinical columns themselves),
     `image` (a drawing pad of H x W), `prompt` (text generation), `samples` (a generator) or
     `none` (a signature the panel does not build a form for)."""
     inputs = {t["name"]: t for t in model["inputs"]}
     if "prompt" in inputs:
         return {"kind": "prompt"}
+    if "input" in inputs and inputs["input"]["datatype"] == "BYTES" and model.get("columns"):
+        return {"kind": "row", "columns": model["columns"]}
     if "input" in inputs and inputs["input"]["datatype"] == "FP32":
         dims = inputs["input"]["shape"][1:]
         if len(dims) >= 2:
@@ -34,7 +39,9 @@ def panel(model: Mapping[str, Any]) -> dict[str, Any]:
                     "channels": dims[0] if len(dims) == 3 else 1,
                     "pixel_max": 16 if model.get("dataset") == "digits" else 1}
         if len(dims) == 1:
-            return {"kind": "numbers", "features": dims[0]}
+            names = model.get("feature_names") or []
+            return {"kind": "numbers", "features": dims[0],
+                    "names": names if len(names) == dims[0] else []}
     if "num_samples" in inputs:
         return {"kind": "samples"}
     return {"kind": "none"}
@@ -52,6 +59,10 @@ def oip_request(model: Mapping[str, Any], posted: Mapping[str, Any]) -> dict[str
         count = _int(posted.get("num_samples", 1), "num_samples", 1, MAX_SAMPLES)
         return {"inputs": [{"name": "num_samples", "datatype": "INT64", "shape": [1],
                             "data": [count]}], **_seed(posted)}
+    if kind == "row":
+        columns = model["columns"]
+        return {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1, len(columns)],
+                            "data": _cells(posted.get("cells"), columns)}]}
     if kind in ("numbers", "image"):
         dims = next(t["shape"][1:] for t in model["inputs"] if t["name"] == "input")
         return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, *dims],
@@ -92,6 +103,18 @@ def _values(values: Any, count: int) -> list[float]:
     if not isinstance(values, list) or len(values) != count:
         raise errors.InvalidArgument(f"{count} numbers", field="values")
     return [_number(v, f"values[{i}]") for i, v in enumerate(values)]
+
+
+def _cells(cells: Any, columns: list[Mapping[str, Any]]) -> list[str]:
+    """One text cell per column of a raw table row ("" is a missing value: the model fills
+    it, or refuses it, as it was trained to)."""
+    if not isinstance(cells, list) or len(cells) != len(columns):
+        raise errors.InvalidArgument(f"{len(columns)} cells, one per column", field="cells")
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, str) or len(cell) > MAX_CELL:
+            raise errors.InvalidArgument(f"text of at most {MAX_CELL} characters",
+                                         field=f"cells[{i}]")
+    return cells
 
 
 def _number(value: Any, field: str) -> float:

@@ -97,7 +97,13 @@
     const form = $("try-form");
     if (p.kind === "numbers") {
       box.append(el("div", {class: "features"}, Array.from({length: p.features}, (_, i) =>
-        field(`f-${i}`, `Feature ${i + 1}`, el("input", {id: `f-${i}`, name: `f${i}`, type: "number", step: "any", value: 0, required: true})))));
+        field(`f-${i}`, p.names[i] || `Feature ${i + 1}`, el("input", {id: `f-${i}`, name: `f${i}`, type: "number", step: "any", value: 0, required: true})))));
+    } else if (p.kind === "row") {
+      box.append(el("div", {class: "features"}, p.columns.map((c, i) => field(`c-${i}`, c.name,
+        c.kind === "categorical"
+          ? el("select", {id: `c-${i}`}, el("option", {value: ""}, "(missing)"), c.categories.map((v) => el("option", {value: v}, v)))
+          : el("input", {id: `c-${i}`, type: "text", inputmode: "decimal", maxlength: 200, value: "",
+            required: !c.missing_ok, placeholder: c.missing_ok ? "blank: missing" : ""})))));
     } else if (p.kind === "image") {
       pad = TSPad.create(box, {height: p.height, width: p.width, pixelMax: p.pixel_max, label: "Drawing pad"});
       box.append(field("pixel-max", "Pixel value of full ink", el("input", {id: "pixel-max", type: "number", step: "any", min: 0, value: p.pixel_max})));
@@ -121,6 +127,7 @@
   function request() {
     const body = {kind: panel.kind, inference_token: $("try-token").value};
     if (panel.kind === "numbers") body.values = Array.from({length: panel.features}, (_, i) => Number($(`f-${i}`).value));
+    if (panel.kind === "row") body.cells = panel.columns.map((_, i) => $(`c-${i}`).value);
     if (panel.kind === "image") {
       const max = Number($("pixel-max").value) || panel.pixel_max;
       body.values = pad.values(panel.channels).map((v) => v * max / panel.pixel_max);
