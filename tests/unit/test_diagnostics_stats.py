@@ -179,3 +179,38 @@ def test_the_loop_reports_the_statistics_per_epoch_only_when_asked(tmp_path):
     assert not any(D.split_name(k) for e in off.epochs for k in e.metrics)
     # The statistics only look: the trained weights are the same with and without them.
     assert on.epochs[-1].metrics["train_loss"] == off.epochs[-1].metrics["train_loss"]
+
+
+IRIS = {"dataset": {"name": "iris"}, "model": {"mlp": {"hidden": [16, 16]}},
+        "training": {"epochs": 2, "batch_size": 16,
+                     "diagnostics": {"gradients": True, "activations": True}}}
+
+
+def _ddp_worker(rank, port, job_dirs, queue):
+    import os
+
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        reporter = ListReporter()
+        train(check_spec(parse_spec(IRIS)), job_dirs[0], reporter, rank=rank, world_size=2)
+        queue.put((rank, [e.metrics for e in reporter.epochs]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_with_ddp_every_rank_reports_the_one_process_gradient_norms(tmp_path):
+    """DDP's averaged gradients are the global batch's, as in one process (`training.loop`):
+    so are their norms, and the ranks report the same statistics."""
+    from tests.unit.ddp import run_two_ranks
+    (_, rank0), (_, rank1) = run_two_ranks(_ddp_worker, [str(tmp_path / "ddp")])
+    single = ListReporter()
+    train(check_spec(parse_spec(IRIS)), tmp_path / "one", single)
+    assert rank0 == rank1
+    for ddp_epoch, one_epoch in zip(rank0, (e.metrics for e in single.epochs)):
+        grads = sorted(k for k in one_epoch if k.startswith("grad_norm/"))
+        assert len(grads) == 3 and grads == sorted(k for k in ddp_epoch
+                                                   if k.startswith("grad_norm/"))
+        for k in grads:
+            assert ddp_epoch[k] == pytest.approx(one_epoch[k], rel=1e-4), k
