@@ -214,3 +214,11 @@ def test_with_ddp_every_rank_reports_the_one_process_gradient_norms(tmp_path):
                                                    if k.startswith("grad_norm/"))
         for k in grads:
             assert ddp_epoch[k] == pytest.approx(one_epoch[k], rel=1e-4), k
+
+
+def test_the_epoch_log_line_counts_the_statistics_instead_of_listing_them():
+    from trainserve.training.reporting import epoch_line
+    line = epoch_line(2, 5, {"train_loss": 0.5, "grad_norm/01_fc1": 0.1,
+                             "act_mean/01_act1": 0.3}, 1.0)
+    assert line == "epoch 2/5: train_loss=0.5 (+2 per-layer statistics) (1.0 s)"
+    assert epoch_line(1, 5, {"train_loss": 0.5}, 1.0) == "epoch 1/5: train_loss=0.5 (1.0 s)"

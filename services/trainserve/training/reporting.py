@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, runtime_checkable
 
+from trainserve.training.diagnostics import split_name
+
 
 @runtime_checkable
 class Reporter(Protocol):
@@ -111,6 +113,11 @@ class LogLinesReporter:
 
 def epoch_line(epoch: int, total_epochs: int, metrics: Mapping[str, float],
                elapsed_seconds: float) -> str:
-    """"epoch 3/10: train_loss=0.4127 val_loss=0.5 (2.1 s)", metrics by name."""
-    values = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
-    return f"epoch {epoch}/{total_epochs}: {values} ({elapsed_seconds:.1f} s)"
+    """"epoch 3/10: train_loss=0.4127 val_loss=0.5 (2.1 s)", metrics by name. Per-layer
+    statistics (`training.diagnostics`, up to 64 of them) are counted, not listed: the
+    curves show them."""
+    shown = {k: v for k, v in metrics.items() if split_name(k) is None}
+    values = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(shown.items()))
+    layers = len(metrics) - len(shown)
+    more = f" (+{layers} per-layer statistics)" if layers else ""
+    return f"epoch {epoch}/{total_epochs}: {values}{more} ({elapsed_seconds:.1f} s)"
