@@ -240,3 +240,35 @@ def test_gpt_beats_the_bigram_baseline_on_the_corpus(tmp_path):
     out = loaded.module.generate(torch.from_numpy(encode("The ")), 40, temperature=0.8,
                                  generator=torch.Generator().manual_seed(0))
     assert len(decode(out)) == 44 and decode(out).startswith("The ")
+
+
+# --- the training options, one at a time (examples/options_measure.py) -----------------------
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_spec_parses_and_validates(path):
+    check_spec(load_spec_file(path))
+
+
+def _option_rows():
+    from examples.options_measure import ROWS
+    return [row for row in ROWS if row.target != "—"]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as examples/options_measure.py measures: the same float sums."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("row", _option_rows(), ids=lambda row: row.key)
+def test_option_examples_show_what_their_row_claims(row, tmp_path, one_thread):
+    """Each row of examples/README.md's "Training options, one at a time", at the specs' own
+    seed: only the runs its claim reads are trained (about 20 s of CPU for all rows)."""
+    from examples.options_measure import run_row
+    runs = run_row(row, None, tmp_path, only_checked=True)
+    assert row.check(runs), {label: m.get("test_accuracy", m.get("test_mse"))
+                             for label, m in runs.items()}
