@@ -86,8 +86,8 @@ def test_size_limit_is_resource_exhausted_and_leaves_nothing(stack, tmp_path):
                              str(cfg.storage_path), "--metrics-port", "0",
                              "--max-dataset-bytes", "1000"])
     try:
-        with Client(f"127.0.0.1:{port}", retry_for=20) as c:
-            c.list_datasets()  # waits for the server
+        with Client(f"127.0.0.1:{port}", retry_for=20, connect_for=20) as c:
+            c.list_datasets()  # waits for the server to start
             path = _csv(tmp_path, "a,b\n" + "1,2\n" * 1000)
             with pytest.raises(errors.ResourceExhausted, match="1000 bytes"):
                 c.upload_dataset(path, "too-big", chunk_size=256)

@@ -103,3 +103,13 @@ def test_an_api_that_answered_once_is_retried_for_retry_for(fake_api):  # noqa: 
         start = time.monotonic()
         assert ts.get_job("j-1").id == "j-1"
     assert time.monotonic() - start > 1.5  # well past the window of a client never answered
+
+
+def test_a_client_waiting_for_a_starting_api_says_so_with_connect_for():
+    address = f"127.0.0.1:{free_port()}"
+    for connect_for, low, high in ((1.5, 1.0, 3.5), (4.0, 3.5, 7.0)):
+        start = time.monotonic()
+        with Client(address, timeout=5, retry_for=20, connect_for=connect_for) as c:
+            with pytest.raises(errors.Unavailable):
+                c.list_datasets()
+        assert low <= time.monotonic() - start <= high, connect_for

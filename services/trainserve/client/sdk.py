@@ -79,7 +79,8 @@ class Client:
     Calls that fail with UNAVAILABLE (the API restarting, Redis briefly gone) are retried
     with backoff for up to `retry_for` seconds; `submit` retries with the same request id,
     so a retried submission never creates a second job. Until the API has answered once,
-    for at most 2 s (`CONNECT_RETRY_S`): an address where nothing listens fails quickly.
+    for at most `connect_for` seconds (default 1.5 s): an address where nothing listens fails
+    quickly (a script that starts the API and then waits for it passes a longer one).
     `inference_token` (default `$TRAINSERVE_INFERENCE_TOKEN`) is sent as a bearer token to
     the inference endpoints (`predict`, `infer`, `model_metadata`) when set.
     `token` (default `$TRAINSERVE_TOKEN`, else the admin token of the local stack when
@@ -93,12 +94,14 @@ class Client:
     def __init__(self, address: str | None = None, timeout: float = 30.0,
                  retry_for: float = 15.0, channel: grpc.Channel | None = None,
                  inference_token: str | None = None, token: str | None = None,
-                 tls: TlsFiles | None = None, insecure: bool | None = None):
+                 tls: TlsFiles | None = None, insecure: bool | None = None,
+                 connect_for: float = CONNECT_RETRY_S):
         self.address = api_address(address)
         self.inference_token = (inference_token if inference_token is not None
                                 else os.environ.get(INFERENCE_TOKEN_ENV) or None)
         self.timeout = timeout
         self.retry_for = retry_for
+        self.connect_for = connect_for
         self._insecure = insecure
         self._answered = False  # whether the API has answered a call of this client yet
         self._rest_bases: dict[str, str] = {}  # endpoint -> its REST base, as looked up
@@ -565,8 +568,8 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request, retry: bool = True) -> T:
         """One unary call; UNAVAILABLE is retried with backoff for `retry_for` seconds,
-        while the API has never answered and cannot be connected to for `CONNECT_RETRY_S`."""
-        connect_for = None if self._answered else CONNECT_RETRY_S
+        while the API has never answered and cannot be connected to for `connect_for`."""
+        connect_for = None if self._answered else self.connect_for
         try:
             reply = call_with_retry(method, request, timeout=self.timeout,
                                     retry_for=self.retry_for, address=self.address,
@@ -581,6 +584,6 @@ class Client:
 
     def _retry_window(self) -> float:
         """How long a watch reconnects: `retry_for` once the API has answered this client
-        (it may be restarting); before that at most `CONNECT_RETRY_S`, so that an address
+        (it may be restarting); before that at most `connect_for`, so that an address
         where nothing listens fails within about 2 s instead of `retry_for`."""
-        return self.retry_for if self._answered else min(self.retry_for, CONNECT_RETRY_S)
+        return self.retry_for if self._answered else min(self.retry_for, self.connect_for)
