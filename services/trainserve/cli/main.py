@@ -5,6 +5,7 @@ from trainserve.cli import (  # noqa: F401 - importing registers the commands
     access, commands, compare, console, datasets, export, logs, plot, registry, rollout, stack)
 from trainserve.cli import tokens  # noqa: F401 - registers `trainserve token`
 from trainserve.cli import specs  # noqa: F401 - registers `trainserve spec-schema`
+from trainserve.cli import evaluate  # noqa: F401 - registers `trainserve evaluate`
 from trainserve.cli.app import app
 
 

@@ -587,3 +587,25 @@ class Client:
         (it may be restarting); before that at most `connect_for`, so that an address
         where nothing listens fails within about 2 s instead of `retry_for`."""
         return self.retry_for if self._answered else min(self.retry_for, self.connect_for)
+
+    # -- evaluation (external validation, docs/evaluation.md) -----------------------------------
+    def evaluate(self, model: str, dataset: str, *, wait: bool = False,
+                 timeout: float | None = None, description: str = "",
+                 labels: Mapping[str, str] | None = None,
+                 request_id: str | None = None) -> job_pb2.Job:
+        """Evaluate a registered model version on a dataset, as a job: `model` is NAME (the
+        latest), NAME:VERSION or NAME@ALIAS; `dataset` an uploaded (or built-in) dataset with
+        the model's signature. The job's metrics are the training job's final ones (`test_*`)
+        on every sample of `dataset`, its plots the same (confusion matrix, ROC, reliability).
+        Returns the job as submitted, or with `wait`, as it ended."""
+        from trainserve.core.pb import spec_pb2
+        spec = spec_pb2.JobSpec(evaluate=spec_pb2.EvaluateSpec(model=model, dataset=dataset),
+                                description=description, labels=dict(labels or {}))
+        job = self.submit(spec, request_id)
+        return self.wait(job.id, timeout) if wait else job
+
+    def evaluations(self, model: str, version: int = 0) -> list[job_pb2.Job]:
+        """The caller's evaluation jobs of a model version (`model` as `get_model` takes it),
+        newest first: those labelled `evaluates=NAME:VERSION`."""
+        mv = self.get_model(model, version)
+        return list(self.iter_jobs(labels={"evaluates": f"{mv.name}:{mv.version}"}))

@@ -20,6 +20,9 @@ from trainserve.core.pb import model_pb2, spec_pb2
 from trainserve.core.spec import check_scaling
 
 MODEL_FIELD, DATASET_FIELD = "spec.evaluate.model", "spec.evaluate.dataset"
+# The label the server gives an evaluation job: "NAME:VERSION" of the version it evaluates,
+# so `ListJobs(labels=["evaluates=digits:3"])` lists a version's evaluations.
+EVALUATES_LABEL = "evaluates"
 TASKS = ("classification", "regression")
 # What a user may set beside `evaluate`: the rest comes from the model version.
 OWN_FIELDS = ("evaluate", "description", "labels", "priority", "scaling")
@@ -102,6 +105,7 @@ def _from_version(spec: spec_pb2.JobSpec, mv: model_pb2.ModelVersion) -> spec_pb
     full.scaling.CopyFrom(spec.scaling)
     full.description, full.priority = spec.description, spec.priority
     full.labels.update(spec.labels)
+    full.labels[EVALUATES_LABEL] = f"{mv.name}:{mv.version}"
     full.name = mv.name
     full.scaling.num_workers = 1
     ev = full.evaluate

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # What to use instead, by input kind, for the refusals of architectures that do not fit it.
 SUGGESTIONS = {
     "image": "use cnn or resnet for images (or lenet5; mlp takes the flattened pixels)",
-    "sequence": "use rnn or transformer for sequences (mlp takes the flattened window)",
+    "sequence": "use rnn or transformer for sequences (mlp takes the flattened window); an "
+                "NPZ of single-channel images needs its channel axis: x[:, None], [N, 1, H, W]",
     "tabular": "use mlp for tabular data (perceptron, rbf and transformer take it too)",
 }
 _SHAPES = {"image": "[C, H, W]", "sequence": "[T, F]", "tabular": "[F]"}
