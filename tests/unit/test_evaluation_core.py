@@ -73,6 +73,7 @@ def test_a_phantom_cnn_is_evaluated_on_another_scanner(phantom_model, tmp_path):
     assert full.evaluate.artifact_path == mv.artifact_uri
     assert full.dataset.uploaded.path == str(other) and full.model.HasField("cnn")
     assert full.scaling.num_workers == 1 and not full.HasField("deploy")
+    assert full.labels["evaluates"] == "lesions:1"       # how a version's evaluations are listed
     result = evaluate_model(full, tmp_path, NullReporter())
     m = result.metrics
     assert result.status == "succeeded" and result.artifact_dir is None
@@ -189,3 +190,25 @@ def test_a_table_with_unknown_labels_is_refused(table_model, tmp_path):
     path = _csv(tmp_path / "d.csv", "age,dose,outcome", ["1,2,sick", "2,3,dead", "0,1,well"])
     with pytest.raises(InvalidArgument, match=r"\['dead'\] of 'd' are not classes"):
         _admit(_evaluation("outcome", "d"), mv, {"d": _content(path, "csv")})
+
+
+def test_a_regressor_is_evaluated_with_the_regression_metrics(tmp_path):
+    """A model trained on the built-in diabetes set, on an NPZ of (other) patients."""
+    from sklearn.datasets import load_diabetes
+    spec = spec_pb2.JobSpec(name="progression")
+    spec.dataset.name = "diabetes"
+    spec.model.mlp.hidden.extend([16])
+    spec.training.epochs = 20
+    spec.optimizer.name, spec.optimizer.lr = "adam", 0.01
+    mv = _train(tmp_path, spec, "progression")
+    data = load_diabetes()
+    np.savez(tmp_path / "other.npz", x=data.data[-120:].astype(np.float32),
+             y=data.target[-120:].astype(np.float32))
+    full = _admit(_evaluation("progression", "other"), mv,
+                  {"other": _content(tmp_path / "other.npz", "npz")})
+    assert full.dataset.task == "regression"
+    m = evaluate_model(full, tmp_path / "eval", NullReporter()).metrics
+    assert {"test_mse", "test_mae", "test_r2"} <= set(m) and "test_accuracy" not in m
+    assert m["test_r2"] > 0.2 and m["test_mae"] < 60, m
+    with np.load(tmp_path / "eval" / EVALUATION_FILE) as npz:
+        assert str(npz["kind"]) == "regression" and npz["y_pred"].shape == (120, 1)
