@@ -40,11 +40,13 @@ def test_empty_name_is_refused():
 
 
 def test_builtin_registrations():
-    assert DATASETS.names() == ["breast_cancer", "circles", "corpus", "diabetes", "digit_reversal",
+    assert DATASETS.names() == ["breast_cancer", "circles", "corpus", "corpus_mlm", "corpus_source",
+                                "diabetes", "digit_reversal",
                                 "digits", "iris",
-                                "moons", "rings", "sine", "sine_classify", "spirals",
+                                "moons", "phantoms", "phantoms64", "rings", "sine",
+                                "sine_classify", "spirals",
                                 "spirals3", "wine", "xor"]
-    assert ARCHITECTURES.names() == ["autoencoder", "cnn", "gan", "gpt", "lenet5", "mlp", "perceptron",
+    assert ARCHITECTURES.names() == ["autoencoder", "bert", "cnn", "gan", "gpt", "lenet5", "mlp", "perceptron",
                                      "rbf", "resnet", "rnn", "seq2seq", "transformer"]
     assert LOSSES.names() == ["bce", "cross_entropy", "huber", "mae", "mse", "non_saturating",
                               "perceptron"]
