@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 15.0  # a busy server's first requests (its database warming up) take seconds
 MAX_PARAMS = 100     # per log-batch request (the server's limit)
 MAX_METRICS = 1000   # per log-batch request
 MAX_PARAM_VALUE = 500  # characters; the oldest servers still accept this many

@@ -38,7 +38,10 @@ MLFLOW_STATUS = {"succeeded": "FINISHED", "cancelled": "KILLED", "failed": "FAIL
 
 
 class Tracker(Protocol):
-    name: str
+    """One tracker of a job: `epoch` per epoch, `finish` once with the outcome ("succeeded",
+    "cancelled", "failed") and the final metrics, `close` last. Any may raise: the caller
+    drops the tracker with a warning."""
+    name: str  # as the warnings call it
 
     def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
 
