@@ -95,7 +95,8 @@ def test_sequence_defaults_are_applied():
 
 @pytest.mark.parametrize("dataset,field,fragment", [
     ({"name": "iris", "sequence_length": 8}, "spec.dataset.sequence_length",
-     "only sequence datasets (corpus, digit_reversal, sine, sine_classify)"),
+     "only sequence datasets (corpus, corpus_mlm, corpus_source, digit_reversal, sine, "
+     "sine_classify)"),
     ({"name": "moons", "horizon": 2}, "spec.dataset.horizon", "only forecasting datasets (sine)"),
     ({"name": "sine_classify", "horizon": 2}, "spec.dataset.horizon", "forecasting"),
     ({"name": "sine", "sequence_length": 1}, "spec.dataset.sequence_length", "[2, 4096]"),
