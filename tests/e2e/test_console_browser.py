@@ -309,6 +309,24 @@ def test_a_spec_is_submitted_from_the_new_job_page(alice, users, shots):
     alice.remove_listener("dialog", accept)
 
 
+def test_per_layer_statistics_share_one_chart_per_statistic(alice, users):
+    sdk = users["alice"].sdk
+    job = sdk.submit(example("xor_mlp", name="inside", training={
+        "epochs": 3, "diagnostics": {"gradients": True, "activations": True}}))
+    assert wait_done(sdk, job.id).state == 3  # SUCCEEDED
+    layers = {m.split("/", 1)[1] for m in sdk.curves(job.id)["metrics"] if "/" in m}
+    assert layers, "no per-layer statistics"
+    alice.goto(f"/jobs/{job.id}")
+    chart = alice.locator('figure.chart[data-metric="grad_norm"]')
+    chart.wait_for(timeout=60_000)
+    assert chart.locator(".legend li").count() == len(
+        [m for m in sdk.curves(job.id)["metrics"] if m.startswith("grad_norm/")])
+    metrics = alice.locator("#curves figure.chart").evaluate_all(
+        "fs => fs.map(f => f.dataset.metric)")
+    assert not [m for m in metrics if "/" in m], metrics
+    assert {"grad_norm", "act_mean", "act_std", "act_saturated", "loss"} <= set(metrics)
+
+
 def test_a_page_of_200_jobs_renders_within_a_second(playwright_browser, stack, base, users,
                                                     shots):
     # The dispatcher stops first: the 200 jobs stay queued and nothing trains (the last

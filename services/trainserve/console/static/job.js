@@ -23,9 +23,10 @@
     bySeries.get(series).set(epoch, value);
   }
 
-  /** Charts group a metric's train_ and val_ curves: "loss" shows train_loss and val_loss. */
+  /** Charts group a metric's train_ and val_ curves: "loss" shows train_loss and val_loss;
+      and one statistic's per-layer curves ("grad_norm/01_fc1", ...): one chart per statistic. */
   function chartOf(metric) {
-    return metric.replace(/^(train|val)_/, "");
+    return metric.replace(/^(train|val)_/, "").split("/")[0];
   }
 
   function drawCharts() {
