@@ -23,7 +23,7 @@ def test_info_matches_the_data(name):
         assert y.dtype == np.int64
         assert sorted(np.unique(y)) == list(range(info.num_classes))
         assert len(info.class_names) == info.num_classes == info.output_dim
-    elif info.task in ("seq2seq", "language_model"):  # token ids (training.datasets.text)
+    elif info.task in ("seq2seq", "language_model", "masked_lm"):  # token ids
         assert y.dtype == np.int64 and y.shape == (info.num_samples, info.num_targets)
         assert 0 <= y.min() and y.max() < len(info.class_names) == info.num_classes
     else:

@@ -48,7 +48,8 @@ def _mlm_starts(t: int) -> np.ndarray:
 
 def _mlm_info(spec) -> DatasetInfo:
     t = _length(spec)
-    return DatasetInfo("corpus_mlm", MASKED_LM, 0, tokenizer.vocabulary(), (t,),
+    vocab = tokenizer.vocabulary()  # the classes of every position, as for `corpus`
+    return DatasetInfo("corpus_mlm", MASKED_LM, len(vocab), vocab, (t,),
                        len(_mlm_starts(t)), num_targets=t)
 
 
