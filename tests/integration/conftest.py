@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import grpc
@@ -103,3 +104,22 @@ def fault_stack():
             os.environ[ENV] = old
         if not os.environ.get("TRAINSERVE_KEEP_TEST_STATE"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def people(stack, channel):
+    """(alice, bob, tag): two plain users, each a `test_api_tenancy.As` with its `.token`,
+    names unique to this run."""
+    from tests.integration.test_api_tenancy import As
+    from trainserve.core.pb import auth_pb2, auth_pb2_grpc
+    tokens = auth_pb2_grpc.AuthServiceStub(channel)
+    tag = uuid.uuid4().hex[:6]
+    made = []
+    for who in ("alice", "bob"):
+        token = tokens.CreateToken(auth_pb2.CreateTokenRequest(user=f"{who}-{tag}"),
+                                   timeout=10).token
+        made.append(As(stack.config.api_address, token))
+        made[-1].token = token
+    yield (*made, tag)
+    for user in made:
+        user.channel.close()

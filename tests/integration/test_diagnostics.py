@@ -6,15 +6,13 @@ Another user sees none of it; a bad diagnostics field is refused with its path."
 from __future__ import annotations
 
 import struct
-import uuid
 
 import grpc
 import pytest
 
 from tests.integration.helpers import example, rpc_error, wait_job
-from tests.integration.test_api_tenancy import As
 from trainserve.client import Client
-from trainserve.core.pb import auth_pb2, auth_pb2_grpc, job_pb2
+from trainserve.core.pb import job_pb2
 from trainserve.core.spec import parse_spec
 
 pytestmark = pytest.mark.integration
@@ -27,25 +25,9 @@ DEEP = {"dataset": {"name": "moons", "num_samples": 300, "noise": 0.2},
 
 
 @pytest.fixture(scope="module")
-def people(stack, channel):
-    """(alice, bob): two plain users (`.token`), names unique to this run."""
-    tokens = auth_pb2_grpc.AuthServiceStub(channel)
-    tag = uuid.uuid4().hex[:6]
-    made = []
-    for who in ("alice", "bob"):
-        token = tokens.CreateToken(auth_pb2.CreateTokenRequest(user=f"{who}-{tag}"),
-                                   timeout=10).token
-        made.append(As(stack.config.api_address, token))
-        made[-1].token = token
-    yield made
-    for user in made:
-        user.channel.close()
-
-
-@pytest.fixture(scope="module")
 def jobs(people):
     """Alice's finished diagnostic MLP and LeNet-5 jobs."""
-    alice, _ = people
+    alice, _, _ = people
     submitted = [alice.submit(parse_spec(DEEP | {"name": "inside-moons"})),
                  alice.submit(example("lenet5_digits", name="inside-lenet",
                                       training={"epochs": 1}))]
@@ -61,7 +43,7 @@ def assert_png(data: bytes) -> None:
 
 
 def test_the_statistics_are_per_epoch_curves(stack, people, jobs):
-    alice, _ = people
+    alice, _, _ = people
     with Client(stack.config.api_address, token=alice.token) as sdk:
         curves = sdk.curves(jobs[0].id)["metrics"]
     layers = ("01_fc1", "02_fc2", "03_fc3", "04_out")
@@ -76,7 +58,7 @@ def test_the_statistics_are_per_epoch_curves(stack, people, jobs):
 
 
 def test_the_plots_are_artifacts(stack, people, jobs, tmp_path):
-    alice, _ = people
+    alice, _, _ = people
     with Client(stack.config.api_address, token=alice.token) as sdk:
         moons = {a.name for a in sdk.list_artifacts(jobs[0].id)}
         lenet = {a.name for a in sdk.list_artifacts(jobs[1].id)}
@@ -91,7 +73,7 @@ def test_the_plots_are_artifacts(stack, people, jobs, tmp_path):
 
 
 def test_another_user_sees_none_of_it(people, jobs):
-    _, bob = people
+    _, bob, _ = people
     for call, request in ((bob.jobs.GetJobCurves, job_pb2.GetJobCurvesRequest),
                           (bob.jobs.ListArtifacts, job_pb2.ListArtifactsRequest)):
         err = rpc_error(call, request(job_id=jobs[0].id), timeout=30)
@@ -102,7 +84,7 @@ def test_another_user_sees_none_of_it(people, jobs):
 
 
 def test_a_bad_diagnostics_field_is_invalid_argument_with_its_path(people):
-    alice, _ = people
+    alice, _, _ = people
     spec = parse_spec(DEEP | {"training": {"diagnostics": {"max_layers": 99}}})
     err = rpc_error(alice.submit, spec)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -6,35 +6,17 @@ it."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import grpc
 import pytest
 from typer.testing import CliRunner
 
 from tests.integration.helpers import example, rpc_error, wait_job
-from tests.integration.test_api_tenancy import As
-from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, deployment_pb2, job_pb2, model_pb2)
+from trainserve.core.pb import deployment_pb2, job_pb2, model_pb2
 
 pytestmark = pytest.mark.integration
 
 NOT_FOUND, INVALID = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture(scope="module")
-def people(stack, channel):
-    """(alice, bob, tag): two plain users with tokens (`.token`), names unique to this run."""
-    tokens = auth_pb2_grpc.AuthServiceStub(channel)
-    tag = uuid.uuid4().hex[:6]
-    made = []
-    for who in ("alice", "bob"):
-        token = tokens.CreateToken(auth_pb2.CreateTokenRequest(user=f"{who}-{tag}"),
-                                   timeout=10).token
-        made.append(As(stack.config.api_address, token))
-        made[-1].token = token
-    yield (*made, tag)
-    for user in made:
-        user.channel.close()
 
 
 @pytest.fixture(scope="module")
