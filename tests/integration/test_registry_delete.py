@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from tests.integration.helpers import example, rpc_error, wait_job
-from tests.integration.test_registry_aliases import cli, people, sdk  # noqa: F401 - fixtures
+from tests.integration.test_registry_aliases import cli, sdk  # noqa: F401 - fixtures
 from trainserve.core.pb import deployment_pb2, job_pb2, model_pb2
 from trainserve.core.spec import parse_spec
 from trainserve.core.state import JobState
