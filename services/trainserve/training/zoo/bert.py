@@ -10,10 +10,11 @@ from __future__ import annotations
 from trainserve.training.datasets import tokenizer
 from trainserve.training.checks import check_range, fail
 from trainserve.training.zoo import Architecture, register_architecture
+from trainserve.training.zoo.transformer import MAX_TOKENS as MAX_LENGTH
+from trainserve.training.zoo.transformer import check_encoder_sizes
 
 DEFAULT_D_MODEL, DEFAULT_HEADS, DEFAULT_LAYERS = 64, 4, 2
 DEFAULT_MASK_PROBABILITY = 0.15
-MAX_D_MODEL, MAX_LAYERS, MAX_FEEDFORWARD, MAX_LENGTH = 4096, 48, 65536, 4096
 
 
 def apply_defaults(msg) -> None:
@@ -37,13 +38,7 @@ def check(msg, path: str, info, spec) -> None:
     t = info.input_shape[0]
     if not msg.HasField("max_length"):
         msg.max_length = t
-    for field, value, most in (("d_model", msg.d_model, MAX_D_MODEL),
-                               ("num_layers", msg.num_layers, MAX_LAYERS),
-                               ("dim_feedforward", msg.dim_feedforward, MAX_FEEDFORWARD)):
-        if not 1 <= value <= most:
-            fail(f"{path}.{field}", f"must be in [1, {most}], got {value}")
-    if not 1 <= msg.num_heads <= msg.d_model or msg.d_model % msg.num_heads:
-        fail(f"{path}.num_heads", f"must divide d_model ({msg.d_model}), got {msg.num_heads}")
+    check_encoder_sizes(msg, path)
     if not t <= msg.max_length <= MAX_LENGTH:
         fail(f"{path}.max_length", f"must be in [sequence_length = {t}, {MAX_LENGTH}], got "
                                    f"{msg.max_length}; raise it or lower "

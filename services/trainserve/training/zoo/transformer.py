@@ -41,6 +41,16 @@ def check(msg, path: str, info, spec) -> None:
     tokens = info.input_shape[0]
     if tokens > MAX_TOKENS:  # attention is quadratic in the tokens
         fail(path, f"{tokens} tokens exceed the {MAX_TOKENS} attention can take here")
+    check_encoder_sizes(msg, path)
+    check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
+    check_choice(msg.positional, POSITIONALS, f"{path}.positional", "positional encoding")
+    check_choice(msg.pooling, POOLINGS, f"{path}.pooling", "pooling")
+    check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
+
+
+def check_encoder_sizes(msg, path: str) -> None:
+    """An encoder's d_model, num_layers and dim_feedforward within their bounds, and
+    num_heads dividing d_model (the transformer's and BERT's)."""
     for field, value, most in (("d_model", msg.d_model, MAX_D_MODEL),
                                ("num_layers", msg.num_layers, MAX_LAYERS),
                                ("dim_feedforward", msg.dim_feedforward, MAX_FEEDFORWARD)):
@@ -48,10 +58,6 @@ def check(msg, path: str, info, spec) -> None:
             fail(f"{path}.{field}", f"must be in [1, {most}], got {value}")
     if not 1 <= msg.num_heads <= msg.d_model or msg.d_model % msg.num_heads:
         fail(f"{path}.num_heads", f"must divide d_model ({msg.d_model}), got {msg.num_heads}")
-    check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
-    check_choice(msg.positional, POSITIONALS, f"{path}.positional", "positional encoding")
-    check_choice(msg.pooling, POOLINGS, f"{path}.pooling", "pooling")
-    check_choice(msg.activation, ACTIVATIONS, f"{path}.activation", "activation")
 
 
 def build(msg, info):
