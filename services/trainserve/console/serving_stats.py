@@ -32,11 +32,17 @@ _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}\s+(\S+)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def empty_totals() -> dict[str, Any]:
+    """An endpoint's totals before any sample: requests by code and by model version, the
+    latency histogram's buckets (le -> count), its sum and count."""
+    return {"codes": defaultdict(float), "versions": defaultdict(float),
+            "buckets": defaultdict(float), "sum": 0.0, "count": 0.0}
+
+
 def parse(text: str, endpoint: str) -> dict[str, Any]:
     """The endpoint's series in one agent's Prometheus text: requests by code and by model
     version, the latency histogram's buckets (le -> count), sum and count."""
-    out: dict[str, Any] = {"codes": defaultdict(float), "versions": defaultdict(float),
-                           "buckets": defaultdict(float), "sum": 0.0, "count": 0.0}
+    out = empty_totals()
     for line in text.splitlines():
         if not line.startswith((REQUESTS, DURATION)):
             continue
@@ -63,8 +69,7 @@ def _add(out: dict[str, Any], name: str, labels: dict[str, str], value: float) -
 
 
 def merge(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"codes": defaultdict(float), "versions": defaultdict(float),
-                             "buckets": defaultdict(float), "sum": 0.0, "count": 0.0}
+    total = empty_totals()
     for part in parts:
         for key in ("codes", "versions", "buckets"):
             for k, v in part[key].items():
@@ -190,8 +195,7 @@ _QUERIES = (
 
 def query_prometheus(base: str, endpoint: str) -> dict[str, Any]:
     """The endpoint's totals, as `parse` gives them, from Prometheus's HTTP API at `base`."""
-    out: dict[str, Any] = {"codes": defaultdict(float), "versions": defaultdict(float),
-                           "buckets": defaultdict(float), "sum": 0.0, "count": 0.0}
+    out = empty_totals()
     matcher = json.dumps(endpoint)  # a PromQL string literal: quotes and backslashes escaped
     for template, part, label in _QUERIES:
         for sample in _instant(base, template.replace("%s", matcher)):
