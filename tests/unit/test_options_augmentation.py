@@ -110,3 +110,27 @@ def test_without_augmentation_training_sees_the_original_rows(tmp_path, monkeypa
     x_train = torch.from_numpy(prepare_data(_digits()).x_train)
     trained = torch.cat([x for training, x in seen if training])
     assert torch.equal(trained[:len(x_train)].sort(0).values, x_train.sort(0).values)
+
+
+def test_quarter_turns_are_exact_and_each_about_a_quarter():
+    x = _images(400)
+    out = _augmenter(rotate90=True)(x, _gen())
+    which = torch.stack([(out == torch.rot90(x, k, dims=(-2, -1))).flatten(1).all(dim=1)
+                         for k in range(4)])
+    assert bool((which.sum(dim=0) == 1).all())  # every image is exactly one of the four
+    assert all(60 < int(c) < 140 for c in which.sum(dim=1))
+
+
+def test_quarter_turns_need_square_images():
+    spec = json_format.ParseDict(
+        {"dataset": {"name": "phantoms", "num_samples": 100,
+                     "augmentation": {"rotate90": True, "horizontal_flip": True}},
+         "model": {"cnn": {}}}, spec_pb2.JobSpec())
+    assert check_spec(spec).dataset.augmentation.rotate90
+    from trainserve.core import errors
+    from trainserve.training.augment import check_augmentation
+    from trainserve.training.datasets import DatasetInfo
+    wide = DatasetInfo("wide", "classification", 2, ("a", "b"), (1, 8, 16), 10)
+    with pytest.raises(errors.InvalidArgument) as e:
+        check_augmentation(spec_pb2.AugmentationSpec(rotate90=True), wide)
+    assert e.value.field == "spec.dataset.augmentation.rotate90" and "8 x 16" in e.value.reason

@@ -7,7 +7,8 @@ away from the statistics it was normalized with, and an empty border should be b
 noise is added last, to the normalized input, as `AugmentationSpec` documents.
 
 Per sample, with its own random draws: a horizontal / vertical flip (probability 1/2 each),
-one affine warp (rotation, zoom, translation; bilinear `grid_sample`, zero padding), a
+a rotation by a multiple of 90 degrees (each of the four equally likely; exact, square
+images only), one affine warp (rotation, zoom, translation; bilinear `grid_sample`, zero padding), a
 brightness factor (pixels times b) and a contrast factor (distance to the image mean times c).
 Random numbers come from the generator the loop seeds per (seed, epoch, rank), so a resumed
 run augments exactly like an uninterrupted one.
@@ -23,8 +24,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: validation imports this
     import torch
 
 GEOMETRIC = ("rotation_degrees", "translate", "scale_min")
-FIELDS = ("horizontal_flip", "vertical_flip", "rotation_degrees", "translate", "scale_min",
-          "scale_max", "brightness", "contrast", "gaussian_noise")
+FIELDS = ("horizontal_flip", "vertical_flip", "rotate90", "rotation_degrees", "translate",
+          "scale_min", "scale_max", "brightness", "contrast", "gaussian_noise")
 MAX_ROTATION_DEGREES = 180.0
 MAX_TRANSLATE = 0.5
 MAX_SCALE = 4.0
@@ -45,6 +46,10 @@ def check_augmentation(aug, info, path: str = "spec.dataset.augmentation") -> No
         fail(f"{path}.{first}", f"augmentation needs image inputs (C, H, W); {info.name!r} has "
                                 f"inputs of shape {tuple(info.input_shape)}: remove "
                                 f"spec.dataset.augmentation")
+    if aug.rotate90 and info.input_shape[1] != info.input_shape[2]:
+        fail(f"{path}.rotate90", f"a quarter turn keeps the shape of square images only; "
+                                 f"{info.name!r} has {info.input_shape[1]} x "
+                                 f"{info.input_shape[2]} pixels")
     check_range(aug.rotation_degrees, f"{path}.rotation_degrees", low=0.0,
                 high=MAX_ROTATION_DEGREES, high_open=False)
     check_range(aug.translate, f"{path}.translate", low=0.0, high=MAX_TRANSLATE)
@@ -83,6 +88,8 @@ class Augmenter:
             raw = torch.where(self._coin(n, gen), raw.flip(-1), raw)
         if s.vertical_flip:
             raw = torch.where(self._coin(n, gen), raw.flip(-2), raw)
+        if s.rotate90:
+            raw = self._quarter_turns(raw, gen)
         if any(getattr(s, f) for f in GEOMETRIC):
             raw = self._warp(raw, gen)
         if s.brightness:
@@ -103,6 +110,15 @@ class Augmenter:
 
     def _coin(self, n: int, gen) -> "torch.Tensor":
         return (self._uniform(n, 0.0, 1.0, gen) < 0.5).view(n, 1, 1, 1)
+
+    def _quarter_turns(self, raw: "torch.Tensor", gen) -> "torch.Tensor":
+        """Each image turned by its own draw of 0-3 quarter turns (one rot90 per count)."""
+        import torch
+        turns = (self._uniform(len(raw), 0.0, 4.0, gen).floor().clamp(max=3)).view(-1, 1, 1, 1)
+        out = raw
+        for k in (1, 2, 3):
+            out = torch.where(turns == k, torch.rot90(raw, k, dims=(-2, -1)), out)
+        return out
 
     def _factor(self, n: int, spread: float, gen) -> "torch.Tensor":
         return self._uniform(n, 1 - spread, 1 + spread, gen).view(n, 1, 1, 1)
