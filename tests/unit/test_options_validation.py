@@ -122,7 +122,7 @@ INVALID = [
      "spec.optimizer.scheduler.min_lr", "only cosine, plateau do"),
     (_spec(optimizer={"scheduler": {"patience": 3}}), "spec.optimizer.scheduler.patience",
      "'none' does not use patience"),
-    (_spec(training={"early_stopping": {"metric": "val_auc"}}),
+    (_spec(training={"early_stopping": {"metric": "val_sensitivity"}}),
      "spec.training.early_stopping.metric",
      "known: train_loss, train_accuracy, val_loss, val_accuracy"),
     (_spec("diabetes", training={"early_stopping": {"metric": "val_accuracy"}}),

@@ -5,7 +5,9 @@ names are `stopping.epoch_metric_names`. At the end (`final_metrics`), classific
 macro precision, recall and F1, ROC AUC (binary: of the class-1 probability; more classes:
 one-vs-rest, macro-averaged), the confusion matrix (rows: true class, columns: predicted)
 and the clinical metrics of `training.clinical_metrics` (per-class sensitivity, specificity,
-PPV, NPV and counts; top-k accuracy; Brier score and expected calibration error).
+PPV, NPV and counts; top-k accuracy; Brier score and expected calibration error). With
+`training.epoch_clinical_metrics`, the validation split's are reported every epoch too
+(`epoch_clinical`, names in `training.epoch_clinical`).
 Regression outputs `(N, k)` are averaged over the k outputs (R^2 per output, then the mean).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import torch
 
 from trainserve.training.clinical_metrics import clinical_metrics
+from trainserve.training.epoch_clinical import epoch_names, per_class_names
 
 
 def train_sums(out: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor,
@@ -64,6 +67,24 @@ def final_metrics(split: str, out: torch.Tensor, y: torch.Tensor, per_sample: to
     prob = torch.softmax(out.detach().double(), dim=1).cpu().numpy()
     metrics |= clinical_metrics(split, prob, y.cpu().numpy(), cm.numpy(), class_names, top_k)
     return metrics, cm.tolist()
+
+
+def epoch_clinical(split: str, out: torch.Tensor, y: torch.Tensor, num_classes: int,
+                   class_names=(), top_k: int | None = None) -> dict[str, float]:
+    """The clinical metrics of `split` for one epoch's curves: `final_metrics`' under the names
+    of `epoch_clinical.epoch_names`. A per-class rate whose denominator is 0 (a class never
+    predicted, or absent) counts as 0, as the macro precision and recall do, so that the
+    epochs share their names; a value that is not finite (ROC AUC of a split that lacks a
+    class, outputs that diverged) is left out of the epoch."""
+    cm = confusion_matrix(out.argmax(dim=1), y, num_classes)
+    metrics = {f"{split}_{k}": v for k, v in from_confusion(cm).items()}
+    metrics[f"{split}_auc"] = roc_auc(out, y, num_classes)
+    prob = torch.softmax(out.detach().double(), dim=1).cpu().numpy()
+    metrics |= clinical_metrics(split, prob, y.cpu().numpy(), cm.numpy(), class_names, top_k)
+    zero = per_class_names(class_names, num_classes, split)
+    values = {name: metrics.get(name, 0.0 if name in zero else math.nan)
+              for name in epoch_names(class_names, num_classes, top_k, split)}
+    return {name: v for name, v in values.items() if math.isfinite(v)}
 
 
 def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:

@@ -5,7 +5,9 @@ every epoch with the epoch's metrics, which are identical on every DDP rank (ran
 broadcast), so every rank stops at the same epoch.
 
 Defaults (applied by validation): metric val_loss, mode by metric (max for accuracy-like
-metrics, min otherwise), patience 5, min_delta 0, restore_best true.
+metrics, min otherwise), patience 5, min_delta 0, restore_best true. A classifier may also
+monitor a clinical metric of its validation split (e.g. val_malignant_sensitivity, val_auc,
+val_brier; `training.epoch_clinical`), which validation then has computed every epoch.
 """
 from __future__ import annotations
 
@@ -39,11 +41,13 @@ def epoch_metric_names(task: str, with_val: bool) -> list[str]:
     return train + ["val_loss"] + val
 
 
-def check_early_stopping(es, task: str, with_val: bool, path: str) -> None:
+def check_early_stopping(es, task: str, with_val: bool, path: str,
+                         clinical: list[str] = ()) -> None:
     """Apply the defaults to an `EarlyStoppingSpec` and validate it; `with_val` says whether
-    the trainings have a validation split (for k-fold CV: the folds)."""
+    the trainings have a validation split (for k-fold CV: the folds), `clinical` names the
+    per-epoch clinical metrics they can report (`epoch_clinical.names_for`)."""
     es.metric = es.metric or DEFAULT_METRIC
-    known = epoch_metric_names(task, with_val)
+    known = epoch_metric_names(task, with_val) + list(clinical)
     if es.metric not in known:
         hint = "" if with_val or not es.metric.startswith("val_") else (
             " (no validation split: set spec.split.val_fraction > 0 or spec.split.folds >= 2"
@@ -87,8 +91,9 @@ class EarlyStopping:
         return value < self.best - self.min_delta
 
     def update(self, epoch: int, metrics: dict[str, float], module) -> bool:
-        """Record epoch `epoch`; True when training must stop after it."""
-        value = metrics[self.metric]
+        """Record epoch `epoch`; True when training must stop after it. A metric the epoch
+        left out (undefined, e.g. the ROC AUC of a split lacking a class) counts as NaN."""
+        value = metrics.get(self.metric, math.nan)
         if self.improved(value):
             self.best, self.best_epoch, self.bad = value, epoch, 0
             if self.restore_best:

@@ -36,9 +36,11 @@ def code_sparsity(codes: torch.Tensor) -> float:
 class SupervisedTask:
     """Classification or regression: the model's outputs against the targets."""
 
-    def __init__(self, info, loss_fn, top_k: int | None = None):
+    def __init__(self, info, loss_fn, top_k: int | None = None, epoch_clinical: bool = False):
         self.info, self.loss_fn, self.top_k = info, loss_fn, top_k
         self.classification = info.task == "classification"
+        # `training.epoch_clinical_metrics`: the clinical metrics every epoch as well.
+        self.epoch_clinical = epoch_clinical and self.classification
         self.output_shape = (info.output_dim,)  # of one sample's output
 
     def train_step(self, model, x, y):
@@ -55,7 +57,11 @@ class SupervisedTask:
         return M.train_metrics(totals, self.classification)
 
     def epoch_metrics(self, split, out, x, y, per_sample):
-        return M.epoch_metrics(split, out, y, per_sample, self.classification)
+        metrics = M.epoch_metrics(split, out, y, per_sample, self.classification)
+        if self.epoch_clinical:
+            metrics |= M.epoch_clinical(split, out, y, self.info.num_classes,
+                                        self.info.class_names, self.top_k)
+        return metrics
 
     def final_metrics(self, split, out, x, y, per_sample, module):
         classes = self.info.num_classes if self.classification else 0
@@ -144,4 +150,4 @@ def make_task(spec, info, loss_fn):
     if info.task == RECONSTRUCTION:
         return ReconstructionTask(spec, info, loss_fn)
     top_k = spec.training.top_k if spec.training.HasField("top_k") else None
-    return SupervisedTask(info, loss_fn, top_k)
+    return SupervisedTask(info, loss_fn, top_k, spec.training.epoch_clinical_metrics)

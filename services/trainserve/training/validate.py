@@ -32,6 +32,7 @@ from trainserve.training.losses import DEFAULT_HUBER_DELTA, LOSSES, get_loss
 from trainserve.training.optimizers import OPTIMIZERS, get_optimizer
 from trainserve.training.schedule import check_scheduler
 from trainserve.training.seq_tasks import check_token_loss, check_token_task, is_token_task
+from trainserve.training import epoch_clinical
 from trainserve.training.stopping import check_early_stopping
 from trainserve.training.tasks import task_info
 from trainserve.training.zoo import ARCHITECTURES, get_architecture
@@ -205,10 +206,14 @@ def _check_training(spec, info: DatasetInfo) -> None:
         tr.checkpoint_every_s = DEFAULT_CHECKPOINT_EVERY_S
     check_range(tr.checkpoint_every_s, "spec.training.checkpoint_every_s", low=0.0,
                 high=MAX_CHECKPOINT_EVERY_S, high_open=False)
+    with_val = spec.split.val_fraction > 0 or spec.split.folds >= 2
     if tr.HasField("early_stopping"):
-        with_val = spec.split.val_fraction > 0 or spec.split.folds >= 2
+        clinical = epoch_clinical.names_for(spec, info, with_val)
         check_early_stopping(tr.early_stopping, info.task, with_val,
-                             "spec.training.early_stopping")
+                             "spec.training.early_stopping", clinical)
+        epoch_clinical.require(tr, tr.early_stopping.metric, clinical,
+                               "spec.training.early_stopping.metric")
+    epoch_clinical.check(tr, info.task, with_val)
     for name in ("l1", "l2"):
         check_range(getattr(tr.regularization, name), f"spec.training.regularization.{name}",
                     low=0.0, high=float("inf"))

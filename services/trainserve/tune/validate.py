@@ -11,6 +11,7 @@ from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import spec_pb2
 from trainserve.training.checks import check_choice, check_range, fail
 from trainserve.core.metrics import default_mode
+from trainserve.training import epoch_clinical
 from trainserve.training.stopping import epoch_metric_names
 from trainserve.training.tasks import task_info
 from trainserve.training.datasets import dataset_info
@@ -82,24 +83,36 @@ def _check_counts(spec, axes: list[Axis]) -> None:
 
 def _check_metric(spec) -> None:
     s = spec.search
-    task = task_info(spec, dataset_info(spec.dataset)).task
+    info = task_info(spec, dataset_info(spec.dataset))
+    task = info.task
     if task == "generation":
         fail("spec.search", "a GAN reports no validation metric to rank trials by; "
                             "search its settings with separate jobs")
     folds = spec.split.folds >= 2
+    clinical = epoch_clinical.names_for(spec, info, folds or spec.split.val_fraction > 0)
     if folds:
-        known = [f"cv_{m}_mean" for m in CV_METRICS.get(task, ("loss",))]
+        known = _cv_names(task, clinical)
         s.metric = s.metric or known[0 if task != "classification" else 1]
     else:
-        known = epoch_metric_names(task, spec.split.val_fraction > 0)
+        known = epoch_metric_names(task, spec.split.val_fraction > 0) + clinical
         default = "val_accuracy" if "val_accuracy" in known else (
             "val_loss" if "val_loss" in known else "train_loss")
         s.metric = s.metric or default
     if s.metric not in known:
         how = "a cross-validated trial reports" if folds else f"a {task} trial reports each epoch"
         fail("spec.search.metric", f"{how}: {', '.join(known)}; got {s.metric!r}")
+    if not folds:  # a clinical metric: the trials compute it every epoch
+        epoch_clinical.require(spec.training, s.metric, clinical, "spec.search.metric")
     s.mode = s.mode or default_mode(s.metric)
     check_choice(s.mode, ("max", "min"), "spec.search.mode", "mode")
+
+
+def _cv_names(task: str, clinical: list[str]) -> list[str]:
+    """The means a cross-validated trial reports (`training.cv.summarize`): `CV_METRICS`, then
+    the per-class rates and top-k accuracy of a classifier's validation folds."""
+    known = [f"cv_{m}_mean" for m in CV_METRICS.get(task, ("loss",))]
+    more = [f"cv_{n.removeprefix('val_')}_mean" for n in clinical]
+    return known + [n for n in more if n not in known]
 
 
 def _check_scheduler(spec) -> None:
