@@ -68,8 +68,8 @@ def test_upload_describes_kinds_and_missing_counts(tmp_path):
     schema = d.describe(_csv(tmp_path, _rows()), "csv")[0]
     cols = {c.name: c for c in schema.columns}
     assert {n: c.kind for n, c in cols.items()} == {
-        "age": "numeric", "sex": "categorical", "creatinine": "numeric", "stage": "numeric",
-        "outcome": "categorical"}
+        "age": "numeric", "sex": "binary", "creatinine": "numeric", "stage": "numeric",
+        "outcome": "binary"}
     assert cols["creatinine"].missing == 10 and cols["creatinine"].numeric
     assert cols["creatinine"].bad_row == 0  # missing cells are not bad values
     assert list(cols["sex"].classes) == ["F", "M"] and cols["sex"].missing == 0
@@ -109,7 +109,8 @@ def test_a_blank_cell_gets_the_missing_advice_on_the_worker_too(tmp_path):
 
 
 @pytest.mark.parametrize("fields,field,words", [
-    ({"missing": "mean"}, "spec.dataset.missing", "error, drop, impute"),
+    ({"missing": "avg"}, "spec.dataset.missing",
+     "error, drop, impute, mean, median, most_frequent, constant, got 'avg'"),
     ({"missing": "drop", "missing_indicators": True}, "spec.dataset.missing_indicators",
      "need spec.dataset.missing: impute"),
     ({"missing": "impute", "categorical_columns": ["age", "zz"]},
@@ -156,7 +157,7 @@ def test_encoding_matches_scikit_learn_column_transformer(tmp_path):
                             categorical_columns=["stage"], normalize="none"))
     data = prepare_data(spec)
     enc = data.preprocessing.encoding
-    assert enc.output_names() == ["age", "sex=F", "sex=M", "creatinine",
+    assert enc.output_names() == ["age", "sex=M", "creatinine",
                                   "creatinine_missing", "stage=1", "stage=2", "stage=3"]
     table = _table(path)
     numeric = np.array([[np.nan if is_missing(c) else float(c) for c in row[[0, 2]]]
@@ -164,7 +165,7 @@ def test_encoding_matches_scikit_learn_column_transformer(tmp_path):
     train = _training_rows(data, enc, table)
     ct = ColumnTransformer([
         ("age", SimpleImputer(strategy="median"), [0]),
-        ("sex", OneHotEncoder(handle_unknown="ignore"), [1]),
+        ("sex", OneHotEncoder(drop="if_binary", handle_unknown="ignore"), [1]),
         ("cr", SimpleImputer(strategy="median", add_indicator=True), [2]),
         ("stage", OneHotEncoder(handle_unknown="ignore"), [3])])
     frame = np.concatenate([numeric[:, :1], table[:, 1:2], numeric[:, 1:2],
@@ -284,9 +285,11 @@ def test_a_table_model_is_not_exported(trained):
 ])
 def test_the_worker_checks_every_numeric_cell_of_a_table(tmp_path, cell, mode, field, words):
     # What validation refuses from the schema, the worker refuses again from the file.
+    from trainserve.training.tabular import ColumnPlan
     from trainserve.training.userdata import TablePlan, load_uploaded_table
     path = _csv(tmp_path, ["1,M,0", "2,F,1", f"{cell},M,0", "4,F,1"], header="a,s,y")
-    plan = TablePlan(("a", "s"), frozenset({"s"}), mode, False)
+    strategy = "median" if mode == "impute" else mode
+    plan = TablePlan((ColumnPlan("a", "numeric", strategy), ColumnPlan("s", "binary", "zeros")))
     with pytest.raises(InvalidArgument) as e:
         load_uploaded_table(_spec(path).dataset, plan)
     assert e.value.field == field and words in str(e.value), str(e.value)

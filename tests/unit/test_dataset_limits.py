@@ -94,7 +94,7 @@ def test_csv_schema_counts_values_and_notes_the_first_bad_one(tmp_path):
     assert a.numeric and not a.bad_row and list(a.classes) == ["1", "2", "10"]  # numerically
     assert not b.numeric and (b.bad_row, b.bad_value) == (2, "x")
     assert c.numeric and not c.bad_row and c.missing == 1  # "nan" is a missing cell
-    assert (a.kind, b.kind, c.kind) == ("numeric", "categorical", "numeric")
+    assert (a.kind, b.kind, c.kind) == ("numeric", "categorical", "binary")  # two values
     assert list(y.classes) == ["cat", "dog"]
 
 

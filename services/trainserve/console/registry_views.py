@@ -30,7 +30,7 @@ def model_json(m: model_pb2.ModelVersion) -> dict[str, Any]:
         "spec": spec_text(m.spec), "aliases": sorted(m.aliases), "tags": dict(m.tags),
         "feature_names": list(m.spec.dataset.feature_columns),
         "columns": [{"name": c.name, "kind": c.kind, "categories": list(c.categories),
-                     "missing_ok": not math.isnan(c.fill) or c.kind == "categorical"}
+                     "missing_ok": not math.isnan(c.fill) or c.kind != "numeric"}
                     for c in m.preprocessing.columns],
     }
 

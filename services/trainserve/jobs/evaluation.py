@@ -32,7 +32,7 @@ KEPT_FIELDS = ("name", "dataset", "split", "model", "loss", "optimizer", "traini
 # Dataset options of a training spec that an evaluation never applies.
 TRAINING_ONLY = ("uploaded", "augmentation", "label_fraction")
 UPLOAD_ONLY = ("feature_columns", "target_column", "task", "categorical_columns", "missing",
-               "missing_indicators")
+               "missing_indicators", "fill_value", "columns")
 
 Resolve = Callable[[str, int, str], model_pb2.ModelVersion]
 Uploaded = Callable[[str], "spec_pb2.UploadedContent | None"]

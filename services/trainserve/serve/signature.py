@@ -26,7 +26,9 @@ def _columns(pre: dict) -> list[model_pb2.Preprocessing.Column]:
     return [model_pb2.Preprocessing.Column(
         name=c["name"], kind=c["kind"],
         fill=float("nan") if c.get("fill") is None else float(c["fill"]),
-        indicator=bool(c.get("indicator")), categories=c.get("categories", []))
+        indicator=bool(c.get("indicator")), categories=c.get("categories", []),
+        missing=c.get("missing", ""), fill_category=c.get("fill_category"),
+        positive=c.get("positive", ""))
         for c in pre.get("columns") or []]
 
 

@@ -2,7 +2,7 @@
 
 CSV: streamed row by row; per column whether every value is a number, the first bad value,
 its missing cells (blank, NA, NaN, ...: `training.tabular.is_missing`), its kind (numeric,
-categorical, text) and its distinct values up to `MAX_CLASS_VALUES` (class names if it
+binary, categorical, text) and its distinct values up to `MAX_CLASS_VALUES` (class names if it
 becomes the target).
 NPZ: each member's .npy header is read (`numpy.lib.format`) without inflating the array; the
 declared sizes are checked against the zip's own sizes and bounded (a 2 MiB file that claims
@@ -116,9 +116,17 @@ class _Column:
             out.classes.extend(names)
         # Categories are text values only: a number among them (or one word among numbers)
         # is more likely a typo than a category.
-        out.kind = "numeric" if self.numeric else "categorical" if not self.numbers and \
-            out.distinct_values <= MAX_CATEGORIES else "text"
+        out.kind = _kind(self.numeric, self.numbers, int(out.distinct_values))
         return out
+
+
+def _kind(numeric: bool, numbers: bool, distinct: int) -> str:
+    """Binary: exactly two values, all numbers or all text (yes/no, M/F, 0/1)."""
+    if distinct == 2 and (numeric or not numbers):
+        return "binary"
+    if numeric:
+        return "numeric"
+    return "categorical" if not numbers and distinct <= MAX_CATEGORIES else "text"
 
 
 def describe_csv(path: Path) -> tuple[dataset_pb2.DatasetSchema, int]:

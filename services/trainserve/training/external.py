@@ -94,11 +94,8 @@ def load_raw(ds, pre) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if pre.encoding is None:
         from trainserve.training.userdata import load_uploaded
         return load_uploaded(ds)
-    from trainserve.training.userdata import (TablePlan, load_uploaded_table, missing_of,
-                                              table_plan)
-    plan = table_plan(ds) or TablePlan(tuple(ds.feature_columns), frozenset(), missing_of(ds),
-                                       ds.missing_indicators)
-    return load_uploaded_table(ds, plan)
+    from trainserve.training.userdata import load_uploaded_table, table_plan
+    return load_uploaded_table(ds, table_plan(ds, always=True))
 
 
 def _encode(encoding, cells: np.ndarray) -> np.ndarray:

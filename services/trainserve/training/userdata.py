@@ -19,12 +19,11 @@ import numpy as np
 from trainserve.core.errors import InvalidArgument
 from trainserve.training.describe import MAX_CLASS_VALUES, describe
 from trainserve.training.labels import label_of, numeric_if_possible
-from trainserve.training.tabular import (DEFAULT_MISSING, MAX_CATEGORIES, MISSING_CHOICES,
-                                         TableEncoding, fit_encoding, is_missing,
-                                         missing_mask)
-
-MISSING_ADVICE = ("set spec.dataset.missing to impute (the training split's median) or drop "
-                  "(leave such rows out), or fill such cells")
+from trainserve.training.tabular import (NUMERIC, ColumnPlan, TableEncoding, fit_encoding,
+                                         is_missing, missing_mask)
+from trainserve.training.tabular_spec import (MISSING_ADVICE, check_missing_cells,
+                                              encoded_width, missing_of, needs_encoding,
+                                              not_numeric, resolve_columns)
 
 TASKS = ("classification", "regression")
 
@@ -107,12 +106,6 @@ def _refuse_cell(name: str, r: int, text: str):
     raise InvalidArgument(not_numeric(name, r + 2, text), field="spec.dataset.feature_columns")
 
 
-def not_numeric(name: str, line: int, text: str) -> str:
-    return (f"column {name!r} is not numeric (row {line}: {text[:40]!r}); list it in "
-            "spec.dataset.categorical_columns if its values are categories, or leave it out "
-            "of the feature columns")
-
-
 def _parse_csv(text: str, features, target):
     """(header, data rows, feature names, target name), the names checked."""
     rows = list(csv.reader(text.splitlines()))
@@ -177,22 +170,24 @@ def _is_number(text: str) -> bool:
 
 @dataclass(frozen=True)
 class TablePlan:
-    """How an uploaded CSV's feature columns are encoded: which are categorical (listed in
-    `categorical_columns`, or not numeric), and what a missing cell does."""
-    features: tuple[str, ...]
-    categorical: frozenset[str]
-    missing: str
-    indicators: bool
+    """How an uploaded CSV's feature columns are encoded (`training.tabular_spec`), and
+    whether a row with a missing target is left out (`missing: drop`)."""
+    columns: tuple[ColumnPlan, ...]
+    drop_target: bool = False
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
 
     def fit(self, cells: np.ndarray) -> TableEncoding:
         """The encoding fitted on the training split's cells."""
-        return fit_encoding(cells, self.features, self.categorical, self.missing == "impute",
-                            self.indicators)
+        return fit_encoding(cells, self.columns)
 
 
-def table_plan(ds) -> TablePlan | None:
+def table_plan(ds, always: bool = False) -> TablePlan | None:
     """The encoding plan of a checked uploaded CSV `DatasetSpec` that needs one (a categorical
-    feature, or missing values allowed), else None: its features are plain numbers."""
+    or binary feature, or missing values allowed), else None (unless `always`): its features
+    are plain numbers."""
     up = ds.uploaded
     if not ds.HasField("uploaded") or up.format != "csv":
         return None
@@ -200,17 +195,10 @@ def table_plan(ds) -> TablePlan | None:
     header = [c.name for c in schema.columns]
     target = ds.target_column or header[-1]
     features = tuple(ds.feature_columns) or tuple(h for h in header if h != target)
-    columns = {c.name: c for c in schema.columns}
-    categorical = frozenset(ds.categorical_columns) | {
-        n for n in features if n in columns and column_kind(columns[n]) == "categorical"}
-    missing = missing_of(ds)
-    if not categorical and missing == DEFAULT_MISSING:
+    plans = resolve_columns(ds, features, {c.name: c for c in schema.columns})
+    if not (always or needs_encoding(plans)):
         return None
-    return TablePlan(features, categorical, missing, ds.missing_indicators)
-
-
-def missing_of(ds) -> str:
-    return ds.missing or DEFAULT_MISSING
+    return TablePlan(plans, missing_of(ds) == "drop")
 
 
 def load_uploaded_table(ds, plan: TablePlan) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -233,10 +221,14 @@ def load_uploaded_table(ds, plan: TablePlan) -> tuple[np.ndarray, np.ndarray, tu
 
 
 def _kept_rows(cells: np.ndarray, body, t: int, plan: TablePlan) -> np.ndarray:
-    if plan.missing != "drop":
+    """Rows without a missing cell in a column whose strategy is drop (nor, with
+    `missing: drop`, a missing target)."""
+    dropping = np.array([c.missing == "drop" for c in plan.columns], dtype=bool)
+    if not (dropping.any() or plan.drop_target):
         return np.ones(len(body), dtype=bool)
     target_missing = np.array([is_missing(row[t]) for row in body], dtype=bool)
-    keep = ~(missing_mask(cells).any(axis=1) | target_missing)
+    keep = ~((missing_mask(cells) & dropping[None, :]).any(axis=1)
+             | (target_missing & plan.drop_target))
     if keep.sum() < 2:
         raise InvalidArgument(f"only {int(keep.sum())} row(s) have no missing value; "
                               "spec.dataset.missing: drop leaves too little to train on",
@@ -245,13 +237,13 @@ def _kept_rows(cells: np.ndarray, body, t: int, plan: TablePlan) -> np.ndarray:
 
 
 def _check_numeric_cells(cells: np.ndarray, features, plan: TablePlan, rows) -> None:
-    """Every cell of a numeric feature is a finite number or (unless `missing: error`)
+    """Every cell of a numeric feature is a finite number or (unless its strategy is error)
     missing; the first that is not is refused, naming its row (`rows`: file positions)."""
-    for k, name in enumerate(features):
-        if name in plan.categorical:
+    for k, (name, column) in enumerate(zip(features, plan.columns)):
+        if column.kind != NUMERIC:
             continue
         missing = missing_mask(cells[:, k])
-        if plan.missing == "error" and missing.any():
+        if column.missing == "error" and missing.any():
             r = int(np.flatnonzero(missing)[0])
             _refuse_cell(name, int(rows[r]), str(cells[r, k]))
         present = np.flatnonzero(~missing)
@@ -321,7 +313,8 @@ def _target_classes(ds, values, distinct: int, what: str) -> tuple[str, ...]:
 
 
 def _npz_info(ds, schema):
-    for name in ("categorical_columns", "missing", "missing_indicators"):
+    for name in ("categorical_columns", "missing", "missing_indicators", "fill_value",
+                 "columns"):
         if getattr(ds, name):
             _fail(name, "only CSV datasets have columns to encode")
     if ds.feature_columns or ds.target_column:
@@ -349,9 +342,9 @@ def _csv_info(ds, schema):
             _fail(f"feature_columns[{i}]", f"no column {name!r}; columns: {', '.join(header)}")
         if name == target:
             _fail(f"feature_columns[{i}]", "the target cannot also be a feature")
-    categorical = _categorical_features(ds, features, columns)
-    numeric = [columns[n] for n in features if n not in categorical]
-    _check_missing(ds, numeric + [columns[n] for n in categorical])
+    plans = resolve_columns(ds, features, columns)
+    check_missing_cells(ds, plans, columns)
+    numeric = [columns[p.name] for p in plans if p.kind == NUMERIC]
     odd = [c for c in numeric if c.bad_row]
     if odd:
         c = min(odd, key=lambda c: c.bad_row)
@@ -359,55 +352,13 @@ def _csv_info(ds, schema):
                                  f"{c.bad_value.strip()!r}); fill or drop such rows")
     t = _check_target(ds, columns[target])
     classes = _target_classes(ds, t.classes, t.distinct_values, f"column {target!r}")
-    return (_encoded_width(ds, numeric, [columns[n] for n in categorical]),), \
-        int(schema.num_rows), classes, 1
+    return (encoded_width(plans, columns),), int(schema.num_rows), classes, 1
 
 
-def column_kind(c) -> str:
-    """A column's kind as recorded at upload; "text" (refused as a feature unless listed as
-    categorical) for a non-numeric column of a schema recorded before kinds."""
-    return c.kind or ("numeric" if c.numeric else "text")
 
 
-def _categorical_features(ds, features, columns) -> set[str]:
-    """The features one-hot encoded: those listed in `categorical_columns` and every other
-    non-numeric one; refused when a column has too many values to be categories."""
-    for i, name in enumerate(ds.categorical_columns):
-        if name not in features:
-            _fail(f"categorical_columns[{i}]", f"{name!r} is not a feature column; features: "
-                                               f"{', '.join(features)}")
-    chosen = set(ds.categorical_columns) | {n for n in features
-                                            if column_kind(columns[n]) == "categorical"}
-    wide = [n for n in features if (n in chosen or not columns[n].numeric)
-            and columns[n].distinct_values > MAX_CATEGORIES]
-    if wide:
-        listed = list(ds.categorical_columns)
-        field = f"categorical_columns[{listed.index(wide[0])}]" if wide[0] in listed \
-            else "feature_columns"
-        _fail(field, f"column {wide[0]!r} has more than {MAX_CATEGORIES} distinct values: free "
-                     "text or an identifier, not categories; leave it out of "
-                     "spec.dataset.feature_columns")
-    text = [columns[n] for n in features if n not in chosen and not columns[n].numeric]
-    if text:
-        c = min(text, key=lambda c: c.bad_row)
-        _fail("feature_columns", not_numeric(c.name, c.bad_row, c.bad_value))
-    return chosen
 
 
-def _check_missing(ds, feature_columns) -> None:
-    """`missing` and `missing_indicators`, and with `missing: error` every feature column that
-    has missing cells, named at once."""
-    mode = missing_of(ds)
-    if mode not in MISSING_CHOICES:
-        _fail("missing", f"must be one of {', '.join(MISSING_CHOICES)}, got {mode!r}")
-    if ds.missing_indicators and mode != "impute":
-        _fail("missing_indicators", "indicator columns mark imputed values; they need "
-                                    "spec.dataset.missing: impute")
-    holes = [c for c in feature_columns if c.missing]
-    if mode == "error" and holes:
-        listed = ", ".join(f"{c.name!r} ({c.missing} missing)" for c in holes)
-        _fail("missing", f"feature columns with missing values (blank, NA, NaN): {listed}; "
-                         f"{MISSING_ADVICE}")
 
 
 def _check_target(ds, t):
@@ -422,11 +373,6 @@ def _check_target(ds, t):
     return t
 
 
-def _encoded_width(ds, numeric, categorical) -> int:
-    """The network's input width: an upper bound when categories are fitted on the training
-    split (which may lack some of the file's)."""
-    indicators = sum(1 for c in numeric if c.missing) if ds.missing_indicators else 0
-    return len(numeric) + indicators + sum(int(c.distinct_values) for c in categorical)
 
 
 def schema_for_job(schema, target_column: str):

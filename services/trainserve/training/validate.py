@@ -95,7 +95,7 @@ def _check_dataset(spec) -> DatasetInfo:
         fail("spec.dataset.name", f"no built-in or uploaded dataset {ds.name!r}; known: "
              f"{', '.join(DATASETS.names())} (`trainserve dataset upload` adds your own)")
     for name in ("feature_columns", "target_column", "task", "categorical_columns", "missing",
-                 "missing_indicators"):
+                 "missing_indicators", "fill_value", "columns"):
         if getattr(ds, name):
             fail(f"spec.dataset.{name}", "only uploaded datasets take it")
     defaults = getattr(_datasets, "apply_dataset_defaults", None)  # sequence length, horizon

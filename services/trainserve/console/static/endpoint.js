@@ -100,7 +100,7 @@
         field(`f-${i}`, p.names[i] || `Feature ${i + 1}`, el("input", {id: `f-${i}`, name: `f${i}`, type: "number", step: "any", value: 0, required: true})))));
     } else if (p.kind === "row") {
       box.append(el("div", {class: "features"}, p.columns.map((c, i) => field(`c-${i}`, c.name,
-        c.kind === "categorical"
+        c.kind === "categorical" || c.kind === "binary"
           ? el("select", {id: `c-${i}`}, el("option", {value: ""}, "(missing)"), c.categories.map((v) => el("option", {value: v}, v)))
           : el("input", {id: `c-${i}`, type: "text", inputmode: "decimal", maxlength: 200, value: "",
             required: !c.missing_ok, placeholder: c.missing_ok ? "blank: missing" : ""})))));
