@@ -217,3 +217,34 @@ def test_the_time_budget_ends_a_search_with_the_best_trial_so_far(stubs):
     assert time.time() - started < 120
     assert 1 <= len(job.trials) < 500
     assert job.best_trial in {t.id for t in job.trials if t.state == "finished"}
+
+
+def test_a_search_ranks_by_a_clinical_metric_its_trials_early_stop_on(stubs):
+    """Per-epoch clinical metrics through the stack: the trials report val_brier and
+    val_malignant_sensitivity each epoch, stop early on the sensitivity, and the search keeps
+    the trial with the lowest Brier score."""
+    spec = parse_spec({
+        "name": "bc-brier", "dataset": {"name": "breast_cancer"},
+        "model": {"mlp": {"hidden": [16]}},
+        "training": {"epochs": 30, "batch_size": 32, "early_stopping": {
+            "metric": "val_malignant_sensitivity", "patience": 2}},
+        "search": {"algorithm": "grid", "space": {"optimizer.lr": "grid([0.0003, 0.01])"},
+                   "metric": "val_brier", "trial_resources": {"cpus": 0.5}}})
+    job = wait_job(stubs, submit(stubs, spec).id, timeout=300)
+    assert JobState(job.state) == JobState.SUCCEEDED, job.message
+    assert job.spec.search.mode == "min" and job.spec.training.epoch_clinical_metrics
+    assert job.spec.training.early_stopping.mode == "max"
+    assert len(job.trials) == 2 and all(t.state == "finished" for t in job.trials)
+    for trial in job.trials:
+        assert all({"val_brier", "val_malignant_sensitivity", "val_benign_ppv"}
+                   <= set(p.metrics) for p in trial.curve)
+        assert trial.metrics["stopped_epoch"] < 30  # stopped on the sensitivity
+    briers = {t.id: t.metrics["val_brier"] for t in job.trials}
+    assert job.best_trial == min(briers, key=briers.get)
+    curves = stubs.jobs.GetJobCurves(job_pb2.GetJobCurvesRequest(job_id=job.id), timeout=10)
+    assert "val_brier" in curves.trials[job.best_trial].metrics
+    bad = parse_spec(BASE | {"name": "bad-metric", "search": {
+        "space": {"optimizer.lr": "uniform(0.001, 0.01)"}, "metric": "val_sensitivity"}})
+    err = rpc_error(submit, stubs, bad)
+    assert err.code().name == "INVALID_ARGUMENT" and "spec.search.metric" in err.details()
+    assert "val_7_sensitivity" in err.details()
