@@ -270,12 +270,53 @@ def test_a_bad_raw_cell_is_the_request_s_error(trained):
         predictor.predict(np.array([[b"1", b"M"]], dtype=object))
 
 
-def test_a_table_model_is_not_exported(trained):
-    from trainserve.core.errors import FailedPrecondition
-    from trainserve.registry.export import export_model
+RAW = np.array([[b"63", b"M", b"", b"2"], [b" 41 ", b"F", b"0.7", b"1"],
+                [b"55", b"X", b"na", b"3"],       # an unseen category, NA in lower case
+                [b"70", b"", b" NULL ", b"7"]], dtype=object)  # blank sex, unseen stage
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_exported_file_takes_raw_rows_and_answers_as_the_endpoint(trained, fmt):
+    from trainserve.registry.export import export_model, run_exported
+    from trainserve.registry.export_table import reference_encode
     _, _, loaded, _ = trained
-    with pytest.raises(FailedPrecondition, match="raw table rows"):
-        export_model(loaded.module, loaded.meta, "onnx")
+    data = export_model(loaded.module, loaded.meta, fmt, name="m", version=1)
+    served = Predictor(loaded.module, loaded.meta).predict(RAW)
+    probs, label = run_exported(data, fmt, RAW)
+    np.testing.assert_allclose(probs, served["probabilities"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(label, served["label"])
+    columns = json.loads(_file_meta(data, fmt)["columns"]) if fmt == "onnx" else \
+        _file_meta(data, fmt)["columns"]
+    pre = Preprocessing.from_dict(loaded.meta["preprocessing"])
+    x = pre.apply(reference_encode(columns, RAW.astype(str)))  # the documented companion
+    import torch
+    with torch.no_grad():
+        ref = torch.softmax(loaded.module(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(ref, served["probabilities"], rtol=1e-5, atol=1e-6)
+
+
+def _file_meta(data: bytes, fmt: str) -> dict:
+    import io
+    if fmt == "onnx":
+        import onnx
+        return {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    import warnings
+
+    import torch
+    files = {"meta.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(io.BytesIO(data), _extra_files=files)
+    return json.loads(files["meta.json"])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_exported_file_refuses_what_the_endpoint_refuses(trained, fmt):
+    from trainserve.registry.export import export_model, run_exported
+    _, _, loaded, _ = trained
+    data = export_model(loaded.module, loaded.meta, fmt)
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's and TorchScript's own errors
+        run_exported(data, fmt, np.array([["old", "M", "1.0", "2"]], dtype=object))
 
 
 @pytest.mark.parametrize("cell,mode,field,words", [

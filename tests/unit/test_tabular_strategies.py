@@ -246,3 +246,35 @@ def test_dataset_wide_strategies_apply_by_kind(tmp_path):
     assert cols["smoker"].missing == "zeros" and cols["smoker"].fill_category is None
     assert cols["diabetic"].kind == "binary" and cols["diabetic"].positive == "yes"
     assert cols["stage"].kind == "numeric"  # codes are numbers unless said otherwise
+
+
+# -- export: every strategy inside the exported file ------------------------------------------
+
+@pytest.fixture(scope="module")
+def strategies_model(tmp_path_factory):
+    from trainserve.training.artifacts import load_artifact
+    from trainserve.training.loop import train
+    from trainserve.training.reporting import ListReporter
+    tmp = tmp_path_factory.mktemp("strategies")
+    spec = check_spec(_spec(_csv(tmp, _rows()), SPEC_COLUMNS, missing="impute",
+                            missing_indicators=True))
+    return load_artifact(train(spec, tmp / "job", ListReporter()).artifact_dir)
+
+
+EXPORT_ROWS = np.array([
+    ["50", "F", "", "NA", "2", ""],               # filled: most frequent smoker, constant no
+    [" 61 ", " M ", "former", "1.25", "3", "yes"],  # spaces around cells
+    ["44", "X", "vaper", "n/a", "4", "maybe"],     # unseen values everywhere
+    ["70", "NULL", "never", "3.5", "", "no"]], dtype=object)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_export_reproduces_every_strategy(strategies_model, fmt):
+    from trainserve.registry.export import export_model, run_exported
+    from trainserve.serve.predictor import Predictor
+    loaded = strategies_model
+    data = export_model(loaded.module, loaded.meta, fmt)
+    served = Predictor(loaded.module, loaded.meta).predict(EXPORT_ROWS)
+    probs, label = run_exported(data, fmt, EXPORT_ROWS)
+    np.testing.assert_allclose(probs, served["probabilities"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(label, served["label"])

@@ -10,10 +10,12 @@ normalization `(x - shift) / scale` runs inside it, and so does the task head:
 - reconstruction (autoencoders, VAEs included): `input` -> `reconstruction` (in the input's
   units) and `latent` (a VAE's mean). A VAE's sampling is not exported.
 
+A table model (an uploaded CSV with categorical, binary or missing cells) takes raw rows of
+text cells, as its endpoint does: the encoding runs inside the file (`registry.export_table`).
 GANs, seq2seq and language models decode or sample in Python loops and are refused.
 Both formats have a dynamic batch axis; the model's metadata (task, class names, input
-shape, name and version) travels inside the file: TorchScript's extra file `meta.json`,
-ONNX's `metadata_props`.
+shape, name and version; a table model's `columns` encoding) travels inside the file:
+TorchScript's extra file `meta.json`, ONNX's `metadata_props`.
 
 torch is imported on first use: the job API loads this module without it.
 """
@@ -30,6 +32,7 @@ from typing import Any
 from trainserve.core.errors import FailedPrecondition
 # The API and the tests name these here too.
 from trainserve.core.export_formats import FORMATS, check_format, export_filename  # noqa: F401
+from trainserve.registry import export_table
 
 EXPORTABLE_TASKS = ("classification", "regression", "reconstruction")
 ONNX_OPSET = 17
@@ -46,10 +49,6 @@ def check_exportable(meta: dict, ref: str = "the model") -> None:
         raise FailedPrecondition(
             f"{ref} is a {task} model; only classification, regression and reconstruction "
             "(autoencoder) models can be exported")
-    if (meta.get("preprocessing") or {}).get("columns"):  # training.tabular
-        raise FailedPrecondition(
-            f"{ref} takes raw table rows (text cells: categories, missing values), which an "
-            "exported graph cannot take; it is served only")
 
 
 def io_names(meta: dict) -> tuple[list[str], list[str]]:
@@ -73,7 +72,7 @@ def export_artifact(artifact_dir: str | Path, fmt: str, name: str = "", version:
 
 def export_model(module, meta: dict, fmt: str, name: str = "", version: int = 0) -> bytes:
     """The bytes of `module` (with `meta`'s preprocessing and task head) as a TorchScript
-    (`torch.jit.load`) or ONNX (opset 17) file. The result is checked at a second batch size
+    (`torch.jit.load`) or ONNX (opset 17; a table model's, with its encoding: 20) file. The result is checked at a second batch size
     against the module itself; a network whose graph fixes the batch size is refused."""
     fmt = check_format(fmt)
     check_exportable(meta, f"model {name}:{version}" if name else "the model")
@@ -81,15 +80,16 @@ def export_model(module, meta: dict, fmt: str, name: str = "", version: int = 0)
     wrapper = export_wrapper(module, meta)
     example = _example_input(meta, 2)
     info = json.dumps(_file_meta(meta, name, version))
+    encoding = export_table.table_encoding(meta)
     try:
         with _LOCK:
             if fmt == "torchscript":
                 with torch.no_grad():
-                    data = _torchscript(wrapper, example, info)
+                    data = _torchscript(wrapper, example, info, encoding)
             else:
                 # With gradients on: under no_grad, torch's fused fast paths (e.g. of
                 # nn.TransformerEncoderLayer) would be traced, and ONNX has no such operators.
-                data = _onnx(wrapper, example, meta, info)
+                data = _onnx(wrapper, example, meta, info, encoding)
     except Exception as exc:  # noqa: BLE001 - an operator or construct the tracer cannot take
         raise FailedPrecondition(
             f"this {meta.get('task')} network cannot be exported to {fmt}: "
@@ -167,30 +167,39 @@ def _heads() -> dict[str, type]:
 
 # -- the formats ------------------------------------------------------------------------------
 
-def _torchscript(wrapper, example, info: str) -> bytes:
+def _torchscript(wrapper, example, info: str, encoding=None) -> bytes:
     import torch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit: kept for TorchScript
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        if encoding is not None:  # raw rows in: the encoding, scripted, before the network
+            traced = export_table.scripted_with_encoding(traced, encoding)
         buf = io.BytesIO()
         torch.jit.save(traced, buf, _extra_files={META_EXTRA_FILE: info})
     return buf.getvalue()
 
 
-def _onnx(wrapper, example, meta: dict, info: str) -> bytes:
+def _onnx(wrapper, example, meta: dict, info: str, encoding=None) -> bytes:
     import onnx
     import torch
     inputs, outputs = io_names(meta)
+    if encoding is not None:  # the network takes the encoded rows; the encoding goes first
+        inputs = [export_table.FEATURES]
     axes = {n: {0: "batch"} for n in inputs + outputs}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter: it needs no network and no onnxscript.
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
+        torch.onnx.export(wrapper, (example,), buf, dynamo=False,
+                          opset_version=ONNX_OPSET if encoding is None
+                          else export_table.TABLE_OPSET,
                           input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           do_constant_folding=True)
-    model = onnx.load_from_string(buf.getvalue())
+    data = buf.getvalue()
+    if encoding is not None:
+        data = export_table.onnx_with_encoding(data, encoding)
+    model = onnx.load_from_string(data)
     for key, value in json.loads(info).items():
         model.metadata_props.add(key=key, value=json.dumps(value))
     model.doc_string = f"trainserve {meta.get('task')} model; inputs are raw (un-normalized)"
@@ -204,17 +213,23 @@ def _example_input(meta: dict, batch: int):
 
 
 def _file_meta(meta: dict, name: str, version: int) -> dict[str, Any]:
-    return {"name": name, "version": int(version), "task": meta.get("task"),
-            "class_names": [str(c) for c in meta.get("class_names") or []],
-            "input_shape": [int(d) for d in meta["input_shape"]],
-            "outputs": io_names(meta)[1]}
+    out = {"name": name, "version": int(version), "task": meta.get("task"),
+           "class_names": [str(c) for c in meta.get("class_names") or []],
+           "input_shape": [int(d) for d in meta["input_shape"]],
+           "outputs": io_names(meta)[1]}
+    columns = (meta.get("preprocessing") or {}).get("columns")
+    if columns:  # raw rows in: their columns, and how each becomes numbers
+        out["columns"] = columns
+    return out
 
 
 def run_exported(data: bytes, fmt: str, x) -> list:
-    """Run an exported file on a float32 numpy batch: its outputs as numpy arrays, in order."""
+    """Run an exported file on a float32 numpy batch (a table model's: raw rows of text
+    cells, str or UTF-8 bytes): its outputs as numpy arrays, in order."""
     import numpy as np
     fmt = check_format(fmt)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    text = np.asarray(x).dtype.kind in "OSU"
+    x = _text_rows(x) if text else np.ascontiguousarray(x, dtype=np.float32)
     if fmt == "onnx":
         import onnxruntime as ort
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -224,7 +239,13 @@ def run_exported(data: bytes, fmt: str, x) -> list:
         warnings.simplefilter("ignore", DeprecationWarning)
         model = torch.jit.load(io.BytesIO(data))
     with torch.no_grad():
-        return [t.numpy() for t in model(torch.from_numpy(x))]
+        return [t.numpy() for t in model(x.tolist() if text else torch.from_numpy(x))]
+
+
+def _text_rows(x):
+    import numpy as np
+    cells = [[c.decode() if isinstance(c, bytes) else str(c) for c in row] for row in x]
+    return np.array(cells, dtype=object).reshape(np.shape(x))
 
 
 def _check_batch_axis(wrapper, meta: dict, fmt: str, data: bytes) -> None:
@@ -232,10 +253,15 @@ def _check_batch_axis(wrapper, meta: dict, fmt: str, data: bytes) -> None:
     import numpy as np
     import torch
     x = _example_input(meta, 3)
+    raw = x.numpy()
+    encoding = export_table.table_encoding(meta)
+    if encoding is not None:  # raw rows in, through the encoding the endpoint applies
+        raw = export_table.example_rows(encoding, 3)
+        x = torch.from_numpy(encoding.encode(raw.astype(str)))
     with torch.no_grad():
         expect = [t.numpy() for t in wrapper(x)]
     try:
-        got = run_exported(data, fmt, x.numpy())
+        got = run_exported(data, fmt, raw)
         ok = all(g.shape == e.shape and np.allclose(g, e, rtol=1e-3, atol=1e-4)
                  for g, e in zip(got, expect, strict=True))
     except Exception:  # noqa: BLE001 - a graph that fails on another batch size
