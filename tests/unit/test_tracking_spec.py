@@ -3,6 +3,7 @@ import pytest
 
 from trainserve.core import errors
 from trainserve.core.spec import parse_spec
+from trainserve.core.tracking import StackTracking, effective_tracking
 from trainserve.jobs.admission import check_submission
 
 
@@ -52,11 +53,55 @@ def test_the_experiment_name_is_bounded():
     assert err.field == "spec.tracking.mlflow.experiment" and "256" in err.reason
 
 
-def test_a_search_is_refused_rather_than_left_untracked():
-    err = _refused({"tensorboard": True},
+def test_a_search_may_be_tracked():
+    spec = _submit({"tensorboard": True, "mlflow": {"uri": "http://h:5000"}},
                    search={"space": {"optimizer.lr": "loguniform(1e-3, 1e-1)"},
                            "num_samples": 2})
-    assert err.field == "spec.tracking"
+    assert spec.tracking.tensorboard and spec.HasField("search")
+
+
+STACK = StackTracking(mlflow_uri="http://mlflow.internal:5000", tensorboard=True,
+                      credentials_file="/etc/trainserve/mlflow-credentials")
+
+
+def test_a_job_naming_no_tracking_gets_the_stacks():
+    spec = _submit({})
+    spec.ClearField("tracking")
+    got = effective_tracking(spec, STACK)
+    assert got.tensorboard and got.mlflow.uri == "http://mlflow.internal:5000"
+    assert got.mlflow.experiment == ""  # the job's name
+    assert effective_tracking(spec, StackTracking()) is None
+    assert effective_tracking(spec, None) is None
+
+
+def test_a_jobs_own_tracking_replaces_the_stacks_and_an_empty_one_opts_out():
+    assert effective_tracking(_submit({}), STACK) is None  # `tracking: {}`
+    own = effective_tracking(_submit({"tensorboard": True}), STACK)
+    assert own.tensorboard and not own.HasField("mlflow")
+
+
+def test_an_empty_tracking_survives_the_wire_so_the_opt_out_holds():
+    spec = _submit({})
+    again = type(spec).FromString(spec.SerializeToString())
+    assert again.HasField("tracking") and effective_tracking(again, STACK) is None
+
+
+@pytest.mark.parametrize("uri,gets", [
+    ("http://mlflow.internal:5000", True),
+    ("HTTP://MLflow.internal:5000/", True),
+    ("http://mlflow.internal:5001", False),
+    ("https://mlflow.internal:5000", False),
+    ("http://mlflow.internal:5000/other", False),
+    ("http://attacker.example.org:5000", False),
+])
+def test_the_stacks_credentials_go_to_its_own_server_only(uri, gets):
+    assert STACK.credentials_for(uri) == (STACK.credentials_file if gets else "")
+
+
+def test_a_stack_tracking_address_is_checked_like_a_jobs():
+    with pytest.raises(errors.InvalidArgument) as info:
+        StackTracking(mlflow_uri="file:///srv/mlruns")
+    assert info.value.field == "tracking_mlflow_uri"
 
 
 def test_a_misspelled_tracking_key_is_a_field_path_error():

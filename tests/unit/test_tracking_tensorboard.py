@@ -91,3 +91,60 @@ def test_params_are_the_resolved_spec_flattened():
     assert json.loads(params["model.mlp.hidden"]) == [8]
     assert params["labels.course"] == "w1"
     assert not any(key.startswith("tracking") for key in params)
+
+
+# --- a search's trials, and the plots ----------------------------------------------------
+
+def _png(tmp_path, name="decision_boundary.png") -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / name, dpi=40)
+    plt.close(fig)
+    return (tmp_path / name).read_bytes()
+
+
+def test_each_trial_of_a_search_is_a_run_of_its_own_with_its_hparams(tmp_path):
+    from trainserve.runtime.tracking import trial_target, tracking_target
+    job_root = tmp_path / "jobs" / "j-search"
+    for trial, lr in (("t1", 0.01), ("t2", 0.1)):
+        spec = _spec({"tensorboard": True}, epochs=2)
+        spec.optimizer.lr = lr
+        target = trial_target(job_root, job_root / "trials" / trial, trial, spec, None)
+        with tracking_target(target, ListReporter()) as reporter:
+            reporter.finished(train(spec, job_root / "trials" / trial, reporter))
+    for trial, lr in (("t1", 0.01), ("t2", 0.1)):
+        folder = job_root / TENSORBOARD_DIR / trial  # TensorBoard: one run per sub-folder
+        [events] = list(folder.iterdir())
+        assert events.name.endswith(f".{trial}.tfevents")
+        acc = _accumulator(folder)
+        assert [e.step for e in acc.Scalars("train_loss")] == [1, 2]
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+        text = acc.Tensors("spec/text_summary")[0].tensor_proto.string_val[0].decode()
+        assert f'"lr": {lr}' in text
+    out = tmp_path / "out"
+    out.mkdir()
+    copy_event_files(job_root, out)  # offered as artifacts: the trial in each file's name
+    assert sorted(p.name.rsplit(".", 2)[-2] for p in out.iterdir()) == ["t1", "t2"]
+
+
+def test_the_plots_become_tensorboard_images(tmp_path):
+    from trainserve.runtime.tracking import job_target, log_plots
+    png = _png(tmp_path)
+    target = job_target("j-plots", _spec({"tensorboard": True}), str(tmp_path), None)
+    assert log_plots(target, {"decision_boundary.png": png, "curves.png": png}, 4) == []
+    acc = EventAccumulator(str(target.tensorboard_dir), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {"plots/decision_boundary", "plots/curves"}
+    [image] = acc.Images("plots/decision_boundary")
+    assert image.step == 4 and image.encoded_image_string == png
+    assert (image.width, image.height) == (80, 60)
+
+
+def test_plots_that_cannot_be_written_are_a_warning(tmp_path):
+    from trainserve.runtime.tracking import job_target, log_plots
+    target = job_target("j-bad", _spec({"tensorboard": True}), str(tmp_path), None)
+    [warning] = log_plots(target, {"x.png": b"not a png"}, 1)
+    assert warning.startswith("TensorBoard: could not add the plots")

@@ -5,9 +5,15 @@ what a tracking server needs: http or https, a host, no credentials (they would 
 the spec and shown to whoever reads it), a bounded length. Anything else (file: paths, which
 would have the worker write wherever the server's disk allows; other schemes) is refused with
 the field's path.
+
+Which trackers a job uses (`effective_tracking`): its own `spec.tracking` when present (an
+empty `tracking: {}` opts out), else the stack's (`StackTracking`, from the operator's
+settings). The stack's MLflow credentials go only to the stack's own MLflow server
+(`same_server`): a job naming another address must never receive them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from trainserve.core.errors import InvalidArgument
@@ -23,9 +29,6 @@ def check_tracking(spec: spec_pb2.JobSpec) -> None:
     """Raise `InvalidArgument` (with the field path) unless `spec.tracking` is usable."""
     if not spec.HasField("tracking"):
         return
-    if spec.HasField("search"):
-        raise InvalidArgument("a search's trials are not tracked yet: leave tracking out",
-                              field=FIELD)
     if spec.tracking.HasField("mlflow"):
         check_mlflow(spec.tracking.mlflow, f"{FIELD}.mlflow")
 
@@ -73,3 +76,61 @@ def _check_experiment(name: str, field: str) -> None:
                               field=field)
     if name and not name.isprintable():
         raise InvalidArgument("no control characters", field=field)
+
+
+# --- the stack's trackers ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StackTracking:
+    """The trackers of jobs whose spec names none, as the operator set them for the whole
+    stack (`local.settings.Config.tracking_*`). `credentials_file` is a path, never the
+    secret: the process that talks to MLflow reads it (`runtime.mlflow_rest.credentials`)."""
+    mlflow_uri: str = ""
+    tensorboard: bool = False
+    credentials_file: str = ""
+
+    def __post_init__(self):
+        if self.mlflow_uri:
+            check_uri(self.mlflow_uri, "tracking_mlflow_uri")
+
+    def spec(self) -> spec_pb2.TrackingSpec | None:
+        """What a job without `spec.tracking` gets; None when the stack tracks nothing."""
+        if not (self.mlflow_uri or self.tensorboard):
+            return None
+        out = spec_pb2.TrackingSpec(tensorboard=self.tensorboard)
+        if self.mlflow_uri:
+            out.mlflow.uri = self.mlflow_uri  # the experiment: the job's name
+        return out
+
+    def credentials_for(self, uri: str) -> str:
+        """The credentials file to use with `uri`: the stack's, for its own server only."""
+        if self.credentials_file and self.mlflow_uri and same_server(uri, self.mlflow_uri):
+            return self.credentials_file
+        return ""
+
+
+def effective_tracking(spec: spec_pb2.JobSpec, stack: StackTracking | None
+                       ) -> spec_pb2.TrackingSpec | None:
+    """The trackers a job uses: its own `spec.tracking` when present (empty: none), else the
+    stack's; None when nothing is tracked."""
+    if spec.HasField("tracking"):
+        mine = spec.tracking
+        return mine if (mine.tensorboard or mine.HasField("mlflow")) else None
+    return stack.spec() if stack is not None else None
+
+
+def same_server(a: str, b: str) -> bool:
+    """Whether two http(s) addresses name the same tracking server: scheme, host, port and
+    path alike (a trailing slash, the case of scheme and host and a default port aside)."""
+    def origin(uri: str) -> tuple:
+        parts = urlsplit(uri)
+        scheme = parts.scheme.lower()
+        return (scheme, (parts.hostname or "").lower(),
+                parts.port or DEFAULT_PORTS.get(scheme), parts.path.rstrip("/"))
+    try:
+        return origin(a) == origin(b)
+    except ValueError:
+        return False
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}

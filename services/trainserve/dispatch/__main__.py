@@ -7,6 +7,8 @@ import os
 import signal
 import threading
 
+from trainserve.core.errors import InvalidArgument
+from trainserve.core.tracking import StackTracking
 from trainserve.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from trainserve.serve.config import parse_option
 from trainserve.store import keys
@@ -21,7 +23,7 @@ def main(argv=None) -> None:
     except ValueError as exc:
         p.error(f"--serve-option: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = _config(args, serve_options)
+    cfg = _config(args, serve_options, _tracking(p, args))
     if args.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(args.metrics_port, addr=args.metrics_host)
@@ -63,10 +65,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-job-duration-s", type=float, default=d.max_job_duration_s,
                    help="wall-clock limit of a job whose spec sets none, and the most any job "
                         "gets, in seconds (default: 24 h, the most a spec may ask for)")
+    p.add_argument("--tracking-mlflow-uri", default="",
+                   help="the MLflow tracking server of jobs whose spec names no tracking")
+    p.add_argument("--tracking-tensorboard", action="store_true",
+                   help="TensorBoard event files for jobs whose spec names no tracking")
+    p.add_argument("--tracking-credentials-file", default="",
+                   help="MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD, lines for the "
+                        "--tracking-mlflow-uri server (read by the workers)")
     return p
 
 
-def _config(args: argparse.Namespace, serve_options: dict) -> DispatcherConfig:
+def _tracking(p: argparse.ArgumentParser, args: argparse.Namespace) -> StackTracking:
+    """The trackers of jobs whose spec names none; a bad address is a usage error."""
+    try:
+        return StackTracking(args.tracking_mlflow_uri, args.tracking_tensorboard,
+                             args.tracking_credentials_file)
+    except InvalidArgument as exc:
+        p.error(f"--{exc.field.replace('_', '-')}: {exc.reason}")
+
+
+def _config(args: argparse.Namespace, serve_options: dict,
+            tracking: StackTracking | None = None) -> DispatcherConfig:
     # The password comes from the environment, never the command line (ps, logs).
     redis_url = with_password(args.redis_url, os.environ.get(REDIS_PASSWORD_ENV, ""))
     return DispatcherConfig(redis_url=redis_url, ray_address=args.ray_address,
@@ -78,7 +97,8 @@ def _config(args: argparse.Namespace, serve_options: dict) -> DispatcherConfig:
                             serve_options=serve_options, user_max_jobs=args.user_max_jobs,
                             user_max_cpus=args.user_max_cpus, user_max_gpus=args.user_max_gpus,
                             max_job_duration_s=args.max_job_duration_s,
-                            job_retention_s=args.job_retention_s)
+                            job_retention_s=args.job_retention_s,
+                            tracking=tracking or StackTracking())
 
 
 def _run(dispatcher: Dispatcher) -> None:

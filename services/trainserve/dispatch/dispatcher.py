@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from trainserve.core.locations import default_storage_dir
+from trainserve.core.tracking import StackTracking
 from trainserve.dispatch.metrics import DispatcherMetrics
 from trainserve.dispatch.runner import JobRunner
 from trainserve.registry.service import DeploymentsCore
@@ -62,6 +63,8 @@ class DispatcherConfig:
     max_job_duration_s: float = MAX_JOB_DURATION_S
     # How long a finished job's events and worker logs are kept, in seconds (0: forever).
     job_retention_s: int = RETENTION_S
+    # The trackers of jobs whose spec names none (docs/tracking.md).
+    tracking: StackTracking = field(default_factory=StackTracking)
 
 
 class Dispatcher:
@@ -73,7 +76,8 @@ class Dispatcher:
         self.deployments = DeploymentsCore(self.r, cfg.public_http or cfg.serve_http,
                                            cfg.public_grpc or cfg.serve_grpc)
         self.runner = JobRunner(self.store, ModelStore(self.r), self.deployments, cfg.redis_url,
-                                cfg.storage_dir, max_duration_s=cfg.max_job_duration_s)
+                                cfg.storage_dir, max_duration_s=cfg.max_job_duration_s,
+                                tracking=cfg.tracking)
         self.metrics = DispatcherMetrics()
         self.running: dict[str, Lease] = {}  # the jobs this dispatcher runs, by id
         self._reasons: dict[str, str] = {}  # the waiting reasons last written

@@ -13,7 +13,9 @@ import traceback
 from trainserve.core import errors
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
+from trainserve.core.tracking import StackTracking
 from trainserve.jobs.evaluation import evaluation_message
+from trainserve.jobs.tracked_plots import track_plots
 from trainserve.registry import versions
 from trainserve.registry.service import DeploymentsCore, serving_options_of
 from trainserve.store.fencing import Fence
@@ -35,10 +37,13 @@ RUN_BY = "run_by"
 
 class JobRunner:
     def __init__(self, store: JobStore, models: ModelStore, deployments: DeploymentsCore,
-                 redis_url: str, storage_dir: str, run_job=None, max_duration_s: float = 0.0):
+                 redis_url: str, storage_dir: str, run_job=None, max_duration_s: float = 0.0,
+                 tracking: StackTracking | None = None):
         """`max_duration_s`: the wall-clock limit of a job that sets none, and the most any
-        job gets (0: none beyond the spec's own)."""
+        job gets (0: none beyond the spec's own). `tracking`: the stack's trackers, for jobs
+        whose spec names none."""
         self.store = store
+        self.tracking = tracking
         self.max_duration_s = max_duration_s
         self._leases: dict[str, Lease] = {}  # the jobs run under a lease, by id
         self.trials = TrialStore(store.r)
@@ -162,7 +167,8 @@ class JobRunner:
                          attempt=job.attempts,
                          max_failures=(scaling.max_failures if scaling.HasField("max_failures")
                                        else 1),
-                         fence=lease.fence if (lease := self._leases.get(job.id)) else 0)
+                         fence=lease.fence if (lease := self._leases.get(job.id)) else 0,
+                         tracking=self.tracking)
         extra = {}  # only what applies, so a fake run_job(ctx) fits the simple cases
         if lease is not None:
             extra["superseded"] = lease.lost.is_set
@@ -187,12 +193,24 @@ class JobRunner:
         except errors.AlreadyExists as exc:
             return self._finish(job.id, JobState.FAILED, f"not registered: {exc.message}")
         pause_point("registered", job.id)
+        self._track_plots(job.id, result)
         fields = {"model_name": mv.name, "model_version": mv.version,
                   "metrics": dict(result.metrics)}
         if job.spec.HasField("deploy"):
             fields["deployment"] = self._deploy(job, mv, owner)
         message = f"registered model {mv.name}:{mv.version}"
         return self._finish(job.id, JobState.SUCCEEDED, message, **fields)
+
+    def _track_plots(self, job_id: str, result) -> None:
+        """The job's plots into its trackers (TensorBoard images, MLflow artifacts)."""
+        try:
+            warnings = track_plots(self.store.get(job_id), self.store.events.history(job_id),
+                                   dict(result.metrics), self.storage_dir, self.tracking)
+        except Exception as exc:  # noqa: BLE001 - a tracker never fails the job
+            log.warning("job %s: plots not tracked", job_id, exc_info=True)
+            warnings = [f"the plots were not added to the trackers: {exc}"]
+        for text in warnings:
+            self.store.events.log(job_id, text, level="warning")
 
     def _deploy(self, job: job_pb2.Job, mv, owner: Principal) -> str:
         spec = job.spec.deploy

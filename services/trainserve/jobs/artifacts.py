@@ -130,8 +130,9 @@ def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
 
 
 def copy_event_files(root: Path, out: Path) -> None:
-    """The TensorBoard event files the job's worker wrote (`spec.tracking.tensorboard`)."""
-    for events in sorted((root / TENSORBOARD_DIR).glob(f"events.out.tfevents.*{EVENTS_SUFFIX}")):
+    """The TensorBoard event files the job's worker wrote (`spec.tracking.tensorboard`); a
+    search's trials write theirs in sub-folders, each file's name ending in its trial's id."""
+    for events in sorted((root / TENSORBOARD_DIR).rglob(f"events.out.tfevents.*{EVENTS_SUFFIX}")):
         if events.is_file() and not events.is_symlink():
             shutil.copyfile(events, out / events.name)
 

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from trainserve.core import locations
 from trainserve.core.locations import LOOPBACK, default_state_dir
+from trainserve.core.tracking import StackTracking
 from trainserve.serve.config import SERVE_MODES, ServeConfig
 
 PORT = (1, 65535)
@@ -160,6 +161,19 @@ class Config:
         2000, bounds=(1, None),
         doc="How often Ray's processes hand their metrics to the node's agent, in ms (Ray's "
             "own default is 10000), so serving metrics reach Prometheus within seconds.")
+    tracking_mlflow_uri: str = setting(
+        "", metavar="URL", chart="dispatcher.tracking.mlflowUri",
+        doc="An MLflow tracking server (http(s)://host:port) that every job whose spec names "
+            "no `tracking` is logged to; a job opts out with `tracking: {}` (default: none).")
+    tracking_tensorboard: bool = setting(
+        False, chart="dispatcher.tracking.tensorboard",
+        doc="TensorBoard event files for every job whose spec names no `tracking` "
+            "(default: off).")
+    tracking_credentials_file: str = setting(
+        "", path="file",
+        doc="The MLflow server's credentials: a file of MLFLOW_TRACKING_TOKEN=..., or "
+            "MLFLOW_TRACKING_USERNAME=... and MLFLOW_TRACKING_PASSWORD=..., lines; sent to "
+            "the tracking-mlflow-uri server only (docs/tracking.md).")
     with_prometheus: bool = setting(
         False, off_flag="--without-prometheus", only_for="prometheus",
         doc="Also run a local Prometheus (the `prometheus` binary) scraping the API, the "
@@ -172,9 +186,10 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser().absolute())
-        if self.ray_token_file:  # the dispatcher runs in the state folder: keep it absolute
-            token = Path(self.ray_token_file).expanduser().absolute()
-            object.__setattr__(self, "ray_token_file", str(token))
+        for name in ("ray_token_file", "tracking_credentials_file"):
+            if getattr(self, name):  # the dispatcher runs in the state folder: keep it absolute
+                path = Path(getattr(self, name)).expanduser().absolute()
+                object.__setattr__(self, name, str(path))
         if self.serve_mode not in SERVE_MODES:
             raise ValueError(f"serve_mode must be one of {', '.join(SERVE_MODES)}, "
                              f"got {self.serve_mode!r}")
@@ -197,6 +212,11 @@ class Config:
                                storage_dir=str(self.storage_path), **self.serve_options())
         except ValueError as exc:
             raise ValueError(_as_settings(str(exc))) from None
+
+    def stack_tracking(self) -> StackTracking:
+        """The trackers of jobs that name none (raises `InvalidArgument` on a bad address)."""
+        return StackTracking(self.tracking_mlflow_uri, self.tracking_tensorboard,
+                             self.tracking_credentials_file)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainserve.core.pb import spec_pb2
+from trainserve.core.tracking import StackTracking
 from trainserve.training.paths import JobPaths
 
 TRAIN_POLL_S = 0.5  # how often Ray Train's controller polls its workers (Ray's default: 2 s)
@@ -21,7 +22,8 @@ class JobContext:
     (it resumes from the latest checkpoint) before the job fails. `fence` is the fencing
     token of the dispatcher's lease (`store.fencing`): the workers' writes to the job's
     state carry it and stop being accepted once another dispatcher takes the job over
-    (0: unfenced, for runs outside a dispatcher).
+    (0: unfenced, for runs outside a dispatcher). `tracking`: the stack's trackers, for a job
+    whose spec names none (`core.tracking.effective_tracking`).
     """
     job_id: str
     spec: bytes
@@ -32,6 +34,7 @@ class JobContext:
     num_workers: int | None = None
     max_failures: int = 1
     fence: int = 0
+    tracking: StackTracking | None = None
 
     def __post_init__(self):
         if isinstance(self.spec, spec_pb2.JobSpec):

@@ -33,12 +33,20 @@ _TUNE_KEYS = {"training_iteration", EPOCH, "time_this_iter_s", "time_total_s", "
 
 
 def run_search(ctx) -> TrainResult:
-    """Run (or resume) the search of `ctx` (a `runtime.context.JobContext`) to its end."""
+    """Run (or resume) the search of `ctx` (a `runtime.context.JobContext`) to its end; with
+    MLflow tracking, as the parent run of its trials' runs (`runtime.tracking`)."""
+    from trainserve.runtime.reporting import make_reporter
+    from trainserve.runtime.tracking import search_target, tracking_target
+    with tracking_target(search_target(ctx), make_reporter(ctx)) as reporter:
+        return reporter.finished(_search(ctx))
+
+
+def _search(ctx) -> TrainResult:
     from ray import tune
     spec = ctx.job_spec()
     axes = parse_space(spec.search)
     root = ctx.paths.root
-    trainable = _trainable(spec, ctx.spec, root)
+    trainable = _trainable(spec, ctx.spec, root, ctx.tracking)
     exp = root / EXPERIMENT
     if tune.Tuner.can_restore(str(exp)):
         tuner = tune.Tuner.restore(str(exp), trainable, resume_unfinished=True,
@@ -58,14 +66,17 @@ def run_search(ctx) -> TrainResult:
 DDP_DRIVER_CPUS = 0.01
 
 
-def _trainable(spec: spec_pb2.JobSpec, spec_bytes: bytes, root: Path):
+def _trainable(spec: spec_pb2.JobSpec, spec_bytes: bytes, root: Path, tracking=None):
+    """`tracking`: the stack's trackers (`core.tracking.StackTracking`), for the trials of a
+    search whose spec names none."""
     from ray import tune
     r = spec.search.trial_resources
     resources = {"cpu": r.cpus, "gpu": r.gpus}
     if spec.scaling.num_workers > 1:
         resources = {"cpu": DDP_DRIVER_CPUS}
     return tune.with_resources(
-        tune.with_parameters(run_trial, spec_bytes=spec_bytes, search_root=str(root)),
+        tune.with_parameters(run_trial, spec_bytes=spec_bytes, search_root=str(root),
+                             tracking=tracking),
         resources)
 
 

@@ -1,10 +1,12 @@
 """Copies of a job's params and metrics in the trackers users already keep (`spec.tracking`,
-docs/tracking.md): TensorBoard event files in `<job>/tensorboard/` and a run on an MLflow
-tracking server.
+else the stack's trackers; docs/tracking.md): TensorBoard event files in `<job>/tensorboard/`
+and a run on an MLflow tracking server.
 
 `tracked(ctx, reporter)` wraps the worker's reporter (rank 0's): every epoch's metrics go to
 the trackers as they are reported, the final metrics and the outcome when the training
-returns (`TrackingReporter.finished`). A tracker is opt-in and never fails the job: one that
+returns (`TrackingReporter.finished`). A search is one MLflow run (`search_tracked`) with a
+nested run per trial, and one TensorBoard folder per trial (`trial_tracked`). `log_plots` adds
+the job's plots once they are drawn. A tracker is opt-in and never fails the job: one that
 cannot be opened or written is dropped, with one warning in the job's events and logs.
 """
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import struct
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 from google.protobuf.json_format import MessageToDict
 
 from trainserve.core.pb import spec_pb2
+from trainserve.core.tracking import StackTracking, effective_tracking
 from trainserve.runtime.context import JobContext
-from trainserve.runtime.mlflow_rest import MlflowRest
+from trainserve.runtime.mlflow_rest import PARENT_TAG, MlflowRest, credentials
 from trainserve.training.reporting import Reporter
 from trainserve.training.results import TrainResult, write_json_atomic
 
@@ -31,6 +36,7 @@ EVENTS_SUFFIX = ".tfevents"  # the event files' names end so (artifacts are list
 STATE_FILE = "tracking.json"  # the MLflow run of the job, reused by a resumed attempt
 FINAL_PREFIX = "final/"
 MLFLOW_FLUSH_S = 1.0  # per-epoch metrics reach MLflow in batches at most this often
+PLOTS_TAG = "plots/"  # the plots' image tags in TensorBoard and folder among MLflow artifacts
 # Spec fields that are no hyperparameters: the trackers themselves, and what the server pins.
 NOT_PARAMS = ("tracking", "dataset.uploaded", "model.transfer.artifact_path")
 # How each run status reads in MLflow.
@@ -50,17 +56,62 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class Target:
+    """One tracked run: a job, a search (its MLflow run only) or a search's trial."""
+    tracking: spec_pb2.TrackingSpec  # the trackers, `effective_tracking`'s answer
+    spec: spec_pb2.JobSpec           # what the params and the spec text are of
+    run_name: str                    # the MLflow run's name: the job's or the trial's id
+    folder: Path                     # the job's (or trial's) folder: its tracking.json
+    tensorboard_dir: Path
+    tags: dict[str, str]
+    stack: StackTracking             # whose credentials go to the stack's own server only
+    events_suffix: str = EVENTS_SUFFIX
+    record: Callable[[dict], None] | None = None  # puts the run on the job's record
+    leave_out: tuple[str, ...] = ()  # spec fields that are no params of this run
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.mlflow.experiment or self.spec.name or "trainserve"
+
+    def rest(self) -> MlflowRest:
+        uri = self.tracking.mlflow.uri
+        return MlflowRest(uri, auth=credentials(self.stack.credentials_for(uri)))
+
+
+def job_target(job_id: str, spec: spec_pb2.JobSpec, storage_dir: str,
+               stack: StackTracking | None, redis_url: str | None = None) -> Target | None:
+    """The tracked run of job `job_id`, None when it tracks nothing."""
+    tracking = effective_tracking(spec, stack)
+    if tracking is None:
+        return None
+    from trainserve.training.paths import JobPaths
+    root = JobPaths.of(storage_dir, job_id).root
+    return Target(tracking, spec, job_id, root, root / TENSORBOARD_DIR,
+                  {"trainserve.job_id": job_id, "trainserve.model_name": spec.name},
+                  stack or StackTracking(), record=_recorder(redis_url, job_id))
+
+
 @contextlib.contextmanager
 def tracked(ctx: JobContext, reporter: Reporter, enabled: bool = True
             ) -> Iterator[Reporter]:
-    """`reporter`, wrapped so that the trackers `ctx`'s spec asks for see the job (only when
-    `enabled`: rank 0). Call `finished(result)` on it with the training's result; a block
-    left without (the training raised) ends the trackers' run as failed."""
-    spec = ctx.job_spec()
-    if not enabled or not spec.HasField("tracking"):
+    """`reporter`, wrapped so that the trackers the job uses (its spec's, else the stack's:
+    `ctx.tracking`) see it (only when `enabled`: rank 0). Call `finished(result)` on it with
+    the training's result; a block left without (the training raised) ends the trackers' run
+    as failed."""
+    target = job_target(ctx.job_id, ctx.job_spec(), ctx.storage_dir, ctx.tracking,
+                        ctx.redis_url) if enabled else None
+    with tracking_target(target, reporter) as wrapped:
+        yield wrapped
+
+
+@contextlib.contextmanager
+def tracking_target(target: Target | None, reporter: Reporter) -> Iterator[Reporter]:
+    """`reporter` wrapped with the trackers of `target` (None: passed through)."""
+    if target is None:
         yield _Untracked(reporter)
         return
-    wrapped = TrackingReporter(reporter, open_trackers(ctx, spec, reporter))
+    wrapped = TrackingReporter(reporter, open_trackers(target, reporter))
     try:
         yield wrapped
     finally:
@@ -134,17 +185,16 @@ class TrackingReporter:
                 _warn(self.inner, f"{tracker.name}: stopped writing: {exc}")
 
 
-def open_trackers(ctx: JobContext, spec: spec_pb2.JobSpec, reporter: Reporter
-                  ) -> list[Tracker]:
-    """The trackers `spec.tracking` asks for that could be opened; a warning for each other."""
-    params = flat_params(spec)
+def open_trackers(target: Target, reporter: Reporter) -> list[Tracker]:
+    """The trackers `target` asks for that could be opened; a warning for each other."""
+    params = flat_params(target.spec, target.leave_out)
     trackers: list[Tracker] = []
-    if spec.tracking.tensorboard:
+    if target.tracking.tensorboard:
         _open(trackers, reporter, "TensorBoard",
-              lambda: TensorBoardTracker(ctx.paths.root / TENSORBOARD_DIR, spec, params))
-    if spec.tracking.HasField("mlflow"):
+              lambda: TensorBoardTracker(target, params))
+    if target.tracking.HasField("mlflow"):
         _open(trackers, reporter, "MLflow",
-              lambda: MlflowTracker.open(ctx, spec, params, reporter))
+              lambda: MlflowTracker.open(target, params, reporter))
     return trackers
 
 
@@ -165,14 +215,16 @@ def _warn(reporter: Reporter, text: str) -> None:
 
 # --- params ------------------------------------------------------------------------------
 
-def flat_params(spec: spec_pb2.JobSpec) -> dict[str, str | int | float | bool]:
+def flat_params(spec: spec_pb2.JobSpec, leave_out: tuple[str, ...] = ()
+                ) -> dict[str, str | int | float | bool]:
     """The resolved spec as "path": value pairs ("optimizer.lr": 0.01); lists and maps as
-    JSON text; the tracking settings and what the server pins left out."""
+    JSON text; the tracking settings, what the server pins and `leave_out` left out."""
     doc = MessageToDict(spec, preserving_proto_field_name=True)
     out: dict = {}
     _flatten(doc, "", out)
+    skip = NOT_PARAMS + tuple(leave_out)
     return {k: v for k, v in out.items()
-            if not any(k == p or k.startswith(p + ".") for p in NOT_PARAMS)}
+            if not any(k == p or k.startswith(p + ".") for p in skip)}
 
 
 def _flatten(value, prefix: str, out: dict) -> None:
@@ -194,12 +246,11 @@ class TensorBoardTracker:
     end."""
     name = "TensorBoard"
 
-    def __init__(self, folder: Path, spec: spec_pb2.JobSpec, params: dict):
-        from torch.utils.tensorboard import SummaryWriter
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: Target, params: dict):
         self.params = params
-        self.writer = SummaryWriter(str(folder), filename_suffix=EVENTS_SUFFIX)
-        text = json.dumps(MessageToDict(spec, preserving_proto_field_name=True), indent=2)
+        self.writer = _writer(target)
+        text = json.dumps(MessageToDict(target.spec, preserving_proto_field_name=True),
+                          indent=2)
         self.writer.add_text("spec", "    " + text.replace("\n", "\n    "), 0)
         self.writer.flush()
 
@@ -236,20 +287,18 @@ class MlflowTracker:
         self.flushed_at = time.monotonic()
 
     @classmethod
-    def open(cls, ctx: JobContext, spec: spec_pb2.JobSpec, params: dict,
-             reporter: Reporter) -> "MlflowTracker":
-        uri = spec.tracking.mlflow.uri
-        rest = MlflowRest(uri)
-        experiment = spec.tracking.mlflow.experiment or spec.name or "trainserve"
-        info = _run_of(ctx, uri, experiment)
+    def open(cls, target: Target, params: dict, reporter: Reporter) -> "MlflowTracker":
+        rest = target.rest()
+        info = _run_of(target)
         if info is None:
-            info = _new_run(rest, ctx, spec, uri, experiment)
+            info = _new_run(rest, target)
             rest.log_params(info["mlflow_run_id"], params)
         else:
             rest.set_status(info["mlflow_run_id"], "RUNNING")
-        _record(ctx, info)
-        reporter.log(f"MLflow: run {info['mlflow_run_id']} in experiment {experiment!r} "
-                     f"at {uri}")
+        if target.record is not None:
+            target.record(info)
+        reporter.log(f"MLflow: run {info['mlflow_run_id']} in experiment "
+                     f"{target.experiment!r} at {target.tracking.mlflow.uri}")
         return cls(rest, info["mlflow_run_id"])
 
     def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
@@ -273,33 +322,127 @@ class MlflowTracker:
             self.rest.log_metrics(self.run_id, points)
 
 
-def _new_run(rest: MlflowRest, ctx: JobContext, spec: spec_pb2.JobSpec, uri: str,
-             experiment: str) -> dict[str, str]:
-    experiment_id = rest.experiment_id(experiment)
-    tags = {"trainserve.job_id": ctx.job_id, "trainserve.model_name": spec.name}
-    run_id = rest.create_run(experiment_id, ctx.job_id, tags)
-    info = {"mlflow_uri": uri, "mlflow_experiment_id": experiment_id,
+def _new_run(rest: MlflowRest, target: Target) -> dict[str, str]:
+    experiment_id = rest.experiment_id(target.experiment)
+    run_id, artifact_uri = rest.create_run(experiment_id, target.run_name, target.tags)
+    info = {"mlflow_uri": target.tracking.mlflow.uri, "mlflow_experiment_id": experiment_id,
             "mlflow_run_id": run_id}
-    write_json_atomic(ctx.paths.root / STATE_FILE, info | {"experiment": experiment})
+    write_json_atomic(target.folder / STATE_FILE,
+                      info | {"experiment": target.experiment, "artifact_uri": artifact_uri})
     return info
 
 
-def _run_of(ctx: JobContext, uri: str, experiment: str) -> dict[str, str] | None:
-    """The run an earlier attempt of this job started on the same server, if any."""
-    try:
-        doc = json.loads((ctx.paths.root / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if doc.get("mlflow_uri") != uri or doc.get("experiment") != experiment:
+def _run_of(target: Target) -> dict[str, str] | None:
+    """The run an earlier attempt of this job (or trial) started on the same server."""
+    doc = _state(target.folder)
+    if doc.get("mlflow_uri") != target.tracking.mlflow.uri \
+            or doc.get("experiment") != target.experiment:
         return None
     return {k: doc[k] for k in ("mlflow_uri", "mlflow_experiment_id", "mlflow_run_id")}
 
 
-def _record(ctx: JobContext, info: dict[str, str]) -> None:
-    """Put the run on the job's record (`Job.tracking`), where users find it."""
-    if ctx.redis_url is None:
-        return
-    from trainserve.store.jobs import JobStore
-    from trainserve.store.redis import connect
-    JobStore(connect(ctx.redis_url)).update(ctx.job_id, tracking=info)
+def _state(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
+
+def _recorder(redis_url: str | None, job_id: str) -> Callable[[dict], None] | None:
+    """Puts the run on the job's record (`Job.tracking`), where users find it."""
+    if redis_url is None:
+        return None
+
+    def record(info: dict) -> None:
+        from trainserve.store.jobs import JobStore
+        from trainserve.store.redis import connect
+        JobStore(connect(redis_url)).update(job_id, tracking=info)
+    return record
+
+
+def _writer(target: Target):
+    from torch.utils.tensorboard import SummaryWriter
+    target.tensorboard_dir.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(str(target.tensorboard_dir), filename_suffix=target.events_suffix)
+
+
+# --- searches ----------------------------------------------------------------------------
+
+def search_target(ctx: JobContext) -> Target | None:
+    """A search's own run: MLflow only (its trials each have a TensorBoard folder), the
+    parent of its trials' runs; its final metrics are the best trial's."""
+    target = job_target(ctx.job_id, ctx.job_spec(), ctx.storage_dir, ctx.tracking,
+                        ctx.redis_url)
+    if target is None or not target.tracking.HasField("mlflow"):
+        return None
+    target.tracking = spec_pb2.TrackingSpec(mlflow=target.tracking.mlflow)
+    return target
+
+
+def trial_target(job_root: Path, trial_root: Path, trial_id: str,
+                 trial_spec: spec_pb2.JobSpec, stack: StackTracking | None) -> Target | None:
+    """A search trial's run: event files in `<job>/tensorboard/<trial id>/` (TensorBoard
+    shows each trial as a run of its own), an MLflow run nested under the search's, with
+    the trial's spec (its sampled values applied) as params."""
+    tracking = effective_tracking(trial_spec, stack)
+    if tracking is None:
+        return None
+    parent = _state(job_root).get("mlflow_run_id")
+    tags = {"trainserve.job_id": job_root.name, "trainserve.trial_id": trial_id,
+            "trainserve.model_name": trial_spec.name} | ({PARENT_TAG: parent} if parent else {})
+    return Target(tracking, trial_spec, trial_id, trial_root,
+                  job_root / TENSORBOARD_DIR / trial_id, tags, stack or StackTracking(),
+                  events_suffix=f".{trial_id}{EVENTS_SUFFIX}", leave_out=("search",))
+
+
+# --- plots -------------------------------------------------------------------------------
+
+def log_plots(target: Target, plots: Mapping[str, bytes], step: int) -> list[str]:
+    """The job's plots (PNG bytes by file name) as TensorBoard images (`plots/<name>` at
+    `step`) and MLflow artifacts (`plots/<file name>`); returns a warning per tracker that
+    could not take them."""
+    warnings = []
+    if not plots:
+        return warnings
+    if target.tracking.tensorboard:
+        try:
+            _tensorboard_images(target, plots, step)
+        except Exception as exc:  # noqa: BLE001 - a tracker never fails the job
+            warnings.append(f"TensorBoard: could not add the plots: {exc}")
+    info = _state(target.folder)
+    if target.tracking.HasField("mlflow") and _run_of(target) is not None:
+        try:
+            rest = target.rest()
+            for name, data in sorted(plots.items()):
+                rest.log_artifact(info.get("artifact_uri", ""), PLOTS_TAG + name, data,
+                                  "image/png")
+        except Exception as exc:  # noqa: BLE001 - a tracker never fails the job
+            warnings.append(f"MLflow: could not add the plots: {exc}")
+    return warnings
+
+
+def _tensorboard_images(target: Target, plots: Mapping[str, bytes], step: int) -> None:
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    writer = _writer(target)
+    try:
+        for name, png in sorted(plots.items()):
+            width, height, colorspace = png_size(png)
+            image = Summary.Image(height=height, width=width, colorspace=colorspace,
+                                  encoded_image_string=png)
+            tag = PLOTS_TAG + Path(name).stem
+            writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
+                                           step)
+    finally:
+        writer.close()
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # a PNG's colour type: its channels (3: palette)
+
+
+def png_size(png: bytes) -> tuple[int, int, int]:
+    """(width, height, channels) from a PNG's header, without decoding it."""
+    if png[:8] != PNG_MAGIC or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height, PNG_CHANNELS.get(png[25], 3)

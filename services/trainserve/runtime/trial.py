@@ -69,8 +69,10 @@ class TuneReporter(NullReporter):
         return self.cancel_flag.exists()
 
 
-def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) -> None:
-    """The Tune trainable. `spec_bytes`: the search's checked `JobSpec`."""
+def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str,
+              tracking=None) -> None:
+    """The Tune trainable. `spec_bytes`: the search's checked `JobSpec`; `tracking`: the
+    stack's trackers (`core.tracking.StackTracking`) for a spec that names none."""
     from ray import tune
 
     from trainserve.training.loop import train
@@ -86,15 +88,27 @@ def run_trial(config: dict[str, Any], *, spec_bytes: bytes, search_root: str) ->
                "checkpoints": SCHEDULERS.get(spec.search.scheduler.name).checkpoints}
     if options["checkpoints"]:  # each epoch's report hands Tune that epoch's checkpoint
         trial_spec.training.checkpoint_every_s = 0
+    options["tracking"] = tracking
     if trial_spec.scaling.num_workers > 1:
         _ddp_trial(trial_spec, paths, options)
         return
     reporter = TuneReporter(paths, Path(options["cancel_flag"]), options["per_epoch"],
                             options["checkpoints"])
     cpus = spec.search.trial_resources.cpus
-    result = train(trial_spec, paths.root, reporter, num_threads=max(1, int(cpus)),
-                   device="cuda" if trial_spec.scaling.use_gpu else "cpu")
+    with _tracked(search_root, paths, trial_spec, tracking, reporter) as tracked:
+        result = tracked.finished(train(trial_spec, paths.root, tracked,
+                                        num_threads=max(1, int(cpus)),
+                                        device="cuda" if trial_spec.scaling.use_gpu else "cpu"))
     _final_report(result, reporter, paths, tune.report)
+
+
+def _tracked(search_root: str, paths: JobPaths, trial_spec: spec_pb2.JobSpec, tracking,
+             reporter, enabled: bool = True):
+    """`reporter` with the trial's trackers (`runtime.tracking.trial_target`)."""
+    from trainserve.runtime.tracking import trial_target, tracking_target
+    target = trial_target(Path(search_root), paths.root, paths.root.name, trial_spec,
+                          tracking) if enabled else None
+    return tracking_target(target, reporter)
 
 
 def _final_report(result, reporter: TuneReporter, paths: JobPaths, report) -> None:
@@ -134,10 +148,13 @@ def _ddp_worker(config: dict) -> None:
     paths, ctx = JobPaths(Path(config["root"])), ray.train.get_context()
     reporter = TuneReporter(paths, Path(config["cancel_flag"]), config["per_epoch"],
                             rank=ctx.get_world_rank(), report=ray.train.report)
-    result = train(spec, paths.root, reporter, rank=ctx.get_world_rank(),
-                   world_size=ctx.get_world_size(),
-                   num_threads=max(1, int(spec.scaling.cpus_per_worker)),
-                   device=ray.train.torch.get_device())
+    with _tracked(str(paths.root.parent.parent), paths, spec, config.get("tracking"),
+                  reporter, enabled=ctx.get_world_rank() == 0) as tracked:
+        result = tracked.finished(train(
+            spec, paths.root, tracked, rank=ctx.get_world_rank(),
+            world_size=ctx.get_world_size(),
+            num_threads=max(1, int(spec.scaling.cpus_per_worker)),
+            device=ray.train.torch.get_device()))
     _final_report(result, reporter, paths, ray.train.report)
 
 

@@ -6,9 +6,11 @@ import socket
 import sys
 import uuid
 
-from trainserve.local.component import Component, Launch, PortUse, Stack, http_ok, port_use, set_flags
+from trainserve.local.component import (Component, Launch, LocalStackError, PortUse, Stack,
+                                        http_ok, port_use, set_flags)
 from trainserve.local.components.api import service_args, with_redis_password
 from trainserve.local.components.ray import joined
+from trainserve.core.errors import InvalidArgument
 from trainserve.local.settings import Config
 from trainserve.store.keys import DISPATCHER_READY
 
@@ -27,8 +29,24 @@ def _launch(stack: Stack, env: dict[str, str]) -> Launch:
             *(f"--serve-option={k}={v}" for k, v in c.serve_options().items()
               if k not in _OWN_FLAGS),
             *set_flags({"--user-max-jobs": c.user_max_jobs,
-                        "--job-retention-s": c.job_retention_s})]
+                        "--job-retention-s": c.job_retention_s}), *_tracking_args(c)]
     return Launch(argv, with_redis_password(c, joined(c, env)), {"consumer": consumer})
+
+
+def _tracking_args(config: Config) -> list[str]:
+    """The trackers of jobs that name none; the credentials by their file's path only."""
+    return ([f"--tracking-mlflow-uri={config.tracking_mlflow_uri}"]
+            if config.tracking_mlflow_uri else []) \
+        + (["--tracking-tensorboard"] if config.tracking_tensorboard else []) \
+        + ([f"--tracking-credentials-file={config.tracking_credentials_file}"]
+           if config.tracking_credentials_file else [])
+
+
+def _check_tracking(stack: Stack) -> None:
+    try:
+        stack.config.stack_tracking()
+    except InvalidArgument as exc:
+        raise LocalStackError(f"--{exc.field.replace('_', '-')}: {exc.reason}") from None
 
 
 def _inference_auth_args(config: Config) -> list[str]:
@@ -78,4 +96,5 @@ DISPATCHER = Component(
     needs=("redis", "ray"),
     # A job runner may be mid checkpoint: it has time to finish writing.
     stop_grace_s=30.0,
+    precheck=_check_tracking,
 )
