@@ -1,6 +1,7 @@
-"""A clinical table end to end on the real stack: upload the example CSV (categorical columns,
-blank / NA / NaN cells), train examples/clinical/mlp.yaml, read the clinical metrics and the
-stored encoding from the registry, deploy, and query the endpoint with raw rows."""
+"""A clinical table end to end on the real stack: upload the example CSV (binary and
+categorical columns, blank / NA / NaN cells), train examples/clinical/mlp.yaml, read the
+clinical metrics and the stored encoding from the registry, deploy, query the endpoint with
+raw rows, and export the model: the file answers those rows as the endpoint does."""
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def test_the_upload_describes_each_column(trained):
     ds, _ = trained
     cols = {c.name: c for c in ds.schema.columns}
     assert [cols[n].kind for n in ("age", "sex", "bmi", "creatinine", "smoker", "stage")] == [
-        "numeric", "categorical", "numeric", "numeric", "categorical", "numeric"]
+        "numeric", "binary", "numeric", "numeric", "categorical", "numeric"]
     assert cols["creatinine"].missing > 0 and cols["bmi"].missing > 0
     assert cols["age"].missing == 0 and list(cols["sex"].classes) == ["F", "M"]
 
@@ -50,6 +51,7 @@ def test_the_upload_describes_each_column(trained):
 def test_missing_values_are_refused_with_advice_unless_the_spec_says_what_to_do(sdk, trained):
     spec = example("clinical/mlp")
     spec.dataset.ClearField("missing")
+    spec.dataset.ClearField("columns")
     spec.dataset.missing_indicators = False
     with pytest.raises(errors.InvalidArgument) as e:
         sdk.submit(spec)
@@ -74,6 +76,8 @@ def test_the_job_reports_clinical_metrics_and_stores_the_encoding(sdk, trained):
     assert list(columns) == ["age", "sex", "bmi", "creatinine", "smoker", "stage"]
     assert list(columns["stage"].categories) == ["1", "2", "3"]
     assert columns["creatinine"].indicator and 0.5 < columns["creatinine"].fill < 1.5
+    assert (columns["creatinine"].missing, columns["bmi"].missing) == ("median", "mean")
+    assert (columns["sex"].kind, columns["sex"].positive) == ("binary", "M")
     assert (mv.inputs[0].datatype, list(mv.inputs[0].shape)) == ("BYTES", [-1, 6])
 
 
@@ -97,9 +101,20 @@ def test_the_endpoint_answers_raw_rows(sdk, stack, trained):
                         datatype="BYTES")
         with pytest.raises(errors.InvalidArgument, match="BYTES"):
             sdk.predict(endpoint, [[63, 1, 27, 1.6, 1, 3]], http=http)  # numbers: refused
+        exported_files_answer_as_the_endpoint(sdk, done, out["probabilities"])
         in_the_console(stack, endpoint, ROWS[0], out["class_name"][0])
     finally:
         sdk.undeploy(endpoint)
+
+
+def exported_files_answer_as_the_endpoint(sdk, done, probabilities) -> None:
+    """ExportModel's ONNX and TorchScript files take the same raw rows (blanks, NA) and
+    answer the same probabilities as the deployed endpoint."""
+    from trainserve.registry.export import run_exported
+    for fmt in ("onnx", "torchscript"):
+        data = sdk.export_model(done.model_name, done.model_version, format=fmt)
+        probs, _ = run_exported(data, fmt, np.array(ROWS, dtype=object))
+        np.testing.assert_allclose(probs, probabilities, rtol=1e-5, atol=1e-6, err_msg=fmt)
 
 
 def in_the_console(stack, endpoint: str, row: list[str], expected: str) -> None:

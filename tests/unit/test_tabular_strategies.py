@@ -75,6 +75,17 @@ def test_upload_names_binary_columns(tmp_path):
     assert kinds == {"flag": "binary", "ans": "binary", "b": "binary", "n": "numeric"}
 
 
+def test_the_upload_description_names_each_column_s_kind(tmp_path):
+    from trainserve.cli.datasets import _column_kinds
+    from trainserve.core.pb import dataset_pb2
+    schema = d.describe(_csv(tmp_path, _rows()), "csv")[0]
+    ds = dataset_pb2.Dataset(name="t", schema=schema, columns=[c.name for c in schema.columns])
+    assert _column_kinds(ds) == [
+        "age (numeric)", "sex (binary)", "smoker (categorical, 11 missing)",
+        "lactate (numeric, 18 missing)", "stage (numeric)", "diabetic (binary, 10 missing)",
+        "outcome (binary)"]
+
+
 # -- fitting: each strategy, on the training split's cells ------------------------------------
 
 CELLS = np.array([["1", "a"], ["", "b"], ["3", "b"], ["NA", ""], ["3", "c"], ["8", "b"]])

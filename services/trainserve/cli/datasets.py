@@ -21,15 +21,23 @@ COLUMNS = (render.Col("NAME"), render.Col("FORMAT", 1), render.Col("ROWS", 2, ju
            render.Col("SHA256", 5), render.Col("CREATED", 6))
 
 
-def _table(datasets) -> Table:
-    rows = [(ds.name, ds.format, str(ds.num_rows), ", ".join(ds.columns),
+def _table(datasets, kinds: bool = False) -> Table:
+    rows = [(ds.name, ds.format, str(ds.num_rows),
+             ", ".join(_column_kinds(ds) if kinds else ds.columns),
              f"{ds.size_bytes:,} B", ds.sha256[:12], render.age(ds.created_at))
             for ds in datasets]
     return render.fitted_table(COLUMNS, rows)
 
 
+def _column_kinds(ds) -> list[str]:
+    """A CSV's columns with the kind found at upload (numeric, binary, categorical, text) and
+    their missing cells, e.g. "bmi (numeric, 24 missing)"."""
+    return [c.name + (f" ({c.kind}" + (f", {c.missing} missing" if c.missing else "") + ")"
+                      if c.kind else "") for c in ds.schema.columns] or list(ds.columns)
+
+
 def _show(ds, output: Output) -> None:
-    render.show_one(ds, output, lambda one: [_table([one])])
+    render.show_one(ds, output, lambda one: [_table([one], kinds=True)])
 
 
 @app.command()
