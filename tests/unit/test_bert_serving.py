@@ -48,7 +48,7 @@ def _signature(meta):
     inputs, outputs = io_specs(meta)
     from trainserve.serve.dataplane import TensorSpec
     ins = tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in inputs)
-    outs = tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in outputs)
+    outs = tuple(TensorSpec(t.name, t.datatype, tuple(t.shape), t.optional) for t in outputs)
     rules = task_rules(meta["task"], [t.name for t in inputs], meta["class_names"])
     return ModelSignature(ins, outs, 16, rules.forms, rules.parameters, rules.check)
 
@@ -73,7 +73,9 @@ def test_classifier_signature_takes_ids_or_text(classifier):
     inputs, outputs = io_specs(meta)
     assert [(t.name, t.datatype, list(t.shape)) for t in inputs] == [
         ("input", "INT64", [-1, 24]), ("text", "BYTES", [-1])]
-    assert [t.name for t in outputs] == ["probabilities", "label"]
+    assert [(t.name, t.optional) for t in outputs] == [
+        ("probabilities", False), ("label", False), ("attention", True)]
+    assert list(outputs[2].shape) == [-1, 1, 2, 24, 24] and outputs[2].datatype == "FP32"
 
 
 def test_predictor_answers_text_like_its_token_ids(classifier):
@@ -103,8 +105,33 @@ def test_text_requests_are_checked(classifier):
 def test_masked_lm_predicts_tokens(mlm):
     loaded = load_artifact(mlm.artifact_dir)
     inputs, outputs = io_specs(loaded.meta)
-    assert [t.name for t in inputs] == ["input"] and [t.name for t in outputs] == ["tokens"]
+    assert [t.name for t in inputs] == ["input"]
+    assert [t.name for t in outputs] == ["tokens", "attention"]
     ids = tokenizer.encode_batch(["trainserve"], 24)
     ids[0, 3] = tokenizer.MASK
     out = Predictor(loaded.module, loaded.meta).run({"input": ids})["tokens"]
     assert out.shape == (1, 24) and out.dtype == np.int64
+
+
+def test_attention_is_an_optional_output_of_ids_and_text(classifier):
+    loaded = load_artifact(classifier[0].artifact_dir)
+    predictor = Predictor(loaded.module, loaded.meta)
+    by_text = predictor.run({"text": np.array([b"hello", b"a b"], dtype=object)},
+                            {"attention": True})
+    ids = tokenizer.encode_batch(["hello", "a b"], 24)
+    by_ids = predictor.run({"input": ids}, {"attention": True})
+    w = by_text["attention"]
+    assert w.shape == (2, 1, 2, 24, 24) and w.dtype == np.float32
+    np.testing.assert_allclose(w, by_ids["attention"], atol=1e-6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert float(np.abs(w[0, :, :, :, 6:]).max()) == 0.0  # [CLS] h e l l o, then padding
+    assert "attention" not in predictor.run({"input": ids})  # only when asked
+
+
+def test_signature_offers_attention_only_on_request(classifier):
+    sig = _signature(load_artifact(classifier[0].artifact_dir).meta)
+    assert [s.name for s in sig.select_outputs([], ["text"])] == ["probabilities", "label"]
+    from trainserve.serve.dataplane import RequestedOutput
+    picked = sig.select_outputs([RequestedOutput("label"), RequestedOutput("attention")],
+                                ["text"])
+    assert [s.name for s in picked] == ["label", "attention"]

@@ -93,7 +93,8 @@ def test_metadata_describes_every_task(client):
     assert tensors(md["s2s"]["inputs"]) == {"input": ("INT64", [-1, 6])}
     assert tensors(md["s2s"]["outputs"]) == {"tokens": ("INT64", [-1, 6])}
     assert tensors(md["gpt"]["inputs"]) == {"prompt": ("BYTES", [-1])}
-    assert tensors(md["gpt"]["outputs"]) == {"text": ("BYTES", [-1])}
+    assert tensors(md["gpt"]["outputs"]) == {"text": ("BYTES", [-1]),  # attention: on request
+                                             "attention": ("FP32", [-1, 1, 2, -1, -1])}
 
 
 # --- VAE and GAN samples ------------------------------------------------------------------------

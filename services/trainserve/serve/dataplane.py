@@ -76,6 +76,8 @@ class TensorSpec:
     datatype: str
     # -1 marks a variable dimension; the first one is the batch.
     shape: tuple[int, ...]
+    # Sent only when a request names it (`attention`); never among the default outputs.
+    optional: bool = False
 
     def describe(self) -> str:
         return f"{self.datatype} {list(self.shape)}"
@@ -272,15 +274,16 @@ class ModelSignature:
 
     def select_outputs(self, requested: list[RequestedOutput],
                        inputs: Iterable[str] = ()) -> list[TensorSpec]:
-        """The outputs to return: those requested, in request order, or all of them; with
-        `forms`, those the request's `inputs` produce."""
+        """The outputs to return: those requested, in request order, or all that are not
+        optional; with `forms`, those the request's `inputs` produce (and the optional
+        ones, which every form produces)."""
         by_name = {s.name: s for s in self.outputs}
         forms = dict(self.forms)
         produced = [n for name in inputs for n in forms.get(name, ())]
         if produced:
-            by_name = {n: by_name[n] for n in produced}
+            by_name = {n: s for n, s in by_name.items() if n in produced or s.optional}
         if not requested:
-            return list(by_name.values())
+            return [s for s in by_name.values() if not s.optional]
         selected = []
         for out in requested:
             if out.name not in by_name:

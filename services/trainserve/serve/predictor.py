@@ -18,10 +18,11 @@ from trainserve.core.errors import InvalidArgument, ModelNotReady
 from trainserve.serve.config import DEFAULT_LOADER
 from trainserve.serve.dataplane import (CLASS_NAME, LABEL, LATENT, PREDICTION, PROBABILITIES,
                                         RECONSTRUCTION)
-from trainserve.serve.signature import table_columns
-from trainserve.serve.task_io import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE,
+from trainserve.serve.signature import attention_spec, table_columns
+from trainserve.serve.task_io import (ATTENTION, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE,
                                       MAX_GENERATED_SAMPLES, NUM_SAMPLES, SAMPLES, TEXT,
-                                      TEXT_INPUT, TOKENS, decode_text, encode_prompt)
+                                      TEXT_INPUT, TOKENS, check_attention_size, decode_text,
+                                      encode_prompt)
 from trainserve.training.tabular import TableEncoding
 
 
@@ -39,6 +40,9 @@ class Predictor:
         # Table models take raw rows of text cells (categories, blanks) and encode them.
         columns = table_columns(meta)
         self.encoding = TableEncoding.from_list(columns) if columns else None
+        # [layers, heads, queries, keys] of the optional `attention` output, if it has one.
+        spec = attention_spec(meta)
+        self.attention_shape = tuple(spec.shape[1:]) if spec is not None else None
 
     def preprocess(self, x: np.ndarray) -> np.ndarray:
         """The network's input for a batch of raw features: `(x - shift) / scale`, float32."""
@@ -65,11 +69,19 @@ class Predictor:
     def run(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None
             ) -> dict[str, np.ndarray]:
         """The outputs for one validated request: its one input by name and the request
-        parameters the model reads (`serve.task_io`)."""
+        parameters the model reads (`serve.task_io`); `attention` (set by the service when
+        the request names that output) adds the attention weights."""
         if len(inputs) != 1:
             raise ValueError(f"models here take one input per request, got {sorted(inputs)}")
         (name, x), = inputs.items()
-        params = parameters or {}
+        params = dict(parameters or {})
+        if not params.pop(ATTENTION, False):
+            return self._outputs(name, x, params)
+        rows = self._attention_rows(name, x)  # refused here, before any work, when too big
+        return self._outputs(name, x, params) | {ATTENTION: self.attention(rows)}
+
+    def _outputs(self, name: str, x: np.ndarray, params: dict[str, Any]
+                 ) -> dict[str, np.ndarray]:
         if name == NUM_SAMPLES:  # a GAN, or a VAE asked for samples instead of reconstructions
             return self.generate(x, params.get("seed"))
         if self.task == "language_model":
@@ -77,6 +89,41 @@ class Predictor:
         if name == TEXT_INPUT:  # a BERT classifier asked with raw text
             return self.predict(self.tokenize(x))
         return self.predict(x)
+
+    def _attention_rows(self, name: str, x: np.ndarray) -> list[torch.Tensor]:
+        """The network inputs whose attention a request asks for, one tensor per batch (a
+        language model: one per prompt, its last `context` characters), after checking the
+        output's size against `task_io.MAX_ATTENTION_VALUES`."""
+        if self.attention_shape is None:  # the signature offers no such output
+            raise InvalidArgument(f"model has no output {ATTENTION!r}")
+        if self.task == "language_model":
+            prompts = np.asarray(x, dtype=object).reshape(-1)
+            context = int(self.module.context)  # what the first new character sees
+            rows = [torch.tensor(encode_prompt(p, self.class_names, i)[-context:])[None]
+                    for i, p in enumerate(prompts)]
+            longest = max(r.shape[1] for r in rows)
+            check_attention_size((len(rows), *self.attention_shape[:2], longest, longest))
+            return rows
+        check_attention_size((len(x), *self.attention_shape))
+        if name == TEXT_INPUT:
+            x = self.tokenize(x)
+        elif self.encoding is not None:
+            x = self.encode_rows(x)
+        return [torch.from_numpy(self.preprocess(x))]
+
+    def attention(self, rows: list[torch.Tensor]) -> np.ndarray:
+        """FP32 [N, layers, heads, queries, keys]: the network's attention weights for each
+        of `rows`, in order; rows of different lengths (prompts) padded with zeros."""
+        with torch.inference_mode():
+            maps = [torch.stack(self.module.attention(r), dim=1).float().numpy() for r in rows]
+        n = max(m.shape[-1] for m in maps)
+        q = max(m.shape[-2] for m in maps)
+        out = np.zeros((sum(len(m) for m in maps), *maps[0].shape[1:3], q, n), np.float32)
+        start = 0
+        for m in maps:
+            out[start:start + len(m), :, :, :m.shape[-2], :m.shape[-1]] = m
+            start += len(m)
+        return out
 
     def tokenize(self, texts: np.ndarray) -> np.ndarray:
         """A BERT model's `text` rows as token ids [N, T] (`training.datasets.tokenizer`: [CLS], the

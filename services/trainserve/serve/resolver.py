@@ -202,7 +202,7 @@ def signature_of(mv: Any, max_batch_size: int = 1024) -> ModelSignature:
     if not mv.inputs or not mv.outputs:
         raise ModelNotReady(f"model {mv.name}:{mv.version} has no input/output spec")
     inputs = tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in mv.inputs)
-    outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in mv.outputs]
+    outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape), t.optional) for t in mv.outputs]
     if mv.task == "classification" and mv.class_names:
         outputs.append(TensorSpec(CLASS_NAME, "BYTES", (-1,)))
     rules = task_rules(mv.task, [t.name for t in inputs], list(mv.class_names))

@@ -21,6 +21,7 @@ from trainserve.serve.dataplane import (InferRequest, InferResponse, ModelMetada
                                         build_response)
 from trainserve.serve.metrics import OK, NullMetrics, ServingMetrics
 from trainserve.serve.resolver import Batching, Caller, Endpoint
+from trainserve.serve.task_io import ATTENTION
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,11 @@ class InferenceService:
         inputs = ep.signature.validate_inputs(request)
         parameters = ep.signature.validate_parameters(request)
         specs = ep.signature.select_outputs(request.outputs, inputs)
+        if any(s.name == ATTENTION for s in specs):
+            # Told as a parameter, so the backend's call stays one shape and the request,
+            # having one, runs alone (`serve.batching`). Requests cannot set it: parameters
+            # are only those the model reads.
+            parameters = {**parameters, ATTENTION: True}
         values = await self._backend.predict(ep.model_id, ep.artifact_dir, inputs, parameters,
                                              ep.batching)
         missing = [s.name for s in specs if s.name not in values]

@@ -3,6 +3,7 @@ record, both read from the artifact's metadata (`meta.json`)."""
 from __future__ import annotations
 
 from trainserve.core.pb import model_pb2
+from trainserve.serve.task_io import ATTENTION
 
 
 def version_record(name: str, version: int, meta: dict,
@@ -38,7 +39,45 @@ def table_columns(meta: dict) -> list[dict]:
 
 
 def io_specs(meta: dict) -> tuple[list[model_pb2.TensorSpec], list[model_pb2.TensorSpec]]:
-    """The inference inputs and outputs of a model, from its artifact metadata."""
+    """The inference inputs and outputs of a model, from its artifact metadata; a model with
+    attention also has the optional output `attention` (`attention_spec`)."""
+    inputs, outputs = _task_io_specs(meta)
+    extra = attention_spec(meta)
+    return inputs, outputs + ([extra] if extra is not None else [])
+
+
+def attention_spec(meta: dict) -> model_pb2.TensorSpec | None:
+    """The optional `attention` output, FP32 [-1, layers, heads, queries, keys], of a model
+    whose network attends (its stored spec says how); None for every other model.
+    BERT and the transformer encoder: tokens x tokens (the transformer's CLS token first
+    when pooled by it); seq2seq with attention: one layer and head, decoder steps x encoder
+    positions; GPT: the prompt's characters x themselves (-1: the longest prompt's last
+    `context_length` characters)."""
+    model, shape = _stored_model(meta), None
+    t = int((meta.get("input_shape") or [0])[0])
+    if "bert" in model:
+        shape = [_int(model["bert"], "numLayers"), _int(model["bert"], "numHeads"), t, t]
+    elif "transformer" in model:
+        tr = model["transformer"]
+        n = t + (tr.get("pooling") == "cls")
+        shape = [_int(tr, "numLayers"), _int(tr, "numHeads"), n, n]
+    elif (model.get("seq2seq") or {}).get("attention"):
+        shape = [1, 1, int(meta.get("output_length") or t), t]
+    elif "gpt" in model:
+        shape = [_int(model["gpt"], "numLayers"), _int(model["gpt"], "numHeads"), -1, -1]
+    if shape is None or 0 in shape:
+        return None
+    return model_pb2.TensorSpec(name=ATTENTION, datatype="FP32", shape=[-1, *shape],
+                                optional=True)
+
+
+def _int(fields: dict, name: str) -> int:
+    """A size of the stored spec (proto3 JSON; defaults are filled in before it is stored),
+    0 when missing."""
+    return int(fields.get(name) or 0)
+
+
+def _task_io_specs(meta: dict):
     if meta["task"] == "generation":  # a GAN: how many samples in, the samples out
         return _generation_io(meta)
     if meta["task"] in ("seq2seq", "language_model"):

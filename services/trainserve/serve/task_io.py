@@ -9,6 +9,9 @@ checks requests with it, the predictor encodes prompts with it).
   `num_samples` (new samples), one per request.
 - Value checks: `num_samples` in range, seq2seq token ids in the vocabulary, prompts made of
   the language model's characters (its vocabulary is the artifact's `class_names`).
+- Optional outputs: `attention` (the attention weights of models that have them, shape
+  [N, layers, heads, queries, keys]) only when a request names it, and at most
+  `MAX_ATTENTION_VALUES` values per request.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trainserve.core.errors import InvalidArgument
+from trainserve.core.errors import InvalidArgument, ResourceExhausted
 
 # Tensor names, shared with `serve.signature.io_specs`.
 NUM_SAMPLES, SAMPLES = "num_samples", "samples"
 TOKENS, PROMPT, TEXT = "tokens", "prompt", "text"
+ATTENTION = "attention"
 # A BERT classifier's raw-text input, and the classifier outputs (= serve.dataplane's).
 TEXT_INPUT = "text"
 PROBABILITIES_OUT, LABEL_OUT, CLASS_NAME_OUT = "probabilities", "label", "class_name"
@@ -32,6 +36,8 @@ MAX_PROMPT_CHARS = 10_000
 DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS = 200, 2_000
 DEFAULT_TEMPERATURE, MAX_TEMPERATURE = 1.0, 100.0
 MAX_SEED = 2**63 - 1
+# Values of one response's `attention` (4 MB as FP32: under gRPC's default 4 MiB message).
+MAX_ATTENTION_VALUES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -191,3 +197,15 @@ def decode_text(value: Any, row: int = 0) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidArgument(f"{where}: at most {MAX_PROMPT_CHARS} characters, got {len(text)}")
     return text
+
+
+def check_attention_size(shape: Sequence[int]) -> None:
+    """Refuse an `attention` output of `shape` [N, layers, heads, queries, keys] with more
+    than MAX_ATTENTION_VALUES values, before it is computed."""
+    values = math.prod(int(d) for d in shape)
+    if values > MAX_ATTENTION_VALUES:
+        dims = " x ".join(str(int(d)) for d in shape)
+        raise ResourceExhausted(
+            f"output {ATTENTION!r}: {dims} (rows x layers x heads x queries x keys) = {values} "
+            f"values exceed the limit of {MAX_ATTENTION_VALUES} per request; send fewer rows "
+            f"or shorter inputs")

@@ -12,12 +12,12 @@ and never unpickles anything: `<job>/evaluation.npz`, plain arrays only (loads w
 - "generation" (GANs): `samples` [n, *input_shape], and `real` (up to `NUM_POINTS` samples of
   the final split) with their labels `real_labels`, in the dataset's units.
 
-A network that keeps attention weights (`model.bert`) adds `attention_weights` and
-`attention_tokens` of one sample (`training.attention`); its masked-language-model task, which
-saves nothing else, gets the kind "masked_lm".
+A network that keeps attention weights (BERT, GPT, seq2seq with attention, the transformer
+encoder) adds the `attention_*` arrays of a few samples (`training.attention`); a task that
+saves nothing else (masked_lm, seq2seq, language_model) then gets its own name as kind.
 
 Samples are drawn with a generator seeded by the job's seed, so they are reproducible. Token
-tasks (seq2seq, language models) save nothing: their curves say it all.
+tasks (seq2seq, language models) save nothing else: their curves say the rest.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def evaluation_arrays(data, module, out, x, y, seed: int) -> dict[str, np.ndarra
     from trainserve.training.attention import with_attention
     with torch.no_grad():
         arrays = _arrays(data, module, out, x, y, seed)
-        return with_attention(arrays, data.info.task, module, x)  # BERT's attention maps
+        return with_attention(arrays, data.info, module, x)  # attention maps, if any
 
 
 def _arrays(data, module, out, x, y, seed: int) -> dict[str, np.ndarray] | None:

@@ -14,10 +14,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
                                  nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        """`(x, weights)`: `weights` `(N, heads, L, L)` when asked, else None (training asks
+        never, so attention keeps its fused kernel)."""
         h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln2(x))
+        out, weights = self.attn(h, h, h, attn_mask=mask, need_weights=need_weights,
+                                 average_attn_weights=False)
+        x = x + out
+        return x + self.mlp(self.ln2(x)), weights
 
 
 class GPT(nn.Module):
@@ -35,15 +39,27 @@ class GPT(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `(N, L)`, `L <= context` -> next-token logits `(N, L, V)`; position t sees
         positions 0..t only (causal mask)."""
+        return self._run(ids)[0]
+
+    def _run(self, ids: torch.Tensor, need_weights: bool = False):
         ids = ids.long()
         n = ids.shape[1]
         if n > self.context:
             raise ValueError(f"{n} tokens exceed the context length {self.context}")
         x = self.drop(self.tok(ids) + self.pos(torch.arange(n, device=ids.device)))
         mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=ids.device), 1)
+        maps = []
         for block in self.blocks:
-            x = block(x, mask)
-        return self.head(self.ln(x))
+            x, weights = block(x, mask, need_weights)
+            maps.append(weights)
+        return self.head(self.ln(x)), maps
+
+    @torch.no_grad()
+    def attention(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every block for token ids `(N, L)`: a list of
+        `(N, heads, L, L)`, query t's row spread over keys 0..t (0 above the diagonal) and
+        summing to 1."""
+        return self._run(ids, need_weights=True)[1]
 
     @torch.no_grad()
     def generate(self, prompt_ids, n: int, temperature: float = 1.0,

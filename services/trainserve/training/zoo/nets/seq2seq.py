@@ -13,7 +13,7 @@ class Seq2Seq(nn.Module):
     def __init__(self, vocab: int, out_len: int, embedding_dim: int, hidden: int, layers: int,
                  attention: bool, score: str = "additive"):
         super().__init__()
-        self.vocab, self.out_len, self.attention, self.score = vocab, out_len, attention, score
+        self.vocab, self.out_len, self.attends, self.score = vocab, out_len, attention, score
         self.bos = vocab
         self.src_embed = nn.Embedding(vocab, embedding_dim)
         self.tgt_embed = nn.Embedding(vocab + 1, embedding_dim)
@@ -32,19 +32,24 @@ class Seq2Seq(nn.Module):
         states, final = self.encoder(self.src_embed(src.long()))
         return states, final
 
-    def _attend(self, query: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """Context vectors `(N, L, H)` for decoder states `query (N, L, H)`."""
+    def _attend(self, query: torch.Tensor, states: torch.Tensor):
+        """Context vectors `(N, L, H)` for decoder states `query (N, L, H)`, and the weights
+        `(N, L, S)` that made them (each decoder step's row sums to 1 over the encoder)."""
         if self.score == "additive":
             scores = self.att_v(torch.tanh(self.att_q(query).unsqueeze(2)
                                            + self.att_k(states).unsqueeze(1))).squeeze(-1)
         else:
             scores = query @ states.transpose(1, 2) / math.sqrt(query.shape[-1])
-        return torch.softmax(scores, dim=-1) @ states  # (N, L, S) @ (N, S, H)
+        weights = torch.softmax(scores, dim=-1)
+        return weights @ states, weights  # (N, L, S) @ (N, S, H)
 
-    def _logits(self, dec: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        if self.attention:
-            dec = torch.tanh(self.combine(torch.cat([dec, self._attend(dec, states)], -1)))
-        return self.head(dec)
+    def _logits(self, dec: torch.Tensor, states: torch.Tensor):
+        """Logits `(N, L, V)` and the attention weights `(N, L, S)` (None without attention)."""
+        weights = None
+        if self.attends:
+            context, weights = self._attend(dec, states)
+            dec = torch.tanh(self.combine(torch.cat([dec, context], -1)))
+        return self.head(dec), weights
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing with `tgt (N, L)`: logits `(N, L, V)`, step t fed `tgt[:, t-1]` (BOS
@@ -54,16 +59,32 @@ class Seq2Seq(nn.Module):
         states, final = self.encode(src)
         prev = torch.cat([torch.full_like(tgt[:, :1], self.bos), tgt[:, :-1]], dim=1)
         dec, _ = self.decoder(self.tgt_embed(prev.long()), final)
-        return self._logits(dec, states)
+        return self._logits(dec, states)[0]
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Greedy decoding: each step is fed the previous step's most likely token."""
+        return self._decode(src, steps)[0]
+
+    @torch.no_grad()
+    def attention(self, src: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of greedy decoding (what `greedy` attends to): one
+        `(N, 1, out_len, S)` map (one layer, one head: decoder steps down, encoder positions
+        across, each row summing to 1); an empty list when the model has no attention."""
+        if not self.attends:
+            return []
+        return [self._decode(src)[1].unsqueeze(1)]
+
+    def _decode(self, src: torch.Tensor, steps: int | None = None):
+        """Greedy tokens `(N, steps)` and, with attention, the weights `(N, steps, S)`."""
         states, hc = self.encode(src)
         tok = torch.full((len(src), 1), self.bos, dtype=torch.long, device=src.device)
-        out = []
+        out, maps = [], []
         for _ in range(steps or self.out_len):
             dec, hc = self.decoder(self.tgt_embed(tok), hc)
-            tok = self._logits(dec, states).argmax(-1)
+            logits, weights = self._logits(dec, states)
+            tok = logits.argmax(-1)
             out.append(tok)
-        return torch.cat(out, dim=1) if out else tok[:, :0]
+            maps.append(weights)
+        tokens = torch.cat(out, dim=1) if out else tok[:, :0]
+        return tokens, (torch.cat(maps, dim=1) if self.attends and maps else None)

@@ -63,8 +63,26 @@ class TransformerNet(nn.Module):
         self.head = nn.Linear(d_model, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(self._embed(x))
+        return self.head(z[:, 0] if self.pooling == "cls" else z.mean(dim=1))
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: the tokens, the CLS token first if pooled by it, positions."""
         z = self.tokens(x)
         if self.pooling == "cls":
             z = torch.cat([self.cls.expand(len(z), -1, -1), z], dim=1)
-        z = self.encoder(z + self.position)
-        return self.head(z[:, 0] if self.pooling == "cls" else z.mean(dim=1))
+        return z + self.position
+
+    @torch.no_grad()
+    def attention(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The self-attention weights of every layer for inputs `x`: a list of
+        `(N, heads, T, T)` (T tokens, the CLS token first when pooled by it), each query's
+        row summing to 1. `nn.TransformerEncoderLayer` keeps no weights, so each layer's
+        attention is asked again of its own (pre-norm) input; costs one more pass."""
+        z, maps = self._embed(x), []
+        for layer in self.encoder.layers:
+            h = layer.norm1(z)
+            maps.append(layer.self_attn(h, h, h, need_weights=True,
+                                        average_attn_weights=False)[1])
+            z = layer(z)
+        return maps
