@@ -50,6 +50,7 @@ PINNED = {
     "quota": (keys.quota("alice"), "ts:quota:alice"),
     "QUOTA_DEFAULT": (keys.QUOTA_DEFAULT, "ts:quota-default"),
     "DISPATCHER_READY": (keys.DISPATCHER_READY, "ts:dispatcher:ready"),
+    "DISPATCHER_WARM": (keys.DISPATCHER_WARM, "ts:dispatcher:warm"),
     "MODEL": (keys.MODEL, "model"),
     "DEPLOYMENT": (keys.DEPLOYMENT, "deployment"),
     "DATASET": (keys.DATASET, "dataset"),

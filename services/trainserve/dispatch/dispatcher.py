@@ -129,6 +129,8 @@ class Dispatcher:
             prewarm()
         except Exception:  # noqa: BLE001 - only an optimization
             log.warning("prewarm failed", exc_info=True)
+        finally:
+            self.r.set(keys.DISPATCHER_WARM, self.cfg.consumer)
 
     def _serve_start(self) -> None:
         from trainserve.serve.control import ServeConfig, ensure_serve
@@ -274,4 +276,4 @@ class Dispatcher:
 
     def shutdown(self) -> None:
         self.stop.set()
-        self.r.delete(keys.DISPATCHER_READY)
+        self.r.delete(keys.DISPATCHER_READY, keys.DISPATCHER_WARM)

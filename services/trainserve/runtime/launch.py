@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5           # how often run_job checks the task and the caller's cancel flag
 CANCEL_GRACE_S = 10.0  # after a cancel, how long the workers get to stop before being killed
+PREWARM_TIMEOUT_S = 90.0  # the longest `prewarm` waits for its tasks
 PREWARM_HOLD_S = 3.0   # > a cold worker's start-up, so concurrent prewarm tasks never share one
 
 
@@ -91,7 +92,10 @@ def prewarm(n: int | None = None, cpus_per_worker: float = 1.0) -> None:
     if n is None:
         n = max(1, int(ray.available_resources().get("CPU", 1) // cpus_per_worker))
     task = _remote(_prewarm_task)
-    ray.get([task.options(num_cpus=cpus_per_worker).remote(PREWARM_HOLD_S) for _ in range(n)])
+    refs = [task.options(num_cpus=cpus_per_worker).remote(PREWARM_HOLD_S) for _ in range(n)]
+    # Bounded: on a cluster whose CPUs are all taken, warming must not hold up readiness.
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=PREWARM_TIMEOUT_S)
+    ray.get(done)  # a failed warm-up is logged by the caller
 
 
 # --- launching -----------------------------------------------------------------------------
@@ -188,13 +192,22 @@ def _threads(cpus: float) -> int:
     return max(1, int(cpus))
 
 
+_JOBS_HERE = [0]  # fast-path jobs this worker process has run, this one included
+
+
 def _fast_path_task(ctx: JobContext) -> TrainResult:
     """The fast path: the whole loop in this (pooled) worker process."""
+    import os
+
     from trainserve.training.loop import train
     from trainserve.training.validate import check_spec
     _, cpus, use_gpu = ctx.scaling()
+    _JOBS_HERE[0] += 1
     with capture_logs(ctx) as sink, tracked(ctx, _logged(CancelFileReporter(
             make_reporter(ctx), ctx.paths.cancel_flag), sink)) as reporter:
+        # Which pooled worker ran the job, and after how many others: what to look at when a
+        # job behaves differently in a reused worker than in a fresh one.
+        log.info("worker pid %d, job %d in this worker", os.getpid(), _JOBS_HERE[0])
         return reporter.finished(train(check_spec(ctx.job_spec()), ctx.paths.root, reporter,
                                        num_threads=_threads(cpus),
                                        device="cuda" if use_gpu else "cpu"))

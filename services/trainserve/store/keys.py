@@ -94,6 +94,9 @@ CLUSTER = PREFIX + "cluster"
 QUOTA = PREFIX + "quota:"
 # The dispatcher's heartbeat: set with a short expiry and renewed while a dispatcher is up.
 DISPATCHER_READY = PREFIX + "dispatcher:ready"
+# The consumer name of the dispatcher whose pooled workers are warm (or whose warming gave
+# up): the local stack counts as ready only then, so its first job starts as fast as later ones.
+DISPATCHER_WARM = PREFIX + "dispatcher:warm"
 
 
 def queued_of(owner: str) -> str:

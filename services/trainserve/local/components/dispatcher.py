@@ -12,7 +12,7 @@ from trainserve.local.components.api import service_args, with_redis_password
 from trainserve.local.components.ray import joined
 from trainserve.core.errors import InvalidArgument
 from trainserve.local.settings import Config
-from trainserve.store.keys import DISPATCHER_READY
+from trainserve.store.keys import DISPATCHER_READY, DISPATCHER_WARM
 
 # Serve's ports reach the dispatcher as --serve-http/--serve-grpc (the job API gets them too).
 _OWN_FLAGS = ("http_port", "grpc_port")
@@ -59,16 +59,17 @@ def _inference_auth_args(config: Config) -> list[str]:
 
 
 def _ready(stack: Stack) -> bool:
-    """Ready once *this* start's heartbeat is in Redis and Serve answers."""
+    """Ready once *this* start's heartbeat is in Redis, Serve answers and the pooled workers
+    are warm (so the first job after `trainserve up` starts as fast as the next ones)."""
     import redis
     client = redis.Redis.from_url(stack.config.redis_url, socket_timeout=1,
                                   socket_connect_timeout=1)
     try:
-        value = client.get(DISPATCHER_READY)
+        beat, warm = client.mget(DISPATCHER_READY, DISPATCHER_WARM)
     finally:
         client.close()
     consumer = stack.meta("dispatcher").get("consumer")
-    if value is None or (consumer and value.decode() != consumer):
+    if any(v is None or (consumer and v.decode() != consumer) for v in (beat, warm)):
         return False
     return http_ok(f"http://{stack.config.serve_http}/v2/health/ready")
 
