@@ -44,16 +44,19 @@ def meets(value: float | None, target: str | None) -> bool | None:
 
 
 def row(fig: str, ours: float, base: float | None = None, target: str | None = None, *,
-        on: str = "ratio", note: str | None = None) -> dict:
+        on: str = "ratio", note: str | None = None, spread: str | None = None,
+        errors: str | int | None = None) -> dict:
     """A table row. `target` like "<= 0.25" applies to the ratio ours/baseline, or with
-    `on="ours"` to the figure itself (e.g. "<= 2" seconds)."""
+    `on="ours"` to the figure itself (e.g. "<= 2" seconds). `spread`: how far the repeats
+    behind the figure lie apart; `errors`: failed requests (ours / baseline)."""
     ratio = (ours / base) if base else None
     out = {"figure": fig, "ours": ours, "baseline": base, "ratio": ratio}
     if target:
         shown = target if on == "ratio" else f"{target} abs"
         out.update(target=shown, met=meets(ratio if on == "ratio" else ours, target))
-    if note:
-        out["note"] = note
+    for key, value in (("note", note), ("spread", spread), ("errors", errors)):
+        if value is not None:
+            out[key] = value
     return out
 
 
@@ -110,20 +113,34 @@ def _memory_gib() -> float | None:
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>10} met")
+    print(f"{'figure':58} {'ours':>12} {'baseline':>12} {'ratio':>7} {'target':>10} met  "
+          "spread / errors")
     for r in rows:
         base = r.get("baseline")
         ratio = r.get("ratio")
         met = {True: "yes", False: "NO"}.get(r.get("met"), "")
+        extra = "  ".join(str(r[k]) for k in ("spread", "errors") if r.get(k) is not None)
         print(f"{r['figure']:58} {r['ours']:>12.4g} "
               f"{(f'{base:.4g}' if base is not None else '-'):>12} "
               f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7} "
-              f"{r.get('target') or '':>10} {met}")
+              f"{r.get('target') or '':>10} {met:4} {extra}")
+
+
+def load_average() -> float:
+    import os
+    return os.getloadavg()[0]
+
+
+LOAD_AT_START = load_average()
 
 
 def save(name: str, rows: list[dict], meta: dict) -> Path:
+    """bench/results/<name>.json: the rows, what they were measured on, and the machine's
+    1-minute load average when the bench process started and now (other work on a shared
+    machine moves absolute figures, and can move ratios)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"bench": name, "time": time.time(), **provenance(), **meta,
-                                "rows": rows}, indent=2))
+    load = {"before": LOAD_AT_START, "after": load_average()}
+    path.write_text(json.dumps({"bench": name, "time": time.time(), **provenance(),
+                                "load": load, **meta, "rows": rows}, indent=2, default=str))
     return path

@@ -4,7 +4,11 @@ bench still writes its own bench/results/<name>.json).
 
     .venv/bin/python bench/run.py                # spine, train, tune, serve, submit, console (+ gpu with CUDA)
     .venv/bin/python bench/run.py train submit   # some of them
-    .venv/bin/python bench/run.py --markdown     # the last all.json as a Markdown table
+    .venv/bin/python bench/run.py --markdown     # every bench's latest results as Markdown
+    .venv/bin/python bench/run.py --readme       # ... written into bench/README.md
+
+Every run ends by regenerating bench/README.md's results from bench/results/<name>.json
+(bench/report.py), so the README never holds a typed figure.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import console, gpu, serve, spine, submit, train, tune  # noqa: E402
+from bench import common, console, gpu, report, serve, spine, submit, train, tune  # noqa: E402
 from bench.common import RESULTS, print_table, provenance  # noqa: E402
 
 BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
@@ -52,36 +56,20 @@ def write_all(rows: list[dict], names: list[str], seconds: float) -> Path:
     return path
 
 
-def _fmt(x) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-    return str(x)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The summary rows as a Markdown table (for bench/README.md)."""
-    lines = ["| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-        met = {True: "yes", False: "**no**"}.get(r.get("met"), "")
-        lines.append(f"| {r['figure']} | {_fmt(r.get('ours'))} | {_fmt(r.get('baseline'))} | "
-                     f"{ratio} | {r.get('target') or ''} | {met} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> list[dict]:
-    if argv == ["--markdown"]:
-        rows = json.loads((RESULTS / "all.json").read_text())["rows"]
-        print(markdown_table(rows))
-        return rows
+    if argv in (["--markdown"], ["--readme"]):
+        if argv == ["--readme"]:
+            print("written:", report.write_readme())
+        else:
+            print(report.results_markdown())
+        return []
     names = argv or default_benches()
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         raise SystemExit(f"unknown bench {unknown}; known: {', '.join(BENCHES)}")
     t0, results = time.perf_counter(), {}
     for name in names:
+        common.LOAD_AT_START = common.load_average()
         try:
             results[name] = BENCHES[name]()
         except Exception:  # noqa: BLE001 - one failed bench must not lose the others' rows
@@ -92,6 +80,7 @@ def main(argv: list[str]) -> list[dict]:
     print_table(f"ALL: {len(targets)} targets, {sum(bool(r['met']) for r in targets)} met "
                 f"({', '.join(names)})", rows)
     print("results:", write_all(rows, names, time.perf_counter() - t0))
+    print("README:", report.write_readme())
     return rows
 
 

@@ -1,25 +1,27 @@
-"""Our `trainserve` Serve application against a minimal hand-written Serve deployment.
+"""Our `trainserve` Serve application against the least a Ray Serve user would write to
+serve the same model (bench/serve_minimal.py), like for like: same Serve mode, same protocol,
+batching on both sides or on neither.
 
 One digits LeNet-5 is trained in-process (3 epochs, `training.loop.train`), registered in a
-throwaway redis-server the way the registry does it, and deployed as endpoint `digits`. Per
-Serve mode (default; HAProxy, `RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_USE_GRPC_BY_DEFAULT=1`
-in the Ray head's environment), a child process starts its own Ray head (2 CPUs, loopback),
-`ensure_serve` for ours, and beside it, on the same Serve, the baseline: one `@serve.deployment`
-class with a starlette handler that takes `{"inputs": [{"data": [...]}]}` and returns the
-softmax (same module, same preprocessing, 1 torch thread, 0 CPUs reserved, 256 requests at
-once, like our model host). Measured:
+throwaway redis-server the way the registry does it, and deployed twice: endpoint `digits`
+(batching off) and `digits_batch` (max_batch_size 32, batch_wait_ms 2). Per Serve mode
+(default; HAProxy, `RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_USE_GRPC_BY_DEFAULT=1` in the Ray
+head's environment), a child process starts its own Ray head (2 CPUs, loopback),
+`ensure_serve` for ours, and beside it, on the same Serve, the baselines `minimal` and
+`minimal_batch` (`@serve.batch` with the same size and wait). Measured:
 
 - the model's own forward at batch 1 (preprocess + forward + softmax, 1 thread): the floor;
-- sequential REST latency (httpx, JSON, 1 instance), p50/p99, ours and the baseline, in
-  rounds interleaved between the two (p50: the median of the rounds'), since a request is
-  about a millisecond and a neighbour's burst moves a single run's p50 by 10-20 %;
-- 32 concurrent clients (asyncio + aiohttp) for a fixed time: requests/s and
-  p50/p99, ours with the endpoint's dynamic batching off and on (max_batch_size 32,
-  batch_wait_ms 2), against the baseline (no batching);
-- ours over OIP gRPC (raw stubs), sequential and 32 concurrent;
-- requests of 32 instances each, sequential, REST, both.
+- sequential latency (1 and 32 instances per request), REST and gRPC, ours and the baseline,
+  in rounds interleaved between them;
+- 32 closed-loop clients (bench/serve_load.py): every figure taken only once 3 consecutive
+  2 s windows agree within 10 %, in 5 rounds interleaved over ours/baseline x REST/gRPC x
+  batching off/on; the median of the rounds, with min-max and the errors of every window;
+- open-loop load at 50 % and 90 % of our measured capacity (batching off), ours and the
+  baseline at the same rate: p50/p95/p99 from the moment each request was due, errors;
+- the ResNet endpoint with batching on against off, and a rollout under load (ours alone).
 
 Ratios are ours / baseline, measured in the same run on the same Ray and Serve.
+`BENCH_SERVE_QUICK=1` shortens every window and round (a smoke run; figures not comparable).
 """
 from __future__ import annotations
 
@@ -38,14 +40,22 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import serve_load, serve_minimal  # noqa: E402
 from bench.common import free_port, print_table, save  # noqa: E402
+from bench.serve_table import table_rows  # noqa: E402
 from tests.ray_head import RayHead  # noqa: E402
 
-EPOCHS, SEED, CLIENTS, LOAD_S = 3, 0, 32, 5.0
+EPOCHS, SEED, CLIENTS, LOAD_S, OPEN_S = 3, 0, 32, 5.0, 5.0
 N_WARM, N_SEQ, SEQ_ROUNDS = 30, 1000, 5  # sequential figures: requests each, rounds
 BATCH_OPTS = (32, 2.0)  # max_batch_size, batch_wait_ms
 MODES = {"default": "default", "haproxy": "throughput"}  # label: SERVE_MODES name
-ENDPOINT, BASE_PREFIX, APP_ARG = "digits", "/minimal", "--one"
+ENDPOINT, ENDPOINT_BATCH, APP_ARG = "digits", "digits_batch", "--one"
+OURS_APP = "trainserve"
+QUICK = os.environ.get("BENCH_SERVE_QUICK") == "1"
+PLAN = (serve_load.Plan(clients=CLIENTS, window_s=0.5, max_windows=3, warmup_s=0.2, rounds=1)
+        if QUICK else serve_load.Plan(clients=CLIENTS))
+if QUICK:
+    N_WARM, N_SEQ, SEQ_ROUNDS, LOAD_S, OPEN_S = 5, 50, 1, 1.0, 1.0
 
 
 # ------------------------------------------------------------------------------- training
@@ -69,47 +79,11 @@ def train_model(work: Path, example: str = "lenet5_digits", seed: int = SEED,
     return Path(result.artifact_dir)
 
 
-# ------------------------------------------------------------------------------ baseline
-
-def _baseline_app(artifact_dir: str):
-    from ray import serve
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-
-    @serve.deployment(name="minimal", max_ongoing_requests=256,
-                      ray_actor_options={"num_cpus": 0})
-    class Minimal:
-        def __init__(self, path: str):
-            import torch
-            from trainserve.training.artifacts import load_artifact
-            torch.set_num_threads(1)
-            loaded = load_artifact(path)
-            self.module, self.pre = loaded.module, loaded.preprocessing
-            self.shape = tuple(loaded.meta["input_shape"])
-
-        async def __call__(self, request: Request):
-            import numpy as np
-            import torch
-            body = await request.json()
-            x = np.asarray(body["inputs"][0]["data"], dtype=np.float32).reshape(-1, *self.shape)
-            with torch.inference_mode():
-                p = torch.softmax(self.module(torch.from_numpy(self.pre.apply(x))), 1).numpy()
-            return JSONResponse({"outputs": [{"name": "probabilities", "datatype": "FP32",
-                                              "shape": list(p.shape),
-                                              "data": p.ravel().tolist()}]})
-
-    return Minimal.bind(artifact_dir)
-
-
 # ------------------------------------------------------------------------------- clients
 
-def _pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
-
-
 def _summ(times_s):
-    return {"p50_ms": _pct(times_s, 0.5) * 1e3, "p99_ms": _pct(times_s, 0.99) * 1e3}
+    pct = serve_load.pct
+    return {"p50_ms": pct(times_s, 0.5) * 1e3, "p99_ms": pct(times_s, 0.99) * 1e3}
 
 
 def forward_floor(artifact_dir: Path, x) -> dict:
@@ -143,10 +117,10 @@ def sequential(calls: dict[str, Callable[[], Any]]) -> dict[str, dict]:
                 t = time.perf_counter()
                 call()
                 round_times.append(time.perf_counter() - t)
-            p50s[name].append(_pct(round_times, 0.5))
+            p50s[name].append(serve_load.pct(round_times, 0.5))
             times[name] += round_times
     return {k: {"p50_ms": statistics.median(p50s[k]) * 1e3,
-                "p99_ms": _pct(times[k], 0.99) * 1e3,
+                "p99_ms": serve_load.pct(times[k], 0.99) * 1e3,
                 "round_p50_ms": [round(v * 1e3, 4) for v in p50s[k]]} for k in calls}
 
 
@@ -155,57 +129,11 @@ def rest_caller(client, url: str, body: dict) -> Callable[[], Any]:
     return lambda: client.post(url, content=payload, headers=headers).raise_for_status()
 
 
-def grpc_caller(channel, x) -> Callable[[], Any]:
-    from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
-    call = channel.unary_unary(_GRPC_METHOD,
-                               request_serializer=pb.ModelInferRequest.SerializeToString,
-                               response_deserializer=pb.ModelInferResponse.FromString)
-    req = _grpc_request(x)
-    return lambda: call(req, metadata=_GRPC_MD, timeout=30)
+_GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-async def _load(one_call, clients: int, seconds: float) -> dict:
-    """`clients` loops calling `one_call()` for `seconds` after a 0.5 s warm-up."""
-    times, errors = [], 0
-    start = time.perf_counter()
-    t_measure, t_end = start + 0.5, start + 0.5 + seconds
-
-    async def worker():
-        nonlocal errors
-        while True:
-            t = time.perf_counter()
-            if t >= t_end:
-                return
-            try:
-                await one_call()
-            except Exception:
-                errors += 1
-                continue
-            if t >= t_measure:
-                times.append(time.perf_counter() - t)
-
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return {"rps": len(times) / seconds, "errors": errors, **_summ(times)}
-
-
-def concurrent_rest(url: str, body: dict) -> dict:
-    """CLIENTS asyncio clients on aiohttp (lighter than httpx: the load generator shares the
-    machine's cores with Serve)."""
-    import aiohttp
-
-    payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-
-    async def run():
-        conn = aiohttp.TCPConnector(limit=CLIENTS)
-        async with aiohttp.ClientSession(connector=conn,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as c:
-            async def call():
-                async with c.post(url, data=payload, headers=headers) as r:
-                    await r.read()
-                    r.raise_for_status()
-            return await _load(call, CLIENTS, LOAD_S)
-    return asyncio.run(run())
+def _grpc_md(app: str):
+    return (("application", app),)  # several Serve applications: the proxy routes by it
 
 
 def _grpc_request(x, endpoint: str = ENDPOINT):
@@ -216,25 +144,37 @@ def _grpc_request(x, endpoint: str = ENDPOINT):
     return pb.ModelInferRequest(model_name=endpoint, inputs=[t])
 
 
-_GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
-_GRPC_MD = (("application", "trainserve"),)  # two Serve applications: the proxy needs it
+def _grpc_stub(channel):
+    from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
+    return channel.unary_unary(_GRPC_METHOD,
+                               request_serializer=pb.ModelInferRequest.SerializeToString,
+                               response_deserializer=pb.ModelInferResponse.FromString)
+
+
+def grpc_caller(channel, x, app: str = OURS_APP, endpoint: str = ENDPOINT):
+    call, req, md = _grpc_stub(channel), _grpc_request(x, endpoint), _grpc_md(app)
+    return lambda: call(req, metadata=md, timeout=30)
+
+
+async def _load(one_call, clients: int, seconds: float) -> dict:
+    """`clients` loops calling `one_call()` for `seconds` after a 0.5 s warm-up."""
+    w = await serve_load.window(one_call, clients, 0.5)
+    w = await serve_load.window(one_call, clients, seconds)
+    return {"rps": w.rps, "errors": w.errors, **_summ(w.latencies)}
 
 
 def grpc_concurrent(target: str, x, endpoint: str = ENDPOINT, during=None) -> dict:
-    """CLIENTS gRPC clients for LOAD_S; `during(loop)`, if given, runs in a thread meanwhile
+    """CLIENTS gRPC clients of ours for LOAD_S; `during`, if given, runs in a thread meanwhile
     (a rollout) and the load lasts until it returns."""
     import grpc
-    from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
     req = _grpc_request(x, endpoint)
 
     async def run():
         async with grpc.aio.insecure_channel(target) as ch:
-            stub = ch.unary_unary(_GRPC_METHOD,
-                                  request_serializer=pb.ModelInferRequest.SerializeToString,
-                                  response_deserializer=pb.ModelInferResponse.FromString)
+            stub = _grpc_stub(ch)
 
             async def call():
-                await stub(req, metadata=_GRPC_MD, timeout=60)
+                await stub(req, metadata=_grpc_md(OURS_APP), timeout=60)
             if during is None:
                 return await _load(call, CLIENTS, LOAD_S)
             return await _load_during(call, CLIENTS, during)
@@ -266,6 +206,56 @@ async def _load_during(one_call, clients: int, action) -> dict:
     seconds = time.perf_counter() - t0
     return {"rps": len(times) / seconds, "errors": len(errors), "error_samples": errors[:5],
             "requests": len(times) + len(errors), **_summ(times)}
+
+
+# ------------------------------------------------------------------ closed and open loop
+
+def _targets(cfg) -> dict[str, dict]:
+    """Every side of the like-for-like comparison: (REST URL, gRPC application, model name)."""
+    http = f"http://127.0.0.1:{cfg.http_port}"
+    return {"ours": {"url": f"{http}/v2/models/{ENDPOINT}/infer", "app": OURS_APP,
+                     "model": ENDPOINT},
+            "ours_batch": {"url": f"{http}/v2/models/{ENDPOINT_BATCH}/infer", "app": OURS_APP,
+                           "model": ENDPOINT_BATCH},
+            "base": {"url": f"{http}/minimal", "app": "minimal", "model": "minimal"},
+            "base_batch": {"url": f"{http}/minimal_batch", "app": "minimal_batch",
+                           "model": "minimal"}}
+
+
+def _async_calls(http, channel, targets: dict, x) -> dict[str, serve_load.Call]:
+    """"<proto>_<side>" -> an awaitable one-request call."""
+    payload, headers = json.dumps(_body(x)).encode(), {"content-type": "application/json"}
+    stub, calls = _grpc_stub(channel), {}
+    for side, t in targets.items():
+        async def rest(url=t["url"]):
+            async with http.post(url, data=payload, headers=headers) as r:
+                await r.read()
+                r.raise_for_status()
+
+        async def grpc_call(req=_grpc_request(x, t["model"]), md=_grpc_md(t["app"])):
+            await stub(req, metadata=md, timeout=60)
+        calls[f"rest_{side}"], calls[f"grpc_{side}"] = rest, grpc_call
+    return calls
+
+
+async def _closed_and_open(cfg, x) -> dict:
+    import aiohttp
+    import grpc
+
+    conn = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as http, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as channel:
+        calls = _async_calls(http, channel, _targets(cfg), x)
+        figures = await serve_load.rounds(calls, PLAN)
+        out = {f"conc_{k}": serve_load.summary(v) for k, v in figures.items()}
+        for proto in ("rest", "grpc"):
+            capacity = out[f"conc_{proto}_ours"]["rps"]["median"]
+            for share in (50, 90):
+                for side in ("ours", "base"):  # the same offered rate on both sides
+                    out[f"open_{proto}_{side}_{share}"] = await serve_load.open_loop(
+                        calls[f"{proto}_{side}"], capacity * share / 100, OPEN_S)
+    return out
 
 
 # ------------------------------------------------------------------------ one Serve mode
@@ -304,6 +294,19 @@ def _rollout(client, mv1, mv2, ttl_s: float) -> None:
     time.sleep(ttl_s + 1.0)
 
 
+def _registered(client, storage: Path, artifact_dir: Path, job_id: str):
+    from trainserve.core.pb import job_pb2
+    from trainserve.registry.versions import register
+    from trainserve.store.models import ModelStore
+    from trainserve.core.tenancy import Principal
+    from trainserve.training.artifacts import load_artifact
+    spec = load_artifact(artifact_dir).spec
+    owner = Principal("bench", "user")
+    return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec,
+                                                             user=owner.user),
+                    artifact_dir, owner)
+
+
 def _batch_sizes() -> dict[str, int]:
     from ray import serve
     stats = serve.get_app_handle("trainserve").stats.remote().result(timeout_s=30)
@@ -317,19 +320,6 @@ def _batch_sizes() -> dict[str, int]:
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     d = {k: n - before.get(k, 0) for k, n in after.items()}
     return {k: n for k, n in sorted(d.items(), key=lambda kv: int(kv[0])) if n}
-
-
-def _registered(client, storage: Path, artifact_dir: Path, job_id: str):
-    from trainserve.core.pb import job_pb2
-    from trainserve.registry.versions import register
-    from trainserve.store.models import ModelStore
-    from trainserve.core.tenancy import Principal
-    from trainserve.training.artifacts import load_artifact
-    spec = load_artifact(artifact_dir).spec
-    owner = Principal("bench", "user")
-    return register(ModelStore(client), storage, job_pb2.Job(id=job_id, spec=spec,
-                                                             user=owner.user),
-                    artifact_dir, owner)
 
 
 def one_mode(mode: str, artifacts: dict[str, str], out: Path) -> None:
@@ -355,6 +345,7 @@ def one_mode(mode: str, artifacts: dict[str, str], out: Path) -> None:
         cfg = control.ServeConfig(http_port=free_port(), grpc_port=free_port(),
                                   redis_url=redis_server.url, storage_dir=str(storage))
         _set_batching(client, mv, False, 0)
+        _set_batching(client, mv, True, 0, ENDPOINT_BATCH)
         _set_batching(client, resnet, False, 0, "resnet")
         rows = _measure(mode, cfg, client, Path(artifacts["lenet"]), (mv, mv2, resnet))
     finally:
@@ -376,14 +367,16 @@ def _start(mode: str, cfg, artifact_dir: Path) -> None:
     from trainserve.serve import control
     t = time.monotonic()
     control.ensure_serve(cfg)
-    control.warm(ENDPOINT)
-    control.warm("resnet")
-    serve.run(_baseline_app(str(artifact_dir)), name="minimal", route_prefix=BASE_PREFIX,
-              blocking=False)
-    while str(getattr(serve.status().applications["minimal"].status, "value", "")) \
-            != "RUNNING":
-        time.sleep(0.3)
-    print(f"[{mode}] Serve + both applications up in {time.monotonic() - t:.1f} s",
+    for endpoint in (ENDPOINT, ENDPOINT_BATCH, "resnet"):
+        control.warm(endpoint)
+    for name, batching in serve_minimal.APPS.items():
+        serve.run(serve_minimal.app(str(artifact_dir), batching, *BATCH_OPTS), name=name,
+                  route_prefix=f"/{name}", blocking=False)
+    for name in serve_minimal.APPS:
+        while str(getattr(serve.status().applications[name].status, "value", "")) \
+                != "RUNNING":
+            time.sleep(0.3)
+    print(f"[{mode}] Serve + all applications up in {time.monotonic() - t:.1f} s",
           file=sys.stderr)
 
 
@@ -392,9 +385,51 @@ def _body(x) -> dict:
                         "data": x.ravel().tolist()}]}
 
 
-def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
+def _same_answers(cfg, x1) -> None:
+    """Every side answers the same probabilities, over REST and gRPC."""
     import grpc
     import httpx
+    import numpy as np
+
+    expected = None
+    with grpc.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as ch:
+        for t in _targets(cfg).values():
+            rest = httpx.post(t["url"], json=_body(x1), timeout=30).json()
+            got = [next(o["data"] for o in rest["outputs"] if o["name"] == "probabilities")]
+            got.append(_grpc_probabilities(grpc_caller(ch, x1, t["app"], t["model"])()))
+            for p in got:
+                expected = p if expected is None else expected
+                np.testing.assert_allclose(p, expected, rtol=1e-4, atol=1e-6)
+
+
+def _grpc_probabilities(reply):
+    """The probabilities of a ModelInferResponse, typed contents or raw bytes alike."""
+    import numpy as np
+    for i, out in enumerate(reply.outputs):
+        if out.name == "probabilities":
+            if reply.raw_output_contents:
+                return np.frombuffer(reply.raw_output_contents[i], dtype=np.float32)
+            return np.asarray(out.contents.fp32_contents, dtype=np.float32)
+    raise AssertionError("no probabilities in the answer")
+
+
+def _sequential_all(cfg, x1, x32) -> dict:
+    import grpc
+    import httpx
+
+    t = _targets(cfg)
+    with httpx.Client(timeout=30) as h, \
+            grpc.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as ch:
+        calls = {}
+        for size, x in (("", x1), ("32", x32)):
+            for side in ("base", "ours"):
+                calls[f"seq{size}_rest_{side}"] = rest_caller(h, t[side]["url"], _body(x))
+                calls[f"seq{size}_grpc_{side}"] = grpc_caller(ch, x, t[side]["app"],
+                                                              t[side]["model"])
+        return sequential(calls)
+
+
+def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
     import numpy as np
 
     mv, mv2, resnet = versions
@@ -403,37 +438,17 @@ def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
     rng = np.random.default_rng(0)
     x1 = rng.uniform(0, 16, size=(1, *meta["input_shape"])).astype(np.float32)
     x32 = rng.uniform(0, 16, size=(32, *meta["input_shape"])).astype(np.float32)
-    ours = f"http://127.0.0.1:{cfg.http_port}/v2/models/{ENDPOINT}/infer"
-    base = f"http://127.0.0.1:{cfg.http_port}{BASE_PREFIX}"
+    _same_answers(cfg, x1)
     grpc_target = f"127.0.0.1:{cfg.grpc_port}"
-    # Both answer the same probabilities.
-    a = httpx.post(ours, json=_body(x1), timeout=30).json()
-    b = httpx.post(base, json=_body(x1), timeout=30).json()
-    pa = next(o["data"] for o in a["outputs"] if o["name"] == "probabilities")
-    np.testing.assert_allclose(pa, b["outputs"][0]["data"], rtol=1e-4, atol=1e-6)
-
-    with httpx.Client(timeout=30) as h, grpc.insecure_channel(grpc_target) as ch:
-        rows = {"forward": forward_floor(artifact_dir, x1), **sequential({
-            "seq_rest_base": rest_caller(h, base, _body(x1)),
-            "seq_rest_ours": rest_caller(h, ours, _body(x1)),
-            "seq_grpc_ours": grpc_caller(ch, x1),
-            "seq32_rest_base": rest_caller(h, base, _body(x32)),
-            "seq32_rest_ours": rest_caller(h, ours, _body(x32)),
-            "seq32_grpc_ours": grpc_caller(ch, x32)})}
-    rows |= {"conc_rest_base": concurrent_rest(base, _body(x1)),
-             "conc_rest_ours": concurrent_rest(ours, _body(x1)),
-             "conc_grpc_ours": grpc_concurrent(grpc_target, x1),
-             "resnet_grpc": grpc_concurrent(grpc_target, x1, "resnet")}
-    _set_batching(client, mv, True, cfg.resolve_ttl_s)
+    rows = {"forward": forward_floor(artifact_dir, x1), **_sequential_all(cfg, x1, x32)}
+    rows |= asyncio.run(_closed_and_open(cfg, x1))
+    rows["resnet_grpc"] = grpc_concurrent(grpc_target, x1, "resnet")
     _set_batching(client, resnet, True, cfg.resolve_ttl_s, "resnet")
-    before = _batch_sizes()
-    rows["conc_rest_ours_batch"] = concurrent_rest(ours, _body(x1))
-    mid = _batch_sizes()
-    rows["conc_grpc_ours_batch"] = grpc_concurrent(grpc_target, x1)
     rows["resnet_grpc_batch"] = grpc_concurrent(grpc_target, x1, "resnet")
-    # Forward passes per merged size while batching was on (warm-ups included).
-    rows["batch_sizes_rest"] = _diff(mid, before)
-    rows["batch_sizes_grpc"] = _diff(_batch_sizes(), mid)
+    _set_batching(client, mv, True, cfg.resolve_ttl_s)
+    before = _batch_sizes()  # only this endpoint is under load now
+    rows["steady_grpc_batch"] = grpc_concurrent(grpc_target, x1)
+    rows["batch_sizes"] = _diff(_batch_sizes(), before)
     # A rollout (v1 -> 50 % canary v2 -> promoted) under the same gRPC load, batching on.
     rows["rollout_grpc"] = grpc_concurrent(
         grpc_target, x1, during=lambda: _rollout(client, mv, mv2, cfg.resolve_ttl_s))
@@ -441,72 +456,6 @@ def _measure(mode: str, cfg, client, artifact_dir: Path, versions) -> dict:
 
 
 # ---------------------------------------------------------------------------------- main
-
-def _row(fig: str, ours: float, base: float | None = None, target: str | None = None) -> dict:
-    """A table row; `target` like "<= 1.2" or ">= 3" applies to the ratio ours/baseline."""
-    ratio = (ours / base) if base else None
-    row = {"figure": fig, "ours": ours, "baseline": base, "ratio": ratio}
-    if target is not None and ratio is not None:
-        op, bound = target.split()
-        row.update(target=target, met=ratio <= float(bound) if op == "<=" else
-                   ratio >= float(bound))
-    return row
-
-
-def _table_rows(mode: str, r: dict) -> list[dict]:
-    def row(fig, ours, base=None, target=None):
-        return _row(f"[{mode}] {fig}", ours, base, target)
-    out = [row("forward batch 1, p50 ms (floor)", r["forward"]["p50_ms"])]
-    for k, label in (("seq_rest", "REST sequential batch 1"),
-                     ("seq32_rest", "REST sequential 32 instances")):
-        for q in ("p50_ms", "p99_ms"):
-            target = "<= 1.2" if k == "seq_rest" and q == "p50_ms" else None
-            out.append(row(f"{label}, {q.replace('_ms', '')} ms",
-                           r[f"{k}_ours"][q], r[f"{k}_base"][q], target))
-    for k, label, base in (("seq_grpc_ours", "gRPC sequential batch 1 (ours)", "seq_rest_base"),
-                           ("seq32_grpc_ours", "gRPC sequential 32 instances (ours)",
-                            "seq32_rest_base")):
-        for q in ("p50_ms", "p99_ms"):
-            target = "<= 1.2" if k == "seq_grpc_ours" and q == "p50_ms" else None
-            out.append(row(f"{label}, {q.replace('_ms', '')} ms", r[k][q], r[base][q], target))
-    cb = r["conc_rest_base"]
-    for k, label in (("conc_rest_ours", "REST 32 clients, batching off"),
-                     ("conc_rest_ours_batch", "REST 32 clients, batching 32/2ms"),
-                     ("conc_grpc_ours", "gRPC 32 clients, batching off"),
-                     ("conc_grpc_ours_batch", "gRPC 32 clients, batching 32/2ms")):
-        c = r[k]
-        out.append(row(f"{label}, req/s", c["rps"], cb["rps"]))
-        out.append(row(f"{label}, p50 / p99 ms", c["p50_ms"], cb["p50_ms"]))
-        out[-1]["figure"] += f" (p99 {c['p99_ms']:.0f} vs {cb['p99_ms']:.0f})"
-    for proto in ("rest", "grpc"):
-        sizes = {int(k): n for k, n in r[f"batch_sizes_{proto}"].items()}
-        passes = sum(sizes.values())
-        if passes:
-            out.append(row(f"{proto.upper()} batching on: mean requests per forward",
-                           sum(k * n for k, n in sizes.items()) / passes))
-    on, off = r["resnet_grpc_batch"], r["resnet_grpc"]
-    out.append(row("ResNet gRPC 32 clients req/s, batching on vs off", on["rps"], off["rps"]))
-    ro, steady = r["rollout_grpc"], r["conc_grpc_ours_batch"]
-    out.append(row(f"gRPC 32 clients during a rollout, p99 ms (vs steady; {ro['requests']} "
-                   f"requests, {ro['errors']} failed)", ro["p99_ms"], steady["p99_ms"]))
-    out.append(row("gRPC 32 clients during a rollout, failed requests", ro["errors"]))
-    return out
-
-
-def _cross_mode_rows(raw: dict) -> list[dict]:
-    """The throughput targets: ours in the stack's mode (HAProxy) against the minimal
-    deployment with Serve's default settings."""
-    if not {"default", "haproxy"} <= set(raw):
-        return []
-    base = raw["default"]["conc_rest_base"]["rps"]
-    ours = raw["haproxy"]
-    return [_row(f"ours (HAProxy mode) {label} req/s vs minimal REST (default mode)",
-                 ours[k]["rps"], base, ">= 3")
-            for k, label in (("conc_rest_ours", "REST 32 clients"),
-                             ("conc_rest_ours_batch", "REST 32 clients, batching"),
-                             ("conc_grpc_ours", "gRPC 32 clients"),
-                             ("conc_grpc_ours_batch", "gRPC 32 clients, batching"))]
-
 
 def main(modes: list[str] | None = None) -> list[dict]:
     modes = modes or list(MODES)
@@ -517,29 +466,33 @@ def main(modes: list[str] | None = None) -> list[dict]:
                      "lenet_v2": str(train_model(work, seed=SEED + 1)),
                      "resnet": str(train_model(work, "resnet_digits", epochs=2))}
         for mode in modes:
-            out = work / f"{mode}.json"
-            # Our own Ray token: ~/.ray/auth_token is shared with other clusters here.
-            env = {k: v for k, v in os.environ.items()
-                   if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                       PYTHONPATH=os.pathsep.join(
-                           [str(Path(__file__).resolve().parent.parent),
-                            env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-            t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, APP_ARG, mode, json.dumps(artifacts),
-                            str(out)],
-                           env=env, check=True, timeout=600)
-            print(f"[{mode}] done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            raw[mode] = json.loads(out.read_text())
-            all_rows += _table_rows(mode, raw[mode])
+            raw[mode] = _run_mode(mode, artifacts, work)
+            all_rows += table_rows(mode, raw[mode])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    all_rows += _cross_mode_rows(raw)
-    print_table("serve: ours (the trainserve application) vs a minimal Serve deployment; "
-                "ratio ours/minimal", all_rows)
-    meta = {"raw": raw, "epochs": EPOCHS, "clients": CLIENTS, "load_s": LOAD_S}
+    print_table("serve: ours (the trainserve application) vs a minimal Serve deployment, "
+                "same mode, protocol and batching; ratio ours/minimal", all_rows)
+    meta = {"raw": raw, "epochs": EPOCHS, "clients": CLIENTS, "quick": QUICK,
+            "plan": PLAN.__dict__, "open_s": OPEN_S}
     print(f"\nresults: {save('serve', all_rows, meta)}")
     return all_rows
+
+
+def _run_mode(mode: str, artifacts: dict, work: Path) -> dict:
+    """One Serve mode in a child process with a Ray head (and token) of its own."""
+    out = work / f"{mode}.json"
+    # Our own Ray token: ~/.ray/auth_token is shared with other clusters here.
+    env = {k: v for k, v in os.environ.items()
+           if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               PYTHONPATH=os.pathsep.join(
+                   [str(Path(__file__).resolve().parent.parent),
+                    env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    t = time.perf_counter()
+    subprocess.run([sys.executable, __file__, APP_ARG, mode, json.dumps(artifacts), str(out)],
+                   env=env, check=True, timeout=1500)
+    print(f"[{mode}] done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return json.loads(out.read_text())
 
 
 if __name__ == "__main__":

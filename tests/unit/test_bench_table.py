@@ -82,13 +82,6 @@ def test_gpu_bench_on_cuda():
     assert mem and all(r["ours"] > 0 for r in mem)
 
 
-def test_markdown_table_marks_misses():
-    md = bench_run.markdown_table([common.row("a", 1234.5, 2000.0, ">= 0.9"),
-                                   common.row("b", 0.17)])
-    assert "| a | 1,234 | 2,000 | 0.62 | >= 0.9 | **no** |" in md
-    assert md.count("\n") == 3
-
-
 def test_gpu_bench_leaves_no_dataset_registered():
     from trainserve.training.datasets import DATASETS
     gpu.run("cpu", 2, {}, images=16)
