@@ -1,7 +1,9 @@
 """spec.tracking through the real stack: a job's params, per-epoch metrics and final metrics in
 a real `mlflow server` (read back with MLflow's own `MlflowClient`) and in TensorBoard event
 files downloaded as the job's artifacts (read back with TensorBoard's own reader), holding the
-numbers `trainserve job` and `client.curves` show.
+numbers `trainserve job` and `client.curves` show; the job's plots as MLflow artifacts and
+TensorBoard images; a search as a parent run with a nested run per trial, and a TensorBoard
+run per trial.
 
 MLflow pins versions of much of the scientific stack, so the server and the reading client run
 from a virtualenv of their own, `.venv-mlflow/` (created here on first use); the workers need
@@ -39,12 +41,21 @@ import json, sys
 from mlflow.tracking import MlflowClient
 client = MlflowClient(tracking_uri=sys.argv[1])
 run = client.get_run(sys.argv[2])
-history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
-           for k in run.data.metrics}
-print(json.dumps({"params": run.data.params, "metrics": run.data.metrics,
-                  "history": history, "status": run.info.status, "name": run.info.run_name,
-                  "experiment": client.get_experiment(run.info.experiment_id).name,
-                  "tags": run.data.tags}))
+
+
+def read(run):
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
+               for k in run.data.metrics}
+    return {"params": run.data.params, "metrics": run.data.metrics, "history": history,
+            "status": run.info.status, "name": run.info.run_name,
+            "experiment": client.get_experiment(run.info.experiment_id).name,
+            "tags": run.data.tags,
+            "plots": [a.path for a in client.list_artifacts(run.info.run_id, "plots")]}
+
+
+children = client.search_runs(
+    [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+print(json.dumps(read(run) | {"children": [read(child) for child in children]}))
 """
 
 
@@ -115,6 +126,10 @@ def read_run(python: Path, uri: str, run_id: str) -> dict:
     return json.loads(out.stdout)
 
 
+def png_artifacts(client, job_id: str) -> set[str]:
+    return {a.name for a in client.list_artifacts(job_id) if a.name.endswith(".png")}
+
+
 def log_lines(client, job_id: str) -> list[str]:
     return [str(e) for e in client.watch(job_id) if e.kind == "log"]
 
@@ -142,7 +157,7 @@ def tracked_job(client, mlflow_server):
     return job
 
 
-def test_the_mlflow_run_holds_the_jobs_params_curves_and_final_metrics(
+def test_the_mlflow_run_holds_the_jobs_params_curves_final_metrics_and_plots(
         client, tracked_job, mlflow_server):
     uri, python = mlflow_server
     job = client.get_job(tracked_job.id)
@@ -160,6 +175,9 @@ def test_the_mlflow_run_holds_the_jobs_params_curves_and_final_metrics(
         assert [(s, pytest.approx(v, rel=1e-9)) for s, v in run["history"][name]] == points
     for name, value in job.metrics.items():  # what `trainserve job` shows
         assert run["history"][f"final/{name}"] == [[EPOCHS, pytest.approx(value, rel=1e-9)]]
+    plots = png_artifacts(client, job.id)  # the job's plots, among the run's artifacts
+    assert {"curves.png", "confusion_matrix.png"} <= plots
+    assert {p.removeprefix("plots/") for p in run["plots"]} == plots
 
 
 def test_the_tensorboard_event_files_are_artifacts_holding_the_curves(
@@ -177,6 +195,59 @@ def test_the_tensorboard_event_files_are_artifacts_holding_the_curves(
     for name, value in job.metrics.items():
         [point] = acc.Scalars(f"final/{name}")
         assert (point.step, point.value) == (EPOCHS, pytest.approx(value, rel=1e-6))
+    # The job's plots, as images at the last epoch.
+    images = {tag.removeprefix("plots/") + ".png" for tag in acc.Tags()["images"]}
+    assert images == png_artifacts(client, tracked_job.id)
+    assert all(e.step == EPOCHS for tag in acc.Tags()["images"] for e in acc.Images(tag))
+
+
+LRS = (0.01, 0.1)
+
+
+@pytest.fixture(scope="module")
+def tracked_search(client, mlflow_server):
+    uri, _ = mlflow_server
+    doc = spec({"tensorboard": True, "mlflow": {"uri": uri, "experiment": "xor search"}},
+               "xor-tracked-search")
+    doc["training"]["epochs"] = 2
+    doc["search"] = {"space": {"optimizer.lr": f"grid({list(LRS)})"}, "num_samples": 1,
+                     "metric": "val_loss", "mode": "min", "trial_resources": {"cpus": 0.5}}
+    job = client.wait(client.submit(doc).id, timeout=300)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    return job
+
+
+def test_a_searchs_trials_are_mlflow_runs_nested_under_the_searchs(
+        client, tracked_search, mlflow_server):
+    uri, python = mlflow_server
+    job = client.get_job(tracked_search.id)
+    search = read_run(python, uri, job.tracking["mlflow_run_id"])
+    assert search["status"] == "FINISHED" and search["name"] == job.id
+    assert search["params"]["search.space.optimizer.lr"] == f"grid({list(LRS)})"
+    trials = {t.id: t for t in client.get_job(job.id).trials}
+    children = {child["tags"]["trainserve.trial_id"]: child for child in search["children"]}
+    assert set(children) == set(trials)
+    assert sorted(float(c["params"]["optimizer.lr"]) for c in children.values()) == list(LRS)
+    for trial_id, child in children.items():
+        assert child["status"] == "FINISHED" and child["name"] == trial_id
+        curve = [(p.epoch, p.metrics["val_loss"]) for p in trials[trial_id].curve]
+        assert [(s, pytest.approx(v, rel=1e-9)) for s, v in child["history"]["val_loss"]] \
+            == curve
+
+
+def test_a_searchs_trials_are_tensorboard_runs_of_their_own(client, tracked_search, tmp_path):
+    trials = {t.id: t for t in client.get_job(tracked_search.id).trials}
+    for artifact in client.list_artifacts(tracked_search.id):
+        name = artifact.name
+        if name.startswith("events.out.tfevents.") and name.rsplit(".", 2)[-2] in trials:
+            # one folder per trial, as TensorBoard's --logdir wants runs
+            client.download_artifact(tracked_search.id, name, tmp_path / name.rsplit(".", 2)[-2])
+    assert {p.name for p in tmp_path.iterdir()} == set(trials)
+    for trial_id, trial in trials.items():
+        acc = EventAccumulator(str(tmp_path / trial_id), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("val_loss")] \
+            == [(p.epoch, p.metrics["val_loss"]) for p in trial.curve]
 
 
 def test_an_unreachable_tracker_is_a_warning_not_a_failure(client):
