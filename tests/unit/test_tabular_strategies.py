@@ -289,3 +289,14 @@ def test_the_export_reproduces_every_strategy(strategies_model, fmt):
     probs, label = run_exported(data, fmt, EXPORT_ROWS)
     np.testing.assert_allclose(probs, served["probabilities"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(label, served["label"])
+
+
+def test_a_column_s_own_options_override_the_dataset_wide_ones(tmp_path):
+    data = prepare_data(check_spec(_spec(
+        _csv(tmp_path, _rows()), {"lactate": {"indicator": False}, "age": {"missing": "mean"}},
+        missing="most_frequent", missing_indicators=True, normalize="none")))
+    cols = {c.name: c for c in data.preprocessing.encoding.columns}
+    assert (cols["lactate"].missing, cols["lactate"].indicator) == ("most_frequent", False)
+    assert cols["smoker"].fill_category in SMOKERS  # most_frequent reaches categories too
+    assert cols["diabetic"].fill_category == "no"   # (the commoner of yes / no)
+    assert cols["age"].missing == "mean"

@@ -15,7 +15,7 @@ row. Per feature column, in the CSV's order:
   does a missing cell unless the strategy fills it (`fill_category`: most_frequent or
   constant);
 - binary: one 0/1 column, 1 when the cell is the `positive` value (by default the second of
-  the two values in sorted order, as scikit-learn's OneHotEncoder(drop="if_binary")); the
+  the two values sorted as text, as scikit-learn's OneHotEncoder(drop="if_binary")); the
   other value, an unseen one and an unfilled missing cell are 0.
 
 A cell is compared as text with surrounding spaces removed: a categorical column of codes
