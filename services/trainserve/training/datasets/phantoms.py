@@ -13,7 +13,15 @@ Built-in datasets (classification "normal" / "lesion", balanced, input `(1, H, W
 `noise` (default `DEFAULT_NOISE` when 0) from the `DatasetSpec`; the samples come from a
 generator fixed per dataset name (`datasets.data_rng`), so a spec always yields the same data.
 
-`make_phantoms(n, size, seed, noise)` is the generator itself, and
+`phantoms_size` (32 x 32, regression): the same phantoms, every one with a lesion, and the
+target its diameter in pixels (`diameter_px`: 2.8 to 5.0 at 32 x 32, uniform in the radius).
+Only lesion-bearing images: a size is a measurement of a lesion that is there, and a target
+of 0 for "no lesion" would let a network score by detecting presence alone (the detection
+task is `phantoms`). The diameter is the drawn disc's, before blur and noise: what a
+radiologist's caliper would be asked to recover.
+
+`make_phantoms(n, size, seed, noise)` and `make_lesion_sizes(n, size, seed, noise)` are the
+generators themselves, and
 `python -m trainserve.training.datasets.phantoms --out FILE.npz --seed 7 --noise 0.3` writes an
 NPZ to upload (e.g. "another hospital's scanner": another seed, dose and blur) with `x` float32
 `(N, 1, H, W)` (or `(N, H, W)` with `--no-channel-axis`) and `y` the class names as text.
@@ -36,6 +44,7 @@ TISSUE, RIM, INNER = 1.0, 2.0, 0.55          # intensities (a CT window of sorts
 LESION_RADIUS = (0.09, 0.16)                 # fraction of the field of view
 LESION_CONTRAST = (0.4, 0.8)                 # added to the tissue's intensity
 SIZES = {"phantoms": 32, "phantoms64": 64}
+SIZE_TASKS = {"phantoms_size": 32, "phantoms64_size": 64}  # lesion-size regression
 
 
 def make_phantoms(n: int, size: int = 32, seed: int = 0, noise: float = DEFAULT_NOISE,
@@ -44,13 +53,38 @@ def make_phantoms(n: int, size: int = 32, seed: int = 0, noise: float = DEFAULT_
     balanced; deterministic in all arguments. `blur_px` is the PSF's std at 32 x 32."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    x, _ = _render(rng, y.astype(bool), size, noise, blur_px)
+    return x, y
+
+
+def make_lesion_sizes(n: int, size: int = 32, seed: int = 0, noise: float = DEFAULT_NOISE,
+                      blur_px: float = DEFAULT_BLUR_PX) -> tuple[np.ndarray, np.ndarray]:
+    """`n` phantoms that all carry a lesion, `x` float32 `(n, 1, size, size)`, and `y` float32
+    `(n,)` each lesion's diameter in pixels; deterministic in all arguments."""
+    rng = np.random.default_rng(seed)
+    x, radius = _render(rng, np.ones(n, dtype=bool), size, noise, blur_px)
+    return x, diameter_px(radius, size).astype(np.float32)
+
+
+def diameter_px(radius: np.ndarray, size: int) -> np.ndarray:
+    """A radius in field-of-view units (the image spans [-1, 1], `size` pixel centres) as a
+    diameter in pixels: 2r over the pixel pitch 2 / (size - 1)."""
+    return np.asarray(radius, np.float64) * (size - 1)
+
+
+def _render(rng: np.random.Generator, lesion: np.ndarray, size: int, noise: float,
+            blur_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The slices with a lesion where `lesion` says, blurred and noisy, `(n, 1, size, size)`
+    float32, and every slice's drawn lesion radius (drawn for all, so that both tasks take
+    the same random numbers per slice)."""
     grid = np.linspace(-1.0, 1.0, size, dtype=np.float64)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    x = np.stack([_slice(rng, xx, yy, bool(label)) for label in y])
+    slices = [_slice(rng, xx, yy, bool(has)) for has in lesion]
+    x = np.stack([img for img, _ in slices]) if slices else np.zeros((0, size, size))
     x = _blur(x, blur_px * size / 32)
     if noise > 0:
         x = x + rng.normal(0.0, noise, size=x.shape)
-    return x[:, None].astype(np.float32), y
+    return x[:, None].astype(np.float32), np.array([r for _, r in slices], np.float64)
 
 
 def _ellipse(xx, yy, cx, cy, a, b, theta) -> np.ndarray:
@@ -59,8 +93,9 @@ def _ellipse(xx, yy, cx, cy, a, b, theta) -> np.ndarray:
     return (u / a) ** 2 + (v / b) ** 2 <= 1.0
 
 
-def _slice(rng: np.random.Generator, xx, yy, lesion: bool) -> np.ndarray:
-    """One noiseless slice: body with rim, two inner ellipses, maybe a lesion."""
+def _slice(rng: np.random.Generator, xx, yy, lesion: bool) -> tuple[np.ndarray, float]:
+    """One noiseless slice: body with rim, two inner ellipses, maybe a lesion; and the
+    lesion's radius (drawn whether or not the lesion is drawn)."""
     cx, cy = rng.uniform(-0.05, 0.05, 2)
     a, b = rng.uniform(0.72, 0.9), rng.uniform(0.6, 0.8)
     theta = rng.uniform(-0.3, 0.3)
@@ -80,7 +115,7 @@ def _slice(rng: np.random.Generator, xx, yy, lesion: bool) -> np.ndarray:
         rho * (b - 0.15) * math.sin(t) * math.cos(theta)
     if lesion:
         img[(xx - lx) ** 2 + (yy - ly) ** 2 <= r * r] += contrast
-    return img
+    return img, r
 
 
 def _blur(x: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -113,8 +148,27 @@ def _load(name: str):
     return load
 
 
+def _size_info(name: str):
+    size = SIZE_TASKS[name]
+
+    def info(spec) -> DatasetInfo:
+        return DatasetInfo(name, "regression", 0, (), (1, size, size), num_samples_of(spec))
+    return info
+
+
+def _size_load(name: str):
+    def load(spec) -> tuple[np.ndarray, np.ndarray]:
+        seed = int(data_rng(name).integers(2**31))
+        return make_lesion_sizes(num_samples_of(spec), SIZE_TASKS[name], seed,
+                                 spec.noise or DEFAULT_NOISE)
+    return load
+
+
 for _name in SIZES:
     register_dataset(_name, Dataset(_info(_name), _load(_name), synthetic=True,
+                                    default_num_samples=DEFAULT_SAMPLES))
+for _name in SIZE_TASKS:
+    register_dataset(_name, Dataset(_size_info(_name), _size_load(_name), synthetic=True,
                                     default_num_samples=DEFAULT_SAMPLES))
 
 
