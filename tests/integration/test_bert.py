@@ -1,14 +1,15 @@
 """BERT end to end on the real local stack: masked-language-model pre-training registers a
 model; a classifier fine-tuned from it through `model.transfer` (encoder weights loaded, a
 fresh [CLS] head) is deployed and answers raw text and token ids alike over OIP REST; its
-attention map is a job artifact; a second user can neither see nor transfer from the first
-user's model."""
+attention map is a job artifact and an optional served output (bounded in size); a second
+user can neither see nor transfer from the first user's model."""
 from __future__ import annotations
 
 import uuid
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.helpers import (deploy, example, get_model, rpc_error, submit, wait_job,
@@ -37,7 +38,7 @@ def test_pretraining_registers_a_masked_lm(stubs, pretrained):
     mv = get_model(stubs, pretrained.model_name, pretrained.model_version)
     assert mv.task == "masked_lm"
     assert [(t.name, t.datatype) for t in mv.inputs] == [("input", "INT64")]
-    assert [t.name for t in mv.outputs] == ["tokens"]
+    assert [(t.name, t.optional) for t in mv.outputs] == [("tokens", False), ("attention", True)]
     assert 1.0 < pretrained.metrics["test_perplexity"] < tokenizer.vocab_size() * 2
 
 
@@ -78,6 +79,26 @@ def test_fine_tuned_classifier_answers_text_and_ids(stack, stubs, pretrained):
         {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]},
         {"name": "input", "datatype": "INT64", "shape": [1, 64], "data": [2] + [0] * 63}]})
     assert both.status_code == 400
+    _attention_on_request(url)
+
+
+def _attention_on_request(url):
+    """The classifier's attention weights, when a request names the output; too many rows of
+    them (128 x 1 layer x 2 heads x 64 x 64 values) are refused."""
+    text = {"name": "text", "datatype": "BYTES", "shape": [1], "data": TEXTS[:1]}
+    r = httpx.post(f"{url}/infer", timeout=60, json={
+        "inputs": [text], "outputs": [{"name": "label"}, {"name": "attention"}]})
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    assert list(out) == ["label", "attention"]
+    assert out["attention"]["shape"] == [1, 1, 2, 64, 64]
+    w = np.asarray(out["attention"]["data"]).reshape(1, 1, 2, 64, 64)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    many = {**text, "shape": [128], "data": TEXTS[:1] * 128}
+    refused = httpx.post(f"{url}/infer", timeout=60, json={
+        "inputs": [many], "outputs": [{"name": "attention"}]})
+    assert refused.status_code == 429, refused.text
+    assert "128 x 1 x 2 x 64 x 64" in refused.json()["error"]
 
 
 def test_another_user_cannot_see_or_transfer_from_the_model(stack, channel, pretrained):
