@@ -62,22 +62,33 @@ def _fit(spec, job_dir: Path):
     return result
 
 
-def _vae(classifier, tmp_path, seed=None) -> dict:
-    result = _fit(_example("vae_digits", seed), tmp_path / "vae")
-    vae = _predictor(result.artifact_dir)
+def vae_quality(classifier: Predictor, artifact_dir) -> dict:
+    """How many of a trained VAE's samples the classifier recognizes, and how many digits."""
+    vae = _predictor(artifact_dir)
     samples = vae.module.sample(NUM_SAMPLES, torch.Generator().manual_seed(0)).numpy()
     raw = samples * vae.scale + vae.shift  # the VAE's normalization undone
     fraction, digits = _recognized(classifier, raw)
-    return {"recognized": fraction, "digits": digits, **result.metrics}
+    return {"recognized": fraction, "digits": digits}
 
 
-def _gan(classifier, tmp_path, seed=None) -> dict:
-    result = _fit(_example("gan_digits", seed), tmp_path / "gan")
-    samples = _predictor(result.artifact_dir).generate(NUM_SAMPLES, seed=0)["samples"]
+def gan_quality(classifier: Predictor, artifact_dir) -> dict:
+    """How many of a trained digits GAN's samples the classifier recognizes, and how many
+    digits."""
+    samples = _predictor(artifact_dir).generate(NUM_SAMPLES, seed=0)["samples"]
     assert samples.shape == (NUM_SAMPLES, 1, 8, 8)
     assert samples.min() >= 0 and samples.max() <= 16 + 1e-4  # sigmoid output, minmax units
     fraction, digits = _recognized(classifier, samples)
     return {"recognized": fraction, "digits": digits}
+
+
+def _vae(classifier, tmp_path, seed=None) -> dict:
+    result = _fit(_example("vae_digits", seed), tmp_path / "vae")
+    return vae_quality(classifier, result.artifact_dir) | dict(result.metrics)
+
+
+def _gan(classifier, tmp_path, seed=None) -> dict:
+    result = _fit(_example("gan_digits", seed), tmp_path / "gan")
+    return gan_quality(classifier, result.artifact_dir)
 
 
 def _without_sparsity(spec):
