@@ -170,3 +170,10 @@ def test_grpc_names_the_output_and_gets_raw_fp32(served):
         ("attention", "FP32", [3, 1, 1, 6, 6])]
     w = np.frombuffer(resp.raw_output_contents[0], "<f4").reshape(3, 1, 1, 6, 6)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+
+
+def test_the_cli_says_the_output_comes_on_request(served):
+    from trainserve.cli.render import tensor_specs
+    mv = served.models.get("s2s", 1)
+    assert tensor_specs(mv.outputs) == ("tokens INT64 [-1, 6]; "
+                                        "attention FP32 [-1, 1, 1, 6, 6] (on request)")

@@ -405,7 +405,9 @@ def models_table(models, width: int | None = None) -> Table:
 
 
 def tensor_specs(specs) -> str:
-    return "; ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in specs)
+    """`name DATATYPE [shape]` each; an optional output (`attention`) says it comes on request."""
+    return "; ".join(f"{t.name} {t.datatype} {list(t.shape)}"
+                     + (" (on request)" if getattr(t, "optional", False) else "") for t in specs)
 
 
 def model_detail(mv) -> list:
