@@ -15,7 +15,7 @@ from bench.common import RESULTS, ROOT
 
 README = ROOT / "bench" / "README.md"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("spine", "train", "tune", "serve", "submit", "console", "gpu")
+ORDER = ("spine", "train", "tune", "serve", "submit", "console", "cluster", "gpu")
 
 
 def _fmt(x) -> str:
@@ -51,14 +51,22 @@ def provenance_line(doc: dict) -> str:
             f"{m.get('processor')}, {m.get('cpus')} CPUs, {m.get('memory_gib')} GiB{load_s}.")
 
 
-def section(name: str, doc: dict | None) -> str:
+def section(name: str, doc: dict | None, results: Path = RESULTS) -> str:
     if doc is None:
         why = ("Not run: no CUDA device on the machines that ran the benches"
                if name == "gpu" else "Not run yet")
         return f"### {name}\n\n{why} (no `bench/results/{name}.json`).\n"
     met = [r for r in doc["rows"] if r.get("met") is not None]
     return (f"### {name}\n\n{provenance_line(doc)} Targets met: "
-            f"{sum(bool(r['met']) for r in met)} of {len(met)}.\n\n{table(doc['rows'])}\n")
+            f"{sum(bool(r['met']) for r in met)} of {len(met)}.\n\n{table(doc['rows'])}\n"
+            + images(name, results))
+
+
+def images(name: str, results: Path = RESULTS) -> str:
+    """The bench's plots, `<name>*.png` beside its results, as images (paths relative to
+    bench/README.md)."""
+    return "".join(f"\n![{p.stem}](results/{p.name})\n"
+                   for p in sorted(results.glob(f"{name}*.png")))
 
 
 def results_markdown(results: Path = RESULTS) -> str:
@@ -66,7 +74,7 @@ def results_markdown(results: Path = RESULTS) -> str:
     for name in ORDER:
         path = results / f"{name}.json"
         docs[name] = json.loads(path.read_text()) if path.exists() else None
-    return "\n".join(section(n, d) for n, d in docs.items())
+    return "\n".join(section(n, d, results) for n, d in docs.items())
 
 
 def write_readme(readme: Path = README, results: Path = RESULTS) -> Path:

@@ -3,6 +3,7 @@ figure — ours, baseline, ratio, target, met — also written to bench/results/
 bench still writes its own bench/results/<name>.json).
 
     .venv/bin/python bench/run.py                # spine, train, tune, serve, submit, console (+ gpu with CUDA)
+    .venv/bin/python bench/run.py cluster        # only when named: ranks and the idle stack
     .venv/bin/python bench/run.py train submit   # some of them
     .venv/bin/python bench/run.py --markdown     # every bench's latest results as Markdown
     .venv/bin/python bench/run.py --readme       # ... written into bench/README.md
@@ -20,16 +21,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common, console, gpu, report, serve, spine, submit, train, tune  # noqa: E402
+from bench import (cluster, common, console, gpu, report, serve, spine, submit,  # noqa: E402
+                   train, tune)
 from bench.common import RESULTS, print_table, provenance  # noqa: E402
 
 BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
-           "submit": submit.main, "console": console.main, "gpu": gpu.main}
+           "submit": submit.main, "console": console.main, "cluster": cluster.main,
+           "gpu": gpu.main}
+# Run only when named: cluster starts a second, two-node Ray cluster (about 6 minutes).
+NAMED_ONLY = ("cluster",)
 
 
 def default_benches() -> list[str]:
-    """Every bench; gpu only where CUDA is (its CPU smoke run is `bench/gpu.py --device cpu`)."""
-    return [n for n in BENCHES if n != "gpu" or gpu.cuda_available()]
+    """Every bench but those in NAMED_ONLY; gpu only where CUDA is (its CPU smoke run is
+    `bench/gpu.py --device cpu`)."""
+    return [n for n in BENCHES
+            if n not in NAMED_ONLY and (n != "gpu" or gpu.cuda_available())]
 
 
 def summary_rows(results: dict[str, list[dict] | None]) -> list[dict]:
