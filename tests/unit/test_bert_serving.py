@@ -111,6 +111,10 @@ def test_masked_lm_predicts_tokens(mlm):
     ids[0, 3] = tokenizer.MASK
     out = Predictor(loaded.module, loaded.meta).run({"input": ids})["tokens"]
     assert out.shape == (1, 24) and out.dtype == np.int64
+    both = Predictor(loaded.module, loaded.meta).run({"input": ids}, {"attention": True})
+    np.testing.assert_array_equal(both["tokens"], out)
+    assert both["attention"].shape == tuple([1, *outputs[1].shape[1:]]) == (1, 1, 2, 24, 24)
+    np.testing.assert_allclose(both["attention"].sum(-1), 1.0, atol=1e-5)
 
 
 def test_attention_is_an_optional_output_of_ids_and_text(classifier):
