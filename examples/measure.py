@@ -116,12 +116,13 @@ BY_KEY = {row.key: row for row in ROWS}
 
 # --- results and rendering ----------------------------------------------------------------------
 
-def load_results(path: Path = RESULTS) -> dict:
+def load_results(path: Path | None = None) -> dict:
+    path = path or RESULTS
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_results(results: dict, path: Path = RESULTS) -> None:
-    path.write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+def save_results(results: dict, path: Path | None = None) -> None:
+    (path or RESULTS).write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def render_row(row: Row, entry: dict | None) -> str:
@@ -158,7 +159,8 @@ def replace_table(text: str, new_table: str) -> str:
     return "\n".join(lines[:first] + [block] + lines[last + 1:])
 
 
-def write_readme(results: dict, path: Path = README) -> None:
+def write_readme(results: dict, path: Path | None = None) -> None:
+    path = path or README
     path.write_text(replace_table(path.read_text(), table(results)))
 
 

@@ -58,6 +58,11 @@ def per_seed(seeds: list[int], texts: list[str]) -> str:
     return "; ".join(f"seed {s}: {t}" for s, t in zip(seeds, texts))
 
 
+def slashed(seeds: list[int], texts: list[str]) -> str:
+    """Short values that do not average (counts): `/`-separated in seed order."""
+    return f"{' / '.join(texts)} (seed{'s' * (len(seeds) > 1)} {' / '.join(map(str, seeds))})"
+
+
 def shows(label: str, key: str, spec: str = ".3f", after: str = "") -> Callable:
     """`shown` for a row that reports one metric."""
     return lambda seeds, runs: f"{label} {stat(seeds, col(runs, key), spec)}{after}"
@@ -216,9 +221,9 @@ def _cv(seeds, runs):
 
 
 def _stops(seeds, runs):
-    return "stops at epoch " + per_seed(seeds, [
-        f"{r['stopped_epoch']:.0f} of {r['epochs']}, restores epoch {r['best_epoch']:.0f}"
-        for r in runs])
+    return per_seed(seeds, [
+        f"stops at epoch {r['stopped_epoch']:.0f} of {r['epochs']}, restores epoch "
+        f"{r['best_epoch']:.0f}" for r in runs])
 
 
 def _ae_text(seeds, runs):
@@ -237,7 +242,7 @@ def _samples(what: str, extra: Callable = lambda seeds, runs: "") -> Callable:
     def shown(seeds, runs):
         return (f"{stat(seeds, col(runs, 'recognized'), '.0%')} of 500 {what} samples labelled "
                 "with confidence ≥ 0.8 by the `cnn_digits.yaml` classifier (seed 0, trained by "
-                f"the stack), digits covered {per_seed(seeds, [str(r['digits']) for r in runs])}"
+                f"the stack), digits covered {slashed(seeds, [str(r['digits']) for r in runs])}"
                 + extra(seeds, runs))
     return shown
 
@@ -257,8 +262,9 @@ def _transfer_text(seeds, runs):
 
 
 def _gan_rings_text(seeds, runs):
-    return (f"modes covered of 8: {per_seed(seeds, [f'{v:.0f}' for v in col(runs, 'modes_covered')])}"
-            f"; high-quality samples {stat(seeds, col(runs, 'high_quality_fraction'), '.0%')} "
+    modes = slashed(seeds, [f"{v:.0f}" for v in col(runs, "modes_covered")])
+    return (f"modes covered of 8: {modes}; high-quality samples "
+            f"{stat(seeds, col(runs, 'high_quality_fraction'), '.1%')} "
             "(1000 samples, definitions in `services/trainserve/training/gan_task.py`)")
 
 
@@ -287,10 +293,18 @@ def _reg_text(seeds, runs):
             f"{stat(seeds, col(runs, 'accuracy'))} vs {stat(seeds, col(runs, 'none_accuracy'))}")
 
 
+def _value(text: str) -> str:
+    """A sampled value as the row shows it: numbers to 3 significant digits."""
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
 def _search_text(best: str, test: str, fmt: str = ".3f") -> Callable:
     def shown(seeds, runs):
         r = runs[0]
-        config = ", ".join(f"{k} = {v}" for k, v in sorted(r["config"].items()))
+        config = ", ".join(f"{k} = {_value(v)}" for k, v in sorted(r["config"].items()))
         ends = ", ".join(f"{n} {state.replace('_', ' ')} after {e}" for state, e, n in r["ends"])
         return (f"{SEARCH_VARIES}: best trial {r['best_trial']} ({config}): {best} "
                 f"{r['best']:{fmt}}, {test} {r['test']:.3f}; {r['epochs_trained']} epochs trained "

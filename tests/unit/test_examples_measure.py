@@ -94,3 +94,28 @@ def test_sections_name_scripts_that_exist():
     for argv, _ in measure.SECTIONS.values():
         target = argv[1].replace(".", "/") + ".py" if argv[0] == "-m" else argv[0]
         assert (measure.HERE.parent / target).exists(), target
+
+
+def test_measuring_one_row_with_write_changes_only_that_row(tmp_path, monkeypatch):
+    """`--write NAME`: the row measured is merged into the results, the others are kept, and
+    the table is rendered again from them all."""
+    import dataclasses
+    results = {"mlp_moons": {"seeds": [0], "runs": [{"test_accuracy": 0.99}]},
+               "xor_mlp": {"unmeasured": "typed before"}}
+    monkeypatch.setattr(measure, "RESULTS", tmp_path / "results.json")
+    monkeypatch.setattr(measure, "README", _readme(tmp_path, "intro\n\n" + measure.table(
+        results) + "\n\nafter\n"))
+    measure.save_results(results)
+    row = dataclasses.replace(BY_KEY["xor_mlp"], measure=lambda session, seed: {
+        "test_accuracy": 0.5})
+    before = measure.README.read_text().splitlines()
+    measure.measure_rows(None, tmp_path, [row], [3], write=True)
+    stored = measure.load_results()
+    assert stored["xor_mlp"]["seeds"] == [3] and stored["mlp_moons"] == results["mlp_moons"]
+    after = measure.README.read_text().splitlines()
+    assert len(before) + 2 == len(after)  # the markers, added around the table once
+    assert [a for a in after if "`xor_mlp.yaml`" in a] == [
+        "| MLP: the first non-linear problem | `xor_mlp.yaml` | test accuracy 0.500 (seed 3) "
+        "| 100%: **missed** |"]
+    assert [a for a in after if "`mlp_moons.yaml`" in a] == [
+        b for b in before if "`mlp_moons.yaml`" in b]
