@@ -224,6 +224,7 @@ def test_a_searchs_trials_are_mlflow_runs_nested_under_the_searchs(
     search = read_run(python, uri, job.tracking["mlflow_run_id"])
     assert search["status"] == "FINISHED" and search["name"] == job.id
     assert search["params"]["search.space.optimizer.lr"] == f"grid({list(LRS)})"
+    assert "plots/trials_curves.png" in search["plots"]  # the search's own plots
     trials = {t.id: t for t in client.get_job(job.id).trials}
     children = {child["tags"]["trainserve.trial_id"]: child for child in search["children"]}
     assert set(children) == set(trials)

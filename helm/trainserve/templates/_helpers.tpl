@@ -99,6 +99,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s/storage" (trimSuffix "/" .Values.storage.mountPath) -}}
 {{- end -}}
 
+{{- define "trainserve.trackingCredentialsFile" -}}
+/etc/trainserve/mlflow/credentials
+{{- end -}}
+
+{{/* The MLflow credentials Secret (dispatcher.tracking.credentialsSecret), mounted
+     read-only where the dispatcher and the workers read it (docs/tracking.md). */}}
+{{- define "trainserve.trackingCredentialsMount" -}}
+{{- if .Values.dispatcher.tracking.credentialsSecret }}
+- name: mlflow-credentials
+  mountPath: /etc/trainserve/mlflow
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "trainserve.trackingCredentialsVolume" -}}
+{{- with .Values.dispatcher.tracking.credentialsSecret }}
+- name: mlflow-credentials
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: credentials
+        path: credentials
+{{- end }}
+{{- end -}}
+
 {{- define "trainserve.inferenceTokenFile" -}}
 /etc/trainserve/inference-tokens/tokens
 {{- end -}}

@@ -204,7 +204,11 @@ class JobRunner:
     def _track_plots(self, job_id: str, result) -> None:
         """The job's plots into its trackers (TensorBoard images, MLflow artifacts)."""
         try:
-            warnings = track_plots(self.store.get(job_id), self.store.events.history(job_id),
+            job = self.store.get(job_id)
+            if job.spec.HasField("search"):  # its plots are its trials'
+                job.trials.extend(self.trials.list(job_id))
+                job.best_trial = self.trials.best(job_id)
+            warnings = track_plots(job, self.store.events.history(job_id),
                                    dict(result.metrics), self.storage_dir, self.tracking)
         except Exception as exc:  # noqa: BLE001 - a tracker never fails the job
             log.warning("job %s: plots not tracked", job_id, exc_info=True)
