@@ -256,6 +256,7 @@ def plot(figures: dict[str, list[float]], path: Path = PLOT) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 
     labels = [label for label, _, _ in CONFIGS if figures.get(label)]
     meds = [median(figures[label]) for label in labels]
@@ -265,12 +266,15 @@ def plot(figures: dict[str, list[float]], path: Path = PLOT) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     colors = ["#4c72b0" if "one node" in label else "#dd8452" for label in labels]
     bars = ax.bar(range(len(labels)), meds, yerr=[lo, hi], capsize=5, color=colors)
-    for bar, m in zip(bars, meds):
-        ax.annotate(f"{m:,.0f}\n{m / base:.2f}x", (bar.get_x() + bar.get_width() / 2, m),
+    for bar, m, h in zip(bars, meds, hi):  # above the whisker, so they never overlap
+        ax.annotate(f"{m:,.0f}\n{m / base:.2f}x", (bar.get_x() + bar.get_width() / 2, m + h),
                     xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
                     fontsize=8)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     ax.set_xticks(range(len(labels)), [label.replace(", ", "\n") for label in labels])
     ax.set_ylabel("training samples/s (median epoch)")
+    ax.set_xlabel("bars: median of the jobs; whiskers: min-max; x: against 1 rank, one node",
+                  fontsize=8)
     ax.set_ylim(0, max(m + h for m, h in zip(meds, hi)) * 1.3)
     ax.set_title(f"{MODEL} on digits, batch 64: samples/s against ranks (2-core machine)",
                  fontsize=10)
