@@ -4,6 +4,7 @@ bench still writes its own bench/results/<name>.json).
 
     .venv/bin/python bench/run.py                # spine, train, tune, serve, submit, console (+ gpu with CUDA)
     .venv/bin/python bench/run.py cluster        # only when named: ranks and the idle stack
+    .venv/bin/python bench/run.py scale soak     # only when named: many models, replicas; a soak
     .venv/bin/python bench/run.py train submit   # some of them
     .venv/bin/python bench/run.py --markdown     # every bench's latest results as Markdown
     .venv/bin/python bench/run.py --readme       # ... written into bench/README.md
@@ -21,15 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import (cluster, common, console, gpu, report, serve, spine, submit,  # noqa: E402
-                   train, tune)
+from bench import (cluster, common, console, gpu, report, scale, serve, soak,  # noqa: E402
+                   spine, submit, train, tune)
 from bench.common import RESULTS, print_table, provenance  # noqa: E402
 
 BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
            "submit": submit.main, "console": console.main, "cluster": cluster.main,
-           "gpu": gpu.main}
-# Run only when named: cluster starts a second, two-node Ray cluster (about 6 minutes).
-NAMED_ONLY = ("cluster",)
+           "scale": scale.main, "soak": soak.main, "gpu": gpu.main}
+# Run only when named: cluster starts a second, two-node Ray cluster (about 6 minutes); scale
+# trains and deploys 68 models on two stacks (about 6 minutes); soak runs for 10 minutes.
+NAMED_ONLY = ("cluster", "scale", "soak")
 
 
 def default_benches() -> list[str]:

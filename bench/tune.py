@@ -18,7 +18,8 @@ is run in-process on Ray Tune (2 CPUs, 0.5 CPU per trial: up to 4 trials at once
   (millisecond timing; Tune's own `timestamp` is whole seconds), the mean the sum of the
   intervals over the wall time.
 
-FIFO is the baseline: ratios are ASHA / FIFO.
+FIFO is the baseline: ratios are ASHA / FIFO, each side the median of ROUNDS searches
+interleaved with the other's, with the min-max as the spread.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import meets, print_table, row, save
+from bench.common import meets, median, print_table, row, save, spread
 
 TRIALS, EPOCHS, TRIAL_CPUS, RAY_CPUS, SEED = 16, 20, 0.5, 2, 0
+ROUNDS = 3  # searches per side, interleaved: which trials ASHA stops varies run to run
 # ASHA's rungs are at grace_period * reduction_factor**k epochs (k >= 0) below epochs + 1.
 GRACE_PERIOD, REDUCTION_FACTOR = 2, 3
 SPACE = {"optimizer.lr": "loguniform(1e-4, 1e-1)",
@@ -109,11 +111,11 @@ def max_concurrent(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def measure(scheduler: str, storage: str | Path, **spec_kw) -> dict:
+def measure(scheduler: str, storage: str | Path, round_no: int = 0, **spec_kw) -> dict:
     """Run one search through `run_job` on the connected Ray cluster; its figures."""
     from trainserve.runtime.launch import JobContext, run_job
     spec = search_spec(scheduler, **spec_kw)
-    job_id = f"bench-tune-{scheduler}"
+    job_id = f"bench-tune-{scheduler}-{round_no}"
     ctx = JobContext(job_id=job_id, spec=spec, redis_url=None, storage_dir=str(storage))
     t0 = time.perf_counter()
     result = run_job(ctx, should_cancel=lambda: False)
@@ -134,18 +136,22 @@ def measure(scheduler: str, storage: str | Path, **spec_kw) -> dict:
     }
 
 
-def compare(asha: dict, fifo: dict) -> list[dict]:
+FIGURES = [("epochs", "training epochs consumed (sum over trials)"),
+           ("wall_s", "wall time (s)"),
+           ("best_val_accuracy", "best val accuracy (last epoch, finished trial)"),
+           ("trials_per_minute", "trials per minute"),
+           ("max_concurrent", "most trials running at once"),
+           ("mean_concurrent", "mean trials running (trial-seconds / wall)"),
+           ("trials_finished", "trials run to their last epoch")]
+
+
+def compare(asha: list[dict], fifo: list[dict]) -> list[dict]:
+    """One row per figure: the median over rounds of each side, min-max as the spread."""
     rows = []
-    for key, figure in [("epochs", "training epochs consumed (sum over trials)"),
-                        ("wall_s", "wall time (s)"),
-                        ("best_val_accuracy", "best val accuracy (last epoch, finished trial)"),
-                        ("trials_per_minute", "trials per minute"),
-                        ("max_concurrent", "most trials running at once"),
-                        ("mean_concurrent", "mean trials running (trial-seconds / wall)"),
-                        ("trials_finished", "trials run to their last epoch")]:
-        a, f = float(asha[key]), float(fifo[key])
-        rows.append({"figure": figure, "ours": a, "baseline": f,
-                     "ratio": a / f if f else None})
+    for key, figure in FIGURES:
+        a, f = [float(r[key]) for r in asha], [float(r[key]) for r in fifo]
+        rows.append(row(figure, median(a), median(f),
+                        spread=f"ASHA {spread(a)}; FIFO {spread(f)}"))
     return rows
 
 
@@ -153,25 +159,25 @@ def main() -> list[dict]:
     import ray
     storage = tempfile.mkdtemp(prefix="ts-bench-tune-")
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    fifo, asha = [], []
     try:
-        fifo = measure("fifo", storage)
-        asha = measure("asha", storage)
+        for r in range(ROUNDS):  # interleaved, the order swapped each round
+            for scheduler in (("fifo", "asha") if r % 2 == 0 else ("asha", "fifo")):
+                (fifo if scheduler == "fifo" else asha).append(measure(scheduler, storage, r))
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
     rows = compare(asha, fifo)
     rows[0].update(target="<= 0.333", met=meets(rows[0]["ratio"], "<= 0.333"))
-    gap_pt = 100 * (fifo["best_val_accuracy"] - asha["best_val_accuracy"])
-    rows.insert(3, row("best val accuracy gap, FIFO - ASHA (points)", gap_pt, target="<= 0.5",
-                       on="ours"))
+    gaps = [100 * (f["best_val_accuracy"] - a["best_val_accuracy"]) for a, f in zip(asha, fifo)]
+    rows.insert(3, row("best val accuracy gap, FIFO - ASHA (points)", median(gaps),
+                       target="<= 0.5", on="ours", spread=spread(gaps)))
     title = (f"tune: ASHA (grace {GRACE_PERIOD}, reduction {REDUCTION_FACTOR}) vs FIFO, "
              f"{TRIALS} trials x {EPOCHS} epochs, digits MLP, {RAY_CPUS} CPUs")
     print_table(title, rows)
-    gap = 100 * (fifo["best_val_accuracy"] - asha["best_val_accuracy"])
-    print(f"ASHA epochs / FIFO epochs {asha['epochs'] / fifo['epochs']:.3f} (target <= 0.333); "
-          f"best val accuracy gap {gap:+.2f} points (target <= 0.5)")
-    print("ASHA epochs per trial:", asha["epochs_per_trial"])
+    print("ASHA epochs per trial, per round:", [a["epochs_per_trial"] for a in asha])
     print("results:", save("tune", rows, {"fifo": fifo, "asha": asha, "trials": TRIALS,
+                                          "rounds": ROUNDS,
                                           "epochs": EPOCHS, "grace_period": GRACE_PERIOD,
                                           "reduction_factor": REDUCTION_FACTOR}),
           file=sys.stderr)

@@ -21,5 +21,5 @@ def test_measure_and_compare_on_a_tiny_search(tmp_path):
     assert 2 + 1 <= m["epochs"] <= 2 * 2 and len(m["epochs_per_trial"]) == 2
     assert 0.0 <= m["best_val_accuracy"] <= 1.0
     assert 1 <= m["max_concurrent"] <= 2 and m["wall_s"] > 0
-    rows = bench_tune.compare(m, m)
+    rows = bench_tune.compare([m], [m, m])
     assert all(r["ratio"] == pytest.approx(1.0) for r in rows)
