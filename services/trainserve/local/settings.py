@@ -162,15 +162,15 @@ class Config:
         doc="How often Ray's processes hand their metrics to the node's agent, in ms (Ray's "
             "own default is 10000), so serving metrics reach Prometheus within seconds.")
     tracking_mlflow_uri: str = setting(
-        "", metavar="URL", chart="dispatcher.tracking.mlflowUri",
+        "", metavar="URL", chart="dispatcher.tracking.mlflowUri", only_for="dispatcher",
         doc="An MLflow tracking server (http(s)://host:port) that every job whose spec names "
             "no `tracking` is logged to; a job opts out with `tracking: {}` (default: none).")
     tracking_tensorboard: bool = setting(
-        False, chart="dispatcher.tracking.tensorboard",
+        False, chart="dispatcher.tracking.tensorboard", only_for="dispatcher",
         doc="TensorBoard event files for every job whose spec names no `tracking` "
             "(default: off).")
     tracking_credentials_file: str = setting(
-        "", path="file",
+        "", path="file", only_for="dispatcher",
         doc="The MLflow server's credentials: a file of MLFLOW_TRACKING_TOKEN=..., or "
             "MLFLOW_TRACKING_USERNAME=... and MLFLOW_TRACKING_PASSWORD=..., lines; sent to "
             "the tracking-mlflow-uri server only (docs/tracking.md).")
