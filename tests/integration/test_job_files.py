@@ -121,3 +121,26 @@ def test_every_rank_s_lines_carry_the_rank(stubs):
         assert any(line.rank == rank and line.text.endswith(f"rank {rank} of 2 on cpu")
                    for line in lines), [(line.rank, line.text) for line in lines]
     assert all(line.rank == 0 for line in lines if line.source == "progress")
+
+
+def test_trainserve_tensorboard_fetches_runs_tensorboard_reads(stubs, cli, classifier, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainserve.client import Client
+
+    job = wait_job(stubs, submit(stubs, parse_spec(
+        {**CLASSIFIER, "name": "bc-tensorboard", "tracking": {"tensorboard": True}})).id)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    out = cli("tensorboard", job.id[:13], "--out", tmp_path / "runs")  # a short id
+    assert out.exit_code == 0, out.output
+    assert f"tensorboard --logdir {tmp_path / 'runs'}" in out.output
+    acc = EventAccumulator(str(tmp_path / "runs" / job.id), size_guidance={"scalars": 0})
+    acc.Reload()
+    with Client() as client:  # the API and token the CLI used, from the environment
+        curves = client.curves(job.id)["metrics"]
+    assert curves and all(
+        [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars(name)] == points
+        for name, points in curves.items())
+    # A job that wrote no event files is refused with what its spec needs.
+    out = cli("tensorboard", classifier.id, "--out", tmp_path / "none")
+    assert out.exit_code != 0 and "tracking: {tensorboard: true}" in out.output

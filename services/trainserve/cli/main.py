@@ -6,6 +6,7 @@ from trainserve.cli import (  # noqa: F401 - importing registers the commands
 from trainserve.cli import tokens  # noqa: F401 - registers `trainserve token`
 from trainserve.cli import specs  # noqa: F401 - registers `trainserve spec-schema`
 from trainserve.cli import evaluate  # noqa: F401 - registers `trainserve evaluate`
+from trainserve.cli import tensorboard  # noqa: F401 - registers `trainserve tensorboard`
 from trainserve.cli.app import app
 
 

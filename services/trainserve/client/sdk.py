@@ -26,6 +26,7 @@ from trainserve.client.transport import (CONNECT_RETRY_S, TlsFiles, api_channel,
 from trainserve.core.locations import api_address
 from trainserve.core import errors
 from trainserve.core.modelrefs import ModelRef, parse_ref
+from trainserve.core.tracking import EVENTS_PREFIX
 from trainserve.core.pb import (auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
                                 deployment_pb2, deployment_pb2_grpc, job_pb2, job_pb2_grpc,
                                 model_pb2, model_pb2_grpc)
@@ -318,6 +319,26 @@ class Client:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
+
+    def download_tensorboard(self, job_id: str, directory: str | Path = "runs") -> list[Path]:
+        """The job's TensorBoard event files (`spec.tracking.tensorboard`, docs/tracking.md)
+        written under `directory`/<job id>/, a search's trials each in a folder of its own
+        named after the trial, ready for `tensorboard --logdir <directory>`. `FailedPrecondition`
+        when the job wrote none."""
+        trials = {t.id for t in self.get_job(job_id).trials}
+        names = [a.name for a in self.list_artifacts(job_id)
+                 if a.name.startswith(EVENTS_PREFIX)]
+        if not names:
+            raise errors.FailedPrecondition(
+                f"job {job_id} wrote no TensorBoard event files: its spec needs "
+                "tracking: {tensorboard: true} (or the stack's --tracking-tensorboard)")
+        root = Path(directory) / job_id
+        out = []
+        for name in names:
+            trial = name.rsplit(".", 2)[-2]  # ...<trial id>.tfevents for a search's trials
+            out.append(self.download_artifact(job_id, name,
+                                              root / trial if trial in trials else root))
+        return out
 
     # -- models ---------------------------------------------------------------------------------
     def list_models(self, name: str | None = None) -> list[model_pb2.ModelVersion]:

@@ -134,3 +134,8 @@ def same_server(a: str, b: str) -> bool:
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+# How TensorBoard names its event files: the job's artifacts that start so are its event files
+# (the SDK's `download_tensorboard` and `trainserve tensorboard` pick them by it).
+EVENTS_PREFIX = "events.out.tfevents."

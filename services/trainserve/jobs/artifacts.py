@@ -27,6 +27,7 @@ from trainserve.core import errors
 from trainserve.core.state import JobState
 from trainserve.core.pb import job_pb2
 from trainserve.core.tenancy import Principal
+from trainserve.core.tracking import EVENTS_PREFIX
 from trainserve.jobs.curves import epoch_points
 from trainserve.runtime.tracking import EVENTS_SUFFIX, TENSORBOARD_DIR
 from trainserve.training.evaluation import EVALUATION_FILE
@@ -132,7 +133,7 @@ def write_files(job: job_pb2.Job, events: list[job_pb2.JobEvent], root: Path,
 def copy_event_files(root: Path, out: Path) -> None:
     """The TensorBoard event files the job's worker wrote (`spec.tracking.tensorboard`); a
     search's trials write theirs in sub-folders, each file's name ending in its trial's id."""
-    for events in sorted((root / TENSORBOARD_DIR).rglob(f"events.out.tfevents.*{EVENTS_SUFFIX}")):
+    for events in sorted((root / TENSORBOARD_DIR).rglob(f"{EVENTS_PREFIX}*{EVENTS_SUFFIX}")):
         if events.is_file() and not events.is_symlink():
             shutil.copyfile(events, out / events.name)
 
