@@ -293,3 +293,18 @@ def test_the_plots_become_artifacts_of_the_run(tmp_path, mlflow_server):
     target = job_target("j-auth", job_spec(None), str(tmp_path), stack)
     assert log_plots(target, {"curves.png": png}, 2) == []
     assert mlflow_server.artifacts == {f"1/{run_id}/artifacts/plots/curves.png": png}
+
+
+def test_a_trial_tune_stops_early_ends_killed_not_failed(tmp_path):
+    from trainserve.runtime.tracking import tracking_target, trial_target
+    server = TinyMlflow()
+    try:
+        spec = job_spec({"mlflow": {"uri": server.uri}})
+        target = trial_target(tmp_path, tmp_path / "trials" / "t1", "t1", spec, None)
+        with pytest.raises(SystemExit):
+            with tracking_target(target, ListReporter()):
+                raise SystemExit(0)  # what Tune's report() does in a trial it stops
+    finally:
+        server.close()
+    [run_doc] = server.runs.values()
+    assert run_doc["status"] == "KILLED"

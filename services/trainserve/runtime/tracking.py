@@ -16,7 +16,7 @@ import json
 import logging
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Protocol
 
@@ -114,6 +114,9 @@ def tracking_target(target: Target | None, reporter: Reporter) -> Iterator[Repor
     wrapped = TrackingReporter(reporter, open_trackers(target, reporter))
     try:
         yield wrapped
+    except SystemExit:  # how Tune stops a trial its scheduler ends early (ASHA, median, ...)
+        wrapped.end("cancelled", {})
+        raise
     finally:
         wrapped.close()
 
