@@ -2,7 +2,8 @@
 stack through the SDK, at the row's seeds, and the row rendered from what came back.
 
     .venv/bin/python -m examples.measure [NAME ...] [--seeds 0 1 2] [--write] [--api ADDRESS]
-    .venv/bin/python -m examples.measure --sections      # the other sections' scripts too
+    .venv/bin/python -m examples.measure --sections [SECTION ...]   # the other sections' scripts
+    .venv/bin/python -m examples.measure --all           # every row, then every section
 
 Without `--api` a throwaway local stack (redis, Ray, the API, the dispatcher) is started on
 free ports and torn down afterwards; with it the jobs go to that API (token as the SDK takes
@@ -122,7 +123,8 @@ def load_results(path: Path | None = None) -> dict:
 
 
 def save_results(results: dict, path: Path | None = None) -> None:
-    (path or RESULTS).write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    text = json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False)
+    (path or RESULTS).write_text(text + "\n")
 
 
 def render_row(row: Row, entry: dict | None) -> str:
@@ -136,8 +138,18 @@ def render_row(row: Row, entry: dict | None) -> str:
     result = row.shown(entry["seeds"], entry["runs"])
     target = row.target
     if row.met is not None:
-        target += ": met" if row.met(entry["runs"]) else ": **missed**"
+        target += ": met" if row.met(entry["runs"]) else ": **missed**" + _where(row, entry)
     return f"| {row.topic} | {row.examples} | {result} | {target} |"
+
+
+def _where(row: Row, entry: dict) -> str:
+    """At which seeds a target that holds seed by seed was missed ("" for one seed, or a
+    target on all the seeds together)."""
+    at = getattr(row.met, "at", None)
+    if at is None or len(entry["seeds"]) == 1:
+        return ""
+    missed = [str(s) for s, run in zip(entry["seeds"], entry["runs"]) if not at(run)]
+    return f" at seed{'s' * (len(missed) > 1)} {', '.join(missed)}"
 
 
 def table(results: dict) -> str:
@@ -150,7 +162,7 @@ def replace_table(text: str, new_table: str) -> str:
     block = f"{BEGIN}\n{new_table}\n{END}"
     if BEGIN in text:
         start, rest = text.split(BEGIN, 1)
-        return start + block + rest.split(END, 1)[1]
+        return start + block + "\n\n" + rest.split(END, 1)[1].lstrip("\n")
     lines = text.split("\n")
     first = lines.index(HEADER[0])
     last = first
@@ -190,7 +202,7 @@ def run_sections(names: list[str]) -> None:
         subprocess.run([sys.executable, *argv], cwd=root, check=True)
 
 
-# --- command line ----------------------------------------------------------------------------------
+# --- command line --------------------------------------------------------------------------
 
 def measure_rows(client, root: Path, rows: list[Row], seeds: list[int] | None,
                  write: bool) -> dict:
@@ -225,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="only render the table from examples/results.json")
     ap.add_argument("--sections", nargs="*", metavar="SECTION",
                     help=f"run the other sections' scripts instead ({', '.join(SECTIONS)})")
+    ap.add_argument("--all", action="store_true",
+                    help="every row with --write, then every section: all the numbers")
     args = ap.parse_args(argv)
+    args.write = args.write or args.all
     if args.sections is not None:
         return run_sections(args.sections)
     if args.list:
@@ -245,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         with local_client() as (client, root):
             measure_rows(client, root, rows, args.seeds, args.write)
+    if args.all:
+        run_sections([])
 
 
 if __name__ == "__main__":

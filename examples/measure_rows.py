@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 THREE = (0, 1, 2)
-SEARCH_VARIES = ("one run (seed 0); the search varies from run to run (which trials the "
-                 "scheduler stops depends on timing), so rerun it to see the spread")
+SEARCH_VARIES = ("one run (seed 0); a search varies from run to run: its trials end in an "
+                 "order that depends on timing, and what the scheduler stops and the sampler "
+                 "proposes follows that order")
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,11 @@ def shows(label: str, key: str, spec: str = ".3f", after: str = "") -> Callable:
 
 
 def each(ok: Callable[[dict], bool]) -> Callable[[list[dict]], bool]:
-    """`met` for a target that must hold at every seed."""
-    return lambda runs: all(ok(r) for r in runs)
+    """`met` for a target that must hold at every seed (`met.at(run)`: at one)."""
+    def met(runs: list[dict]) -> bool:
+        return all(ok(r) for r in runs)
+    met.at = ok
+    return met
 
 
 def col(runs: list[dict], key: str) -> list[float]:
@@ -207,7 +211,7 @@ def _search(name: str, test_metric: str) -> Callable:
     return measure
 
 
-# --- result texts ----------------------------------------------------------------------------------
+# --- result texts --------------------------------------------------------------------------
 
 def _diabetes(seeds, runs):
     return (f"test R² {stat(seeds, col(runs, 'test_r2'))}: each seed is a different 88-patient "
@@ -276,8 +280,9 @@ def _plain_seq_text(seeds, runs):
 def _attention_text(seeds, runs):
     return (f"test exact match {stat(seeds, col(runs, 'test_exact_match'))}, token accuracy "
             f"{stat(seeds, col(runs, 'test_token_accuracy'))} (same budget); its attention map "
-            "is the anti-diagonal (step i reads position 19 − i): `examples/attention_measure.py`,"
-            " [docs/interpretability.md](../docs/interpretability.md#attention-maps)")
+            "is the anti-diagonal (step i reads position 19 − i): "
+            "`examples/attention_measure.py`, "
+            "[docs/interpretability.md](../docs/interpretability.md#attention-maps)")
 
 
 def _gpt_text(seeds, runs):
@@ -288,8 +293,9 @@ def _gpt_text(seeds, runs):
 
 
 def _reg_text(seeds, runs):
-    return (f"validation − train loss gap at the last epoch {stat(seeds, col(runs, 'gap'), '.2f')}"
-            f" vs {stat(seeds, col(runs, 'none_gap'), '.2f')}; test accuracy "
+    return ("validation − train loss gap at the last epoch "
+            f"{stat(seeds, col(runs, 'gap'), '.2f')} vs "
+            f"{stat(seeds, col(runs, 'none_gap'), '.2f')}; test accuracy "
             f"{stat(seeds, col(runs, 'accuracy'))} vs {stat(seeds, col(runs, 'none_accuracy'))}")
 
 
@@ -305,11 +311,14 @@ def _search_text(best: str, test: str, fmt: str = ".3f") -> Callable:
     def shown(seeds, runs):
         r = runs[0]
         config = ", ".join(f"{k} = {_value(v)}" for k, v in sorted(r["config"].items()))
-        ends = ", ".join(f"{n} {state.replace('_', ' ')} after {e}" for state, e, n in r["ends"])
+        ends = ", ".join(f"{n} {state.replace('_', ' ')}" + (f" after {e}" if e else "")
+                         for state, e, n in r["ends"])
+        # Trials that report once, at their end (cross-validated), count no epochs.
+        epochs = (f"{r['epochs_trained']} epochs trained of the {r['epochs_full']} a full run "
+                  "of every trial takes, " if r["epochs_trained"] else "")
         return (f"{SEARCH_VARIES}: best trial {r['best_trial']} ({config}): {best} "
-                f"{r['best']:{fmt}}, {test} {r['test']:.3f}; {r['epochs_trained']} epochs trained "
-                f"of the {r['epochs_full']} a full run of every trial takes ({r['trials']} "
-                f"trials: {ends})")
+                f"{r['best']:{fmt}}, {test} {r['test']:.3f}; {epochs}{r['trials']} trials: "
+                f"{ends}")
     return shown
 
 

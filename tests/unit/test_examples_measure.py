@@ -22,7 +22,8 @@ def test_every_row_has_a_unique_key_and_every_example_exists():
 
 
 def test_several_seeds_render_as_mean_and_std_with_each_seed():
-    assert stat([0, 1, 2], [0.97, 0.98, 0.99]) == "0.980 ± 0.010 (seeds 0, 1, 2: 0.970, 0.980, 0.990)"
+    assert stat([0, 1, 2], [0.97, 0.98, 0.99]) == ("0.980 ± 0.010 (seeds 0, 1, 2: 0.970, 0.980, "
+                                                   "0.990)")
     assert stat([0], [0.5]) == "0.500 (seed 0)"
 
 
@@ -35,7 +36,8 @@ def test_a_row_renders_from_its_results_and_meets_its_target():
 
 def test_a_target_missed_at_one_seed_renders_as_missed():
     entry = {"seeds": [0, 1], "runs": [{"test_accuracy": 0.98}, {"test_accuracy": 0.96}]}
-    assert measure.render_row(BY_KEY["mlp_moons"], entry).endswith("| ≥ 0.97: **missed** |")
+    assert measure.render_row(BY_KEY["mlp_moons"], entry).endswith(
+        "| ≥ 0.97: **missed** at seed 1 |")
     diabetes = {"seeds": [0, 1, 2, 3], "runs": [{"test_r2": v} for v in (0.45, 0.45, 0.45, 0.37)]}
     assert "**missed**" in measure.render_row(BY_KEY["mlp_diabetes"], diabetes)
 
