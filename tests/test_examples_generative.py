@@ -1,8 +1,9 @@
 """The generative examples make what their rows of examples/README.md promise, on the spec's
 own seed: VAE and GAN samples that a digits classifier trained by the service
 (cnn_digits.yaml) recognizes, and a sparse autoencoder whose code is sparse. The training loop
-runs in-process, as in tests/test_examples.py. The README's numbers, at other seeds too:
-`.venv/bin/python -m tests.test_examples_generative 0 1 2`."""
+runs in-process, as in tests/test_examples.py. The README's numbers are made through the stack
+by examples/measure.py (which reuses `vae_quality` and `gan_quality`); the same in-process, at
+other seeds too: `.venv/bin/python -m tests.test_examples_generative 0 1 2`."""
 from __future__ import annotations
 
 import sys
