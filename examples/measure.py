@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def local_client(num_cpus: int = 2):
             yield client, root
     finally:
         stack.down()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 
