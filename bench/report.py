@@ -57,6 +57,9 @@ def section(name: str, doc: dict | None, results: Path = RESULTS) -> str:
         why = ("Not run: no CUDA device on the machines that ran the benches"
                if name == "gpu" else "Not run yet")
         return f"### {name}\n\n{why} (no `bench/results/{name}.json`).\n"
+    if doc.get("quick"):  # BENCH_SERVE_QUICK: windows and rounds cut short
+        return (f"### {name}\n\nOnly a smoke run ({provenance_line(doc)}) is recorded: its "
+                "figures are not comparable, so none is shown. Run the bench in full.\n")
     met = [r for r in doc["rows"] if r.get("met") is not None]
     return (f"### {name}\n\n{provenance_line(doc)} Targets met: "
             f"{sum(bool(r['met']) for r in met)} of {len(met)}.\n\n{table(doc['rows'])}\n"

@@ -51,6 +51,9 @@ BATCH_OPTS = (32, 2.0)  # max_batch_size, batch_wait_ms
 MODES = {"default": "default", "haproxy": "throughput"}  # label: SERVE_MODES name
 ENDPOINT, ENDPOINT_BATCH, APP_ARG = "digits", "digits_batch", "--one"
 OURS_APP = "trainserve"
+# What every request asks for, so both sides answer the same bytes: ours would otherwise add
+# the label and the class name; the minimal deployment ignores the field.
+OUTPUTS = ("probabilities",)
 QUICK = os.environ.get("BENCH_SERVE_QUICK") == "1"
 PLAN = (serve_load.Plan(clients=CLIENTS, window_s=0.5, max_windows=3, warmup_s=0.2, rounds=1)
         if QUICK else serve_load.Plan(clients=CLIENTS))
@@ -141,7 +144,8 @@ def _grpc_request(x, endpoint: str = ENDPOINT):
     t = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32",
                                               shape=list(x.shape))
     t.contents.fp32_contents.extend(x.ravel().tolist())
-    return pb.ModelInferRequest(model_name=endpoint, inputs=[t])
+    wanted = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in OUTPUTS]
+    return pb.ModelInferRequest(model_name=endpoint, inputs=[t], outputs=wanted)
 
 
 def _grpc_stub(channel):
@@ -382,7 +386,8 @@ def _start(mode: str, cfg, artifact_dir: Path) -> None:
 
 def _body(x) -> dict:
     return {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                        "data": x.ravel().tolist()}]}
+                        "data": x.ravel().tolist()}],
+            "outputs": [{"name": n} for n in OUTPUTS]}
 
 
 def _same_answers(cfg, x1) -> None:
