@@ -50,8 +50,8 @@ class Session:
     """Submits example specs through `client` and waits for them; a job of the same spec and
     seed is run once per session (several rows read the plain autoencoder, the judge...)."""
 
-    def __init__(self, client, root: Path):
-        self.client, self.root = client, root
+    def __init__(self, client):
+        self.client = client
         self._jobs: dict[tuple, object] = {}
 
     def job(self, name: str, seed: int, edit: Callable[[dict], None] | None = None,
@@ -103,15 +103,14 @@ def local_client(num_cpus: int = 2):
     ports = {f: free_port() for f in port_settings()}
     stack = LocalStack(Config(state_dir=root / "state", ray_num_cpus=num_cpus,
                               ray_temp_dir=str(root / "ray"), **ports))
-    stack.up()
     try:
+        stack.up()
         token = stack.config.admin_token_path.read_text().strip()
         with Client(stack.config.api_address, token=token, timeout=120) as client:
-            yield client, root
+            yield client
     finally:
         stack.down()
         shutil.rmtree(root, ignore_errors=True)
-
 
 
 BY_KEY = {row.key: row for row in ROWS}
@@ -206,9 +205,8 @@ def run_sections(names: list[str]) -> None:
 
 # --- command line --------------------------------------------------------------------------
 
-def measure_rows(client, root: Path, rows: list[Row], seeds: list[int] | None,
-                 write: bool) -> dict:
-    session = Session(client, root)
+def measure_rows(client, rows: list[Row], seeds: list[int] | None, write: bool) -> dict:
+    session = Session(client)
     measured = {}
     for row in rows:
         row_seeds = list(seeds or row.seeds)
@@ -257,11 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for r in ([BY_KEY[n] for n in args.names] or ROWS) if r.measure is not None]
     if args.api:
         from trainserve.client import Client
-        with Client(args.api, timeout=120) as client, tempfile.TemporaryDirectory() as tmp:
-            measure_rows(client, Path(tmp), rows, args.seeds, args.write)
+        with Client(args.api, timeout=120) as client:
+            measure_rows(client, rows, args.seeds, args.write)
     else:
-        with local_client() as (client, root):
-            measure_rows(client, root, rows, args.seeds, args.write)
+        with local_client() as client:
+            measure_rows(client, rows, args.seeds, args.write)
     if args.all:
         run_sections([])
 

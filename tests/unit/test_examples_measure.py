@@ -111,7 +111,7 @@ def test_measuring_one_row_with_write_changes_only_that_row(tmp_path, monkeypatc
     row = dataclasses.replace(BY_KEY["xor_mlp"], measure=lambda session, seed: {
         "test_accuracy": 0.5})
     before = measure.README.read_text().splitlines()
-    measure.measure_rows(None, tmp_path, [row], [3], write=True)
+    measure.measure_rows(None, [row], [3], write=True)
     stored = measure.load_results()
     assert stored["xor_mlp"]["seeds"] == [3] and stored["mlp_moons"] == results["mlp_moons"]
     after = measure.README.read_text().splitlines()
