@@ -43,7 +43,8 @@ def test_builtin_registrations():
     assert DATASETS.names() == ["breast_cancer", "circles", "corpus", "corpus_mlm", "corpus_source",
                                 "diabetes", "digit_reversal",
                                 "digits", "iris",
-                                "moons", "phantoms", "phantoms64", "rings", "sine",
+                                "moons", "phantoms", "phantoms64", "phantoms64_size",
+                                "phantoms_size", "rings", "sine",
                                 "sine_classify", "spirals",
                                 "spirals3", "wine", "xor"]
     assert ARCHITECTURES.names() == ["autoencoder", "bert", "cnn", "gan", "gpt", "lenet5", "mlp", "perceptron",
