@@ -72,3 +72,13 @@ def redis_client(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as the examples' measure scripts run them: the same float sums."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

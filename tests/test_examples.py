@@ -254,16 +254,6 @@ def _option_rows():
     return [row for row in ROWS if row.target != "—"]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread, as examples/options_measure.py measures: the same float sums."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("row", _option_rows(), ids=lambda row: row.key)
 def test_option_examples_show_what_their_row_claims(row, tmp_path, one_thread):
     """Each row of examples/README.md's "Training options, one at a time", at the specs' own

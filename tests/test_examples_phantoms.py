@@ -11,15 +11,6 @@ def _rows():
     return ROWS
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("row", _rows(), ids=lambda row: row.key)
 def test_phantom_examples_show_what_their_row_claims(row, tmp_path, one_thread):
     values = row.run(0, tmp_path)

@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 import torch
 from starlette.testclient import TestClient
-from google.protobuf import json_format
 
+from tests.unit.served_models import serve_trained
 from trainserve._gen.inference import grpc_predict_v2_pb2 as pb
 from trainserve.core.errors import InvalidArgument
-from trainserve.core.pb import spec_pb2
 from trainserve.serve.dataplane import InferInput, InferRequest
 from trainserve.serve.grpc_api import GrpcInference
 from trainserve.serve.predictor import Predictor
 from trainserve.serve.rest import build_rest_app
-from trainserve.serve.testing import LocalServing, RecordingContext
-from trainserve.serve.signature import version_record
+from trainserve.serve.testing import RecordingContext
 from trainserve.training.artifacts import load_artifact
-from trainserve.training.loop import train
-from trainserve.training.reporting import NullReporter
-from trainserve.training.validate import check_spec
 
 SPECS = {
     "vae": {"dataset": {"name": "digits"},
@@ -38,18 +33,7 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Each model of SPECS trained for one epoch and deployed under its key."""
-    torch.manual_seed(0)
-    local = LocalServing(loader=load_artifact)
-    for name, d in SPECS.items():
-        spec = check_spec(json_format.ParseDict({**d, "training": {"epochs": 1}},
-                                                spec_pb2.JobSpec()))
-        result = train(spec, tmp_path_factory.mktemp(name), NullReporter())
-        assert result.status == "succeeded", result
-        meta = load_artifact(result.artifact_dir).meta
-        local.models.put(version_record(name, 1, meta, str(result.artifact_dir)))
-        local.deploy(name, name, 1)
-    return local
+    return serve_trained(SPECS, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
