@@ -205,6 +205,17 @@ def _transfer_spec(artifact_dir, with_transfer: bool):
     return check_spec(spec)
 
 
+def test_the_xor_perceptron_learns_what_is_linear(tmp_path):
+    """perceptron_xor.yaml's <= 0.75 holds for any linear model, a broken one included: the
+    same perceptron, rule and budget on separable data (breast_cancer, standardized) must
+    learn, so its XOR failure is XOR's and not the model's."""
+    spec = load_spec_file(EXAMPLES / "perceptron_xor.yaml")
+    spec.dataset.Clear()
+    spec.dataset.name = "breast_cancer"
+    result = train(check_spec(spec), tmp_path / "separable", NullReporter())
+    assert result.metrics["test_accuracy"] >= 0.9, result.metrics
+
+
 def test_transfer_from_the_autoencoder_beats_training_from_scratch(tmp_path):
     """10% of the labels: the classifier whose first layer starts from the denoising
     autoencoder's encoder beats the same classifier from a random start."""
