@@ -36,7 +36,7 @@ CLIENT_COUNTS = (1, 8, 32)
 PLAN = serve_load.Plan(clients=32, window_s=2.0, rounds=1)
 
 
-def _stubs(stack):
+def stubs(stack):
     from trainserve.core.pb import deployment_pb2_grpc, job_pb2_grpc
     channel = stack.api_channel()
     return job_pb2_grpc.JobServiceStub(channel), deployment_pb2_grpc.DeploymentServiceStub(channel)
@@ -67,7 +67,7 @@ def train_models(jobs, n: int) -> list[tuple[str, int]]:
 SHAPE = (1, 8, 8)  # a digits image, the input of the registered MLPs
 
 
-def _body() -> bytes:
+def request_body() -> bytes:
     import numpy as np
     x = np.random.default_rng(0).uniform(0, 16, size=(1, *SHAPE)).astype(np.float32)
     return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, *SHAPE],
@@ -89,7 +89,7 @@ def _http():
 
 def first_answer_s(url: str, timeout: float = 60.0) -> float:
     """Seconds until `url` answers an inference with 200 (polled every 10 ms)."""
-    t0, body, last = time.perf_counter(), _body(), None
+    t0, body, last = time.perf_counter(), request_body(), None
     while time.perf_counter() - t0 < timeout:
         last = _http().post(url, content=body, headers={"content-type": "application/json"})
         if last.status_code == 200:
@@ -127,7 +127,7 @@ def replica_rss_mib(stack) -> float:
 
 async def _spread_load(urls: list[str], clients: int) -> dict:
     import aiohttp
-    body, headers = _body(), {"content-type": "application/json"}
+    body, headers = request_body(), {"content-type": "application/json"}
     turn = [0]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
         async def call():
@@ -148,7 +148,7 @@ def load(urls: list[str], clients: int = 32) -> dict:
 def models_part(stack) -> dict:
     from trainserve.serve.host import MAX_MODELS_PER_REPLICA
 
-    jobs, deployments = _stubs(stack)
+    jobs, deployments = stubs(stack)
     evict_at = MAX_MODELS_PER_REPLICA + 4
     models = train_models(jobs, evict_at)
     url_of = lambda name: f"http://{stack.config.serve_http}/v2/models/{name}/infer"  # noqa
@@ -176,7 +176,7 @@ def _weights_bytes(stack, model) -> int:
 
 
 def replicas_part(stack, label: str) -> dict:
-    jobs, deployments = _stubs(stack)
+    jobs, deployments = stubs(stack)
     model = train_models(jobs, 1)[0]
     url = f"http://{stack.config.serve_http}/v2/models/one/infer"
     deploy_and_time(deployments, lambda n: url, "one", model)

@@ -44,7 +44,7 @@ class Load:
 
     async def _run(self):
         import aiohttp
-        body, headers = scale._body(), {"content-type": "application/json"}
+        body, headers = scale.request_body(), {"content-type": "application/json"}
         t0 = time.monotonic()
         async with aiohttp.ClientSession() as http:
             async def client():
@@ -92,7 +92,7 @@ def rss_by_component(leaders: dict[str, int]) -> dict[str, float]:
 def run(minutes: float) -> dict:
     from trainserve.core.pb import deployment_pb2
     with local_stack() as stack:
-        jobs, deployments = scale._stubs(stack)
+        jobs, deployments = scale.stubs(stack)
         model = scale.train_models(jobs, 1)[0]
         deployments.Deploy(deployment_pb2.DeployRequest(name="soak", model_name=model[0],
                                                         model_version=model[1]), timeout=60)

@@ -26,8 +26,7 @@ def tensorboard(
     DIR/JOB_ID/, a search's trials each in a folder of its own, then print the command that
     shows them."""
     with client(ctx) as ts:
-        job = ts.get_job(job_id).id  # a short id resolved, for the folder's name
-        paths = ts.download_tensorboard(job, out)
+        paths = ts.download_tensorboard(job_id, out)
     console = render.stdout()
     for path in paths:
         console.print(str(path), highlight=False, soft_wrap=True)

@@ -323,9 +323,10 @@ class Client:
     def download_tensorboard(self, job_id: str, directory: str | Path = "runs") -> list[Path]:
         """The job's TensorBoard event files (`spec.tracking.tensorboard`, docs/tracking.md)
         written under `directory`/<job id>/, a search's trials each in a folder of its own
-        named after the trial, ready for `tensorboard --logdir <directory>`. `FailedPrecondition`
-        when the job wrote none."""
-        trials = {t.id for t in self.get_job(job_id).trials}
+        named after the trial, ready for `tensorboard --logdir <directory>`; `job_id` may be
+        any unique start of the id. `FailedPrecondition` when the job wrote none."""
+        job = self.get_job(job_id)
+        job_id, trials = job.id, {t.id for t in job.trials}
         names = [a.name for a in self.list_artifacts(job_id)
                  if a.name.startswith(EVENTS_PREFIX)]
         if not names:
