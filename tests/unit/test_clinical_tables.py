@@ -1,6 +1,5 @@
 """Clinical CSVs: categorical columns and missing values, described at upload, validated from
 that schema, encoded on the training split, stored with the model and applied when serving."""
-import hashlib
 import json
 import math
 
@@ -10,6 +9,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import OneHotEncoder
 
+from tests.unit.csv_specs import pinned_spec, refusal
 from trainserve.core.errors import InvalidArgument
 from trainserve.core.pb import spec_pb2
 from trainserve.serve.predictor import Predictor
@@ -20,7 +20,6 @@ from trainserve.training.data import Preprocessing, prepare_data
 from trainserve.training.loop import train
 from trainserve.training.reporting import ListReporter
 from trainserve.training.tabular import is_missing
-from trainserve.training.userdata import schema_for_job
 from trainserve.training.validate import check_spec
 
 HEADER = "age,sex,creatinine,stage,outcome"
@@ -45,21 +44,7 @@ def _csv(tmp_path, rows, header=HEADER, name="c.csv"):
 
 
 def _spec(path, **dataset):
-    """A JobSpec pinning `path` as submission does (hash, path, the schema from upload)."""
-    spec = spec_pb2.JobSpec(dataset=spec_pb2.DatasetSpec(name="mine", **dataset),
-                            model=spec_pb2.ModelSpec(mlp=spec_pb2.MLPSpec(hidden=[16])),
-                            training=spec_pb2.TrainingSpec(epochs=30, batch_size=16))
-    schema = d.describe(path, "csv")[0]
-    spec.dataset.uploaded.CopyFrom(spec_pb2.UploadedContent(
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(), format="csv", path=str(path),
-        schema=schema_for_job(schema, spec.dataset.target_column)))
-    return spec
-
-
-def _refusal(spec):
-    with pytest.raises(InvalidArgument) as e:
-        check_spec(spec)
-    return e.value
+    return pinned_spec(path, hidden=16, epochs=30, **dataset)
 
 
 # -- upload: the schema says each column's kind and missing cells ----------------------------
@@ -79,7 +64,7 @@ def test_a_word_among_numbers_is_text_not_a_category(tmp_path):
     rows = [f"{i},M,1.0,1,{i % 2}" for i in range(10)] + ["hello,F,1.0,1,1"]
     cols = {c.name: c for c in d.describe(_csv(tmp_path, rows), "csv")[0].columns}
     assert cols["age"].kind == "text" and cols["age"].bad_row == 12
-    e = _refusal(_spec(_csv(tmp_path, rows)))
+    e = refusal(_spec(_csv(tmp_path, rows)))
     assert e.field == "spec.dataset.feature_columns"
     assert "column 'age' is not numeric (row 12: 'hello')" in str(e)
     assert "categorical_columns" in str(e)
@@ -88,7 +73,7 @@ def test_a_word_among_numbers_is_text_not_a_category(tmp_path):
 # -- validation: every refusal names its field and gives the right advice --------------------
 
 def test_missing_values_default_to_a_refusal_with_the_right_advice(tmp_path):
-    e = _refusal(_spec(_csv(tmp_path, _rows())))
+    e = refusal(_spec(_csv(tmp_path, _rows())))
     assert e.field == "spec.dataset.missing"
     assert "'creatinine' (10 missing)" in str(e) and "impute" in str(e)
     assert "not numeric" not in str(e)
@@ -119,20 +104,20 @@ def test_a_blank_cell_gets_the_missing_advice_on_the_worker_too(tmp_path):
      "spec.dataset.categorical_columns[0]", "not a feature column"),
 ])
 def test_refusals_name_the_field(tmp_path, fields, field, words):
-    e = _refusal(_spec(_csv(tmp_path, _rows()), **fields))
+    e = refusal(_spec(_csv(tmp_path, _rows()), **fields))
     assert e.field == field and words in str(e), (e.field, str(e))
 
 
 def test_built_in_and_npz_datasets_refuse_the_table_fields(tmp_path):
     spec = spec_pb2.JobSpec(dataset=spec_pb2.DatasetSpec(name="iris", missing="impute"),
                             model=spec_pb2.ModelSpec(mlp=spec_pb2.MLPSpec(hidden=[4])))
-    assert _refusal(spec).field == "spec.dataset.missing"
+    assert refusal(spec).field == "spec.dataset.missing"
 
 
 def test_a_missing_target_is_refused_unless_dropped(tmp_path):
     rows = _rows()
     rows[5] = rows[5].rsplit(",", 1)[0] + ","
-    e = _refusal(_spec(_csv(tmp_path, rows), missing="impute"))
+    e = refusal(_spec(_csv(tmp_path, rows), missing="impute"))
     assert e.field == "spec.dataset.target_column" and "drop" in str(e)
     data = prepare_data(check_spec(_spec(_csv(tmp_path, rows), missing="drop")))
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 80 - 10 - 1
@@ -140,7 +125,7 @@ def test_a_missing_target_is_refused_unless_dropped(tmp_path):
 
 def test_too_many_categories_are_refused(tmp_path):
     rows = [f"{i},id{i},1.0,1,{i % 2}" for i in range(150)]
-    e = _refusal(_spec(_csv(tmp_path, rows)))
+    e = refusal(_spec(_csv(tmp_path, rows)))
     assert e.field == "spec.dataset.feature_columns" and "more than 100" in str(e)
 
 

@@ -1,7 +1,6 @@
 """Clinical CSVs: per-column types (numeric, categorical, binary) and missing-value
 strategies (drop, mean, median, most_frequent, constant, zeros), checked against
 scikit-learn's ColumnTransformer, and every spec refusal naming its field."""
-import hashlib
 import math
 
 import numpy as np
@@ -11,13 +10,12 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from tests.unit.csv_specs import pinned_spec, refusal
 from trainserve.core.errors import InvalidArgument
-from trainserve.core.pb import spec_pb2
 from trainserve.training import describe as d
 from trainserve.training.data import Preprocessing, prepare_data
 from trainserve.training.tabular import (ColumnEncoding, ColumnPlan, TableEncoding,
                                          fit_encoding, is_missing)
-from trainserve.training.userdata import schema_for_job
 from trainserve.training.validate import check_spec
 
 HEADER = "age,sex,smoker,lactate,stage,diabetic,outcome"
@@ -47,22 +45,7 @@ def _csv(tmp_path, rows, header=HEADER, name="t.csv"):
 
 
 def _spec(path, columns=None, **dataset):
-    spec = spec_pb2.JobSpec(dataset=spec_pb2.DatasetSpec(name="mine", **dataset),
-                            model=spec_pb2.ModelSpec(mlp=spec_pb2.MLPSpec(hidden=[8])),
-                            training=spec_pb2.TrainingSpec(epochs=2, batch_size=16))
-    for name, fields in (columns or {}).items():
-        spec.dataset.columns[name].CopyFrom(spec_pb2.TableColumnSpec(**fields))
-    schema = d.describe(path, "csv")[0]
-    spec.dataset.uploaded.CopyFrom(spec_pb2.UploadedContent(
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(), format="csv", path=str(path),
-        schema=schema_for_job(schema, spec.dataset.target_column)))
-    return spec
-
-
-def _refusal(spec):
-    with pytest.raises(InvalidArgument) as e:
-        check_spec(spec)
-    return e.value
+    return pinned_spec(path, hidden=8, epochs=2, columns=columns, **dataset)
 
 
 # -- upload: binary is found, and named ------------------------------------------------------
@@ -245,7 +228,7 @@ def test_the_fitted_strategies_are_stored_and_applied_at_serving(tmp_path):
 ])
 def test_refusals_name_the_field(tmp_path, columns, fields, field, words):
     spec = _spec(_csv(tmp_path, _rows()), columns, **({"missing": "impute"} | fields))
-    e = _refusal(spec)
+    e = refusal(spec)
     assert (e.field, words in str(e)) == (field, True), (e.field, str(e))
 
 
