@@ -393,6 +393,17 @@ def test_tabular_forms_name_their_columns_and_raw_rows_go_as_text():
         tryit.oip_request(model, {"kind": "row", "cells": ["M", "9" * 1000]})
 
 
+
+def test_the_models_page_marks_an_optional_output():
+    from trainserve.console.registry_views import model_json
+    from trainserve.core.pb import model_pb2
+    gpt = model_pb2.ModelVersion(name="gpt", version=1)
+    gpt.outputs.add(name="text", datatype="BYTES", shape=[-1])
+    gpt.outputs.add(name="attention", datatype="FP32", shape=[-1, 2, 4, -1, -1], optional=True)
+    assert [(o["name"], o["optional"]) for o in model_json(gpt)["outputs"]] == [
+        ("text", False), ("attention", True)]
+
+
 # -- serving metrics -----------------------------------------------------------------------
 
 PROM_TEXT = """# HELP ray_trainserve_inference_requests_total requests

@@ -14,7 +14,8 @@ from trainserve.core.pb import dataset_pb2, deployment_pb2, job_pb2, model_pb2
 
 
 def tensor_json(t: model_pb2.TensorSpec) -> dict[str, Any]:
-    return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+    return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
+            "optional": t.optional}
 
 
 def model_json(m: model_pb2.ModelVersion) -> dict[str, Any]:

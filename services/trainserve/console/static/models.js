@@ -24,7 +24,8 @@
   }
 
   function details(m) {
-    const io = (ts) => ts.map((t) => `${t.name} ${t.datatype} [${t.shape.join(", ")}]`).join("; ");
+    // An optional output is sent only when a request names it (docs/interpretability.md).
+    const io = (ts) => ts.map((t) => `${t.name} ${t.datatype} [${t.shape.join(", ")}]${t.optional ? " (optional: only when a request names it)" : ""}`).join("; ");
     const items = [["Task", m.task], ["Inputs", io(m.inputs)], ["Outputs", io(m.outputs)],
       ["Classes", m.class_names.join(", ") || "–"], ["Preprocessing", m.preprocessing],
       ["Dataset SHA-256", el("span", {class: "mono"}, m.dataset_hash || "–")],
