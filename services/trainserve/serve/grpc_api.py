@@ -9,6 +9,7 @@ which standard clients read directly.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
@@ -105,11 +106,14 @@ def decode_contents(name: str, datatype: str, shape: tuple[int, ...],
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidArgument(f"input {name!r}: {datatype} must be sent in raw_input_contents")
-    values = list(getattr(contents, field))
-    n = int(np.prod(shape, dtype=np.int64))
+    values = getattr(contents, field)
+    n = math.prod(shape)
     if len(values) != n:
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} holds {n} values, but "
                               f"contents.{field} has {len(values)}")
+    if dtype.kind == "f":  # every value fits: read straight from the repeated field
+        return np.asarray(values, dtype=dtype).reshape(shape)
+    values = list(values)
     if datatype == "BYTES":
         arr = np.empty(n, dtype=object)
         arr[:] = values
