@@ -23,9 +23,9 @@ def _spec(dataset="corpus_mlm", **bert):
                                   "training": {"epochs": 1}}, spec_pb2.JobSpec())
 
 
-def _net(classes=0, t=12):
+def _net(classes=0, t=12, pooling="cls"):
     torch.manual_seed(0)
-    return BERT(tokenizer.vocab_size(), t, 16, 2, 2, 32, 0.0, classes).eval()
+    return BERT(tokenizer.vocab_size(), t, 16, 2, 2, 32, 0.0, classes, pooling).eval()
 
 
 # --- tokenizer ---------------------------------------------------------------------------------
@@ -90,6 +90,18 @@ def test_padding_does_not_change_the_outputs_of_the_text():
         assert not torch.allclose(net(long), net(changed), atol=1e-5)
 
 
+def test_mean_pooling_averages_the_text_positions_only():
+    net = _net(classes=3, pooling="mean")
+    short = torch.from_numpy(tokenizer.encode_batch(["hello"], 8))
+    long = torch.from_numpy(tokenizer.encode_batch(["hello"], 12))
+    with torch.no_grad():
+        assert torch.allclose(net(short), net(long), atol=1e-5)  # padding never averaged
+        hidden, _ = net.encoder(long)
+        by_hand = net.classifier(hidden[0, :6].mean(0, keepdim=True))  # [CLS] + 5 letters
+        assert torch.allclose(net(long), by_hand, atol=1e-5)
+        assert not torch.allclose(net(long), _net(classes=3)(long), atol=1e-3)  # not [CLS]
+
+
 def test_attention_weights_sum_to_one_and_ignore_padding():
     net = _net()
     ids = torch.from_numpy(tokenizer.encode_batch(["hi", "hello world"], 12))
@@ -139,6 +151,7 @@ def test_defaults_and_build():
     spec = check_spec(_spec())
     b = spec.model.bert
     assert (b.max_length, b.mask_probability, b.dim_feedforward) == (64, pytest.approx(0.15), 64)
+    assert b.pooling == "cls"
     assert spec.dataset.normalize == "none"
     info = dataset_info(spec.dataset)
     assert isinstance(build_model(spec, info), BERT)
@@ -149,6 +162,7 @@ def test_defaults_and_build():
     ("corpus_mlm", {"max_length": 10}, "spec.model.bert.max_length"),
     ("corpus_mlm", {"mask_probability": 0.0}, "spec.model.bert.mask_probability"),
     ("corpus_mlm", {"dropout": 1.0}, "spec.model.bert.dropout"),
+    ("corpus_source", {"pooling": "max"}, "spec.model.bert.pooling"),
     ("iris", {}, "spec.model.bert"),
     ("corpus", {}, "spec.model"),
 ])

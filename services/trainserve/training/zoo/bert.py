@@ -8,13 +8,14 @@ masked out of attention, pre-norm encoder layers, a masked-LM head or a [CLS] he
 from __future__ import annotations
 
 from trainserve.training.datasets import tokenizer
-from trainserve.training.checks import check_range, fail
+from trainserve.training.checks import check_choice, check_range, fail
 from trainserve.training.zoo import Architecture, register_architecture
 from trainserve.training.zoo.transformer import MAX_TOKENS as MAX_LENGTH
 from trainserve.training.zoo.transformer import check_encoder_sizes
 
 DEFAULT_D_MODEL, DEFAULT_HEADS, DEFAULT_LAYERS = 64, 4, 2
 DEFAULT_MASK_PROBABILITY = 0.15
+DEFAULT_POOLING = "cls"
 
 
 def apply_defaults(msg) -> None:
@@ -28,6 +29,8 @@ def apply_defaults(msg) -> None:
         msg.dim_feedforward = 4 * msg.d_model
     if not msg.HasField("mask_probability"):
         msg.mask_probability = DEFAULT_MASK_PROBABILITY
+    if not msg.pooling:
+        msg.pooling = DEFAULT_POOLING
 
 
 def check(msg, path: str, info, spec) -> None:
@@ -46,6 +49,8 @@ def check(msg, path: str, info, spec) -> None:
     check_range(msg.dropout, f"{path}.dropout", low=0.0, high=1.0)
     check_range(msg.mask_probability, f"{path}.mask_probability", low=0.0, high=1.0,
                 low_open=True)
+    from trainserve.training.zoo.nets.bert import POOLINGS
+    check_choice(msg.pooling, POOLINGS, f"{path}.pooling", "pooling")
 
 
 def build(msg, info):
@@ -53,7 +58,7 @@ def build(msg, info):
     classes = info.num_classes if info.task == "classification" else 0
     return BERT(tokenizer.vocab_size(), msg.max_length or info.input_shape[0], msg.d_model,
                 msg.num_heads, msg.num_layers, msg.dim_feedforward or 4 * msg.d_model,
-                msg.dropout, classes)
+                msg.dropout, classes, msg.pooling or DEFAULT_POOLING)
 
 
 register_architecture("bert", Architecture(apply_defaults, check, build))

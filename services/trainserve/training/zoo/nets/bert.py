@@ -64,15 +64,34 @@ class BERTEncoder(nn.Module):
         return self.norm(x), maps
 
 
+def cls_pool(hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The [CLS] position's hidden state `(N, d)`."""
+    return hidden[:, 0]
+
+
+def mean_pool(hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The mean hidden state over the non-padding positions ([CLS] counts, so never empty)."""
+    keep = (ids != PAD).to(hidden.dtype)
+    keep[:, 0] = 1.0
+    keep = keep.unsqueeze(-1)
+    return (hidden * keep).sum(1) / keep.sum(1)
+
+
+# `BERTSpec.pooling` -> how a classifier reduces the sequence to one vector.
+POOLINGS = {"cls": cls_pool, "mean": mean_pool}
+
+
 class BERT(nn.Module):
     """`num_classes` 0: masked-language-model logits over the vocabulary at every position;
-    else classification logits from the [CLS] position's hidden state."""
+    else classification logits from the sequence pooled by `pooling` (a `POOLINGS` name)."""
 
     def __init__(self, vocab: int, max_length: int, d_model: int, heads: int, layers: int,
-                 feedforward: int, dropout: float = 0.0, num_classes: int = 0):
+                 feedforward: int, dropout: float = 0.0, num_classes: int = 0,
+                 pooling: str = "cls"):
         super().__init__()
         self.encoder = BERTEncoder(vocab, max_length, d_model, heads, layers, feedforward,
                                    dropout)
+        self.pool = POOLINGS[pooling]
         if num_classes:
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, num_classes))
         else:
@@ -81,11 +100,8 @@ class BERT(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.encoder(ids)
-        return self._head(hidden)
-
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "classifier"):
-            return self.classifier(hidden[:, 0])
+            return self.classifier(self.pool(hidden, ids.long()))
         return self.mlm_head(hidden)
 
     @torch.no_grad()
