@@ -185,7 +185,6 @@ SECTIONS = {
                 "examples/README.md: Training options, one at a time"),
     "phantoms": (["-m", "examples.phantom_measure", "--write"],
                  "examples/README.md and docs/evaluation.md: Lesion phantoms"),
-    "bert": (["examples/bert_measure.py"], "docs/bert.md's table (printed)"),
     "vanishing_gradients": (["examples/vanishing_gradients_measure.py"],
                             "docs/interpretability.md's table (printed)"),
     "clinical": (["examples/clinical/measure.py"], "docs/training-options.md's clinical "
