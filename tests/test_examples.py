@@ -217,7 +217,7 @@ def test_the_xor_perceptron_learns_what_is_linear(tmp_path):
 
 
 def test_transfer_from_the_autoencoder_beats_training_from_scratch(tmp_path):
-    """10% of the labels: the classifier whose first layer starts from the denoising
+    """2% of the labels: the classifier whose first layer starts from the denoising
     autoencoder's encoder beats the same classifier from a random start."""
     ae = _train("autoencoder_digits_pretrain", tmp_path)
     reporter = ListReporter()
