@@ -15,8 +15,8 @@ from bench.common import RESULTS, ROOT
 
 README = ROOT / "bench" / "README.md"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("spine", "train", "tune", "serve", "submit", "console", "cluster", "scale", "soak",
-         "gpu")
+ORDER = ("spine", "ddpcost", "train", "tune", "serve", "servecost", "submit", "console",
+         "cluster", "scale", "soak", "gpu")
 
 
 def _fmt(x) -> str:

@@ -2,7 +2,8 @@
 figure — ours, baseline, ratio, target, met — also written to bench/results/all.json (each
 bench still writes its own bench/results/<name>.json).
 
-    .venv/bin/python bench/run.py                # spine, train, tune, serve, submit, console (+ gpu with CUDA)
+    .venv/bin/python bench/run.py                # spine, train, tune, serve, servecost, ddpcost,
+                                                 # submit, console (+ gpu with CUDA)
     .venv/bin/python bench/run.py cluster        # only when named: ranks and the idle stack
     .venv/bin/python bench/run.py scale soak     # only when named: many models, replicas; a soak
     .venv/bin/python bench/run.py train submit   # some of them
@@ -22,11 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import (cluster, common, console, gpu, report, scale, serve, soak,  # noqa: E402
-                   spine, submit, train, tune)
+from bench import (cluster, common, console, ddpcost, gpu, report, scale,  # noqa: E402
+                   serve, servecost, soak, spine, submit, train, tune)
 from bench.common import RESULTS, print_table, provenance  # noqa: E402
 
 BENCHES = {"spine": spine.main, "train": train.main, "tune": tune.main, "serve": serve.main,
+           "servecost": servecost.main, "ddpcost": ddpcost.main,
            "submit": submit.main, "console": console.main, "cluster": cluster.main,
            "scale": scale.main, "soak": soak.main, "gpu": gpu.main}
 # Run only when named: cluster starts a second, two-node Ray cluster (about 6 minutes); scale

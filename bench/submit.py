@@ -6,10 +6,13 @@ dispatcher, so nothing consumes the queue).
   the Lua script), 20 threads, in this process: the cost without gRPC and validation.
 - ListJobs (one page of the default 50, and of 1000) with 10 000 jobs stored: p50 of 200
   calls. Baseline: `JobStore.list` in this process.
+- During the burst: the CPU of the API process, of redis-server and of the client threads
+  per call (from /proc and getrusage), and the Redis commands per call.
 Targets: >= 500 submissions/s; ListJobs p50 <= 50 ms.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -74,12 +77,20 @@ def _measure(stack) -> list[dict]:
     admin = Principal("admin", "admin")
     full = JobsCore(r).submit(spec, "probe", admin.user, admin)[0].spec
     _rate(api_submit, 100, CLIENTS)
+    before = _costs(stack, r)
     api_rate = _rate(api_submit, BURST, CLIENTS)
+    cost = {k: (v - before[k]) / BURST for k, v in _costs(stack, r).items()}
     store_rate = _rate(lambda i: store.submit(full, uuid.uuid4().hex), BURST, CLIENTS)
     have = r.zcard(keys.JOBS)
     _rate(lambda i: store.submit_raw(full, uuid.uuid4().hex), max(0, STORED - have), CLIENTS)
     rows = [row(f"SubmitJob/s, {CLIENTS} clients, {BURST} calls", api_rate, store_rate,
                 ">= 500", on="ours", note="baseline: JobStore.submit in the bench process")]
+    rows += [row(f"SubmitJob: CPU of the {who} per call, us", cost[key] * 1e6,
+                 note="during the burst above")
+             for who, key in (("API process", "api"), ("redis-server", "redis"),
+                              ("20 client threads", "client"))]
+    rows.append(row("SubmitJob: Redis commands per call", cost["commands"],
+                    note="each a round trip from the API unless pipelined or in one script"))
     for size in (50, 1000):
         ours = _p50_ms(lambda: stubs[0].ListJobs(job_pb2.ListJobsRequest(page_size=size),
                                                  timeout=30), CALLS if size == 50 else 50)
@@ -88,6 +99,22 @@ def _measure(stack) -> list[dict]:
                         base, "<= 50" if size == 50 else None, on="ours",
                         note="baseline: JobStore.list in the bench process"))
     return rows
+
+
+def _costs(stack, r) -> dict[str, float]:
+    """CPU seconds so far of the API and redis-server processes and of this process (the
+    clients), and the commands Redis has processed (less the one asking)."""
+    import resource
+
+    from bench.cluster import parse_stat
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def cpu(pid: int) -> float:
+        return parse_stat(Path(f"/proc/{pid}/stat").read_text())["ticks"] / hz
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"api": cpu(stack.pid("api")), "redis": cpu(stack.pid("redis")),
+            "client": own.ru_utime + own.ru_stime,
+            "commands": float(r.info("stats")["total_commands_processed"]) - 1}
 
 
 def main() -> list[dict]:
