@@ -23,11 +23,18 @@ def local_stack(num_cpus: int = 2, **settings):
 
     root = Path(tempfile.mkdtemp(prefix="ts-bench-"))
     ports = {f: free_port() for f in port_settings()}
+    t0 = time.perf_counter()
+    ready: dict[str, float] = {}  # component -> seconds after `up` began when it was ready
+
+    def on_event(name: str, message: str) -> None:
+        if message.startswith("ready"):
+            ready[name] = time.perf_counter() - t0
     stack = LocalStack(Config(state_dir=root / "state", ray_num_cpus=num_cpus,
-                              ray_temp_dir=str(root / "ray"), **ports, **settings))
+                              ray_temp_dir=str(root / "ray"), **ports, **settings), on_event)
     t0 = time.perf_counter()
     stack.up()
     stack.bench_up_s = time.perf_counter() - t0  # what `trainserve up` takes to ready
+    stack.bench_ready_s = ready
     print(f"stack up in {stack.bench_up_s:.1f} s", file=sys.stderr)
     try:
         yield stack

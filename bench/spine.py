@@ -2,7 +2,9 @@
 
 - `trainserve up` to ready (`LocalStack.up()`, every component) against `ray start --head`
   alone with the same flags, timed until it reports the head started, on the idle stack
-  (while the stack pre-warms its workers both cores are busy, which would slow the baseline);
+  (while the stack pre-warms its workers both cores are busy, which would slow the baseline),
+  and where `up` goes: when each component was ready, and the dispatcher's steps (connected
+  to Ray, Serve application deployed, pooled workers warm) from its log;
 - examples/xor_mlp.yaml on the single-worker fast path: submit -> first epoch event for the
   first job after `up`, warm (median of 5), and while a longer job holds a pooled worker;
   submit -> SUCCEEDED (absolute targets: there is no Ray equivalent of a pooled task);
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,6 +239,26 @@ def throughput_rows(stubs) -> list[dict]:
     return out
 
 
+# The dispatcher's start-up lines that end "(N s after start)" (trainserve.dispatch).
+DISPATCHER_PHASES = {"connected to Ray": "connected to Ray",
+                     "Serve ready": "Serve application deployed",
+                     "pooled workers warm": "pooled workers warm"}
+
+
+def up_phase_rows(stack) -> list[dict]:
+    """Where `up` goes: when each component was ready (seconds after `up` began), and the
+    dispatcher's own steps (seconds after its start), from its log."""
+    rows = [row(f"trainserve up: {name} ready after (s)", seconds)
+            for name, seconds in stack.bench_ready_s.items()]
+    text = stack.log_path("dispatcher").read_text(errors="replace")
+    for needle, label in DISPATCHER_PHASES.items():
+        found = re.findall(rf"{needle}.*\(([0-9.]+) s after start\)", text)
+        if found:
+            rows.append(row(f"trainserve up: dispatcher {label}, s after its start",
+                            float(found[0])))
+    return rows
+
+
 def main() -> list[dict]:
     from trainserve.core.pb import job_pb2_grpc
 
@@ -251,9 +274,10 @@ def main() -> list[dict]:
             baseline.close()
         # Timed on the idle stack: while it pre-warms its workers, both cores are busy.
         ray_s = [ray_start_seconds(stack) for _ in range(3)]
-    rows.insert(0, row("trainserve up -> ready (s)", up_s, median(ray_s), "<= 2",
-                       spread=f"baseline {spread(ray_s)}",
-                       note="baseline: ray start --head alone, same flags, idle stack"))
+    rows[:0] = [row("trainserve up -> ready (s)", up_s, median(ray_s), "<= 2",
+                    spread=f"baseline {spread(ray_s)}",
+                    note="baseline: ray start --head alone, same flags, idle stack"),
+                *up_phase_rows(stack)]
     print_table("spine (warm local stack, 2 CPUs)", rows)
     print("results:", save("spine", rows, {"repeats": REPEATS, "ddp_repeats": DDP_REPEATS}))
     return rows

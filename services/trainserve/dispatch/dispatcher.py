@@ -89,9 +89,11 @@ class Dispatcher:
     def start(self) -> None:
         import ray
 
+        self.started_at = time.monotonic()
         os.makedirs(self.cfg.storage_dir, exist_ok=True)
         ray.init(address=self.cfg.ray_address, namespace="trainserve", log_to_driver=False,
                  logging_level=logging.WARNING)
+        log.info("connected to Ray %s", self._since_start())
         self._publish_cluster()
         self.queue.publish_default_quota(Quota(self.cfg.user_max_jobs, self.cfg.user_max_cpus,
                                                self.cfg.user_max_gpus))
@@ -131,6 +133,7 @@ class Dispatcher:
             log.warning("prewarm failed", exc_info=True)
         finally:
             self.r.set(keys.DISPATCHER_WARM, self.cfg.consumer)
+            log.info("pooled workers warm %s", self._since_start())
 
     def _serve_start(self) -> None:
         from trainserve.serve.control import ServeConfig, ensure_serve
@@ -143,7 +146,12 @@ class Dispatcher:
                                  inference_token_file=self.cfg.inference_token_file,
                                  **self.cfg.serve_options))
         self.serve_ready.set()
-        log.info("Serve ready on http %s, grpc %s", self.cfg.serve_http, self.cfg.serve_grpc)
+        log.info("Serve ready on http %s, grpc %s %s", self.cfg.serve_http, self.cfg.serve_grpc,
+                 self._since_start())
+
+    def _since_start(self) -> str:
+        """`(N.N s after start)`, for the start-up log lines (bench/spine.py reads them)."""
+        return f"({time.monotonic() - self.started_at:.1f} s after start)"
 
     # -- jobs --------------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
