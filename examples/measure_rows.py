@@ -161,32 +161,29 @@ def _sparse(s, seed):
             "dense8_recon_mse": dense8["test_recon_mse"]}
 
 
-def _transfer(s, seed):
-    """Pre-train at the seed, then the classifier from that exact version and from scratch."""
-    pre = s.job("autoencoder_digits_pretrain", seed)
+def _pretrained_pair(s, seed, pretrain: str, example: str):
+    """Pre-train `pretrain` at the seed, then `example` from that exact version (pinned) and,
+    with the same spec and budget, from scratch: (pre-training job, fine-tuned job, scratch
+    job)."""
+    pre = s.job(pretrain, seed)
 
     def pinned(doc):
         doc["model"]["transfer"]["version"] = pre.model_version
 
     def scratch(doc):
         doc["model"].pop("transfer")
-    got = s.job("transfer_from_autoencoder", seed, pinned, variant=f"v{pre.model_version}")
-    base = s.job("transfer_from_autoencoder", seed, scratch, variant="scratch")
+    return (pre, s.job(example, seed, pinned, variant=f"v{pre.model_version}"),
+            s.job(example, seed, scratch, variant="scratch"))
+
+
+def _transfer(s, seed):
+    _, got, base = _pretrained_pair(s, seed, "autoencoder_digits_pretrain",
+                                    "transfer_from_autoencoder")
     return {"pretrained": got.metrics["test_accuracy"], "scratch": base.metrics["test_accuracy"]}
 
 
 def _bert(s, seed):
-    """Masked-LM pre-training at the seed, then the source classifier fine-tuned from that
-    exact version and, with the same spec and budget, from scratch."""
-    pre = s.job("bert_mlm", seed)
-
-    def pinned(doc):
-        doc["model"]["transfer"]["version"] = pre.model_version
-
-    def scratch(doc):
-        doc["model"].pop("transfer")
-    got = s.job("bert_finetune", seed, pinned, variant=f"v{pre.model_version}")
-    base = s.job("bert_finetune", seed, scratch, variant="scratch")
+    pre, got, base = _pretrained_pair(s, seed, "bert_mlm", "bert_finetune")
     return {"pretrained": got.metrics["test_accuracy"], "scratch": base.metrics["test_accuracy"],
             "mlm_accuracy": pre.metrics["test_mlm_accuracy"],
             "perplexity": pre.metrics["test_perplexity"]}
