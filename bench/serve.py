@@ -22,6 +22,8 @@ head's environment), a child process starts its own Ray head (2 CPUs, loopback),
 
 Ratios are ours / baseline, measured in the same run on the same Ray and Serve.
 `BENCH_SERVE_QUICK=1` shortens every window and round (a smoke run; figures not comparable).
+`python bench/serve.py --rows` recomputes the rows of the saved results from their raw figures
+(after a change to bench/serve_table.py).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import serve_load, serve_minimal  # noqa: E402
-from bench.common import free_port, print_table, save  # noqa: E402
+from bench.common import RESULTS, free_port, print_table, save  # noqa: E402
 from bench.serve_table import table_rows  # noqa: E402
 from tests.ray_head import RayHead  # noqa: E402
 
@@ -500,8 +502,19 @@ def _run_mode(mode: str, artifacts: dict, work: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def rebuild_rows(path: Path = RESULTS / "serve.json") -> Path:
+    """Recompute the rows of a saved run from its raw figures (after a change to
+    bench/serve_table.py), keeping what it was measured on."""
+    doc = json.loads(path.read_text())
+    doc["rows"] = [r for mode, raw in doc["raw"].items() for r in table_rows(mode, raw)]
+    path.write_text(json.dumps(doc, indent=2, default=str))
+    return path
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == APP_ARG:
+    if sys.argv[1:] == ["--rows"]:
+        print("rows rebuilt:", rebuild_rows())
+    elif len(sys.argv) > 1 and sys.argv[1] == APP_ARG:
         one_mode(sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4]))
     else:
         main(sys.argv[1:] or None)
