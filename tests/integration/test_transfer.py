@@ -20,7 +20,9 @@ def pretrained(stubs):
 
 
 def test_a_classifier_starts_from_a_registered_encoder_by_name(stubs, pretrained):
-    spec = example("transfer_from_autoencoder", training={"epochs": 3})
+    # A short run: with the example's 2 % of the labels three epochs are a handful of steps.
+    spec = example("transfer_from_autoencoder", dataset={"label_fraction": 0.1},
+                   training={"epochs": 3})
     assert spec.model.transfer.model == pretrained.name
     job = submit(stubs, spec)
     assert job.spec.model.transfer.artifact_path == pretrained.artifact_uri  # pinned

@@ -289,7 +289,8 @@ def test_models_show_metrics_and_lineage(app):
     m = models[0]
     assert m["job_id"] == "j-alice" and m["dataset_hash"] == "cd" * 32 and m["seed"] == 0
     assert m["dataset"] == "digits" and "name: digits-alice" in m["spec"]
-    assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8],
+                            "optional": False}]
 
 
 def test_a_dataset_is_uploaded_described_and_deleted(app, api):
