@@ -32,7 +32,7 @@ from bench.common import local_stack, median, print_table, row, save, spread
 
 REPEATS = 5
 DDP_REPEATS = 5  # interleaved with the baseline: it alone moves by 1-2 s between fits
-THROUGHPUT_ROUNDS = 3
+THROUGHPUT_ROUNDS = 5
 
 
 def _timed_job(stubs, spec) -> dict:

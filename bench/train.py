@@ -135,8 +135,8 @@ def course_loop(spec, epochs: int = EPOCHS, threads: int = THREADS) -> list[floa
     return rates[1:]
 
 
-def measure(name: str, rounds: int = ROUNDS) -> dict[str, float]:
-    """Median samples/s of ours, the ceiling and the course loop; for an image model also
+def measure(name: str, rounds: int = ROUNDS) -> dict[str, list[float]]:
+    """Each round's samples/s of ours, the ceiling and the course loop; for an image model also
     ours in the default (NCHW) memory format, `ours_nchw`: ours runs image models in
     channels_last on a CPU unless the spec says otherwise, the two plain loops do not; and
     with Adam, the ceiling with torch's default (unfused) Adam, `ceiling_unfused`."""
@@ -157,32 +157,41 @@ def measure(name: str, rounds: int = ROUNDS) -> dict[str, float]:
             got["ours_nchw"].append(max(ours(nchw)))
         if adam:
             got["ceiling_unfused"].append(max(ceiling(spec, student_optimizer=True)))
-    return {k: median(v) for k, v in got.items()}
+    return got
+
+
+def _spread(runs: dict[str, list[float]], *sides: str) -> str:
+    return "; ".join(f"{side} {min(runs[side]):.3g}-{max(runs[side]):.3g}" for side in sides) \
+        + f" over {len(runs[sides[0]])}"
 
 
 def rows() -> list[dict]:
     out = []
     for name, course_target in (("MLP", "1.5"), ("LeNet-5", "1.1")):
-        m = measure(name)
+        runs = measure(name)
+        m = {k: median(v) for k, v in runs.items()}
         fig = f"{name} digits train samples/s, 1 worker, {THREADS} thread"
         out.append(row(f"{fig} vs raw ceiling", m["ours"], m["ceiling"], ">= 0.95",
+                       spread=_spread(runs, "ours", "ceiling"),
                        note="baseline: hand-tuned loop over pre-batched tensors, same run"))
         out.append(row(f"{fig} vs DataLoader loop", m["ours"], m["course"],
-                       f">= {course_target}",
+                       f">= {course_target}", spread=_spread(runs, "ours", "course"),
                        note=f"baseline: DataLoader(TensorDataset) loop; ceiling/DataLoader "
                             f"= {m['ceiling'] / m['course']:.2f} in this run"))
         out.append(row(f"{fig} vs raw ceiling that also sums train loss and accuracy",
-                       m["ours"], m["tracked"],
+                       m["ours"], m["tracked"], spread=_spread(runs, "ours", "tracked"),
                        note="the metrics ours reports each epoch, summed on the device per "
                             "step as a hand-written loop would"))
         if "ours_nchw" in m:
             out.append(row(f"{fig}, ours in NCHW (channels_last off) vs raw ceiling",
                            m["ours_nchw"], m["ceiling"],
+                           spread=_spread(runs, "ours_nchw", "ceiling"),
                            note="ours runs image models channels_last on a CPU by default; "
                                 "the two plain loops run NCHW"))
         if "ceiling_unfused" in m:
             out.append(row(f"{fig}, raw ceiling: our Adam (fused) vs torch.optim.Adam defaults",
                            m["ceiling"], m["ceiling_unfused"],
+                           spread=_spread(runs, "ceiling", "ceiling_unfused"),
                            note="the same loop; ours builds Adam with fused=True on CPU and "
                                 "CUDA, the course loop uses torch's defaults"))
     return out

@@ -33,7 +33,7 @@ from pathlib import Path
 from bench.common import meets, median, print_table, row, save, spread
 
 TRIALS, EPOCHS, TRIAL_CPUS, RAY_CPUS, SEED = 16, 20, 0.5, 2, 0
-ROUNDS = 3  # searches per side, interleaved: which trials ASHA stops varies run to run
+ROUNDS = 5  # searches per side, interleaved: which trials ASHA stops varies run to run
 # ASHA's rungs are at grace_period * reduction_factor**k epochs (k >= 0) below epochs + 1.
 GRACE_PERIOD, REDUCTION_FACTOR = 2, 3
 SPACE = {"optimizer.lr": "loguniform(1e-4, 1e-1)",
