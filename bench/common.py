@@ -23,7 +23,6 @@ def local_stack(num_cpus: int = 2, **settings):
 
     root = Path(tempfile.mkdtemp(prefix="ts-bench-"))
     ports = {f: free_port() for f in port_settings()}
-    t0 = time.perf_counter()
     ready: dict[str, float] = {}  # component -> seconds after `up` began when it was ready
 
     def on_event(name: str, message: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port, print_table, row, save  # noqa: E402
+from bench.common import free_port, print_table, row, save, spread  # noqa: E402
 
 REPEATS = 3
 STAGES = ("init_process_group", "DDP wrap, first in the process (imports torch._dynamo)",
@@ -77,7 +77,7 @@ def main() -> list[dict]:
     for i, name in enumerate(STAGES):
         values = [r[i] for r in runs]
         rows.append(row(f"2 ranks (gloo, CPU), rank 0: {name}, s", statistics.median(values),
-                        spread=f"{min(values):.3g}-{max(values):.3g} over {REPEATS}"))
+                        spread=spread(values)))
     print_table("DDP start-up outside Ray: where the seconds go", rows)
     print("results:", save("ddpcost", rows, {"repeats": REPEATS}))
     return rows

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import serve_minimal  # noqa: E402
-from bench.common import print_table, row, save  # noqa: E402
+from bench.common import median, print_table, row, save, spread  # noqa: E402
 
 CALLS, ROUNDS = 2000, 5
 
@@ -168,11 +168,10 @@ def measure(artifact_dir: Path) -> list[dict]:
                         "REST": (s.ours_rest, s.minimal_rest)})
     rows = []
     for proto, sides in got.items():
-        ours, base = statistics.median(sides["ours"]), statistics.median(sides["minimal"])
-        rows.append(row(f"{proto} request in the replica, us (batch 1, in-process)", ours, base,
-                        spread=f"ours {min(sides['ours']):.0f}-{max(sides['ours']):.0f}; "
-                               f"minimal {min(sides['minimal']):.0f}-"
-                               f"{max(sides['minimal']):.0f} over {ROUNDS}",
+        rows.append(row(f"{proto} request in the replica, us (batch 1, in-process)",
+                        median(sides["ours"]), median(sides["minimal"]),
+                        spread=f"ours {spread(sides['ours'])}; "
+                               f"minimal {spread(sides['minimal'])}",
                         note="baseline: bench/serve_minimal.py's handler"))
     for name, us in stages(s, artifact_dir).items():
         rows.append(row(f"ours, gRPC stage: {name}, us", us))

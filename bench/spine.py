@@ -81,7 +81,6 @@ def ray_start_seconds(stack) -> float:
     it prints that the head started; then stopped through its own process group."""
     from trainserve.local import free_port
 
-    c = stack.config
     cmd = [a for a in stack.launch("ray").argv if not a.startswith(("--port=", "--temp-dir=",
                                                                  "--dashboard-port="))]
     tmp = tempfile.mkdtemp(prefix="ts-bench-ray-")

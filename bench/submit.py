@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port, median, print_table, row, save  # noqa: E402
+from bench.common import free_port, median, print_table, row, save, spread  # noqa: E402
 
 CLIENTS = 20
 BURST = 1000
@@ -91,8 +91,7 @@ def _measure(stack) -> list[dict]:
     _rate(lambda i: store.submit_raw(full, uuid.uuid4().hex), max(0, STORED - have), CLIENTS)
     rows = [row(f"SubmitJob/s, {CLIENTS} clients, {BURST} calls", median(api_rates),
                 median(store_rates), ">= 500", on="ours",
-                spread=f"ours {min(api_rates):.0f}-{max(api_rates):.0f}; store "
-                       f"{min(store_rates):.0f}-{max(store_rates):.0f} over {ROUNDS}",
+                spread=f"ours {spread(api_rates)}; store {spread(store_rates)}",
                 note="baseline: JobStore.submit in the bench process")]
     rows += [row(f"SubmitJob: CPU of the {who} per call, us", cost[key] * 1e6,
                  note="during the bursts above (median)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import median, print_table, row, save
+from bench.common import median, print_table, row, save, spread
 
 THREADS = 1
 BATCH = 64
@@ -161,8 +161,7 @@ def measure(name: str, rounds: int = ROUNDS) -> dict[str, list[float]]:
 
 
 def _spread(runs: dict[str, list[float]], *sides: str) -> str:
-    return "; ".join(f"{side} {min(runs[side]):.3g}-{max(runs[side]):.3g}" for side in sides) \
-        + f" over {len(runs[sides[0]])}"
+    return "; ".join(f"{side} {spread(runs[side])}" for side in sides)
 
 
 def rows() -> list[dict]:
